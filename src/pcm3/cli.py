@@ -1,0 +1,83 @@
+"""The ``pcm3`` command: subcommands that call the library's functions.
+
+Each ``prepare`` target lives in its reader module, which adds its own parser through
+``add_prepare_parsers(subparsers)`` and sets ``func(args) -> int``. User errors
+(:class:`pcm3.errors.Pcm3Error`) print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+from pcm3 import __version__
+from pcm3.errors import Pcm3Error
+
+# Modules that define ``add_prepare_parsers(subparsers)``.
+PREPARE_MODULES = (
+    "pcm3.data.ntu",
+    "pcm3.data.pku",
+    "pcm3.data.nwucla",
+    "pcm3.data.msr3d",
+    "pcm3.data.convert",
+    "pcm3.data.synthetic",
+)
+
+# Modules that define ``add_parser(subparsers)`` for a top-level subcommand.
+COMMAND_MODULES = (
+    "pcm3.commands.info",
+    "pcm3.commands.pretrain",
+    "pcm3.commands.export",
+    "pcm3.commands.demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pcm3",
+        description="PCM3: self-supervised 3D skeleton action representation learning "
+                    "(prepare data, pretrain, export, evaluate).")
+    parser.add_argument("--version", action="version", version=f"pcm3 {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    prep = sub.add_parser("prepare", help="prepare a data set into the pcm3 on-disk format",
+                          description="Prepare a data set from its raw files (or convert an existing "
+                                      "preprocessed copy) into the pcm3 prepared format.")
+    prep_sub = prep.add_subparsers(dest="target", metavar="TARGET")
+    prep_sub.required = True
+    for name in PREPARE_MODULES:
+        _optional_module(name, "add_prepare_parsers", prep_sub)
+    for name in COMMAND_MODULES:
+        _optional_module(name, "add_parser", sub)
+    return parser
+
+
+def _optional_module(name: str, hook: str, sub) -> None:
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name == name:  # not written yet in this checkout
+            return
+        raise
+    getattr(module, hook)(sub)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except Pcm3Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Top-level ``pcm3`` subcommands, one module each (``add_parser(subparsers)``)."""

@@ -1,0 +1,351 @@
+"""The prepared on-disk format: one folder per data set, memory-mappable, read lazily.
+
+Layout of a prepared folder (``kind`` in ``meta.json`` says which of the two):
+
+``kind = "clips"`` (trimmed samples, padded to a common length):
+    ``data.npy``     ``(N, C, T, V, M)`` float32, padded (how is up to the preparer: the NTU
+                     recipe repeats the valid clip, others pad with zeros).
+``kind = "sequences"`` (untrimmed videos of any length, e.g. PKU-MMD Part I):
+    ``data.npy``     ``(F, C, V, M)`` float32, all videos' frames concatenated;
+    ``offsets.npy``  ``(N + 1,)`` int64, video ``i`` is frames ``offsets[i]:offsets[i+1]``;
+    ``intervals.csv`` ``index,label,start,end,confidence``: 0-based labelled actions,
+                     frames ``start`` (inclusive) to ``end`` (exclusive).
+Both kinds:
+    ``meta.json``    format, version, dataset, source, layout, kind, shape, class names;
+    ``labels.npy``   ``(N,)`` int64, 0-based class, -1 where a sample has none;
+    ``lengths.npy``  ``(N,)`` int64, true number of frames of each sample;
+    ``samples.csv``  ``index,name,label,length`` then per-dataset columns (subject, camera...);
+    ``splits.json``  ``{benchmark: {"train": [indices], "test": [indices]}}``.
+
+Coordinates are in the sensor's units (metres for Kinect). ``pcm3 info DIR`` prints and
+validates a folder. :class:`PreparedWriter` writes one atomically: a temporary folder that
+is renamed to the final name only when everything is in place.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+
+from pcm3.errors import DataError
+from pcm3.io import atomic_path
+
+FORMAT = "pcm3-prepared"
+VERSION = 1
+KINDS = ("clips", "sequences")
+
+
+class PreparedWriter:
+    """Write a prepared folder atomically.
+
+    Usage::
+
+        with PreparedWriter(out, kind="clips", shape=(N, 3, 300, 25, 2), ...) as w:
+            for i, sample in enumerate(...):
+                w.set(i, x, label=..., length=..., name=..., subject=...)
+            w.set_splits({"xsub": {"train": [...], "test": [...]}})
+
+    For ``kind="sequences"`` call :meth:`append` with ``(C, T_i, V, M)`` arrays instead
+    (``shape`` is then ``(N, C, V, M)``). If the block raises, nothing is left under ``out``.
+    """
+
+    def __init__(self, out: str | os.PathLike, *, kind: str, shape: Sequence[int], dataset: str,
+                 layout: str, class_names: Sequence[str], source: str = "", extra_meta: Optional[dict] = None):
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}")
+        self.out = Path(out)
+        self.kind = kind
+        self.shape = tuple(int(s) for s in shape)
+        self.meta = {"format": FORMAT, "version": VERSION, "dataset": dataset, "source": source,
+                     "layout": layout, "kind": kind, "class_names": list(class_names), **(extra_meta or {})}
+        n = self.shape[0]
+        self.labels = np.full(n, -1, dtype=np.int64)
+        self.lengths = np.zeros(n, dtype=np.int64)
+        self.rows: List[Optional[dict]] = [None] * n
+        self.splits: Dict[str, Dict[str, List[int]]] = {}
+        self.intervals: List[tuple] = []
+        self._ctx = None
+
+    def __enter__(self) -> "PreparedWriter":
+        self._ctx = atomic_path(self.out)
+        self.tmp = self._ctx.__enter__()
+        self.tmp.mkdir()
+        if self.kind == "clips":
+            self.data = np.lib.format.open_memmap(self.tmp / "data.npy", mode="w+", dtype=np.float32, shape=self.shape)
+        else:
+            self._raw = open(self.tmp / "frames.raw", "wb")
+            self._offsets = [0]
+        return self
+
+    def set(self, i: int, x: np.ndarray, *, label: int, length: int, name: str, **columns) -> None:
+        """Store clip ``i``: ``x`` ``(C, T, V, M)`` float32, its class and true length."""
+        if self.kind != "clips":
+            raise TypeError("set() is for clips; use append() for sequences")
+        self.data[i] = x
+        self._record(i, label, length, name, columns)
+
+    def append(self, x: np.ndarray, *, label: int = -1, name: str, intervals: Iterable[tuple] = (), **columns) -> int:
+        """Append a whole sequence ``x`` ``(C, T, V, M)``; returns its index.
+
+        ``intervals`` are ``(label, start, end, confidence)`` with 0-based ``start``
+        (inclusive) and ``end`` (exclusive) frames.
+        """
+        if self.kind != "sequences":
+            raise TypeError("append() is for sequences; use set() for clips")
+        i = len(self._offsets) - 1
+        frames = np.ascontiguousarray(np.transpose(np.asarray(x, dtype=np.float32), (1, 0, 2, 3)))
+        self._raw.write(frames.tobytes())
+        self._offsets.append(self._offsets[-1] + frames.shape[0])
+        self._record(i, label, frames.shape[0], name, columns)
+        for lab, start, end, conf in intervals:
+            self.intervals.append((i, int(lab), int(start), int(end), float(conf)))
+        return i
+
+    def _record(self, i, label, length, name, columns):
+        self.labels[i] = label
+        self.lengths[i] = length
+        self.rows[i] = {"index": i, "name": name, "label": int(label), "length": int(length), **columns}
+
+    def set_splits(self, splits: Dict[str, Dict[str, Sequence[int]]]) -> None:
+        """Benchmarks and their ``train``/``test`` index lists (more parts are allowed)."""
+        self.splits = {b: {p: [int(i) for i in idx] for p, idx in parts.items()} for b, parts in splits.items()}
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                self._finish()
+        finally:
+            if self.kind == "sequences" and not self._raw.closed:
+                self._raw.close()
+            self.data = None
+        return self._ctx.__exit__(exc_type, exc, tb)
+
+    def _finish(self):
+        tmp = self.tmp
+        missing = [i for i, r in enumerate(self.rows) if r is None]
+        n = len(self.rows)
+        if self.kind == "clips":
+            if missing:
+                raise RuntimeError(f"prepared writer: {len(missing)} of {n} samples were never set")
+            self.data.flush()
+            shape = list(self.shape)
+        else:
+            n = len(self._offsets) - 1
+            self.rows, self.labels, self.lengths = self.rows[:n], self.labels[:n], self.lengths[:n]
+            self._raw.close()
+            c, v, m = self.shape[1:]
+            total = self._offsets[-1]
+            data = np.lib.format.open_memmap(tmp / "data.npy", mode="w+", dtype=np.float32, shape=(total, c, v, m))
+            raw = np.memmap(tmp / "frames.raw", dtype=np.float32, mode="r", shape=(total, c, v, m)) if total else None
+            for s in range(0, total, 65536):
+                data[s:s + 65536] = raw[s:s + 65536]
+            data.flush()
+            del data, raw
+            (tmp / "frames.raw").unlink()
+            np.save(tmp / "offsets.npy", np.asarray(self._offsets, dtype=np.int64))
+            with open(tmp / "intervals.csv", "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["index", "label", "start", "end", "confidence"])
+                w.writerows(self.intervals)
+            shape = [n, c, v, m]
+        np.save(tmp / "labels.npy", self.labels)
+        np.save(tmp / "lengths.npy", self.lengths)
+        columns = list(dict.fromkeys(k for r in self.rows for k in r))
+        with open(tmp / "samples.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=columns)
+            w.writeheader()
+            w.writerows(self.rows)
+        (tmp / "splits.json").write_text(json.dumps(self.splits))
+        meta = {**self.meta, "shape": shape, "num_samples": n, "benchmarks": sorted(self.splits)}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+class Prepared:
+    """Read a prepared folder lazily; ``data`` is memory-mapped on first use in each process.
+
+    Attributes:
+        root, meta, kind, layout (name), class_names, num_classes, labels ``(N,)``,
+        lengths ``(N,)``, names, splits ``{benchmark: {part: indices}}``.
+    """
+
+    REQUIRED = ("meta.json", "data.npy", "labels.npy", "lengths.npy", "samples.csv", "splits.json")
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        if not self.root.exists():
+            raise DataError(self.root, "no such folder")
+        if not self.root.is_dir():
+            raise DataError(self.root, "not a folder (expected a prepared data folder)")
+        for name in self.REQUIRED:
+            if not (self.root / name).exists():
+                raise DataError(self.root / name, "missing: not a complete prepared folder (run `pcm3 prepare`)")
+        try:
+            self.meta = json.loads((self.root / "meta.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataError(self.root / "meta.json", f"not valid JSON ({e})") from None
+        if self.meta.get("format") != FORMAT:
+            raise DataError(self.root / "meta.json", f"not a {FORMAT} folder")
+        if self.meta.get("version", 0) > VERSION:
+            raise DataError(self.root / "meta.json", f"format version {self.meta['version']} is newer than this pcm3 reads ({VERSION})")
+        self.kind = self.meta["kind"]
+        self.layout = self.meta["layout"]
+        self.class_names = list(self.meta.get("class_names", []))
+        self.labels = self._load("labels.npy")
+        self.lengths = self._load("lengths.npy")
+        try:
+            self.splits = {b: {p: np.asarray(i, dtype=np.int64) for p, i in parts.items()}
+                           for b, parts in json.loads((self.root / "splits.json").read_text()).items()}
+        except (json.JSONDecodeError, AttributeError) as e:
+            raise DataError(self.root / "splits.json", f"malformed ({e})") from None
+        self.offsets = self._load("offsets.npy") if self.kind == "sequences" else None
+        self._data = None
+        self._rows = None
+        self._check_shapes()
+
+    def _load(self, name):
+        try:
+            return np.load(self.root / name)
+        except (ValueError, OSError, EOFError) as e:
+            raise DataError(self.root / name, f"unreadable array ({e})") from None
+
+    def _check_shapes(self):
+        n = self.meta.get("num_samples")
+        for name, arr in (("labels.npy", self.labels), ("lengths.npy", self.lengths)):
+            if arr.shape != (n,):
+                raise DataError(self.root / name, f"shape {arr.shape}, expected ({n},)")
+        shape = tuple(self.data.shape)
+        if self.kind == "clips" and shape != tuple(self.meta["shape"]):
+            raise DataError(self.root / "data.npy", f"shape {shape} disagrees with meta.json {tuple(self.meta['shape'])}")
+        if self.kind == "sequences" and (len(self.offsets) != n + 1 or shape[0] != self.offsets[-1]):
+            raise DataError(self.root / "offsets.npy", "offsets do not match data.npy")
+        for b, parts in self.splits.items():
+            for p, idx in parts.items():
+                if idx.size and (idx.min() < 0 or idx.max() >= n):
+                    raise DataError(self.root / "splits.json", f"{b}/{p} has indices outside 0..{n - 1}")
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_data"] = None  # re-opened lazily in each DataLoader worker
+        return state
+
+    @property
+    def data(self) -> np.ndarray:
+        if self._data is None:
+            try:
+                self._data = np.load(self.root / "data.npy", mmap_mode="r")
+            except (ValueError, OSError) as e:
+                raise DataError(self.root / "data.npy", f"unreadable array ({e})") from None
+        return self._data
+
+    def __len__(self) -> int:
+        return int(self.meta["num_samples"])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def shape(self):
+        return tuple(self.meta["shape"])
+
+    @property
+    def rows(self) -> List[dict]:
+        """``samples.csv`` as a list of dicts (strings), loaded on first use."""
+        if self._rows is None:
+            with open(self.root / "samples.csv", newline="") as f:
+                self._rows = list(csv.DictReader(f))
+        return self._rows
+
+    @property
+    def names(self) -> List[str]:
+        return [r["name"] for r in self.rows]
+
+    @property
+    def benchmarks(self) -> List[str]:
+        return sorted(self.splits)
+
+    def split(self, benchmark: Optional[str], part: str) -> np.ndarray:
+        """Indices of ``part`` (``train``/``test``) of ``benchmark`` (None: all samples)."""
+        if benchmark in (None, "all"):
+            return np.arange(len(self), dtype=np.int64)
+        if benchmark not in self.splits:
+            raise DataError(self.root, f"no benchmark {benchmark!r}; this folder has: {', '.join(self.benchmarks) or 'none'}")
+        if part not in self.splits[benchmark]:
+            raise DataError(self.root, f"benchmark {benchmark!r} has no part {part!r} (has {', '.join(self.splits[benchmark])})")
+        return self.splits[benchmark][part]
+
+    def sample(self, i: int) -> np.ndarray:
+        """Sample ``i`` as ``(C, T, V, M)`` float32 (padded for clips, whole for sequences)."""
+        if self.kind == "clips":
+            return np.asarray(self.data[i], dtype=np.float32)
+        s, e = self.offsets[i], self.offsets[i + 1]
+        return np.ascontiguousarray(np.transpose(self.data[s:e], (1, 0, 2, 3)))
+
+    def intervals(self) -> List[dict]:
+        """Labelled action intervals of a ``sequences`` folder (0-based, end exclusive)."""
+        path = self.root / "intervals.csv"
+        if not path.exists():
+            return []
+        with open(path, newline="") as f:
+            return [{"index": int(r["index"]), "label": int(r["label"]), "start": int(r["start"]),
+                     "end": int(r["end"]), "confidence": float(r["confidence"])} for r in csv.DictReader(f)]
+
+    def summary(self) -> dict:
+        """Per split: samples, classes present, length statistics."""
+        out = {"root": str(self.root), "dataset": self.meta.get("dataset"), "kind": self.kind,
+               "layout": self.layout, "shape": list(self.shape), "num_samples": len(self),
+               "num_classes": self.num_classes, "source": self.meta.get("source", ""), "splits": {}}
+        groups = {"all": np.arange(len(self))}
+        for b in self.benchmarks:
+            for p, idx in self.splits[b].items():
+                groups[f"{b}/{p}"] = idx
+        for key, idx in groups.items():
+            lab = self.labels[idx]
+            ln = self.lengths[idx]
+            out["splits"][key] = {
+                "samples": int(idx.size),
+                "classes": int(np.unique(lab[lab >= 0]).size),
+                "length_min": int(ln.min()) if ln.size else 0,
+                "length_mean": float(ln.mean()) if ln.size else 0.0,
+                "length_max": int(ln.max()) if ln.size else 0,
+            }
+        if self.kind == "sequences":
+            out["intervals"] = len(self.intervals())
+        return out
+
+    def validate(self, chunk: int = 1024) -> List[str]:
+        """Scan every value; return a list of problems (empty when the folder is sound)."""
+        problems = []
+        if self.labels.size and self.labels.max() >= max(self.num_classes, 1) and self.num_classes:
+            problems.append(f"labels.npy: label {int(self.labels.max())} >= {self.num_classes} classes")
+        if (self.lengths <= 0).any():
+            problems.append(f"lengths.npy: {int((self.lengths <= 0).sum())} samples with no frames")
+        data = self.data
+        for s in range(0, data.shape[0], chunk):
+            block = np.asarray(data[s:s + chunk])
+            if not np.isfinite(block).all():
+                bad = np.where(~np.isfinite(block.reshape(block.shape[0], -1)).all(1))[0][:5] + s
+                problems.append(f"data.npy: non-finite values in rows {bad.tolist()}")
+                break
+        return problems
+
+
+def format_summary(summary: dict) -> str:
+    """Render :meth:`Prepared.summary` as a human-readable table."""
+    lines = [f"{summary['root']}: {summary['dataset']} ({summary['kind']}, layout {summary['layout']}, "
+             f"shape {tuple(summary['shape'])}, {summary['num_classes']} classes)"]
+    if summary.get("source"):
+        lines.append(f"  source: {summary['source']}")
+    lines.append(f"  {'split':<16}{'samples':>9}{'classes':>9}{'len min':>9}{'len mean':>10}{'len max':>9}")
+    for key, s in summary["splits"].items():
+        lines.append(f"  {key:<16}{s['samples']:>9}{s['classes']:>9}{s['length_min']:>9}"
+                     f"{s['length_mean']:>10.1f}{s['length_max']:>9}")
+    if "intervals" in summary:
+        lines.append(f"  labelled action intervals: {summary['intervals']}")
+    return "\n".join(lines)

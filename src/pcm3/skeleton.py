@@ -1,0 +1,178 @@
+"""Skeleton layouts (joints, bones, body parts, centre joint) and input streams.
+
+Layouts are data: a :class:`Layout` per sensor, registered by name in ``LAYOUTS``.
+Every index here is 0-based. Arrays follow the field's layout ``(..., C, T, V, M)``:
+coordinates, frames, joints, persons (any leading batch axes).
+
+Streams (method doc, section 1):
+    bone   ``b[v] = x[v] - x[parent(v)]`` (the centre joint's own bone is zero);
+    motion ``m[t] = x[t+1] - x[t]``, the last frame 0.
+Both work on NumPy arrays and on torch tensors, batched or not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Sequence, Tuple
+
+import numpy as np
+
+from pcm3.errors import ConfigError
+
+STREAMS = ("joint", "bone", "motion")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A skeleton layout.
+
+    Attributes:
+        name: registry key, e.g. ``"ntu25"``.
+        joint_names: one name per joint, in file order.
+        parents: 0-based parent of each joint; the root is its own parent.
+        parts: the five body parts ``trunk, left_arm, right_arm, left_leg, right_leg``,
+            each a tuple of 0-based joints; together they cover every joint once.
+        center: the 0-based joint used as the origin when centring.
+    """
+
+    name: str
+    joint_names: Tuple[str, ...]
+    parents: Tuple[int, ...]
+    parts: Dict[str, Tuple[int, ...]] = field(hash=False)
+    center: int
+
+    def __post_init__(self):
+        v = len(self.joint_names)
+        if len(self.parents) != v:
+            raise ValueError(f"layout {self.name}: {len(self.parents)} parents for {v} joints")
+        covered = sorted(j for p in self.parts.values() for j in p)
+        if covered != list(range(v)):
+            raise ValueError(f"layout {self.name}: body parts must cover each joint exactly once")
+
+    @property
+    def num_joints(self) -> int:
+        return len(self.joint_names)
+
+    @property
+    def part_names(self) -> Tuple[str, ...]:
+        return tuple(self.parts)
+
+    @property
+    def bones(self) -> Tuple[Tuple[int, int], ...]:
+        """``(child, parent)`` pairs, 0-based, without the root's self-loop."""
+        return tuple((c, p) for c, p in enumerate(self.parents) if c != p)
+
+
+def _from_one_based(pairs: Sequence[Tuple[int, int]]) -> Tuple[int, ...]:
+    parents = [0] * len(pairs)
+    for child, parent in pairs:
+        parents[child - 1] = parent - 1
+    return tuple(parents)
+
+
+# Kinect v2, NTU RGB+D 60/120 and PKU-MMD: 25 joints.
+NTU25 = Layout(
+    name="ntu25",
+    joint_names=(
+        "spine_base", "spine_mid", "neck", "head",
+        "left_shoulder", "left_elbow", "left_wrist", "left_hand",
+        "right_shoulder", "right_elbow", "right_wrist", "right_hand",
+        "left_hip", "left_knee", "left_ankle", "left_foot",
+        "right_hip", "right_knee", "right_ankle", "right_foot",
+        "spine_shoulder", "left_hand_tip", "left_thumb", "right_hand_tip", "right_thumb",
+    ),
+    # (child, parent), 1-based, as in the method doc.
+    parents=_from_one_based([
+        (1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21),
+        (10, 9), (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1),
+        (18, 17), (19, 18), (20, 19), (21, 21), (22, 23), (23, 8), (24, 25), (25, 12),
+    ]),
+    # Named after the Kinect joint names. (The authors' release calls joints 5-8 the
+    # "right" arm; the sets, which are all that masking and mixing use, are the same.)
+    parts={
+        "trunk": (0, 1, 2, 3, 20),
+        "left_arm": (4, 5, 6, 7, 21, 22),
+        "right_arm": (8, 9, 10, 11, 23, 24),
+        "left_leg": (12, 13, 14, 15),
+        "right_leg": (16, 17, 18, 19),
+    },
+    center=1,  # spine_mid (joint 2, 1-based)
+)
+
+# Kinect v1 in the Kinect SDK order, used by NW-UCLA: 20 joints.
+KINECT_V1 = Layout(
+    name="kinect_v1",
+    joint_names=(
+        "hip_center", "spine", "shoulder_center", "head",
+        "left_shoulder", "left_elbow", "left_wrist", "left_hand",
+        "right_shoulder", "right_elbow", "right_wrist", "right_hand",
+        "left_hip", "left_knee", "left_ankle", "left_foot",
+        "right_hip", "right_knee", "right_ankle", "right_foot",
+    ),
+    parents=_from_one_based([
+        (1, 2), (2, 3), (3, 3), (4, 3), (5, 3), (6, 5), (7, 6), (8, 7), (9, 3), (10, 9),
+        (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17),
+        (19, 18), (20, 19),
+    ]),
+    parts={
+        "trunk": (0, 1, 2, 3),
+        "left_arm": (4, 5, 6, 7),
+        "right_arm": (8, 9, 10, 11),
+        "left_leg": (12, 13, 14, 15),
+        "right_leg": (16, 17, 18, 19),
+    },
+    center=1,  # spine
+)
+
+LAYOUTS: Dict[str, Layout] = {NTU25.name: NTU25, KINECT_V1.name: KINECT_V1}
+
+
+def register_layout(layout: Layout) -> Layout:
+    """Add a layout to the registry (used by readers of other sensors)."""
+    LAYOUTS[layout.name] = layout
+    return layout
+
+
+def get_layout(name: str | Layout) -> Layout:
+    """Return the registered layout ``name`` (a :class:`Layout` passes through)."""
+    if isinstance(name, Layout):
+        return name
+    try:
+        return LAYOUTS[name]
+    except KeyError:
+        raise ConfigError(f"unknown skeleton layout {name!r}; known: {', '.join(sorted(LAYOUTS))}") from None
+
+
+def to_bone(x, layout: str | Layout = "ntu25"):
+    """Bone stream of joints ``x`` ``(..., C, T, V, M)``: ``x[v] - x[parent(v)]``."""
+    layout = get_layout(layout)
+    if x.shape[-2] != layout.num_joints:
+        raise ValueError(f"bone stream: {x.shape[-2]} joints, layout {layout.name} has {layout.num_joints}")
+    return x - x[..., list(layout.parents), :]
+
+
+def to_motion(x):
+    """Motion stream of ``x`` ``(..., C, T, V, M)``: ``x[t+1] - x[t]``, last frame zero."""
+    out = x * 0
+    out[..., :-1, :, :] = x[..., 1:, :, :] - x[..., :-1, :, :]
+    return out
+
+
+def to_stream(x, stream: str, layout: str | Layout = "ntu25"):
+    """Convert joints ``(..., C, T, V, M)`` to ``stream`` (``joint``, ``bone`` or ``motion``)."""
+    if stream == "joint":
+        return x
+    if stream == "bone":
+        return to_bone(x, layout)
+    if stream == "motion":
+        return to_motion(x)
+    raise ConfigError(f"unknown stream {stream!r}; choose one of {', '.join(STREAMS)}")
+
+
+def part_mask(layout: str | Layout) -> np.ndarray:
+    """``(P, V)`` bool: which joints belong to each of the P body parts."""
+    layout = get_layout(layout)
+    out = np.zeros((len(layout.parts), layout.num_joints), dtype=bool)
+    for i, joints in enumerate(layout.parts.values()):
+        out[i, list(joints)] = True
+    return out
