@@ -124,7 +124,33 @@ KINECT_V1 = Layout(
     center=1,  # spine
 )
 
-LAYOUTS: Dict[str, Layout] = {NTU25.name: NTU25, KINECT_V1.name: KINECT_V1}
+# MSR Action3D (``*_skeleton3D.txt``): 20 Kinect-v1-like joints in the files' own order,
+# established from the recordings (evidence in ``pcm3.data.msr3d``). Topology as KINECT_V1.
+MSR20 = Layout(
+    name="msr20",
+    joint_names=(
+        "left_shoulder", "right_shoulder", "neck", "spine",
+        "left_hip", "right_hip", "hip_center",
+        "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hand", "right_hand",
+        "left_knee", "right_knee", "left_ankle", "right_ankle", "left_foot", "right_foot",
+        "head",
+    ),
+    parents=_from_one_based([
+        (1, 3), (2, 3), (3, 3), (4, 3), (5, 7), (6, 7), (7, 4), (8, 1), (9, 2), (10, 8),
+        (11, 9), (12, 10), (13, 11), (14, 5), (15, 6), (16, 14), (17, 15), (18, 16),
+        (19, 17), (20, 3),
+    ]),
+    parts={
+        "trunk": (2, 3, 6, 19),
+        "left_arm": (0, 7, 9, 11),
+        "right_arm": (1, 8, 10, 12),
+        "left_leg": (4, 13, 15, 17),
+        "right_leg": (5, 14, 16, 18),
+    },
+    center=3,  # spine, as KINECT_V1
+)
+
+LAYOUTS: Dict[str, Layout] = {NTU25.name: NTU25, KINECT_V1.name: KINECT_V1, MSR20.name: MSR20}
 
 
 def register_layout(layout: Layout) -> Layout:
