@@ -1,0 +1,105 @@
+"""The losses of PCM3 as pure functions (paper Eq. 1-4).
+
+Embeddings ``q`` (queries) and ``k`` (keys) are L2-normalised rows; the memory queue holds
+``K`` normalised keys of earlier batches, one per row. Masks follow one convention across the
+project: ``True`` = masked (hidden from the model).
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _check_pair(q: Tensor, k: Tensor, queue: Tensor) -> None:
+    if q.dim() != 2 or q.shape != k.shape:
+        raise ValueError(f"q and k must both be (N, d); got {tuple(q.shape)} and {tuple(k.shape)}")
+    if queue.dim() != 2 or queue.shape[1] != q.shape[1]:
+        raise ValueError(f"queue must be (K, {q.shape[1]}); got {tuple(queue.shape)}")
+
+
+def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.07) -> Tensor:
+    """InfoNCE against a memory queue (paper Eq. 1-2, MoCo v2), mean over the batch.
+
+    ``-log( exp(q.k/t) / (exp(q.k/t) + sum_i exp(q.m_i/t)) )``; the queue gets no gradient.
+
+    Args:
+        q: queries, L2-normalised.
+        k: positive keys, L2-normalised (row ``n`` is the positive of ``q[n]``).
+        queue: negatives ``m_i``, L2-normalised.
+        temperature: ``tau`` (0.07).
+
+    Shape:
+        - q, k: ``(N, d)``; queue: ``(K, d)``; output: scalar.
+    """
+    _check_pair(q, k, queue)
+    l_pos = (q * k).sum(dim=1, keepdim=True)  # N x 1
+    l_neg = q @ queue.detach().t()  # N x K
+    logits = torch.cat([l_pos, l_neg], dim=1) / temperature  # N x (1 + K), positive first
+    labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+    return F.cross_entropy(logits, labels)
+
+
+def relational_kl(q: Tensor, k: Tensor, queue: Tensor, tq: float = 0.1, tk: float = 0.05) -> Tensor:
+    """Relational knowledge distillation (paper Eq. 3), mean over the batch.
+
+    ``KL( softmax(k . queue / tk) || softmax(q . queue / tq) )`` over all queue entries. The
+    key's distribution is the target: ``k`` is detached. (Eq. 3 writes the cross-entropy;
+    the two differ by the entropy of the target, which has no gradient.)
+
+    Args:
+        q: queries (student), L2-normalised.
+        k: keys (teacher), L2-normalised.
+        queue: the anchors ``m_j``.
+        tq: student temperature (0.1).
+        tk: teacher temperature (0.05).
+
+    Shape:
+        - q, k: ``(N, d)``; queue: ``(K, d)``; output: scalar.
+    """
+    _check_pair(q, k, queue)
+    queue = queue.detach()
+    log_p_q = F.log_softmax(q @ queue.t() / tq, dim=1)  # N x K
+    log_p_k = F.log_softmax(k.detach() @ queue.t() / tk, dim=1)  # N x K
+    return F.kl_div(log_p_q, log_p_k, reduction="batchmean", log_target=True)
+
+
+def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Reconstruction loss on masked coordinates only (paper Eq. 4, as released).
+
+    Squared error summed over the masked coordinates, divided by their number (joints x
+    coordinates), in raw coordinate units; 0 when nothing is masked.
+
+    Args:
+        pred: reconstruction.
+        target: the input before masking.
+        mask: ``True`` = masked, shared by the C coordinates of a joint.
+
+    Shape:
+        - pred, target: ``(N, C, T, V, M)``; mask: ``(N, T, V, M)`` bool; output: scalar.
+    """
+    if pred.shape != target.shape or pred.dim() != 5:
+        raise ValueError(f"pred and target must both be (N, C, T, V, M); got {tuple(pred.shape)}, {tuple(target.shape)}")
+    n, c, t, v, m = pred.shape
+    if tuple(mask.shape) != (n, t, v, m):
+        raise ValueError(f"mask must be {(n, t, v, m)} (N, T, V, M); got {tuple(mask.shape)}")
+    weight = mask.unsqueeze(1).to(pred.dtype)  # N x 1 x T x V x M, broadcast over C
+    count = weight.sum() * c  # masked coordinates
+    return ((pred - target) ** 2 * weight).sum() / count.clamp_min(1)  # no host sync for the 0 case
+
+
+def mix_key(k: Tensor, lam: Union[Tensor, float], partner: Tensor) -> Tensor:
+    """Key of a mixed query (paper Eq. 2): ``normalize((1 - lam) k + lam k[partner])``.
+
+    Shape:
+        - k: ``(N, d)``; lam: ``(N,)`` or a scalar; partner: ``(N,)`` long; output: ``(N, d)``.
+    """
+    lam = torch.as_tensor(lam, dtype=k.dtype, device=k.device)
+    lam = lam.expand(k.shape[0]) if lam.dim() == 0 else lam
+    if lam.shape != (k.shape[0],) or partner.shape != (k.shape[0],):
+        raise ValueError(f"lam and partner must be ({k.shape[0]},); got {tuple(lam.shape)}, {tuple(partner.shape)}")
+    lam = lam.unsqueeze(1)  # N x 1
+    return F.normalize((1 - lam) * k + lam * k[partner], dim=1)

@@ -1,0 +1,189 @@
+"""The sequence encoder: input BatchNorm, a stacked GRU, a pooled ``2 * hidden`` feature.
+
+Every frame is one vector of ``F = V * C * M`` values, flattened as the authors' release does
+(method doc, section 1): ``x.permute(0, 2, 3, 1, 4).reshape(N, T, V * C * M)``, so feature
+``v * C * M + c * M + m`` is joint ``v``, coordinate ``c``, person ``m``. Released weights only
+make sense in that order.
+
+Two recurrent cores share one parameter container, ``gru`` (an ``nn.GRU(bidirectional=True)``,
+whose names ``weight_ih_l{k}[_reverse]`` are the release's ``encoder.gru.*`` keys):
+
+``stepwise`` (default, the release's function)
+    The release calls its bidirectional GRU on one frame at a time and carries the state over,
+    so the "reverse" direction also runs forward in time: each layer is two causal GRUs over
+    the layer's input, their outputs concatenated (``2 * hidden``) and fed to the next layer.
+    Here each direction of each layer is ONE whole-sequence call (``torch._VF.gru``, the
+    cuDNN-backed op behind ``nn.GRU``) with that direction's weights, which computes the same
+    function without a Python loop over frames. Feature: the top layer at the last frame.
+``bigru``
+    A true bidirectional GRU in one call. Its last-frame output holds only one frame of the
+    backward pass, so the default pooling is ``"ends"``: forward half at the last frame and
+    backward half at frame 0 (the final states of both directions); ``"mean"`` averages over
+    time. A different function from ``stepwise``: released weights do not transfer to it.
+
+Domain prompts (paper Eq. 6) are added to the normalised input (``domain_prompt_position=
+"after"``, the default). The release adds them before the input BatchNorm, which in training
+mode removes any per-feature constant exactly; ``"before"`` reproduces that for comparison.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple, Union
+
+import torch
+from torch import Tensor, _VF, nn
+
+from pcm3.errors import ConfigError
+
+VARIANTS = ("stepwise", "bigru")
+POOLS = ("last", "mean", "ends")
+PROMPT_POSITIONS = ("after", "before")
+
+
+def _check_int(owner: str, name: str, value, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{owner}.{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_choice(owner: str, name: str, value, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"{owner}.{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+@dataclass
+class EncoderConfig:
+    """Encoder hyper-parameters (defaults: the paper / release, NTU joint stream).
+
+    Attributes:
+        in_channels: C, coordinates per joint (3).
+        num_joints: V (25 for Kinect v2).
+        num_persons: M (2).
+        hidden: GRU hidden size per direction, ``d`` in the paper (1024).
+        layers: stacked GRU layers (3).
+        variant: ``"stepwise"`` (two causal GRUs per layer, the release's function) or
+            ``"bigru"`` (a true bidirectional GRU).
+        pool: how the sequence feature is taken: ``"last"`` frame, ``"mean"`` over time, or
+            ``"ends"`` (bigru only: forward half at the last frame, backward half at frame 0).
+            ``None`` picks the variant's default: ``"last"`` for stepwise, ``"ends"`` for bigru.
+        domain_prompt_position: ``"after"`` the input BatchNorm (where a prompt acts) or
+            ``"before"`` it (the release; BatchNorm cancels the prompt in training mode).
+    """
+
+    in_channels: int = 3
+    num_joints: int = 25
+    num_persons: int = 2
+    hidden: int = 1024
+    layers: int = 3
+    variant: str = "stepwise"
+    pool: Optional[str] = None
+    domain_prompt_position: str = "after"
+
+    def __post_init__(self):
+        owner = "encoder"
+        for name in ("in_channels", "num_joints", "num_persons", "hidden", "layers"):
+            _check_int(owner, name, getattr(self, name))
+        _check_choice(owner, "variant", self.variant, VARIANTS)
+        if self.pool is None:
+            self.pool = "last" if self.variant == "stepwise" else "ends"
+        _check_choice(owner, "pool", self.pool, POOLS)
+        if self.pool == "ends" and self.variant != "bigru":
+            raise ConfigError("encoder.pool 'ends' needs variant 'bigru': in the stepwise encoder both "
+                              "halves run forward in time, so frame 0 has seen one frame only")
+        _check_choice(owner, "domain_prompt_position", self.domain_prompt_position, PROMPT_POSITIONS)
+
+    @property
+    def in_features(self) -> int:
+        """F = V * C * M, the values of one frame."""
+        return self.num_joints * self.in_channels * self.num_persons
+
+    @property
+    def feature_dim(self) -> int:
+        """D = 2 * hidden, the size of the sequence feature."""
+        return 2 * self.hidden
+
+
+def flatten_frames(x: Tensor) -> Tensor:
+    """``(N, C, T, V, M)`` -> ``(N, T, V * C * M)``; feature ``v*C*M + c*M + m``."""
+    n, c, t, v, m = x.shape
+    return x.permute(0, 2, 3, 1, 4).reshape(n, t, v * c * m)
+
+
+def unflatten_frames(y: Tensor, channels: int, joints: int, persons: int) -> Tensor:
+    """Inverse of :func:`flatten_frames`: ``(N, T, V * C * M)`` -> ``(N, C, T, V, M)``."""
+    n, t, _ = y.shape
+    return y.reshape(n, t, joints, channels, persons).permute(0, 3, 1, 2, 4)
+
+
+class Encoder(nn.Module):
+    """Input BatchNorm + stacked GRU: ``(N, C, T, V, M)`` -> ``(N, 2 * hidden)``.
+
+    Args:
+        config: an :class:`EncoderConfig`.
+
+    Shape:
+        - x: ``(N, C, T, V, M)``.
+        - domain_prompt: ``(F,)`` with ``F = V * C * M``, or ``None``.
+        - output: ``(N, D)`` with ``D = 2 * hidden``; with ``return_sequence`` the pair
+          ``(feature (N, D), per-frame outputs of the top layer (N, T, D))``.
+    """
+
+    def __init__(self, config: Optional[EncoderConfig] = None):
+        super().__init__()
+        self.config = config = config or EncoderConfig()
+        self.input_norm = nn.BatchNorm1d(config.in_features)
+        # One container for both variants; its names are the release's `encoder.gru.*` keys.
+        self.gru = nn.GRU(config.in_features, config.hidden, num_layers=config.layers,
+                          bidirectional=True, batch_first=True)
+        for name, p in self.gru.named_parameters():
+            if name.startswith("weight"):
+                nn.init.xavier_uniform_(p)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.config.feature_dim
+
+    def forward(self, x: Tensor, domain_prompt: Optional[Tensor] = None,
+                return_sequence: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        cfg = self.config
+        expected = (cfg.in_channels, cfg.num_joints, cfg.num_persons)
+        if x.dim() != 5 or (x.shape[1], x.shape[3], x.shape[4]) != expected:
+            raise ValueError(f"encoder expects (N, {cfg.in_channels}, T, {cfg.num_joints}, {cfg.num_persons}), "
+                             f"got {tuple(x.shape)}")
+        seq = flatten_frames(x)  # N x T x F
+        if domain_prompt is not None and cfg.domain_prompt_position == "before":
+            seq = seq + domain_prompt
+        seq = self.input_norm(seq.transpose(1, 2)).transpose(1, 2)  # BatchNorm over F, stats over N and T
+        if domain_prompt is not None and cfg.domain_prompt_position == "after":
+            seq = seq + domain_prompt
+        out = self._stepwise(seq) if cfg.variant == "stepwise" else self.gru(seq)[0]  # N x T x D
+        feat = self.pool(out)  # N x D
+        return (feat, out) if return_sequence else feat
+
+    def pool(self, out: Tensor) -> Tensor:
+        """Sequence feature from the top layer's per-frame outputs ``(N, T, D)`` -> ``(N, D)``."""
+        if self.config.pool == "last":
+            return out[:, -1]
+        if self.config.pool == "mean":
+            return out.mean(dim=1)
+        h = self.config.hidden  # "ends": final state of each direction
+        return torch.cat([out[:, -1, :h], out[:, 0, h:]], dim=1)
+
+    def _direction_weights(self, layer: int, suffix: str) -> List[Tensor]:
+        g = self.gru
+        return [getattr(g, f"{kind}_l{layer}{suffix}") for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+
+    def _stepwise(self, seq: Tensor) -> Tensor:
+        """Two causal GRUs per layer, as the release's frame-by-frame loop computes them.
+
+        Both directions read the same input and start from a zero state; for each, one
+        whole-sequence call (has_biases, 1 layer, no dropout, unidirectional, batch_first).
+        """
+        h0 = seq.new_zeros(1, seq.shape[0], self.config.hidden)
+        out = seq
+        for layer in range(self.config.layers):
+            halves = [_VF.gru(out, h0, self._direction_weights(layer, suffix), True, 1, 0.0,
+                              self.training, False, True)[0]
+                      for suffix in ("", "_reverse")]
+            out = torch.cat(halves, dim=2)  # N x T x 2H, input of the next layer
+        return out

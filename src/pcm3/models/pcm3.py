@@ -1,0 +1,375 @@
+"""The PCM3 pretraining module: MoCo v2 contrast + masked motion prediction + dual prompts.
+
+One :meth:`PCM3.forward` computes every term of paper Eq. 7 that the :class:`LossConfig`
+switches on (Tables 7-9) and returns them by name. The views, the mask and the mixing come
+ready-made from the data pipeline (``pcm3.augment``, ``pcm3.masking``).
+
+Gradient of the predicted view (paper section 3.3, "High-Level Semantic Guidance"):
+
+- ``predict_grad_to_decoder=True`` (default), ``predict_grad_to_masked_encoder=False``
+  (default): as released. The decoder is run a second time on the masked branch's features
+  with the gradient stopped, so the contrastive loss of the predicted view trains the decoder
+  (and the encoder through its own pass over the predicted view) but does not flow back into
+  the masked branch's encoder features or the ``mp`` task prompt. In training mode the decoder
+  BatchNorm then sees the same batch twice (same outputs; its running statistics move twice).
+- ``predict_grad_to_masked_encoder=True``: one decoder pass whose graph the predicted view
+  keeps; the gradient also reaches the masked branch's features.
+- ``predict_grad_to_decoder=False``: the decoder output is detached ("80.0 without gradient",
+  section 4.4); the decoder learns from the MSE term only.
+
+Prompts act where they are added: domain prompts after the encoder's input BatchNorm (see
+:mod:`pcm3.models.encoder`), task prompts at a channel offset drawn per sample (the release
+draws one per call, which makes ``p_mp`` a constant that the decoder's BatchNorm cancels; see
+:class:`~pcm3.models.prompts.TaskPrompts`). ``encoder.domain_prompt_position="before"`` and
+``loss.task_prompt_offset="batch"`` reproduce the release.
+
+MoCo bookkeeping follows MoCo v2 and the release: in training mode the key encoder is
+momentum-updated before it computes the keys; after the loss, the plain keys ``k`` are
+enqueued. Nothing is updated in eval mode.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import Any, Dict, Mapping, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pcm3.errors import ConfigError
+from pcm3.losses import info_nce, masked_mse, mix_key, relational_kl
+from pcm3.models.encoder import Encoder, EncoderConfig, _check_int
+from pcm3.models.heads import Projector, ReconstructionDecoder
+from pcm3.models.prompts import DomainPrompts, TaskPrompts
+
+POSITIVES = ("intra", "inter", "mask", "predict")
+TASK_PROMPT_OFFSETS = ("sample", "batch")
+
+
+def _from_mapping(cls, value, owner: str):
+    """Build dataclass ``cls`` from a mapping (YAML), unknown keys an error."""
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{owner} must be a mapping or {cls.__name__}, got {type(value).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - names)
+    if unknown:
+        raise ConfigError(f"unknown key(s) in {owner}: {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    return cls(**value)
+
+
+def _check_bool(owner: str, name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{owner}.{name} must be true or false, got {value!r}")
+
+
+def _check_positive(owner: str, name: str, value, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        raise ConfigError(f"{owner}.{name} must be a number {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+@dataclass
+class Positives:
+    """Which positive pairs of paper Eq. 5 are used (Table 8)."""
+
+    intra: bool = True  # (z_intra, z')
+    inter: bool = True  # (z_inter, z'_inter), the mixed view
+    mask: bool = True  # (z_mask, z')
+    predict: bool = True  # (z_predict, z')
+
+    def __post_init__(self):
+        for name in POSITIVES:
+            _check_bool("loss.positives", name, getattr(self, name))
+
+    def enabled(self):
+        return tuple(name for name in POSITIVES if getattr(self, name))
+
+
+@dataclass
+class LossConfig:
+    """Switches and weights of the pretraining objective (paper Eq. 7, Tables 7-10).
+
+    Attributes:
+        contrast: the contrastive task (queue, key encoder, projector). Off: masked
+            prediction only (Table 7); ``positives`` and ``distill`` are then not consulted.
+        masked_prediction: the masked branch (decoder, Eq. 4).
+        positives: the positive pairs of Eq. 5 (a :class:`Positives` or a mapping).
+        distill: relational distillation (Eq. 3) for every positive pair.
+        domain_prompts: input-wise prompts, one per view (Eq. 6).
+        task_prompts: feature-wise prompts ``p_cl`` and ``p_mp``.
+        predict_grad_to_decoder: the predicted view's contrastive gradient reaches the decoder.
+        predict_grad_to_masked_encoder: ... and also the masked branch's encoder features
+            (False: the release's stop-gradient; see the module docstring).
+        task_prompt_offset: ``"sample"`` (a random channel offset per sample) or ``"batch"``
+            (one per call, the release, under which the decoder's BatchNorm cancels ``p_mp``;
+            see :class:`~pcm3.models.prompts.TaskPrompts`).
+        temperature: InfoNCE ``tau`` (0.07).
+        kl_tq, kl_tk: distillation temperatures of query / key (0.1, 0.05).
+        w_con, w_mask, w_kl: weights of the InfoNCE sum, the MSE and the KL sum (1, 40, 1).
+    """
+
+    contrast: bool = True
+    masked_prediction: bool = True
+    positives: Positives = field(default_factory=Positives)
+    distill: bool = True
+    domain_prompts: bool = True
+    task_prompts: bool = True
+    predict_grad_to_decoder: bool = True
+    predict_grad_to_masked_encoder: bool = False
+    task_prompt_offset: str = "sample"
+    temperature: float = 0.07
+    kl_tq: float = 0.1
+    kl_tk: float = 0.05
+    w_mask: float = 40.0
+    w_kl: float = 1.0
+    w_con: float = 1.0
+
+    def __post_init__(self):
+        owner = "loss"
+        self.positives = _from_mapping(Positives, self.positives, "loss.positives")
+        for name in ("contrast", "masked_prediction", "distill", "domain_prompts", "task_prompts",
+                     "predict_grad_to_decoder", "predict_grad_to_masked_encoder"):
+            _check_bool(owner, name, getattr(self, name))
+        for name in ("temperature", "kl_tq", "kl_tk"):
+            _check_positive(owner, name, getattr(self, name))
+        for name in ("w_mask", "w_kl", "w_con"):
+            _check_positive(owner, name, getattr(self, name), allow_zero=True)
+        if self.task_prompt_offset not in TASK_PROMPT_OFFSETS:
+            raise ConfigError(f"loss.task_prompt_offset must be one of {', '.join(TASK_PROMPT_OFFSETS)}; "
+                              f"got {self.task_prompt_offset!r}")
+        if not (self.contrast or self.masked_prediction):
+            raise ConfigError("loss.contrast and loss.masked_prediction are both off: nothing to train")
+        if self.contrast:
+            if not self.positives.enabled():
+                raise ConfigError("loss.contrast is on but every loss.positives switch is off")
+            needs_mask = [p for p in ("mask", "predict") if getattr(self.positives, p)]
+            if needs_mask and not self.masked_prediction:
+                raise ConfigError(f"loss.positives {' and '.join(needs_mask)} need loss.masked_prediction "
+                                  f"(set them false for contrastive learning only)")
+        if self.predict_grad_to_masked_encoder and not self.predict_grad_to_decoder:
+            raise ConfigError("loss.predict_grad_to_masked_encoder needs loss.predict_grad_to_decoder")
+
+    @property
+    def active_positives(self):
+        """Positive pairs actually computed (none without ``contrast``)."""
+        return self.positives.enabled() if self.contrast else ()
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of the pretraining model (defaults: paper section 4.2 / release).
+
+    Attributes:
+        encoder: an :class:`EncoderConfig` (or a mapping).
+        proj_dim: embedding size of the projector (128).
+        queue_size: K, negatives in the memory queue (16384).
+        momentum: alpha of the key encoder's EMA (0.999).
+        decoder_hidden: width of the reconstruction decoder (512).
+        decoder_layers: GRU layers of the decoder (2).
+        prompt_dim: r, task-prompt channels per direction (128).
+    """
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    proj_dim: int = 128
+    queue_size: int = 16384
+    momentum: float = 0.999
+    decoder_hidden: int = 512
+    decoder_layers: int = 2
+    prompt_dim: int = 128
+
+    def __post_init__(self):
+        owner = "model"
+        self.encoder = _from_mapping(EncoderConfig, self.encoder, "model.encoder")
+        for name in ("proj_dim", "queue_size", "decoder_hidden", "decoder_layers", "prompt_dim"):
+            _check_int(owner, name, getattr(self, name))
+        m = self.momentum
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m < 1:
+            raise ConfigError(f"model.momentum must be in [0, 1), got {m!r}")
+        # prompt_dim <= encoder.hidden is checked where task prompts are built (only if used)
+
+
+class PCM3(nn.Module):
+    """PCM3 pretraining model (paper Fig. 2).
+
+    Modules: ``encoder_q``/``projector_q`` (trained), ``encoder_k``/``projector_k`` (momentum
+    copies, no gradient) and the buffers ``queue`` ``(K, proj_dim)`` and ``queue_ptr`` when
+    ``contrast`` is on; ``decoder`` when ``masked_prediction`` is on; ``domain_prompts`` and
+    ``task_prompts`` when switched on (only the views / tasks in use get a prompt).
+
+    Args:
+        config: the :class:`ModelConfig`.
+        loss: the :class:`LossConfig`.
+    """
+
+    def __init__(self, config: Optional[ModelConfig] = None, loss: Optional[LossConfig] = None):
+        super().__init__()
+        self.config = config = config or ModelConfig()
+        self.loss_config = loss = loss or LossConfig()
+        enc = config.encoder
+        d = enc.feature_dim
+        positives = loss.active_positives
+
+        self.encoder_q = Encoder(enc)
+        self.projector_q = Projector(d, config.proj_dim) if loss.contrast else None
+        self.encoder_k = self.projector_k = None
+        if loss.contrast:
+            self.encoder_k = copy.deepcopy(self.encoder_q)
+            self.projector_k = copy.deepcopy(self.projector_q)
+            for p in chain(self.encoder_k.parameters(), self.projector_k.parameters()):
+                p.requires_grad_(False)
+            self.register_buffer("queue", F.normalize(torch.randn(config.queue_size, config.proj_dim), dim=1))
+            self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+        self.decoder = None
+        if loss.masked_prediction:
+            self.decoder = ReconstructionDecoder(d, enc.in_channels, enc.num_joints, enc.num_persons,
+                                                 config.decoder_hidden, config.decoder_layers)
+
+        self.domain_prompts = self.task_prompts = None
+        if loss.domain_prompts:
+            views = [v for v in ("intra", "inter", "mask", "predict")
+                     if v in positives or (v == "intra" and loss.contrast) or (v == "mask" and loss.masked_prediction)]
+            self.domain_prompts = DomainPrompts(enc.in_features, views)
+        if loss.task_prompts:
+            tasks = [t for t, on in (("cl", loss.contrast), ("mp", loss.masked_prediction)) if on]
+            self.task_prompts = TaskPrompts(d, config.prompt_dim, tasks, per_sample=loss.task_prompt_offset == "sample")
+
+    @property
+    def encoder(self) -> Encoder:
+        """The query encoder, the network kept after pretraining."""
+        return self.encoder_q
+
+    # ---- MoCo bookkeeping -------------------------------------------------------------
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """``theta_k <- m * theta_k + (1 - m) * theta_q`` over encoder and projector parameters."""
+        if self.encoder_k is None:
+            return
+        qs = [p.detach() for p in chain(self.encoder_q.parameters(), self.projector_q.parameters())]
+        ks = list(chain(self.encoder_k.parameters(), self.projector_k.parameters()))
+        torch._foreach_mul_(ks, self.config.momentum)
+        torch._foreach_add_(ks, qs, alpha=1.0 - self.config.momentum)
+
+    @torch.no_grad()
+    def enqueue(self, keys: Tensor) -> None:
+        """First in, first out: write ``keys`` ``(N, proj_dim)`` at the pointer, wrapping around."""
+        size = self.queue.shape[0]
+        n = keys.shape[0]
+        skip = max(n - size, 0)  # more keys than slots: only the last `size` survive
+        idx = (self.queue_ptr + skip + torch.arange(n - skip, device=self.queue.device)) % size
+        self.queue.index_copy_(0, idx, keys[skip:].detach().to(self.queue.dtype))
+        self.queue_ptr.copy_((self.queue_ptr + n) % size)  # stays a tensor: no host sync
+
+    # ---- pieces -----------------------------------------------------------------------
+
+    def _domain(self, view: str) -> Optional[Tensor]:
+        return self.domain_prompts(view) if self.domain_prompts is not None else None
+
+    def _task(self, feat: Tensor, task: str, generator) -> Tensor:
+        return self.task_prompts.add(feat, task, generator) if self.task_prompts is not None else feat
+
+    def _embed(self, encoder: Encoder, projector: Projector, x: Tensor, view: str, generator) -> Tensor:
+        """Encoder (+ domain prompt) -> feature (+ cl prompt) -> projector -> L2-normalised z."""
+        feat = encoder(x, domain_prompt=self._domain(view))  # N x D
+        return F.normalize(projector(self._task(feat, "cl", generator)), dim=1)  # N x proj_dim
+
+    @staticmethod
+    def _need(inputs: Mapping[str, Any], name: str, why: str):
+        if name not in inputs or inputs[name] is None:
+            raise KeyError(f"PCM3.forward needs inputs[{name!r}] for {why}")
+        return inputs[name]
+
+    # ---- the forward ------------------------------------------------------------------
+
+    def forward(self, inputs: Mapping[str, Any], generator: Optional[torch.Generator] = None) -> Dict[str, Tensor]:
+        """Compute the pretraining loss and its terms.
+
+        Args:
+            inputs: a mapping with (each needed only when its part is switched on)
+                ``view1`` (N, C, T, V, M) the query view; ``view2`` the key view;
+                ``view3`` the masked branch's input before masking; ``mask`` (N, T, V, M) bool,
+                True = masked; ``mixed`` the mixed query view with ``lam`` (N,) float and
+                ``partner`` (N,) long (mixed key = ``mix_key(k, lam, partner)``); optionally
+                ``generator``.
+            generator: CPU ``torch.Generator`` for the task-prompt offsets (else the global RNG).
+
+        Returns:
+            ``loss`` (Eq. 7: ``w_con * sum con_* + w_mask * mask_mse + w_kl * sum kl_*``), the
+            terms ``con_<pair>`` and ``kl_<pair>`` for each active pair of ``intra, inter,
+            mask, predict`` and ``mask_mse``; with the masked branch also ``reconstruction``
+            and ``predicted`` (both (N, C, T, V, M)).
+        """
+        cfg = self.loss_config
+        if generator is None:
+            generator = inputs.get("generator")
+        positives = cfg.active_positives
+        pairs: Dict[str, tuple] = {}  # pair name -> (query z, key)
+        out: Dict[str, Tensor] = {}
+
+        if cfg.contrast:
+            view2 = self._need(inputs, "view2", "the key")
+            if self.training:
+                self.momentum_update()
+            with torch.no_grad():
+                k = self._embed(self.encoder_k, self.projector_k, view2, "intra", generator)  # N x proj_dim
+            queue = self.queue.clone().detach()  # K x proj_dim, the negatives before this batch
+            if "intra" in positives:
+                view1 = self._need(inputs, "view1", "the intra positive")
+                pairs["intra"] = (self._embed(self.encoder_q, self.projector_q, view1, "intra", generator), k)
+            if "inter" in positives:
+                mixed = self._need(inputs, "mixed", "the inter positive")
+                lam = self._need(inputs, "lam", "the inter positive")
+                partner = self._need(inputs, "partner", "the inter positive")
+                z = self._embed(self.encoder_q, self.projector_q, mixed, "inter", generator)
+                pairs["inter"] = (z, mix_key(k, lam, partner))
+
+        if cfg.masked_prediction:
+            view3 = self._need(inputs, "view3", "the masked branch")
+            mask = self._need(inputs, "mask", "the masked branch").to(torch.bool)
+            where = mask.unsqueeze(1)  # N x 1 x T x V x M, broadcast over C
+            masked_view = view3.masked_fill(where, 0.0)
+            feat_m, seq_m = self.encoder_q(masked_view, domain_prompt=self._domain("mask"),
+                                           return_sequence=True)  # N x D, N x T x D
+            dec_in = self._task(seq_m, "mp", generator)  # N x T x D
+            recon = self.decoder(dec_in)  # N x C x T x V x M
+            out["mask_mse"] = masked_mse(recon, view3, mask)
+            if "mask" in positives:
+                z = F.normalize(self.projector_q(self._task(feat_m, "cl", generator)), dim=1)
+                pairs["mask"] = (z, k)
+            if "predict" in positives:
+                if not cfg.predict_grad_to_decoder:
+                    filled = recon.detach()
+                elif cfg.predict_grad_to_masked_encoder:
+                    filled = recon
+                else:  # the release: a second decoder pass, stopped at the encoder features
+                    filled = self.decoder(dec_in.detach())
+                predicted = torch.where(where, filled, view3)
+                pairs["predict"] = (self._embed(self.encoder_q, self.projector_q, predicted, "predict", generator), k)
+            else:
+                predicted = torch.where(where, recon.detach(), view3)
+            out["reconstruction"] = recon
+            out["predicted"] = predicted
+
+        for name, (z, key) in pairs.items():
+            out[f"con_{name}"] = info_nce(z, key, queue, cfg.temperature)
+            if cfg.distill:
+                out[f"kl_{name}"] = relational_kl(z, key, queue, cfg.kl_tq, cfg.kl_tk)
+
+        loss = 0.0
+        if pairs:
+            loss = loss + cfg.w_con * sum(out[f"con_{n}"] for n in pairs)
+            if cfg.distill:
+                loss = loss + cfg.w_kl * sum(out[f"kl_{n}"] for n in pairs)
+        if cfg.masked_prediction:
+            loss = loss + cfg.w_mask * out["mask_mse"]
+        out["loss"] = loss
+
+        if cfg.contrast and self.training:
+            self.enqueue(k)  # only the plain key
+        return out

@@ -1,0 +1,145 @@
+"""The encoder: flattening order, stepwise == the release's frame loop, bigru, prompts, export."""
+
+import pytest
+import torch
+from torch import nn
+
+from pcm3.errors import ConfigError
+from pcm3.models import Encoder, EncoderConfig, flatten_frames, unflatten_frames
+
+N, C, T, V, M = 4, 3, 9, 5, 2
+
+
+def _x(seed=0, t=T):
+    return torch.randn(N, C, t, V, M, generator=torch.Generator().manual_seed(seed))
+
+
+def frame_by_frame(norm: nn.BatchNorm1d, gru: nn.GRU, x: torch.Tensor) -> torch.Tensor:
+    """The release's encoder: BN, then the bidirectional GRU called on one frame at a time."""
+    n, c, t, v, m = x.shape
+    seq = x.permute(0, 2, 3, 1, 4).reshape(n, t, v * c * m)
+    seq = norm(seq.permute(0, 2, 1)).permute(0, 2, 1)
+    outs, hidden = [], None
+    for i in range(t):
+        out, hidden = gru(seq[:, i:i + 1]) if hidden is None else gru(seq[:, i:i + 1], hidden)
+        outs.append(out)
+    return torch.cat(outs, dim=1)  # N x T x 2H
+
+
+def test_flatten_order_and_inverse():
+    x = _x()
+    flat = flatten_frames(x)
+    assert flat.shape == (N, T, V * C * M)
+    for v, c, m in [(0, 0, 0), (3, 2, 1), (4, 1, 0)]:
+        torch.testing.assert_close(flat[:, :, v * C * M + c * M + m], x[:, c, :, v, m])
+    torch.testing.assert_close(unflatten_frames(flat, C, V, M), x)
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("train", [True, False])
+def test_stepwise_equals_release_frame_loop(layers, train):
+    torch.manual_seed(layers)
+    enc = Encoder(EncoderConfig(num_joints=V, hidden=16, layers=layers)).train(train)
+    with torch.no_grad():  # non-trivial BN statistics for eval mode
+        enc.input_norm.running_mean.normal_()
+        enc.input_norm.running_var.uniform_(0.5, 2.0)
+    x = _x(1)
+    feat, seq = enc(x, return_sequence=True)
+    ref = frame_by_frame(enc.input_norm, enc.gru, x)
+    assert seq.shape == (N, T, 32) and feat.shape == (N, 32) == (N, enc.feature_dim)
+    torch.testing.assert_close(seq, ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(feat, ref[:, -1], atol=1e-5, rtol=0)
+
+
+def test_stepwise_gradients_match_frame_loop():
+    torch.manual_seed(0)
+    enc = Encoder(EncoderConfig(num_joints=V, hidden=8, layers=2))
+    x = _x(2)
+    enc(x).pow(2).sum().backward()
+    ours = {n: p.grad.clone() for n, p in enc.named_parameters()}
+    enc.zero_grad()
+    frame_by_frame(enc.input_norm, enc.gru, x)[:, -1].pow(2).sum().backward()
+    for name, p in enc.named_parameters():
+        torch.testing.assert_close(ours[name], p.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_stepwise_is_causal_and_differs_from_bigru():
+    torch.manual_seed(0)
+    enc = Encoder(EncoderConfig(num_joints=V, hidden=8, layers=2)).eval()
+    x = _x(3)
+    y = x.clone()
+    y[:, :, -1] += 1.0  # change the last frame only
+    _, a = enc(x, return_sequence=True)
+    _, b = enc(y, return_sequence=True)
+    torch.testing.assert_close(a[:, :-1], b[:, :-1])  # both halves run forward in time
+    bi = Encoder(EncoderConfig(num_joints=V, hidden=8, layers=2, variant="bigru", pool="last")).eval()
+    bi.load_state_dict(enc.state_dict())  # same names, same weights, another function
+    assert not torch.allclose(bi(x), enc(x), atol=1e-4)
+
+
+def test_bigru_pooling_sees_first_and_last_frames():
+    torch.manual_seed(0)
+    enc = Encoder(EncoderConfig(num_joints=V, hidden=8, layers=2, variant="bigru")).eval()
+    assert enc.config.pool == "ends"
+    x = _x(4)
+    _, seq = enc(x, return_sequence=True)
+    torch.testing.assert_close(seq, enc.gru(enc.input_norm(flatten_frames(x).transpose(1, 2)).transpose(1, 2))[0])
+    base = enc(x)
+    first, last = x.clone(), x.clone()
+    first[:, :, 0] += 1.0
+    last[:, :, -1] += 1.0
+    # the forward half (final forward state) sees frame 0, the backward half sees the last frame
+    assert (enc(first)[:, :8] - base[:, :8]).abs().max() > 1e-3
+    assert (enc(last)[:, 8:] - base[:, 8:]).abs().max() > 1e-3
+    mean = Encoder(EncoderConfig(num_joints=V, hidden=8, layers=2, variant="bigru", pool="mean")).eval()
+    mean.load_state_dict(enc.state_dict())
+    torch.testing.assert_close(mean(x), seq.mean(dim=1))
+
+
+def test_domain_prompt_after_acts_before_is_cancelled_in_training():
+    torch.manual_seed(0)
+    x = _x(5)
+    for position, acts in (("after", True), ("before", False)):
+        enc = Encoder(EncoderConfig(num_joints=V, hidden=8, layers=2, domain_prompt_position=position)).train()
+        prompt = torch.randn(V * C * M, requires_grad=True)
+        out = enc(x, domain_prompt=prompt)
+        out.pow(2).sum().backward()
+        changed = (out - enc(x)).abs().max().item()
+        if acts:
+            assert changed > 1e-3 and prompt.grad.abs().max() > 1e-4
+        else:  # BatchNorm in training mode removes any per-feature constant
+            assert changed < 1e-5 and prompt.grad.abs().max() < 1e-5
+
+
+def test_export_is_a_plain_module_without_prompts():
+    enc = Encoder(EncoderConfig(num_joints=V, hidden=8, layers=2)).eval()
+    assert not any("prompt" in name for name in enc.state_dict())
+    assert enc(_x(6, t=5)).shape == (N, 16)  # any length
+    assert set(dict(enc.named_children())) == {"input_norm", "gru"}
+    assert all(name.startswith("weight") or name.startswith("bias") for name, _ in enc.gru.named_parameters())
+
+
+def test_xavier_init_on_gru_weights():
+    enc = Encoder(EncoderConfig(num_joints=V, hidden=8, layers=2))
+    w = enc.gru.weight_ih_l0
+    bound = (6.0 / (w.shape[0] + w.shape[1])) ** 0.5
+    assert w.abs().max() <= bound and w.abs().max() > 0.5 * bound
+
+
+def test_wrong_input_shape():
+    enc = Encoder(EncoderConfig(num_joints=V, hidden=8, layers=1))
+    with pytest.raises(ValueError, match="encoder expects"):
+        enc(torch.zeros(N, C, T, V + 1, M))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"variant": "lstm"}, "variant"),
+    ({"pool": "max"}, "pool"),
+    ({"pool": "ends"}, "bigru"),
+    ({"hidden": 0}, "hidden"),
+    ({"layers": 2.5}, "layers"),
+    ({"domain_prompt_position": "middle"}, "domain_prompt_position"),
+])
+def test_config_errors(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        EncoderConfig(**kwargs)
