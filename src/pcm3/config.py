@@ -1,0 +1,282 @@
+"""Typed configuration: dataclasses loaded from YAML, with ``--set a.b=value`` overrides.
+
+Every section is a dataclass whose defaults are the paper's / release's values, defined
+next to the code that uses it (``ViewConfig`` in :mod:`pcm3.augment`, ``MaskConfig`` in
+:mod:`pcm3.masking`, ``ModelConfig``/``LossConfig`` in :mod:`pcm3.models`). Unknown keys,
+wrong types and unparsable values raise :class:`pcm3.errors.ConfigError` naming the file
+and the key. The resolved config is saved into every run folder (``config.yaml``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+from pcm3.augment import ViewConfig
+from pcm3.errors import ConfigError
+from pcm3.masking import MaskConfig
+from pcm3.models import LossConfig, ModelConfig
+
+
+@dataclass
+class DataConfig:
+    """What to train on.
+
+    Attributes:
+        path: prepared data folder (``pcm3 prepare``); usually given by ``--data``.
+        benchmark: split to pretrain on (``xsub``, ``xview``, ``xset``...); None = all samples.
+        part: which part of the benchmark (pretraining uses ``train``).
+        stream: ``joint``, ``bone`` or ``motion`` (computed on the batch after augmentation).
+        num_workers: DataLoader worker processes.
+    """
+
+    path: str = ""
+    benchmark: Optional[str] = "xsub"
+    part: str = "train"
+    stream: str = "joint"
+    num_workers: int = 2
+
+
+@dataclass
+class OptimConfig:
+    """SGD with the paper's schedule: lr 0.02, x0.1 at epoch 350 (of 450); cosine optional."""
+
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "step"  # "step" (milestones x gamma) or "cosine"
+    milestones: List[int] = field(default_factory=lambda: [350])
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """Run length, batch, seed and bookkeeping.
+
+    Attributes:
+        epochs: pretraining epochs (paper: 450).
+        batch_size: per step (paper: 128; the last incomplete batch is dropped).
+        seed: seeds data order, augmentation, masks and initialisation.
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``...
+        save_every: also keep ``checkpoint_epochNNN.pt`` every N epochs (0: never);
+            ``checkpoint_last.pt`` is rewritten after every epoch.
+        amp: bfloat16 autocast on CUDA (the release trains in float32).
+        max_steps_per_epoch: cap steps per epoch (0: no cap), for quick runs.
+    """
+
+    epochs: int = 450
+    batch_size: int = 128
+    seed: int = 0
+    device: str = "auto"
+    save_every: int = 50
+    amp: bool = False
+    max_steps_per_epoch: int = 0
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    """The whole pretraining configuration (one YAML file)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    views: ViewConfig = field(default_factory=ViewConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------- building
+
+def _hints(cls) -> Dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert a YAML value to the annotated type ``tp`` or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (list, List, tuple, Tuple, Sequence) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if origin in (tuple, Tuple) and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        inner = args[0] if args else Any
+        out = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin in (tuple, Tuple) or tp is tuple else out
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if typing.get_origin(tp) is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: must be one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls, data: Dict[str, Any], where: str = "config"):
+    """Build dataclass ``cls`` from a nested dict; unknown keys are an error."""
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    try:
+        obj = cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return obj
+
+
+def to_dict(cfg) -> Dict[str, Any]:
+    """Nested plain dict (tuples as lists), ready for YAML/JSON."""
+    def conv(v):
+        if dataclasses.is_dataclass(v):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+    return conv(cfg)
+
+
+def _set_path(tree: Dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        nxt = node.get(k)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[k] = nxt
+        node = nxt
+    node[keys[-1]] = value
+
+
+def parse_override(item: str) -> Tuple[str, Any]:
+    """``"a.b=value"`` -> ``("a.b", parsed value)`` (YAML scalar/list syntax)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {item!r}: cannot parse value ({e})") from None
+    return key, value
+
+
+def _merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def resolve_config_path(path: str | os.PathLike) -> Path:
+    """A config file path, or the name of a packaged config (``demo``, ``ntu60_xsub_joint``...)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    packaged = CONFIG_DIR / (p.name if p.suffix == ".yaml" else f"{p.name}.yaml")
+    if str(path) == p.name and packaged.exists():
+        return packaged
+    return p
+
+
+def read_yaml(path: str | os.PathLike) -> Dict[str, Any]:
+    """Read a YAML mapping; supports ``base: other.yaml`` (relative path) for inheritance."""
+    path = resolve_config_path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a config file")
+    if not path.exists():
+        raise ConfigError(f"{path}: no such config file (nor a packaged config of that name; "
+                          f"see {CONFIG_DIR})")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    base = tree.pop("base", None)
+    if base is not None:
+        tree = _merge(read_yaml(path.parent / base), tree)
+    return tree
+
+
+def load_config(path: Optional[str | os.PathLike] = None, overrides: Sequence[str] = ()) -> Config:
+    """Load a :class:`Config` from YAML (or defaults) and apply ``key=value`` overrides."""
+    tree = read_yaml(path) if path else {}
+    where = str(path) if path else "config"
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_path(tree, key, value)
+        where = f"{where} (with --set)" if "--set" not in where else where
+    return from_dict(Config, tree, where)
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML, atomically."""
+    from pcm3.io import write_text
+
+    write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,1 @@
+"""Downstream evaluation: one module per task, each ``run(...) -> metrics dict``."""

@@ -1,0 +1,90 @@
+"""Export the pretrained query encoder alone, and load it back with one call.
+
+An exported file (``torch.save`` of a dict, ``format = "pcm3-encoder"``) holds the encoder's
+config and weights (no prompts, no projector, no decoder) and what its input must look like:
+the layout, the stream, the clip length. :func:`load_encoder` returns the encoder in eval mode,
+a module ``(N, C, T, V, M) -> (N, D)``, with those facts as attributes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from pcm3.errors import DataError
+from pcm3.io import atomic_path
+from pcm3.models import Encoder, EncoderConfig
+
+ENCODER_FORMAT = "pcm3-encoder"
+
+
+def _find_checkpoint(source: str | Path) -> Path:
+    source = Path(source)
+    if source.is_dir():
+        path = source / "checkpoint_last.pt"
+        if not path.exists():
+            raise DataError(source, "no checkpoint_last.pt: not a pcm3 run folder (or no epoch finished yet)")
+        return path
+    if not source.exists():
+        raise DataError(source, "no such run folder or checkpoint")
+    return source
+
+
+def export_encoder(source: str | Path, out: str | Path) -> Path:
+    """Write the query encoder of a run folder (or checkpoint file) to ``out``."""
+    from pcm3.pretrain import load_checkpoint
+
+    ckpt = load_checkpoint(_find_checkpoint(source))
+    cfg = ckpt["config"]
+    enc_cfg = cfg["model"]["encoder"]
+    prefix = "encoder_q."
+    state = {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
+    encoder = Encoder(EncoderConfig(**enc_cfg))
+    encoder.load_state_dict(state)  # strict: the exported encoder is exactly the query encoder
+    payload = {
+        "format": ENCODER_FORMAT, "version": 1, "encoder_config": enc_cfg, "state_dict": encoder.state_dict(),
+        "layout": ckpt["data"]["layout"], "stream": cfg["data"]["stream"],
+        "clip_len": cfg["views"]["out_len"], "test_crop": cfg["views"]["test_crop_ratio"],
+        "pretrain_epochs": ckpt["epoch"], "source": str(source),
+    }
+    with atomic_path(out) as tmp:
+        torch.save(payload, tmp)
+    return Path(out)
+
+
+def save_encoder(encoder: Encoder, out: str | Path, *, layout: str, stream: str = "joint", clip_len: int = 64,
+                 test_crop: float = 0.95, source: str = "") -> Path:
+    """Write an in-memory :class:`Encoder` in the exported format (e.g. a random-init baseline)."""
+    payload = {"format": ENCODER_FORMAT, "version": 1, "encoder_config": dataclasses.asdict(encoder.cfg),
+               "state_dict": encoder.state_dict(), "layout": layout, "stream": stream, "clip_len": clip_len,
+               "test_crop": test_crop, "pretrain_epochs": 0, "source": source}
+    with atomic_path(out) as tmp:
+        torch.save(payload, tmp)
+    return Path(out)
+
+
+def load_encoder(path: str | Path, map_location: Optional[str] = "cpu") -> Encoder:
+    """Load an exported encoder; returns it in eval mode.
+
+    The module maps ``(N, C, T, V, M)`` clips (``clip_len`` frames of the ``stream``) to
+    ``(N, D)`` features. Attributes ``layout``, ``stream``, ``clip_len``, ``test_crop`` say how
+    inputs were made in pretraining (see :func:`pcm3.evaluation.features.extract_features`).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "no such encoder file")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:
+        raise DataError(path, f"not a readable encoder file ({type(e).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != ENCODER_FORMAT:
+        raise DataError(path, "not a pcm3 encoder (make one with `pcm3 export RUN --out FILE`)")
+    encoder = Encoder(EncoderConfig(**payload["encoder_config"]))
+    encoder.load_state_dict(payload["state_dict"])
+    encoder.eval()
+    for key in ("layout", "stream", "clip_len", "test_crop"):
+        setattr(encoder, key, payload[key])
+    return encoder

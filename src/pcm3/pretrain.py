@@ -1,0 +1,373 @@
+"""PCM3 pretraining loop: ``fit`` (setup, epochs, checkpoints, resume) and ``train_one_epoch``.
+
+A run folder holds:
+    config.yaml               the resolved config
+    log.txt                   one line per epoch (and the run's start/resume/stop)
+    metrics.csv               per epoch: every loss term, learning rate, samples/s, seconds
+    tb/                       TensorBoard events of the same scalars
+    loss.png                  the loss curves
+    checkpoint_last.pt        rewritten atomically after every epoch
+    checkpoint_epochNNN.pt    every ``train.save_every`` epochs
+
+Randomness is drawn from generators seeded by ``(seed, epoch)``: the data order, the views,
+the mixing, the masks and the task-prompt offsets of epoch ``e`` do not depend on whether
+the run was interrupted, so ``--resume`` continues exactly (the model, optimizer, queue and
+pointer are in the checkpoint; the global RNG states are saved and restored too).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from pcm3.augment import make_views, random_mix
+from pcm3.config import Config, from_dict, save_config, to_dict
+from pcm3.data.dataset import SkeletonDataset
+from pcm3.data.prepared import Prepared
+from pcm3.errors import ConfigError, Pcm3Error
+from pcm3.io import atomic_path, write_text
+from pcm3.masking import make_mask
+from pcm3.models import PCM3
+from pcm3.skeleton import get_layout, to_stream
+
+CHECKPOINT_FORMAT = "pcm3-pretrain"
+
+
+class TrainingDiverged(Pcm3Error):
+    """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; otherwise the named device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise ConfigError(f"train.device: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device is {name!r} but no CUDA device is available")
+    return dev
+
+
+def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """A distinct, reproducible seed for each (run seed, epoch, purpose)."""
+    return (seed * 1_000_003 + epoch * 9_176 + stream * 131) % (2**63 - 1)
+
+
+class EpochSampler(Sampler):
+    """A random permutation per epoch, drawn from ``epoch_seed(seed, epoch)``.
+
+    With ``num_replicas > 1`` each rank takes every ``num_replicas``-th index (the
+    permutation is the same on every rank), as ``DistributedSampler`` does.
+    """
+
+    def __init__(self, n: int, seed: int, rank: int = 0, num_replicas: int = 1):
+        self.n, self.seed, self.rank, self.num_replicas = n, seed, rank, num_replicas
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, 1))
+        perm = torch.randperm(self.n, generator=g).tolist()
+        return iter(perm[self.rank::self.num_replicas])
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.num_replicas))
+
+
+def lr_at(cfg: Config, epoch: int) -> float:
+    """Learning rate of ``epoch`` (0-based): step decay at milestones, or cosine; linear warmup."""
+    o = cfg.optim
+    if o.warmup_epochs and epoch < o.warmup_epochs:
+        return o.lr * (epoch + 1) / o.warmup_epochs
+    if o.schedule == "step":
+        return o.lr * o.gamma ** sum(epoch >= m for m in o.milestones)
+    if o.schedule == "cosine":
+        span = max(1, cfg.train.epochs - o.warmup_epochs)
+        return o.lr * 0.5 * (1 + math.cos(math.pi * (epoch - o.warmup_epochs) / span))
+    raise ConfigError(f"optim.schedule: unknown schedule {o.schedule!r} (step or cosine)")
+
+
+def data_shape_into_config(cfg: Config, prepared: Prepared) -> None:
+    """Set the encoder's input size (coordinates, joints, persons) from the data."""
+    shape = prepared.shape
+    enc = cfg.model.encoder
+    enc.in_channels, enc.num_joints, enc.num_persons = int(shape[1]), int(shape[3]), int(shape[4])
+
+
+def build_model(cfg: Config) -> PCM3:
+    """The PCM3 module of ``cfg`` (initialised from ``train.seed``)."""
+    torch.manual_seed(cfg.train.seed)
+    return PCM3(cfg.model, cfg.loss)
+
+
+def make_batch_inputs(x: torch.Tensor, lengths: torch.Tensor, cfg: Config, layout, generator: torch.Generator) -> dict:
+    """From raw joints ``(N, C, T, V, M)`` to the model's inputs: views, stream, mix, mask."""
+    v1, v2, v3 = make_views(x, lengths, cfg.views, generator=generator)
+    stream = cfg.data.stream
+    v1, v2, v3 = (to_stream(v, stream, layout) for v in (v1, v2, v3))
+    vc = cfg.views
+    mixed, lam, partner, _ = random_mix(v1, layout, vc.mix_probs, vc.mix_parts, vc.mix_window, vc.mix_step,
+                                        vc.mix_per_sample, generator=generator)
+    n, _, t, _, m = v3.shape
+    mask = make_mask(cfg.mask, n, t, layout, m, generator=generator, device=x.device)
+    return {"view1": v1, "view2": v2, "view3": v3, "mask": mask, "mixed": mixed, "lam": lam,
+            "partner": partner, "generator": generator}
+
+
+@dataclass
+class EpochResult:
+    metrics: Dict[str, float]
+    samples: int
+    seconds: float
+
+
+def train_one_epoch(model: PCM3, loader: DataLoader, optimizer: torch.optim.Optimizer, cfg: Config,
+                    layout, device: torch.device, epoch: int, progress: bool = True) -> EpochResult:
+    """One pass over ``loader``; returns the mean of every loss term and the throughput."""
+    from tqdm import tqdm
+
+    model.train()
+    gen = torch.Generator().manual_seed(epoch_seed(cfg.train.seed, epoch, 2))
+    sums: Dict[str, float] = {}
+    steps = samples = 0
+    limit = cfg.train.max_steps_per_epoch or len(loader)
+    start = time.perf_counter()
+    use_amp = cfg.train.amp and device.type == "cuda"
+    bar = tqdm(total=min(limit, len(loader)), desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+               disable=not progress, dynamic_ncols=True, leave=False)
+    for x, lengths, _, _ in loader:
+        if steps >= limit:
+            break
+        x = x.to(device, non_blocking=True)
+        lengths = lengths.to(device, non_blocking=True)
+        inputs = make_batch_inputs(x, lengths, cfg, layout, gen)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out = model(inputs)
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            terms = ", ".join(f"{k}={float(v):.4g}" for k, v in out.items() if _is_term(k, v))
+            raise TrainingDiverged(f"epoch {epoch + 1}, step {steps + 1}: the loss is not finite ({terms}); "
+                                   "the last good checkpoint is kept (lower optim.lr?)")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        for k, v in out.items():
+            if _is_term(k, v):
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+        steps += 1
+        samples += x.shape[0]
+        elapsed = time.perf_counter() - start
+        bar.set_postfix({**{k: f"{s / steps:.3f}" for k, s in sums.items() if k == "loss" or not k.startswith("kl")},
+                         "samples/s": f"{samples / max(elapsed, 1e-9):.0f}"}, refresh=False)
+        bar.update(1)
+    bar.close()
+    if steps == 0:
+        raise ConfigError(f"no training step: {len(loader.dataset)} samples is fewer than one batch of "
+                          f"{cfg.train.batch_size} (lower train.batch_size)")
+    seconds = time.perf_counter() - start
+    return EpochResult({k: s / steps for k, s in sums.items()}, samples, seconds)
+
+
+def _is_term(key: str, value) -> bool:
+    return torch.is_tensor(value) and value.dim() == 0 and key != "generator"
+
+
+# --------------------------------------------------------------------------- run folder
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, model: PCM3, optimizer, cfg: Config, epoch: int, history: List[dict], data_info: dict) -> None:
+    """Write a resumable checkpoint atomically (``epoch`` = epochs completed)."""
+    state = {"format": CHECKPOINT_FORMAT, "version": 1, "epoch": epoch, "model": model.state_dict(),
+             "optimizer": optimizer.state_dict(), "config": to_dict(cfg), "history": history,
+             "rng": _rng_state(), "data": data_info}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint`, with a one-line error otherwise."""
+    from pcm3.errors import DataError
+
+    if not Path(path).exists():
+        raise DataError(path, "no such checkpoint")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # corrupt or foreign file
+        raise DataError(path, f"not a readable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise DataError(path, "not a pcm3 pretraining checkpoint")
+    return state
+
+
+def write_metrics(run: Path, history: List[dict]) -> None:
+    """``metrics.csv`` and ``loss.png`` from the per-epoch history."""
+    if not history:
+        return
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    with atomic_path(run / "metrics.csv") as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(history)
+    plot_losses(history, run / "loss.png")
+
+
+def plot_losses(history: List[dict], path: Path) -> None:
+    """Loss curves: the total and each term, per epoch (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    terms = [k for k in history[-1] if k not in ("epoch", "lr", "samples_per_s", "seconds")]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for k in terms:
+        vals = [r.get(k, float("nan")) for r in history]
+        ax.plot(epochs, vals, label=k, lw=2 if k == "loss" else 1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    if all(v > 0 for r in history for k, v in r.items() if k in terms):
+        ax.set_yscale("log")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def _log(run: Path, line: str, echo: bool) -> None:
+    with open(run / "log.txt", "a") as f:
+        f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + line + "\n")
+    if echo:
+        print(line, flush=True)
+
+
+def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[bool] = None) -> dict:
+    """Pretrain PCM3 as configured; write the run folder ``out``; return the last epoch's metrics.
+
+    With ``resume`` the run continues from ``out/checkpoint_last.pt`` (its model, optimizer,
+    queue, epoch and RNG states); ``cfg`` may only extend ``train.epochs`` or change
+    bookkeeping (progress, save_every, num_workers, device).
+    """
+    run = Path(out)
+    progress = cfg.train.progress if progress is None else progress
+    prepared = Prepared(cfg.data.path)
+    layout = get_layout(prepared.layout)
+    data_shape_into_config(cfg, prepared)
+    device = resolve_device(cfg.train.device)
+
+    history: List[dict] = []
+    start_epoch = 0
+    ckpt = None
+    if resume:
+        ckpt = load_checkpoint(run / "checkpoint_last.pt")
+        saved = from_dict(Config, ckpt["config"], str(run / "checkpoint_last.pt"))
+        _check_resume_compatible(saved, cfg)
+        start_epoch, history = int(ckpt["epoch"]), list(ckpt["history"])
+    elif (run / "checkpoint_last.pt").exists():
+        raise ConfigError(f"{run}: already holds a run (checkpoint_last.pt); use --resume to continue it "
+                          "or choose another --out")
+    run.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run / "config.yaml")
+
+    model = build_model(cfg).to(device)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr,
+                                momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        _set_rng_state(ckpt["rng"])
+
+    dataset = SkeletonDataset(prepared, cfg.data.benchmark, cfg.data.part)
+    if len(dataset) < cfg.train.batch_size:
+        raise ConfigError(f"{cfg.data.path}: {len(dataset)} training samples, fewer than one batch of "
+                          f"{cfg.train.batch_size} (lower train.batch_size)")
+    sampler = EpochSampler(len(dataset), cfg.train.seed)
+    loader = DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=sampler, drop_last=True,
+                        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
+                        persistent_workers=cfg.data.num_workers > 0)
+    data_info = {"path": str(cfg.data.path), "layout": layout.name, "shape": list(prepared.shape),
+                 "samples": len(dataset)}
+    writer = _tensorboard(run)
+    _log(run, f"{'resume at' if resume else 'start:'} epoch {start_epoch + 1}/{cfg.train.epochs}, "
+              f"{len(dataset)} samples ({cfg.data.benchmark}/{cfg.data.part}, {cfg.data.stream} stream), "
+              f"device {device}, {sum(p.numel() for p in model.parameters()):,} parameters", progress)
+
+    last: dict = history[-1] if history else {}
+    for epoch in range(start_epoch, cfg.train.epochs):
+        sampler.set_epoch(epoch)
+        lr = lr_at(cfg, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        result = train_one_epoch(model, loader, optimizer, cfg, layout, device, epoch, progress)
+        last = {"epoch": epoch + 1, "lr": lr, **result.metrics,
+                "samples_per_s": result.samples / result.seconds, "seconds": result.seconds}
+        history.append(last)
+        save_checkpoint(run / "checkpoint_last.pt", model, optimizer, cfg, epoch + 1, history, data_info)
+        if cfg.train.save_every and (epoch + 1) % cfg.train.save_every == 0:
+            save_checkpoint(run / f"checkpoint_epoch{epoch + 1:03d}.pt", model, optimizer, cfg, epoch + 1,
+                            history, data_info)
+        write_metrics(run, history)
+        if writer is not None:
+            for k, v in last.items():
+                if k != "epoch":
+                    writer.add_scalar(k, v, epoch + 1)
+            writer.flush()
+        terms = " ".join(f"{k}={v:.4f}" for k, v in result.metrics.items())
+        _log(run, f"epoch {epoch + 1}/{cfg.train.epochs} lr={lr:.4g} {terms} "
+                  f"({last['samples_per_s']:.0f} samples/s, {result.seconds:.1f}s)", progress)
+    if writer is not None:
+        writer.close()
+    return last
+
+
+def _tensorboard(run: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a declared dependency; stay usable without it
+        return None
+    return SummaryWriter(str(run / "tb"))
+
+
+_RESUMABLE = {("train", "epochs"), ("train", "progress"), ("train", "save_every"), ("data", "num_workers"),
+              ("train", "device"), ("data", "path")}
+
+
+def _check_resume_compatible(saved: Config, cfg: Config) -> None:
+    a, b = to_dict(saved), to_dict(cfg)
+    for section, values in a.items():
+        for key, value in values.items():
+            if (section, key) in _RESUMABLE:
+                continue
+            if b[section][key] != value:
+                raise ConfigError(f"--resume: {section}.{key} differs from the interrupted run "
+                                  f"({value!r} there, {b[section][key]!r} now)")

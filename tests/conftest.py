@@ -1,0 +1,43 @@
+"""Shared fixtures: the real samples in ../shared/data and a small built-in data set."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path | None:
+    """``$PCM3_SHARED_DATA`` or ``../shared/data`` beside the repo, if it exists."""
+    env = os.environ.get("PCM3_SHARED_DATA")
+    path = Path(env) if env else REPO.parent / "shared" / "data"
+    return path if path.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("real samples not available: ../shared/data (or $PCM3_SHARED_DATA) does not exist")
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_small(tmp_path_factory) -> Path:
+    """A small built-in data set (a few samples per class), prepared once per test session."""
+    from pcm3.data.synthetic import prepare_synthetic
+
+    out = tmp_path_factory.mktemp("synthetic") / "data"
+    prepare_synthetic(out, seed=0, samples_per_class=24, progress=False)
+    return out
+
+
+def pytest_configure(config):
+    # One intra-op thread: on a 2-core machine shared with other work, GRU kernels with two
+    # OpenMP threads were 2-4x slower; results do not depend on it.
+    import torch
+
+    torch.set_num_threads(1)

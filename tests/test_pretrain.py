@@ -1,0 +1,116 @@
+"""The training loop: outputs, resume exactness, divergence handling, learning."""
+
+import csv
+
+import pytest
+import torch
+
+from pcm3.cli import main
+from pcm3.config import load_config
+from pcm3.errors import ConfigError
+from pcm3.pretrain import TrainingDiverged, fit, load_checkpoint, lr_at
+
+TINY = [
+    "model.encoder.hidden=16", "model.encoder.layers=2", "model.proj_dim=16", "model.queue_size=64",
+    "model.decoder_hidden=16", "model.prompt_dim=4", "views.out_len=16", "views.min_len=16",
+    "train.batch_size=32", "data.num_workers=0", "train.progress=false", "train.save_every=2",
+    "optim.milestones=[100]",
+]
+
+
+def tiny_config(data, *extra):
+    return load_config(None, [*TINY, f"data.path={data}", *extra])
+
+
+def test_lr_schedules():
+    cfg = load_config(None, ["optim.lr=0.02", "optim.milestones=[350]", "train.epochs=450"])
+    assert lr_at(cfg, 0) == pytest.approx(0.02) and lr_at(cfg, 349) == pytest.approx(0.02)
+    assert lr_at(cfg, 350) == pytest.approx(0.002)
+    cos = load_config(None, ["optim.schedule=cosine", "train.epochs=10"])
+    assert lr_at(cos, 0) == pytest.approx(0.02) and lr_at(cos, 5) == pytest.approx(0.01)
+    with pytest.raises(ConfigError):
+        lr_at(load_config(None, ["optim.schedule=linear"]), 0)
+
+
+def test_run_folder_contents(synthetic_small, tmp_path):
+    run = tmp_path / "run"
+    last = fit(tiny_config(synthetic_small, "train.epochs=2"), run)
+    for name in ("config.yaml", "log.txt", "metrics.csv", "loss.png", "checkpoint_last.pt", "checkpoint_epoch002.pt"):
+        assert (run / name).exists(), name
+    assert any((run / "tb").iterdir())
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for key in ("loss", "lr", "samples_per_s", "mask_mse", "con_intra", "con_inter", "con_mask", "con_predict"):
+        assert key in rows[0], key
+    assert last["epoch"] == 2 and torch.isfinite(torch.tensor(last["loss"]))
+    # a second run into the same folder must not silently overwrite it
+    with pytest.raises(ConfigError, match="--resume"):
+        fit(tiny_config(synthetic_small, "train.epochs=2"), run)
+
+
+def test_resume_equals_uninterrupted(synthetic_small, tmp_path):
+    full = tmp_path / "full"
+    fit(tiny_config(synthetic_small, "train.epochs=3"), full)
+    part = tmp_path / "part"
+    fit(tiny_config(synthetic_small, "train.epochs=1"), part)
+    fit(tiny_config(synthetic_small, "train.epochs=3"), part, resume=True)
+    a = load_checkpoint(full / "checkpoint_last.pt")
+    b = load_checkpoint(part / "checkpoint_last.pt")
+    assert a["epoch"] == b["epoch"] == 3
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k  # parameters, queue and pointer
+    assert [r["loss"] for r in a["history"]] == pytest.approx([r["loss"] for r in b["history"]], rel=0, abs=0)
+
+
+def test_resume_refuses_changed_method(synthetic_small, tmp_path):
+    run = tmp_path / "run"
+    fit(tiny_config(synthetic_small, "train.epochs=1"), run)
+    with pytest.raises(ConfigError, match="loss.w_mask"):
+        fit(tiny_config(synthetic_small, "train.epochs=2", "loss.w_mask=1"), run, resume=True)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(synthetic_small, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    fit(tiny_config(synthetic_small, "train.epochs=1"), run)
+    from pcm3.models import PCM3
+
+    real_forward = PCM3.forward
+
+    def nan_forward(self, inputs):
+        out = real_forward(self, inputs)
+        out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(PCM3, "forward", nan_forward)
+    with pytest.raises(TrainingDiverged, match="not finite"):
+        fit(tiny_config(synthetic_small, "train.epochs=3"), run, resume=True)
+    assert load_checkpoint(run / "checkpoint_last.pt")["epoch"] == 1
+
+
+def test_tiny_run_loss_falls(synthetic_small, tmp_path):
+    history = []
+    fit(tiny_config(synthetic_small, "train.epochs=8", "optim.lr=0.05"), tmp_path / "run")
+    for row in csv.DictReader(open(tmp_path / "run" / "metrics.csv")):
+        history.append(row)
+    first, last = history[0], history[-1]
+    assert float(last["mask_mse"]) < 0.8 * float(first["mask_mse"])
+    assert float(last["loss"]) < float(first["loss"])
+
+
+@pytest.mark.parametrize("stream", ["bone", "motion"])
+def test_streams_train(synthetic_small, tmp_path, stream):
+    last = fit(tiny_config(synthetic_small, "train.epochs=1", f"data.stream={stream}"), tmp_path / stream)
+    assert torch.isfinite(torch.tensor(last["loss"]))
+
+
+def test_cli_pretrain_and_bad_inputs(synthetic_small, tmp_path, capsys):
+    args = ["pretrain", "--data", str(synthetic_small), "--out", str(tmp_path / "run"), "--quiet"]
+    sets = [a for s in TINY for a in ("--set", s)]
+    assert main([*args, *sets, "--set", "train.epochs=1"]) == 0
+    assert main([*args, *sets, "--set", "train.epochs=2", "--resume"]) == 0
+    assert load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")["epoch"] == 2
+    capsys.readouterr()
+    assert main(["pretrain", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r2"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing" in err[0]
+    assert main([*args[:-1], "--set", "data.stream=velocity", *sets, "--out", str(tmp_path / "r3")]) == 2
