@@ -284,6 +284,8 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
     layout = get_layout(prepared.layout)
     data_shape_into_config(cfg, prepared)
     device = resolve_device(cfg.train.device)
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
 
     history: List[dict] = []
     start_epoch = 0
@@ -358,7 +360,7 @@ def _tensorboard(run: Path):
     return SummaryWriter(str(run / "tb"))
 
 
-_RESUMABLE = {("train", "epochs"), ("train", "progress"), ("train", "save_every"), ("data", "num_workers"),
+_RESUMABLE = {("train", "epochs"), ("train", "progress"), ("train", "threads"), ("train", "save_every"), ("data", "num_workers"),
               ("train", "device"), ("data", "path")}
 
 

@@ -117,14 +117,20 @@ class PreparedWriter:
         self.splits = {b: {p: [int(i) for i in idx] for p, idx in parts.items()} for b, parts in splits.items()}
 
     def __exit__(self, exc_type, exc, tb):
-        try:
-            if exc_type is None:
+        if exc_type is None:
+            try:
                 self._finish()
-        finally:
-            if self.kind == "sequences" and not self._raw.closed:
-                self._raw.close()
-            self.data = None
+            except BaseException as e:  # remove the temporary folder, then re-raise
+                self._close()
+                self._ctx.__exit__(type(e), e, e.__traceback__)
+                raise
+        self._close()
         return self._ctx.__exit__(exc_type, exc, tb)
+
+    def _close(self):
+        if self.kind == "sequences" and not self._raw.closed:
+            self._raw.close()
+        self.data = None
 
     def _finish(self):
         tmp = self.tmp

@@ -1,0 +1,103 @@
+"""The prepared on-disk format: writing, reading, validation, atomicity, ``pcm3 info``."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pcm3.cli import main
+from pcm3.data.dataset import SkeletonDataset
+from pcm3.data.prepared import Prepared, PreparedWriter
+from pcm3.errors import DataError
+
+
+def write_clips(out, n=6, t=10, nan_at=None):
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(n, 3, t, 25, 2)).astype(np.float32)
+    if nan_at is not None:
+        data[nan_at, 0, 0, 0, 0] = np.nan
+    with PreparedWriter(out, kind="clips", shape=data.shape, dataset="toy", layout="ntu25",
+                        class_names=["a", "b", "c"]) as w:
+        for i in range(n):
+            w.set(i, data[i], label=i % 3, length=t - i % 2, name=f"s{i}", subject=i // 2)
+        w.set_splits({"xsub": {"train": [0, 1, 2, 3], "test": [4, 5]}})
+    return data
+
+
+def test_clips_roundtrip(tmp_path):
+    data = write_clips(tmp_path / "p")
+    ds = Prepared(tmp_path / "p")
+    assert ds.kind == "clips" and len(ds) == 6 and ds.num_classes == 3 and ds.shape == data.shape
+    assert isinstance(ds.data, np.memmap)
+    np.testing.assert_array_equal(ds.data, data)
+    assert ds.labels.tolist() == [0, 1, 2, 0, 1, 2] and ds.lengths.tolist() == [10, 9, 10, 9, 10, 9]
+    assert ds.names == [f"s{i}" for i in range(6)] and ds.rows[5]["subject"] == "2"
+    assert ds.split("xsub", "test").tolist() == [4, 5] and ds.split(None, "train").size == 6
+    s = ds.summary()
+    assert s["splits"]["xsub/train"]["samples"] == 4 and s["splits"]["xsub/test"]["classes"] == 2
+    assert ds.validate() == []
+    item = SkeletonDataset(ds, "xsub", "test")[1]
+    assert item[0].shape == (3, 10, 25, 2) and int(item[1]) == 9 and int(item[2]) == 2 and int(item[3]) == 5
+
+
+def test_sequences_roundtrip(tmp_path):
+    rng = np.random.default_rng(1)
+    videos = [rng.normal(size=(3, t, 25, 2)).astype(np.float32) for t in (7, 3, 12)]
+    with PreparedWriter(tmp_path / "s", kind="sequences", shape=(3, 3, 25, 2), dataset="toy", layout="ntu25",
+                        class_names=["a", "b"]) as w:
+        for i, v in enumerate(videos):
+            w.append(v, name=f"v{i}", intervals=[(1, 0, 2, 1.0)] if i == 2 else [])
+        w.set_splits({"xsub": {"train": [0, 1], "test": [2]}})
+    ds = Prepared(tmp_path / "s")
+    assert ds.kind == "sequences" and ds.lengths.tolist() == [7, 3, 12]
+    for i, v in enumerate(videos):
+        np.testing.assert_array_equal(ds.sample(i), v)
+    assert ds.intervals() == [{"index": 2, "label": 1, "start": 0, "end": 2, "confidence": 1.0}]
+
+
+def test_writer_is_atomic(tmp_path):
+    with pytest.raises(RuntimeError, match="boom"):
+        with PreparedWriter(tmp_path / "p", kind="clips", shape=(2, 3, 4, 25, 1), dataset="toy",
+                            layout="ntu25", class_names=["a"]) as w:
+            w.set(0, np.zeros((3, 4, 25, 1), np.float32), label=0, length=4, name="x")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(RuntimeError, match="never set"):
+        with PreparedWriter(tmp_path / "q", kind="clips", shape=(2, 3, 4, 25, 1), dataset="toy",
+                            layout="ntu25", class_names=["a"]) as w:
+            w.set(0, np.zeros((3, 4, 25, 1), np.float32), label=0, length=4, name="x")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reader_errors(tmp_path):
+    with pytest.raises(DataError, match="no such folder"):
+        Prepared(tmp_path / "missing")
+    write_clips(tmp_path / "p")
+    (tmp_path / "p" / "labels.npy").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="labels.npy"):
+        Prepared(tmp_path / "p")
+    write_clips(tmp_path / "q")
+    (tmp_path / "q" / "splits.json").unlink()
+    with pytest.raises(DataError, match="splits.json"):
+        Prepared(tmp_path / "q")
+    write_clips(tmp_path / "r")
+    meta = json.loads((tmp_path / "r" / "meta.json").read_text())
+    meta["shape"][0] = 99
+    (tmp_path / "r" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="disagrees"):
+        Prepared(tmp_path / "r")
+    write_clips(tmp_path / "s")
+    with pytest.raises(DataError, match="no benchmark 'xview'"):
+        Prepared(tmp_path / "s").split("xview", "train")
+
+
+def test_info_command(tmp_path, capsys):
+    write_clips(tmp_path / "p")
+    assert main(["info", str(tmp_path / "p")]) == 0
+    out = capsys.readouterr().out
+    assert "xsub/train" in out and "validation: ok" in out
+    write_clips(tmp_path / "bad", nan_at=3)
+    assert main(["info", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "non-finite" in err[0] and "[3]" in err[0]
+    assert main(["info", str(tmp_path / "nowhere")]) == 2

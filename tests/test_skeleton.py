@@ -1,0 +1,78 @@
+"""Layouts and streams on hand-made skeletons."""
+
+import numpy as np
+import pytest
+import torch
+
+from pcm3.errors import ConfigError
+from pcm3.skeleton import KINECT_V1, NTU25, get_layout, part_mask, to_bone, to_motion, to_stream
+
+
+def test_ntu_layout_matches_the_method_doc():
+    # (child, parent), 1-based, from the method doc
+    pairs = [(1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21), (10, 9), (11, 10),
+             (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17), (19, 18), (20, 19), (21, 21),
+             (22, 23), (23, 8), (24, 25), (25, 12)]
+    assert [(c - 1, p - 1) for c, p in pairs] == list(enumerate(NTU25.parents))
+    parts = {frozenset(p) for p in NTU25.parts.values()}
+    doc = [[1, 2, 3, 4, 21], [9, 10, 11, 12, 24, 25], [5, 6, 7, 8, 22, 23], [17, 18, 19, 20], [13, 14, 15, 16]]
+    assert parts == {frozenset(j - 1 for j in p) for p in doc}
+    assert NTU25.center == 1 and len(NTU25.bones) == 24
+
+
+@pytest.mark.parametrize("name", ["ntu25", "kinect_v1", "msr20"])
+def test_layouts_are_trees_with_five_parts(name):
+    lay = get_layout(name)
+    assert lay.part_names == ("trunk", "left_arm", "right_arm", "left_leg", "right_leg")
+    assert part_mask(lay).sum(0).tolist() == [1] * lay.num_joints
+    for j in range(lay.num_joints):  # every joint reaches the root
+        seen = set()
+        while lay.parents[j] != j:
+            assert j not in seen
+            seen.add(j)
+            j = lay.parents[j]
+
+
+def test_unknown_layout_and_stream():
+    with pytest.raises(ConfigError, match="unknown skeleton layout"):
+        get_layout("kinect_v3")
+    with pytest.raises(ConfigError, match="unknown stream"):
+        to_stream(np.zeros((3, 2, 25, 1)), "velocity")
+
+
+def hand_made():
+    """(C=3, T=3, V=25, M=1): joint v at (v, 2v, 3v) + t * (1, 0, 0)."""
+    x = np.zeros((3, 3, 25, 1), np.float32)
+    for t in range(3):
+        for v in range(25):
+            x[:, t, v, 0] = [v + t, 2 * v, 3 * v]
+    return x
+
+
+def test_bone_on_a_hand_made_skeleton():
+    x = hand_made()
+    b = to_bone(x, "ntu25")
+    # joint 4 (head, index 3) has parent 3 (neck, index 2): bone = (3-2, 6-4, 9-6) = (1, 2, 3)
+    np.testing.assert_allclose(b[:, 1, 3, 0], [1, 2, 3])
+    # joint 1 (index 0) -> parent joint 2 (index 1): (0-1, 0-2, 0-3)
+    np.testing.assert_allclose(b[:, 0, 0, 0], [-1, -2, -3])
+    assert np.all(b[:, :, 20, :] == 0)  # the root's bone is zero
+    bt = to_bone(torch.from_numpy(x)[None], NTU25)
+    np.testing.assert_allclose(bt[0].numpy(), b)
+    with pytest.raises(ValueError, match="joints"):
+        to_bone(x[:, :, :20], "ntu25")
+
+
+def test_motion_on_a_hand_made_skeleton():
+    x = hand_made()
+    m = to_motion(x)
+    np.testing.assert_allclose(m[0, :2], 1.0)
+    np.testing.assert_allclose(m[1:, :2], 0.0)
+    np.testing.assert_allclose(m[:, 2], 0.0)  # last frame zero
+    mt = to_motion(torch.from_numpy(x)[None].repeat(2, 1, 1, 1, 1))
+    np.testing.assert_allclose(mt[1].numpy(), m)
+    assert to_stream(x, "joint") is x
+
+
+def test_kinect_v1_bones():
+    assert KINECT_V1.num_joints == 20 and KINECT_V1.parents[3] == 2  # head -> shoulder centre
