@@ -158,7 +158,7 @@ def train_one_epoch(model: PCM3, loader: DataLoader, optimizer: torch.optim.Opti
             out = model(inputs)
         loss = out["loss"]
         if not torch.isfinite(loss):
-            terms = ", ".join(f"{k}={float(v):.4g}" for k, v in out.items() if _is_term(k, v))
+            terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in out.items() if _is_term(k, v))
             raise TrainingDiverged(f"epoch {epoch + 1}, step {steps + 1}: the loss is not finite ({terms}); "
                                    "the last good checkpoint is kept (lower optim.lr?)")
         optimizer.zero_grad(set_to_none=True)

@@ -16,7 +16,7 @@
     (``np.savez_compressed``) have to be loaded whole. Lengths from the non-zero frames.
 ``pyskl``: one pickle ``{"split": {name: [frame_dir, ...]}, "annotations": [{"frame_dir",
     "label", "total_frames", "keypoint" (M, T, V, C)}]}`` (``ntu60_3danno.pkl`` ...). Clips are
-    fitted to ``--frames`` (300; longer ones resampled, see :func:`pcm3.data.pku.fit_length`,
+    fitted to ``--frames`` (300; longer ones resampled, see :func:`pcm3.data.common.fit_length`,
     the original length in ``samples.csv`` ``source_length``) and zero-padded; more than 2
     persons are reduced to the 2 with the largest motion energy (the NTU recipe's rule).
 
@@ -52,14 +52,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from pcm3.data.pku import center_frames, fit_length
+from pcm3.data.common import DEFAULT_FRAMES, center_frames, fit_length
 from pcm3.data.prepared import PreparedWriter
 from pcm3.errors import ConfigError, DataError
 from pcm3.skeleton import get_layout
 
 FORMATS = ("auto", "cmd", "ctrgcn", "pyskl")
 DEFAULT_CHUNK = 256
-DEFAULT_FRAMES = 300
 CMD_PARTS = (("train", "train"), ("val", "test"))
 NPZ_PARTS = (("train", "train"), ("test", "test"))
 

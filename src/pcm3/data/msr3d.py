@@ -46,7 +46,7 @@ middle of the clip as well) are dropped; ``samples.csv`` ``untracked`` counts th
 the NTU recipe, the spine joint (joint 4, the layout's centre) is subtracted in every frame
 (``--no-center`` keeps world coordinates). Output ``kind="clips"``, ``(N, 3, 300, 20, 1)``
 zero-padded (the longest listed recording has 76 tracked frames; longer ones are resampled,
-see :func:`pcm3.data.pku.fit_length`). Benchmark ``xsub``: subjects 1,3,5,7,9 train, 2,4,6,8,10
+see :func:`pcm3.data.common.fit_length`). Benchmark ``xsub``: subjects 1,3,5,7,9 train, 2,4,6,8,10
 test.
 
 Bad input (missing path, empty file, a line without 4 values, a line count that is not a
@@ -66,8 +66,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from pcm3.data.common import BadFiles, parallel_map, require_dir
-from pcm3.data.pku import center_frames, fit_length, read_table
+from pcm3.data.common import DEFAULT_FRAMES, BadFiles, add_clip_options, center_frames, fit_length, parallel_map, read_table, require_dir
 from pcm3.data.prepared import PreparedWriter
 from pcm3.errors import DataError
 from pcm3.skeleton import KINECT_V1, MSR20
@@ -84,7 +83,6 @@ MSR20_TO_KINECT_V1: Tuple[int, ...] = tuple(MSR20.joint_names.index(
 TRAIN_SUBJECTS = (1, 3, 5, 7, 9)
 TEST_SUBJECTS = (2, 4, 6, 8, 10)
 NUM_JOINTS = 20
-DEFAULT_FRAMES = 300
 FILE_LIST = "files_used_in_cvpr12_paper.txt"
 _NAME = re.compile(r"^a(\d+)_s(\d+)_e(\d+)_skeleton3D\.txt$")
 
@@ -206,14 +204,7 @@ def add_prepare_parsers(sub) -> None:
     p.add_argument("--raw", required=True, help="folder of the aAA_sSS_eEE_skeleton3D.txt files")
     p.add_argument("--out", required=True, help="output prepared folder")
     p.add_argument("--all", action="store_true", help=f"ignore {FILE_LIST}: take every file (broken ones are bad files)")
-    p.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help="clip length T (default 300)")
-    p.add_argument("--long", choices=("resample", "crop"), default="resample",
-                   help="clips longer than T: resample to T (default) or keep the centre T frames")
-    p.add_argument("--pad", choices=("zero", "repeat"), default="zero",
-                   help="clips shorter than T: pad with zeros (default) or repeat the clip")
-    p.add_argument("--no-center", action="store_true", help="keep world coordinates (no centring)")
-    p.add_argument("--skip-bad", action="store_true", help="leave bad files out and list them in skipped.csv")
-    p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    add_clip_options(p, workers_default=1, center_help="keep world coordinates (no centring)")
     p.set_defaults(func=_run)
 
 

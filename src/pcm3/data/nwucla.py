@@ -38,8 +38,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from pcm3.data.common import BadFiles, iter_files, parallel_map, require_dir
-from pcm3.data.pku import center_frames, fit_length
+from pcm3.data.common import DEFAULT_FRAMES, BadFiles, add_clip_options, center_frames, fit_length, iter_files, parallel_map, require_dir
 from pcm3.data.prepared import PreparedWriter
 from pcm3.errors import DataError
 from pcm3.skeleton import KINECT_V1
@@ -53,7 +52,6 @@ NWUCLA_ACTION_IDS: Tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8, 9, 11, 12)
 TRAIN_VIEWS = (1, 2)
 TEST_VIEWS = (3,)
 NUM_JOINTS = 20
-DEFAULT_FRAMES = 300
 _NAME = re.compile(r"^a(\d+)_s(\d+)_e(\d+)_v(\d+)$")
 
 
@@ -174,14 +172,7 @@ def add_prepare_parsers(sub) -> None:
                                    "xview: views 1,2 train, view 3 test.")
     p.add_argument("--raw", required=True, help="folder of the json files (e.g. all_sqe)")
     p.add_argument("--out", required=True, help="output prepared folder")
-    p.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help="clip length T (default 300)")
-    p.add_argument("--long", choices=("resample", "crop"), default="resample",
-                   help="clips longer than T: resample to T (default) or keep the centre T frames")
-    p.add_argument("--pad", choices=("zero", "repeat"), default="zero",
-                   help="clips shorter than T: pad with zeros (default) or repeat the clip")
-    p.add_argument("--no-center", action="store_true", help="keep camera coordinates (no centring)")
-    p.add_argument("--skip-bad", action="store_true", help="leave bad files out and list them in skipped.csv")
-    p.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
+    add_clip_options(p, workers_default=None, center_help="keep camera coordinates (no centring)")
     p.set_defaults(func=_run)
 
 

@@ -50,7 +50,8 @@ a label outside 1..51, an interval outside the video, a malformed split file) ra
 ``--skip-bad`` bad videos (or single bad label lines) are left out and listed in
 ``skipped.csv``; split-file problems always stop.
 
-The helpers :func:`read_table`, :func:`center_frames` and :func:`fit_length` are shared with the
+The helpers :func:`read_table`, :func:`center_frames` and :func:`fit_length` (in
+:mod:`pcm3.data.common`) are shared with the
 other raw readers (``nwucla``, ``msr3d``).
 """
 
@@ -67,7 +68,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from pcm3.data.common import BadFiles, parallel_map, require_dir
+from pcm3.data.common import (DEFAULT_FRAMES, BadFiles, add_clip_options, center_frames, fit_length, parallel_map,
+                              read_table, require_dir)
 from pcm3.data.prepared import PreparedWriter
 from pcm3.errors import DataError
 
@@ -94,7 +96,6 @@ NUM_JOINTS = 25
 NUM_PERSONS = 2
 CENTER_JOINT = 1  # spine_mid, 0-based
 VALUES_PER_FRAME = 3 * NUM_JOINTS * NUM_PERSONS  # 150
-DEFAULT_FRAMES = 300
 # Cross-view default (no split file): PKU-MMD paper, middle and right cameras train.
 DEFAULT_XVIEW_TRAIN = ("M", "R")
 DEFAULT_XVIEW_TEST = ("L",)
@@ -104,135 +105,6 @@ LABEL_SUFFIXES = (".txt", ".label")
 
 # ----------------------------------------------------------------------------------------------
 # Shared helpers (also used by the NW-UCLA and MSR Action3D readers)
-# ----------------------------------------------------------------------------------------------
-
-def read_table(path, width: int, what: str = "values") -> np.ndarray:
-    """Read a whitespace-separated numeric text file with ``width`` values on every line.
-
-    Returns ``(lines, width)`` float64. Trailing blank lines are ignored. Raises
-    :class:`DataError` naming the file (and 1-based line) for: a missing or unreadable file,
-    an empty file, a blank line inside the file, a line with another number of values, a
-    non-numeric value, NaN or inf.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise DataError(path, "no such file") from None
-    except IsADirectoryError:
-        raise DataError(path, "is a folder, expected a text file") from None
-    except UnicodeDecodeError:
-        raise DataError(path, "not a text file") from None
-    except OSError as e:
-        raise DataError(path, f"unreadable ({e.strerror})") from None
-    body = text.rstrip()
-    if not body.strip():
-        raise DataError(path, "empty file")
-    num_lines = body.count("\n") + 1
-    arr = None
-    try:
-        arr = np.loadtxt(io.StringIO(body), dtype=np.float64, ndmin=2, comments=None)
-    except ValueError:
-        pass
-    if arr is None or arr.shape != (num_lines, width):
-        _locate_bad_line(path, body.split("\n"), width, what)
-        raise DataError(path, f"malformed: expected {width} {what} per line")  # pragma: no cover
-    finite = np.isfinite(arr).all(axis=1)
-    if not finite.all():
-        raise DataError(path, "non-finite value (NaN or inf)", int(np.argmin(finite)) + 1)
-    return arr
-
-
-def _locate_bad_line(path: Path, lines: Sequence[str], width: int, what: str) -> None:
-    """Raise a :class:`DataError` for the first line of ``lines`` that is not ``width`` numbers."""
-    for i, line in enumerate(lines, start=1):
-        tokens = line.split()
-        if not tokens:
-            raise DataError(path, "blank line inside the file (truncated or corrupt)", i)
-        for tok in tokens:
-            try:
-                float(tok)
-            except ValueError:
-                raise DataError(path, f"non-numeric value {tok[:20]!r}", i) from None
-        if len(tokens) != width:
-            raise DataError(path, f"{len(tokens)} {what} on the line, expected {width} (truncated?)", i)
-
-
-def center_frames(x: np.ndarray, center: int) -> np.ndarray:
-    """Subtract person 1's ``center`` joint in every frame from every person present there.
-
-    ``x`` is ``(C, T, V, M)``. A person is present in a frame when any of its values is
-    non-zero; absent persons stay zero. Frames without person 1 use the nearest frame that has
-    it. If person 1 is absent from every frame but person 2 is not, they are swapped first.
-    """
-    x = np.array(x, dtype=np.float32, copy=True)
-    present = np.any(x != 0, axis=(0, 2))  # (T, M)
-    if not present[:, 0].any():
-        if x.shape[-1] > 1 and present[:, 1].any():
-            x[..., [0, 1]] = x[..., [1, 0]]
-            present[:, [0, 1]] = present[:, [1, 0]]
-        else:
-            return x
-    t = x.shape[1]
-    valid = np.flatnonzero(present[:, 0])
-    pos = np.clip(np.searchsorted(valid, np.arange(t)), 1, max(len(valid) - 1, 1))
-    if len(valid) == 1:
-        nearest = np.full(t, valid[0])
-    else:
-        left, right = valid[pos - 1], valid[pos]
-        nearest = np.where(np.abs(np.arange(t) - left) <= np.abs(right - np.arange(t)), left, right)
-    origin = x[:, nearest, center, 0]  # (C, T)
-    x -= origin[:, :, None, None]
-    x *= present[None, :, None, :]
-    return x
-
-
-def fit_length(x: np.ndarray, frames: int, long: str = "resample", pad: str = "zero") -> Tuple[np.ndarray, int]:
-    """Fit a clip ``(C, L, V, M)`` to ``frames`` frames; return it and its number of valid frames.
-
-    Longer clips: ``long="resample"`` interpolates linearly in time onto ``frames`` evenly
-    spaced points from the first to the last frame (where a person is absent in one of the
-    two neighbouring frames, the nearer frame is copied); ``long="crop"`` keeps the centre
-    ``frames`` frames. Shorter clips: ``pad="zero"`` pads with zeros after the clip,
-    ``pad="repeat"`` repeats the clip until ``frames`` frames are filled.
-    """
-    c, length, v, m = x.shape
-    if length == 0:
-        raise ValueError("fit_length: empty clip")
-    if length > frames:
-        if long == "crop":
-            s = (length - frames) // 2
-            return np.ascontiguousarray(x[:, s:s + frames], dtype=np.float32), frames
-        if long != "resample":
-            raise ValueError(f"unknown policy for long clips {long!r}")
-        return _resample(x, frames), frames
-    out = np.zeros((c, frames, v, m), dtype=np.float32)
-    out[:, :length] = x
-    if pad == "repeat":
-        reps = -(-frames // length)
-        out[:] = np.concatenate([x] * reps, axis=1)[:, :frames]
-    elif pad != "zero":
-        raise ValueError(f"unknown padding {pad!r}")
-    return out, length
-
-
-def _resample(x: np.ndarray, frames: int) -> np.ndarray:
-    length = x.shape[1]
-    pos = np.linspace(0.0, length - 1, frames)
-    i0 = np.floor(pos).astype(np.int64)
-    i1 = np.minimum(i0 + 1, length - 1)
-    w = (pos - i0).astype(np.float32)[None, :, None, None]
-    out = (1 - w) * x[:, i0] + w * x[:, i1]
-    present = np.any(x != 0, axis=(0, 2))  # (L, M)
-    both = present[i0] & present[i1]  # (frames, M)
-    if not both.all():
-        nearest = np.where(pos - i0 < 0.5, i0, i1)
-        out = np.where(both[None, :, None, :], out, x[:, nearest])
-    return np.ascontiguousarray(out, dtype=np.float32)
-
-
-# ----------------------------------------------------------------------------------------------
-# PKU-MMD files
 # ----------------------------------------------------------------------------------------------
 
 def read_skeleton(path) -> np.ndarray:
@@ -644,14 +516,7 @@ def add_prepare_parsers(sub) -> None:
                        help="an official split file; the benchmark comes from its name (subject -> xsub, view -> xview)")
         p.add_argument("--xsub-split", metavar="FILE", help="the official cross-subject split file")
         p.add_argument("--xview-split", metavar="FILE", help="the official cross-view split file")
-        p.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help="clip length T (default 300)")
-        p.add_argument("--long", choices=("resample", "crop"), default="resample",
-                       help="clips longer than T: resample to T (default) or keep the centre T frames")
-        p.add_argument("--pad", choices=("zero", "repeat"), default="zero",
-                       help="clips shorter than T: pad with zeros (default) or repeat the clip")
-        p.add_argument("--no-center", action="store_true", help="keep camera coordinates (no centring)")
-        p.add_argument("--skip-bad", action="store_true", help="leave bad files out and list them in skipped.csv")
-        p.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
+        add_clip_options(p)
         p.set_defaults(func=_run, part=part)
 
 
