@@ -141,7 +141,7 @@ def train_one_epoch(model: PCM3, loader: DataLoader, optimizer: torch.optim.Opti
 
     model.train()
     gen = torch.Generator().manual_seed(epoch_seed(cfg.train.seed, epoch, 2))
-    sums: Dict[str, float] = {}
+    sums: Dict[str, torch.Tensor] = {}
     steps = samples = 0
     limit = cfg.train.max_steps_per_epoch or len(loader)
     start = time.perf_counter()
@@ -165,20 +165,22 @@ def train_one_epoch(model: PCM3, loader: DataLoader, optimizer: torch.optim.Opti
         loss.backward()
         optimizer.step()
         for k, v in out.items():
-            if _is_term(k, v):
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            if _is_term(k, v):  # summed on the device: no host sync per term and step
+                sums[k] = sums.get(k, 0.0) + v.detach().float()
         steps += 1
         samples += x.shape[0]
-        elapsed = time.perf_counter() - start
-        bar.set_postfix({**{k: f"{s / steps:.3f}" for k, s in sums.items() if k == "loss" or not k.startswith("kl")},
-                         "samples/s": f"{samples / max(elapsed, 1e-9):.0f}"}, refresh=False)
+        if progress and (steps % 5 == 0 or steps == 1):
+            elapsed = time.perf_counter() - start
+            bar.set_postfix({**{k: f"{float(s) / steps:.3f}" for k, s in sums.items()
+                                if k == "loss" or not k.startswith("kl")},
+                             "samples/s": f"{samples / max(elapsed, 1e-9):.0f}"}, refresh=False)
         bar.update(1)
     bar.close()
     if steps == 0:
         raise ConfigError(f"no training step: {len(loader.dataset)} samples is fewer than one batch of "
                           f"{cfg.train.batch_size} (lower train.batch_size)")
     seconds = time.perf_counter() - start
-    return EpochResult({k: s / steps for k, s in sums.items()}, samples, seconds)
+    return EpochResult({k: float(s) / steps for k, s in sums.items()}, samples, seconds)
 
 
 def _is_term(key: str, value) -> bool:
