@@ -8,7 +8,6 @@ a module ``(N, C, T, V, M) -> (N, D)``, with those facts as attributes.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -50,17 +49,6 @@ def export_encoder(source: str | Path, out: str | Path) -> Path:
         "clip_len": cfg["views"]["out_len"], "test_crop": cfg["views"]["test_crop_ratio"],
         "pretrain_epochs": ckpt["epoch"], "source": str(source),
     }
-    with atomic_path(out) as tmp:
-        torch.save(payload, tmp)
-    return Path(out)
-
-
-def save_encoder(encoder: Encoder, out: str | Path, *, layout: str, stream: str = "joint", clip_len: int = 64,
-                 test_crop: float = 0.95, source: str = "") -> Path:
-    """Write an in-memory :class:`Encoder` in the exported format (e.g. a random-init baseline)."""
-    payload = {"format": ENCODER_FORMAT, "version": 1, "encoder_config": dataclasses.asdict(encoder.cfg),
-               "state_dict": encoder.state_dict(), "layout": layout, "stream": stream, "clip_len": clip_len,
-               "test_crop": test_crop, "pretrain_epochs": 0, "source": source}
     with atomic_path(out) as tmp:
         torch.save(payload, tmp)
     return Path(out)

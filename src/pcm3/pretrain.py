@@ -34,7 +34,7 @@ from pcm3.config import Config, from_dict, save_config, to_dict
 from pcm3.data.dataset import SkeletonDataset
 from pcm3.data.prepared import Prepared
 from pcm3.errors import ConfigError, Pcm3Error
-from pcm3.io import atomic_path, write_text
+from pcm3.io import atomic_path
 from pcm3.masking import make_mask
 from pcm3.models import PCM3
 from pcm3.skeleton import get_layout, to_stream

@@ -7,7 +7,6 @@ same encoder randomly initialised. Prints a table and writes ``metrics.json``.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 

@@ -55,6 +55,22 @@ class BadFiles:
         return f"skipped {len(self.items)} bad files: {parts}"
 
 
+def read_text(path, what: str = "file") -> str:
+    """The text of ``path``, or a one-line :class:`DataError` naming it (missing, a folder,
+    not text, unreadable); ``what`` names the kind of file in the message."""
+    path = Path(path)
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise DataError(path, f"no such {what}") from None
+    except IsADirectoryError:
+        raise DataError(path, f"is a folder, expected a {what}") from None
+    except UnicodeDecodeError:
+        raise DataError(path, "not a text file") from None
+    except OSError as e:
+        raise DataError(path, f"unreadable {what} ({e.strerror or e.__class__.__name__})") from None
+
+
 def check_finite(x: np.ndarray, path, what: str = "coordinates") -> np.ndarray:
     """Raise :class:`DataError` naming ``path`` if ``x`` holds NaN or inf."""
     if not np.isfinite(x).all():
@@ -112,16 +128,7 @@ def read_table(path, width: int, what: str = "values") -> np.ndarray:
     non-numeric value, NaN or inf.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise DataError(path, "no such file") from None
-    except IsADirectoryError:
-        raise DataError(path, "is a folder, expected a text file") from None
-    except UnicodeDecodeError:
-        raise DataError(path, "not a text file") from None
-    except OSError as e:
-        raise DataError(path, f"unreadable ({e.strerror})") from None
+    text = read_text(path, "text file")
     body = text.rstrip()
     if not body.strip():
         raise DataError(path, "empty file")

@@ -66,7 +66,8 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from pcm3.data.common import DEFAULT_FRAMES, BadFiles, add_clip_options, center_frames, fit_length, parallel_map, read_table, require_dir
+from pcm3.data.common import (DEFAULT_FRAMES, BadFiles, add_clip_options, center_frames, fit_length, parallel_map,
+                              read_table, read_text, require_dir)
 from pcm3.data.prepared import PreparedWriter
 from pcm3.errors import DataError
 from pcm3.skeleton import KINECT_V1, MSR20
@@ -135,10 +136,7 @@ def _select(raw: Path, use_list: bool, bad: BadFiles) -> Tuple[List[Path], Optio
     if not lists:
         return files, None
     listing = lists[0]
-    try:
-        wanted = [w.strip() for w in listing.read_text().split() if w.strip()]
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(listing, f"unreadable file list ({e.__class__.__name__})") from None
+    wanted = [w.strip() for w in read_text(listing, "file list").split() if w.strip()]
     if not wanted:
         raise DataError(listing, "empty file list")
     by_name = {p.name[: -len("_skeleton3D.txt")]: p for p in files}

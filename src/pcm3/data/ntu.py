@@ -49,7 +49,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from pcm3.data.common import REPORT_NAME, BadFiles, iter_files, parallel_map, require_dir
+from pcm3.data.common import REPORT_NAME, BadFiles, iter_files, parallel_map, read_text, require_dir
 from pcm3.data.prepared import Prepared, PreparedWriter, format_summary
 from pcm3.errors import ConfigError, DataError
 from pcm3.io import atomic_path
@@ -202,12 +202,7 @@ def read_missing_list(path) -> Set[str]:
     Blank lines and ``#`` comments are ignored; a ``.skeleton`` suffix is allowed.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise DataError(path, "no such missing-samples file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(path, f"unreadable missing-samples file ({e})") from None
+    text = read_text(path, "missing-samples file")
     names = set()
     for n, line in enumerate(text.splitlines(), 1):
         name = line.split("#", 1)[0].strip()

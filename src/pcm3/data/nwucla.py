@@ -38,7 +38,8 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from pcm3.data.common import DEFAULT_FRAMES, BadFiles, add_clip_options, center_frames, fit_length, iter_files, parallel_map, require_dir
+from pcm3.data.common import (DEFAULT_FRAMES, BadFiles, add_clip_options, center_frames, fit_length, iter_files,
+                              parallel_map, read_text, require_dir)
 from pcm3.data.prepared import PreparedWriter
 from pcm3.errors import DataError
 from pcm3.skeleton import KINECT_V1
@@ -59,12 +60,7 @@ def read_sample(path) -> dict:
     """Read one json sample: ``{"name", "x" (C=3, T, V=20, M=1) float32, "label" (0-based), "action",
     "subject", "episode", "view"}``; raises :class:`DataError` on any problem."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise DataError(path, "no such file") from None
-    except (UnicodeDecodeError, OSError) as e:
-        raise DataError(path, f"unreadable ({e.__class__.__name__})") from None
+    text = read_text(path, "file")
     if not text.strip():
         raise DataError(path, "empty file")
     try:

@@ -58,7 +58,6 @@ other raw readers (``nwucla``, ``msr3d``).
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import re
 import sys
@@ -69,7 +68,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from pcm3.data.common import (DEFAULT_FRAMES, BadFiles, add_clip_options, center_frames, fit_length, parallel_map,
-                              read_table, require_dir)
+                              read_table, read_text, require_dir)
 from pcm3.data.prepared import PreparedWriter
 from pcm3.errors import DataError
 
@@ -126,14 +125,7 @@ def read_labels(path, num_frames: Optional[int] = None,
     A missing, unreadable or empty file raises.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise DataError(path, "no such label file") from None
-    except UnicodeDecodeError:
-        raise DataError(path, "not a text file") from None
-    except OSError as e:
-        raise DataError(path, f"unreadable ({e.strerror})") from None
+    text = read_text(path, "label file")
     intervals, errors = [], []
     for i, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -176,14 +168,7 @@ def read_split_file(path) -> Dict[str, List[str]]:
     separated by commas and/or whitespace (a ``.txt`` / ``.skeleton`` extension is dropped).
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise DataError(path, "no such split file") from None
-    except IsADirectoryError:
-        raise DataError(path, "is a folder, expected a split file") from None
-    except (UnicodeDecodeError, OSError) as e:
-        raise DataError(path, f"unreadable split file ({e.__class__.__name__})") from None
+    text = read_text(path, "split file")
     parts: Dict[str, List[str]] = {}
     current = None
     for i, line in enumerate(text.splitlines(), start=1):

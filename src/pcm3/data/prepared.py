@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
