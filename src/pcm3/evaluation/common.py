@@ -1,0 +1,367 @@
+"""What every evaluation task shares: its context, protocol configs, inputs, scores and results.
+
+A task is a module ``pcm3.evaluation.<task>`` with
+
+- ``PROTOCOL``: its protocol dataclass (defaults = the field's protocol, each value's source in
+  the docstring),
+- ``DEFAULT_CONFIG = "eval_<task>"``: the packaged YAML (``src/pcm3/configs/eval_<task>.yaml``),
+- ``run(ctx: EvalContext) -> dict``: the task's results. The dict has ``"figures"``, a flat
+  mapping ``name -> number`` (accuracies in percent, MPJPE in millimetres...), optionally
+  ``"units"`` (``name -> unit`` for figures that are not percentages), ``"splits"`` (``part ->
+  number of samples``) and any other JSON-able entries (per-seed results, chosen weights...).
+
+``pcm3 eval`` (:mod:`pcm3.commands.eval`) builds the :class:`EvalContext`, calls ``run`` inside
+:func:`pcm3.outputs.output_dir`, adds the common facts (:func:`assemble_metrics`) and writes
+``metrics.json`` and ``results.md`` with :func:`write_results`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from pcm3.config import _set_path, from_dict, parse_override, read_yaml, to_dict
+from pcm3.errors import ConfigError, DataError
+
+TASKS = ("linear", "semi", "knn", "occlusion", "fusion", "detection", "motion")
+ENCODER_KINDS = ("pretrained", "random_init", "raw_input", "supervised")
+STREAMS = ("joint", "bone", "motion")
+
+
+@dataclass
+class EvalContext:
+    """Everything a task's ``run`` needs.
+
+    Attributes:
+        task: ``linear``, ``semi``, ``knn``, ``occlusion``, ``fusion``, ``detection``, ``motion``.
+        data: prepared data folder.
+        benchmark: split name in ``splits.json`` (``xsub``, ``xview``...).
+        encoder: ``(N, C, T, V, M) -> (N, D)`` with attributes ``layout``, ``stream``,
+            ``clip_len``, ``test_crop``; ``None`` for the raw-input baseline (use
+            :func:`feature_module`, which gives the raw-input module in that case).
+        encoder_kind: ``pretrained``, ``random_init``, ``raw_input`` or ``supervised``.
+        encoder_info: path, pretraining config hash, epochs... (written into metrics.json).
+        protocol: the task's protocol dataclass instance (its YAML + ``--set``).
+        out: folder to write the task's files into (a temporary folder moved into place when
+            ``run`` returns).
+        device: where the encoder and heads run.
+        seed: the base seed of every random draw of the task.
+        progress: show progress bars.
+    """
+
+    task: str
+    data: Path
+    benchmark: str
+    encoder: Optional[torch.nn.Module]
+    encoder_kind: str
+    encoder_info: dict
+    protocol: Any
+    out: Path
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    seed: int = 0
+    progress: bool = False
+
+
+# --------------------------------------------------------------------------- protocol configs
+
+def load_protocol(cls, config: Optional[str | os.PathLike] = None, overrides: Sequence[str] = ()):
+    """Build protocol dataclass ``cls`` from a YAML file or packaged name and ``key=value`` overrides.
+
+    Unknown keys, wrong types and unparsable values raise :class:`ConfigError` naming the file
+    and the key (as pretraining configs).
+    """
+    tree = read_yaml(config) if config else {}
+    where = str(config) if config else cls.__name__
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_path(tree, key, value)
+    if overrides:
+        where = f"{where} (with --set)"
+    return from_dict(cls, tree, where)
+
+
+def protocol_dict(protocol) -> dict:
+    """The protocol as a plain dict (for metrics.json)."""
+    return to_dict(protocol) if dataclasses.is_dataclass(protocol) else dict(protocol or {})
+
+
+def config_hash(tree: Any) -> str:
+    """Short SHA-256 of a JSON-able config (sorted keys): which pretraining produced an encoder."""
+    text = json.dumps(tree, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- seeds and devices
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch generator on ``device`` seeded with ``seed``."""
+    return torch.Generator(device=torch.device(device)).manual_seed(int(seed))
+
+
+# --------------------------------------------------------------------------- data
+
+def open_split(data: str | os.PathLike, benchmark: Optional[str], part: str, indices=None):
+    """The :class:`SkeletonDataset` of ``part`` of ``benchmark``; one-line DataError when absent."""
+    from pcm3.data.dataset import SkeletonDataset
+    from pcm3.data.prepared import Prepared
+
+    prepared = Prepared(data)
+    if prepared.kind != "clips":
+        raise DataError(data, f"holds untrimmed sequences ({prepared.kind}); this task needs clips")
+    prepared.split(benchmark, part)  # raises the one-line error for a missing benchmark/part
+    return SkeletonDataset(prepared, benchmark, part, indices=indices)
+
+
+def check_compatible(encoder: Optional[torch.nn.Module], prepared, where: str = "--encoder") -> None:
+    """Refuse an encoder whose input layout or shape differs from the data's (one-line DataError).
+
+    Args:
+        encoder: module with ``layout`` and (for :class:`pcm3.models.Encoder`) ``config``.
+        prepared: an open :class:`pcm3.data.prepared.Prepared`.
+        where: the flag or file to name in the message.
+    """
+    if encoder is None:
+        return
+    layout = getattr(encoder, "layout", None)
+    if layout is not None and layout != prepared.layout:
+        raise DataError(where, f"encoder of layout {layout!r} cannot read {prepared.root} (layout "
+                               f"{prepared.layout!r}); pretrain or convert for this layout")
+    cfg = getattr(encoder, "config", None)
+    if cfg is not None and hasattr(cfg, "num_joints"):
+        _, c, _, v, m = (None, *prepared.shape[1:])
+        if (cfg.in_channels, cfg.num_joints, cfg.num_persons) != (c, v, m):
+            raise DataError(where, f"encoder reads (C, V, M) = {(cfg.in_channels, cfg.num_joints, cfg.num_persons)}, "
+                                   f"{prepared.root} holds {(c, v, m)}")
+
+
+def input_spec(ctx: EvalContext) -> Dict[str, Any]:
+    """How clips are made for the encoder: ``stream``, ``layout``, ``clip_len``, ``test_crop``.
+
+    From the encoder's export attributes; the protocol may override ``stream``/``clip_len``/
+    ``test_crop`` (fields of the same names, ``None`` = the encoder's).
+    """
+    from pcm3.data.prepared import Prepared
+
+    enc = ctx.encoder
+    p = ctx.protocol
+    layout = Prepared(ctx.data).layout
+
+    def pick(name, default):
+        value = getattr(p, name, None)
+        if value is not None:
+            return value
+        return getattr(enc, name, default) if enc is not None else default
+
+    spec = {"stream": pick("stream", "joint"), "layout": getattr(enc, "layout", None) or layout,
+            "clip_len": int(pick("clip_len", 64)), "test_crop": float(pick("test_crop", 0.95))}
+    if spec["stream"] not in STREAMS:
+        raise ConfigError(f"stream: must be one of {', '.join(STREAMS)}, got {spec['stream']!r}")
+    return spec
+
+
+def feature_module(ctx: EvalContext) -> torch.nn.Module:
+    """The module that maps prepared clips ``(N, C, clip_len, V, M)`` to features ``(N, D)``.
+
+    The encoder, or for ``raw_input`` (``ctx.encoder is None``) the raw-input module of
+    :mod:`pcm3.evaluation.baselines`, so that every row goes through the same code.
+    """
+    if ctx.encoder is not None:
+        return ctx.encoder
+    from pcm3.evaluation.baselines import RawInput
+
+    spec = input_spec(ctx)
+    return RawInput(layout=spec["layout"], stream=spec["stream"], clip_len=spec["clip_len"],
+                    test_crop=spec["test_crop"])
+
+
+# --------------------------------------------------------------------------- scores and accuracy
+
+def topk_correct(scores: torch.Tensor | np.ndarray, labels, ks: Iterable[int] = (1, 5)) -> Dict[int, np.ndarray]:
+    """Per-sample hits of top-k prediction.
+
+    Args:
+        scores: ``(N, K)`` class scores (any monotone scale: logits, probabilities).
+        labels: ``(N,)`` true classes.
+        ks: the k values; k larger than K counts as K.
+
+    Returns:
+        ``{k: (N,) bool}``.
+    """
+    s = torch.as_tensor(np.asarray(scores) if not torch.is_tensor(scores) else scores).float()
+    y = torch.as_tensor(np.asarray(labels) if not torch.is_tensor(labels) else labels).long().to(s.device)
+    kmax = min(max(ks), s.shape[1])
+    top = s.topk(kmax, dim=1).indices  # (N, kmax), best first
+    hit = top == y.view(-1, 1)
+    return {k: hit[:, :min(k, kmax)].any(dim=1).cpu().numpy() for k in ks}
+
+
+def topk_accuracy(scores, labels, ks: Iterable[int] = (1, 5)) -> Dict[str, float]:
+    """Top-k accuracy in percent: ``{"top1": ..., "top5": ...}``."""
+    hits = topk_correct(scores, labels, ks)
+    return {f"top{k}": 100.0 * float(h.mean()) if h.size else float("nan") for k, h in hits.items()}
+
+
+def per_class_accuracy(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> list:
+    """Accuracy in percent per class (``None`` for a class absent from ``labels``)."""
+    out = []
+    for c in range(num_classes):
+        sel = labels == c
+        out.append(100.0 * float((pred[sel] == c).mean()) if sel.any() else None)
+    return out
+
+
+def confusion_matrix(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(K, K)`` int64 counts, rows = true class, columns = predicted class."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(labels, dtype=np.int64), np.asarray(pred, dtype=np.int64)), 1)
+    return cm
+
+
+SCORES_FILE = "scores.npy"
+SCORE_INDEX_FILE = "scores_index.npy"
+SCORE_LABELS_FILE = "scores_labels.npy"
+
+
+def save_scores(out: str | os.PathLike, scores: np.ndarray, indices: np.ndarray, labels: np.ndarray,
+                prefix: str = "") -> None:
+    """Write test class scores for fusion and the report.
+
+    Files (in ``out``): ``{prefix}scores.npy`` ``(N, K)`` float32 (softmax probabilities or
+    logits, as the task says), ``{prefix}scores_index.npy`` ``(N,)`` the samples' indices in the
+    prepared folder (the order of the rows), ``{prefix}scores_labels.npy`` ``(N,)`` true classes.
+    """
+    out = Path(out)
+    np.save(out / f"{prefix}{SCORES_FILE}", np.asarray(scores, dtype=np.float32))
+    np.save(out / f"{prefix}{SCORE_INDEX_FILE}", np.asarray(indices, dtype=np.int64))
+    np.save(out / f"{prefix}{SCORE_LABELS_FILE}", np.asarray(labels, dtype=np.int64))
+
+
+def load_scores(folder: str | os.PathLike, prefix: str = "") -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read what :func:`save_scores` wrote: ``(scores (N, K), indices (N,), labels (N,))``."""
+    folder = Path(folder)
+    arrays = []
+    for name in (SCORES_FILE, SCORE_INDEX_FILE, SCORE_LABELS_FILE):
+        path = folder / f"{prefix}{name}"
+        if not path.exists():
+            raise DataError(path, "missing: not an eval folder with saved scores (run `pcm3 eval linear` or `semi`)")
+        try:
+            arrays.append(np.load(path))
+        except (ValueError, OSError, EOFError) as e:
+            raise DataError(path, f"unreadable array ({e})") from None
+    scores, index, labels = arrays
+    if scores.ndim != 2 or index.shape != (scores.shape[0],) or labels.shape != index.shape:
+        raise DataError(folder, f"saved scores have inconsistent shapes {scores.shape}, {index.shape}, {labels.shape}")
+    return scores, index, labels
+
+
+# --------------------------------------------------------------------------- results
+
+def assemble_metrics(ctx: EvalContext, result: dict, *, wall_seconds: float, splits: Optional[dict] = None) -> dict:
+    """The ``metrics.json`` content: the common facts of a run plus the task's ``result``.
+
+    Keys: ``task``, ``data``, ``benchmark``, ``splits`` (``part -> samples``), ``encoder``
+    (``kind`` and ``info``, with the pretraining config hash), ``protocol``, ``seed``,
+    ``figures``, ``units`` and every other entry of ``result``, ``wall_seconds``.
+    """
+    if "figures" not in result:
+        raise ValueError(f"task {ctx.task!r} returned no 'figures'")
+    metrics = {
+        "task": ctx.task, "data": str(ctx.data), "benchmark": ctx.benchmark,
+        "splits": {**(splits or {}), **result.get("splits", {})},
+        "encoder": {"kind": ctx.encoder_kind, **dict(ctx.encoder_info or {})},
+        "protocol": protocol_dict(ctx.protocol), "seed": ctx.seed, "device": str(ctx.device),
+    }
+    for k, v in result.items():
+        if k != "splits":
+            metrics[k] = v
+    metrics["wall_seconds"] = float(wall_seconds)
+    return metrics
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return None if math.isnan(v) or math.isinf(v) else v
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (Path, torch.device)):
+        return str(obj)
+    if dataclasses.is_dataclass(obj):
+        return _jsonable(to_dict(obj))
+    return obj
+
+
+def format_figure(name: str, value, units: Optional[dict] = None) -> str:
+    """One figure as text: percentages with 2 decimals, other units named."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    unit = (units or {}).get(name, "%")
+    if unit == "%":
+        return f"{value:.2f}%"
+    return f"{value:.4g}" + (f" {unit}" if unit else "")
+
+
+def format_results(metrics: dict) -> str:
+    """The short ``results.md``: what was evaluated and one table of every figure."""
+    enc = metrics.get("encoder", {})
+    splits = metrics.get("splits", {})
+    lines = [f"# pcm3 eval {metrics.get('task')}", "",
+             f"- data: `{metrics.get('data')}`, benchmark `{metrics.get('benchmark')}`"
+             + (" (" + ", ".join(f"{k} {v}" for k, v in splits.items()) + " samples)" if splits else ""),
+             f"- encoder: {enc.get('kind')}" + (f" `{enc['path']}`" if enc.get("path") else "")
+             + (f", pretraining config {enc['config_hash']}" if enc.get("config_hash") else ""),
+             f"- seed {metrics.get('seed')}, {metrics.get('wall_seconds', 0):.1f} s", "",
+             "| figure | value |", "|---|---|"]
+    units = metrics.get("units", {})
+    for name, value in metrics.get("figures", {}).items():
+        lines.append(f"| {name} | {format_figure(name, value, units)} |")
+    notes = metrics.get("notes")
+    if notes:
+        lines += [""] + [f"- {n}" for n in (notes if isinstance(notes, list) else [notes])]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out: str | os.PathLike, metrics: dict) -> None:
+    """Write ``metrics.json`` (every fact, NaN as null) and ``results.md`` into ``out``."""
+    from pcm3.io import write_json, write_text
+
+    out = Path(out)
+    clean = _jsonable(metrics)
+    write_json(out / "metrics.json", clean)
+    write_text(out / "results.md", format_results(clean))
+
+
+def read_metrics(folder: str | os.PathLike) -> dict:
+    """``metrics.json`` of an eval folder (one-line DataError when absent or malformed)."""
+    path = Path(folder) / "metrics.json"
+    if not path.exists():
+        raise DataError(folder, "no metrics.json: not a pcm3 eval folder")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(path, f"not valid JSON ({e})") from None
