@@ -40,3 +40,78 @@ def extract_features(encoder: torch.nn.Module, dataset: SkeletonDataset, *, batc
         labels.append(y)
     encoder.train(was_training)
     return torch.cat(feats).numpy(), torch.cat(labels).numpy()
+
+
+def make_clips(x: torch.Tensor, lengths: torch.Tensor, *, clip_len: int, stream: str, layout: str,
+               crop: float | None = 0.95, crop_range: Tuple[float, float] | None = None, min_len: int = 64,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """Encoder input from a raw padded batch: a crop of the valid frames, resized, as a stream.
+
+    With ``crop_range`` a random crop ``U(crop_range)`` of the valid frames (at least ``min_len``
+    frames where the clip is longer: the field's ``valid_crop_resize``), else the centre ``crop``.
+
+    Args:
+        x: ``(N, C, T, V, M)`` joints (metres), frames beyond ``lengths`` are padding.
+        lengths: ``(N,)`` true number of frames.
+
+    Returns:
+        ``(N, C, clip_len, V, M)`` of ``stream`` (``joint``, ``bone`` or ``motion``).
+    """
+    from pcm3.augment import crop_resize
+
+    if crop_range is not None:
+        x = crop_resize(x, lengths, out_len=clip_len, ratio=tuple(crop_range), min_len=min_len, generator=generator)
+    else:
+        x = center_crop_resize(x, lengths, ratio=crop if crop is not None else 0.95, out_len=clip_len)
+    return to_stream(x, stream, layout)
+
+
+@torch.no_grad()
+def encode(module: torch.nn.Module, dataset: SkeletonDataset, *, clip_len: int, stream: str, layout: str,
+           test_crop: float = 0.95, crops: int = 0, crop_range: Tuple[float, float] = (0.5, 1.0),
+           min_len: int = 64, seed: int = 0, batch_size: int = 256, device: str | torch.device = "cpu",
+           num_workers: int = 0, progress: bool = False, desc: str = "features"
+           ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features of every sample of ``dataset``: the centre crop, or ``crops`` random crops each.
+
+    The module runs in eval mode under ``torch.no_grad`` in batches on ``device``; the data is
+    read from the memory-mapped prepared folder (``num_workers`` loader processes).
+
+    Args:
+        module: ``(N, C, clip_len, V, M) -> (N, D)``.
+        crops: 0 for the deterministic centre crop of ``test_crop``; ``K > 0`` for K random
+            crops ``U(crop_range)`` per sample, drawn from ``seed`` (crop ``k`` of batch ``b``
+            from its own generator, so the result does not depend on ``num_workers``).
+
+    Returns:
+        features ``(N, D)`` float32 (``crops == 0``) or ``(K, N, D)``, labels ``(N,)`` int64 and
+        the samples' indices in the prepared folder ``(N,)`` int64, in dataset order.
+    """
+    from tqdm import tqdm
+
+    device = torch.device(device)
+    was_training = module.training
+    module.eval().to(device)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    passes = max(1, crops)
+    feats = [[] for _ in range(passes)]
+    labels, index = [], []
+    bar = tqdm(total=len(dataset), desc=desc, disable=not progress, dynamic_ncols=True, leave=False)
+    for b, (x, lengths, y, idx) in enumerate(loader):
+        x, lengths = x.to(device, non_blocking=True), lengths.to(device)
+        for k in range(passes):
+            if crops:
+                g = torch.Generator(device=device).manual_seed((seed * 1_000_003 + k * 7_919 + b) % (2 ** 63 - 1))
+                clip = make_clips(x, lengths, clip_len=clip_len, stream=stream, layout=layout,
+                                  crop_range=crop_range, min_len=min_len, generator=g)
+            else:
+                clip = make_clips(x, lengths, clip_len=clip_len, stream=stream, layout=layout, crop=test_crop)
+            feats[k].append(module(clip).float().cpu())
+        labels.append(y)
+        index.append(idx)
+        bar.update(len(y))
+    bar.close()
+    module.train(was_training)
+    out = [torch.cat(f).numpy() for f in feats]
+    features = np.stack(out) if crops else out[0]
+    return features, torch.cat(labels).numpy().astype(np.int64), torch.cat(index).numpy().astype(np.int64)

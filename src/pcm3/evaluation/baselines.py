@@ -1,0 +1,138 @@
+"""The baseline rows of every table: raw input (no network), random init, supervised.
+
+- **Raw input**: the valid frames, centre-cropped (95%), resized to the clip length (64 by
+  default), centred, flattened (issue 6's definition). :class:`RawInput` is that mapping as a
+  module, so it goes through the same feature code as an encoder.
+- **Random init**: the encoder architecture with fresh weights (:func:`random_init_encoder`).
+- **Supervised**: the same encoder trained with labels on the training split
+  (:func:`train_supervised`: Adam, crop-resize augmentation), an upper bound.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from pcm3.data.dataset import SkeletonDataset
+from pcm3.evaluation.features import encode, make_clips
+from pcm3.models import Encoder, EncoderConfig
+from pcm3.skeleton import get_layout
+
+
+class RawInput(torch.nn.Module):
+    """Raw-input "encoder": ``(N, C, T, V, M)`` -> ``(N, C * T * V * M)``, no parameters.
+
+    For the joint stream the clip is centred: the mean position of the layout's centre joint of
+    the first person over the clip's frames is subtracted from every present person (an absent
+    person, all zeros in a frame, stays zero). Bone and motion streams are translation-invariant
+    and only flattened. Attributes ``layout``, ``stream``, ``clip_len``, ``test_crop`` as an
+    exported encoder.
+    """
+
+    def __init__(self, layout: str = "ntu25", stream: str = "joint", clip_len: int = 64, test_crop: float = 0.95):
+        super().__init__()
+        self.layout, self.stream, self.clip_len, self.test_crop = layout, stream, int(clip_len), float(test_crop)
+        self.center = get_layout(layout).center
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stream == "joint":
+            origin = x[:, :, :, self.center, 0].mean(dim=2)  # N x C
+            present = (x.abs().sum(dim=(1, 3), keepdim=True) > 0).to(x.dtype)  # N x 1 x T x 1 x M
+            x = (x - origin.view(*origin.shape, 1, 1, 1)) * present
+        return x.flatten(1)
+
+
+def raw_input_features(dataset: SkeletonDataset, *, clip_len: int = 64, crop: float = 0.95, stream: str = "joint",
+                       layout: Optional[str] = None, batch_size: int = 256, device: str | torch.device = "cpu",
+                       num_workers: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """Raw-input features of every sample (see :class:`RawInput`).
+
+    Returns:
+        ``X`` ``(N, C * clip_len * V * M)`` float32 and labels ``y`` ``(N,)`` int64, dataset order.
+    """
+    layout = layout or dataset.prepared.layout
+    module = RawInput(layout, stream, clip_len, crop)
+    x, y, _ = encode(module, dataset, clip_len=clip_len, stream=stream, layout=layout, test_crop=crop,
+                     batch_size=batch_size, device=device, num_workers=num_workers)
+    return x, y
+
+
+def random_init_encoder(encoder_config: EncoderConfig | dict, seed: int = 0, *, layout: str = "ntu25",
+                        stream: str = "joint", clip_len: int = 64, test_crop: float = 0.95) -> Encoder:
+    """A freshly initialised encoder (weights from ``seed``) in eval mode, with input attributes."""
+    cfg = encoder_config if isinstance(encoder_config, EncoderConfig) else EncoderConfig(**dict(encoder_config))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        encoder = Encoder(cfg).eval()
+    for key, value in (("layout", layout), ("stream", stream), ("clip_len", clip_len), ("test_crop", test_crop)):
+        setattr(encoder, key, value)
+    return encoder
+
+
+def train_supervised(encoder_config: EncoderConfig | dict, train_dataset: SkeletonDataset, *, epochs: int = 60,
+                     batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.0, clip_len: int = 64,
+                     stream: str = "joint", layout: Optional[str] = None,
+                     crop_range: Tuple[float, float] = (0.5, 1.0), min_len: int = 64, test_crop: float = 0.95,
+                     device: str | torch.device = "cpu", seed: int = 0, progress: bool = False,
+                     num_workers: int = 0) -> Encoder:
+    """The supervised upper bound: the encoder architecture trained with labels from scratch.
+
+    Encoder + a linear layer trained with cross-entropy on ``train_dataset`` (Adam, ``lr``
+    constant, random crops ``U(crop_range)`` of the valid frames resized to ``clip_len`` as the
+    only augmentation), seeded. The classifier is dropped: the returned encoder (eval mode, with
+    ``layout``/``stream``/``clip_len``/``test_crop`` attributes) is then evaluated exactly as a
+    pretrained one.
+
+    Args:
+        encoder_config: the architecture (an :class:`EncoderConfig` or its dict).
+        train_dataset: labelled training clips ``(C, T, V, M)``.
+        epochs: passes over the training set (issue 6: 60).
+        device: where to train.
+        seed: initial weights, data order and crops.
+
+    Returns:
+        the trained :class:`pcm3.models.Encoder`.
+    """
+    from tqdm import tqdm
+
+    device = torch.device(device)
+    layout = layout or train_dataset.prepared.layout
+    encoder = random_init_encoder(encoder_config, seed, layout=layout, stream=stream, clip_len=clip_len,
+                                  test_crop=test_crop).to(device)
+    labels = train_dataset.labels
+    if labels.size == 0 or labels.min() < 0:
+        raise ValueError("supervised training needs labelled training samples")
+    classes = max(int(train_dataset.num_classes), int(labels.max()) + 1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        head = torch.nn.Linear(encoder.feature_dim, classes).to(device)
+    params = list(encoder.parameters()) + list(head.parameters())
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    order = torch.Generator().manual_seed(seed)
+    crops = torch.Generator(device=device).manual_seed(seed + 2)
+    loader = DataLoader(train_dataset, batch_size=batch_size, shuffle=True, generator=order, drop_last=False,
+                        num_workers=num_workers)
+    encoder.train()
+    head.train()
+    bar = tqdm(total=epochs * len(loader), desc="supervised", disable=not progress, dynamic_ncols=True, leave=False)
+    for _ in range(epochs):
+        for x, lengths, y, _ in loader:
+            if len(y) < 2:  # BatchNorm needs more than one sample
+                continue
+            x, lengths, y = x.to(device), lengths.to(device), y.to(device)
+            clip = make_clips(x, lengths, clip_len=clip_len, stream=stream, layout=layout, crop_range=crop_range,
+                              min_len=min_len, generator=crops)
+            loss = F.cross_entropy(head(encoder(clip)), y)
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError("supervised training diverged (non-finite loss); lower the learning rate")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            bar.update(1)
+    bar.close()
+    return encoder.eval()
