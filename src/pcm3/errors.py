@@ -3,15 +3,35 @@
 Every user mistake (bad file, bad path, bad config key) raises a subclass of
 :class:`Pcm3Error`; ``pcm3.cli`` prints ``error: <message>`` and exits with code 2.
 Programming errors stay ordinary exceptions with tracebacks.
+
+An error raised inside a DataLoader worker process comes back to the main process rebuilt
+from one string holding the worker's whole traceback (``torch.utils.data`` does
+``type(text)``); these classes keep only the original one-line message from such a text.
 """
 
 from __future__ import annotations
 
 import os
 
+_WORKER_MARK = "\nOriginal Traceback"
+
+
+def _worker_message(text):
+    """The original message of an exception re-raised from a DataLoader worker, else ``text``."""
+    if isinstance(text, str) and _WORKER_MARK in text:
+        last = text.rstrip().splitlines()[-1]
+        head, sep, rest = last.partition(": ")
+        return rest if sep and "Error" in head else last
+    return text
+
 
 class Pcm3Error(Exception):
     """Base class of errors caused by the user's input."""
+
+    def __init__(self, *args):
+        if len(args) == 1:
+            args = (_worker_message(args[0]),)
+        super().__init__(*args)
 
 
 class ConfigError(Pcm3Error):
@@ -25,11 +45,28 @@ class DataError(Pcm3Error):
         path: the offending file or folder.
         message: what is wrong, in a few words.
         line: 1-based line number where it applies.
+
+    ``DataError(text)`` with one argument (how pickling and DataLoader workers rebuild it)
+    keeps ``text`` as the whole message.
     """
 
-    def __init__(self, path: str | os.PathLike, message: str, line: int | None = None):
+    def __init__(self, path: str | os.PathLike, message: str | None = None, line: int | None = None):
+        if message is None:
+            text = _worker_message(str(path))
+            self.path, self.message, self.line = "", text, None
+            super().__init__(text)
+            return
         self.path = str(path)
         self.message = message
         self.line = line
         where = self.path if line is None else f"{self.path}:{line}"
         super().__init__(f"{where}: {message}")
+
+    def __reduce__(self):
+        return (_rebuild_data_error, (self.path, self.message, self.line))
+
+
+def _rebuild_data_error(path, message, line):
+    if not path:
+        return DataError(message)
+    return DataError(path, message, line)

@@ -19,6 +19,7 @@ The promise to users: ``pcm3`` never removes or changes a file it did not create
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -78,7 +79,7 @@ def check_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = Fa
     Raises:
         DataError: one line naming the folder and the problem.
     """
-    path = Path(path)
+    path = _normal(path)
     for p in protect:
         if p is not None and str(p) != "" and _overlaps(path, Path(p)):
             raise DataError(path, f"{option} is, lies inside, or contains the input {p}; choose another folder")
@@ -93,6 +94,130 @@ def check_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = Fa
             raise DataError(path, f"{option} holds a pcm3 {found} folder, not a {kind} folder; choose another folder")
         if not overwrite:
             raise DataError(path, f"{option} already holds a pcm3 {kind} folder; pass --overwrite to replace it")
+    check_writable(path, option)
+    return path
+
+
+def _normal(path: str | os.PathLike) -> Path:
+    """``path`` as a Path; made absolute when it has no name of its own (``.``, ``..``)."""
+    path = Path(path)
+    if path.name in ("", ".", ".."):
+        path = Path(os.path.abspath(path))
+    return path
+
+
+def check_writable(path: str | os.PathLike, option: str = "--out") -> None:
+    """Refuse early an output that cannot be created: under a file, or in a read-only folder.
+
+    Looks at ``path`` if it exists, else at its nearest existing ancestor (where the folders
+    leading to it would be created). Raises :class:`DataError` naming that folder.
+    """
+    path = Path(os.path.abspath(path))
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        if probe == path:
+            raise DataError(path, f"{option} exists and is not a folder")
+        raise DataError(path, f"{option} lies under {probe}, which is a file, not a folder")
+    # the folder itself and the folder holding it (where the temporary sibling is made)
+    for folder in ({probe, probe.parent} if probe == path else {probe}):
+        if folder.exists() and not os.access(folder, os.W_OK | os.X_OK):
+            raise DataError(path, f"{option}: cannot write in {folder} (read-only or no permission)")
+
+
+def free_bytes(folder: str | os.PathLike) -> int:
+    """Free bytes on the file system holding ``folder`` (for users who are not root)."""
+    return int(shutil.disk_usage(folder).free)
+
+
+def ensure_free_space(folder: str | os.PathLike, nbytes: int, what: str, *, report: str | os.PathLike | None = None) -> None:
+    """Raise a one-line :class:`DataError` when ``folder``'s file system has less than
+    ``nbytes`` (plus 1% and 16 MiB of headroom) free; ``what`` says what needs the space."""
+    need = int(nbytes * 1.01) + (16 << 20)
+    try:
+        free = free_bytes(folder)
+    except OSError:  # cannot tell; the write itself will say
+        return
+    if free < need:
+        raise DataError(report or folder, f"not enough free disk space for {what}: needs {_size(need)}, "
+                                          f"{_size(free)} free (nothing was written)")
+
+
+def reserve(path: str | os.PathLike, nbytes: int) -> None:
+    """Allocate ``nbytes`` of the existing file ``path`` on disk now (``posix_fallocate``).
+
+    A memory-mapped file whose pages cannot be allocated later kills the process with SIGBUS;
+    allocating up front turns a full disk into an ``OSError`` (ENOSPC) here instead. File
+    systems without ``fallocate`` are left as they are.
+    """
+    if not hasattr(os, "posix_fallocate") or nbytes <= 0:
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, int(nbytes))
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+def write_error(path: str | os.PathLike, e: OSError, what: str = "the output") -> DataError:
+    """A one-line :class:`DataError` for an ``OSError`` met while writing ``path``."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DataError(path, f"disk full while writing {what} ({e.strerror}); nothing was left half-written")
+    return DataError(path, f"cannot write {what} ({e.strerror or e})")
+
+
+def open_run_dir(path: str | os.PathLike, *, resume: bool, protect: Sequence[str | os.PathLike] = ()) -> Path:
+    """Check a pretraining run folder; with ``create``-semantics of ``pcm3 pretrain``.
+
+    A new run (``resume=False``) may go to a new or empty folder, or to a run folder in which no
+    epoch finished (no ``checkpoint_last.pt``). ``resume=True`` needs a run folder. Nothing is
+    created here: call :func:`create_run_dir` once everything else is validated.
+    """
+    path = _normal(path)
+    for p in protect:
+        if p is not None and str(p) != "" and _overlaps(path, Path(p)):
+            raise DataError(path, f"--out is, lies inside, or contains the input {p}; choose another folder")
+    if path.exists() and not path.is_dir():
+        raise DataError(path, "--out exists and is not a folder")
+    kind = folder_kind(path) if path.is_dir() else None
+    legacy_run = (path / "checkpoint_last.pt").is_file() and (path / "config.yaml").is_file()
+    if resume:
+        if not path.is_dir():
+            raise DataError(path, "--resume: no such run folder")
+        if kind != "run" and not legacy_run:
+            raise DataError(path, "--resume: not a pcm3 run folder (no .pcm3 marker / checkpoint_last.pt)")
+        return path
+    if path.is_dir() and any(path.iterdir()):
+        if kind not in ("run", None) or (kind is None and not legacy_run):
+            check_output_dir(path, "run", option="--out")  # raises the usual message
+        if (path / "checkpoint_last.pt").exists():
+            raise DataError(path, "already holds a run (checkpoint_last.pt); use --resume to continue it "
+                                  "or choose another --out")
+    check_writable(path, "--out")
+    return path
+
+
+def create_run_dir(path: str | os.PathLike) -> Path:
+    """Create the run folder (and its marker); a one-line :class:`DataError` if that fails."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if folder_kind(path) != "run":
+            write_marker(path, "run")
+    except OSError as e:
+        raise write_error(path, e, "the run folder") from None
     return path
 
 
@@ -123,7 +248,7 @@ def output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = False,
         else:
             os.replace(tmp, path)
     except OSError as e:
-        raise DataError(path, f"cannot write the output ({e.strerror or e})") from None
+        raise write_error(path, e) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -245,7 +245,8 @@ DEFAULT_FRAMES = 300
 
 def add_clip_options(p, *, workers_default: Optional[int] = None, center_help: str = "keep camera coordinates (no centring)") -> None:
     """The options every clip-writing ``prepare`` target shares (length, padding, centring, bad files)."""
-    p.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help="clip length T (default 300)")
+    p.add_argument("--frames", "--max-frames", dest="frames", type=int, default=DEFAULT_FRAMES,
+                   help="clip length T (default 300)")
     p.add_argument("--long", choices=("resample", "crop"), default="resample",
                    help="clips longer than T: resample to T (default) or keep the centre T frames")
     p.add_argument("--pad", choices=("zero", "repeat"), default="zero",
@@ -254,3 +255,20 @@ def add_clip_options(p, *, workers_default: Optional[int] = None, center_help: s
     p.add_argument("--skip-bad", action="store_true", help="leave bad files out and list them in skipped.csv")
     p.add_argument("--workers", type=int, default=workers_default,
                    help="parallel processes (default: %s)" % ("all cores" if workers_default is None else workers_default))
+    add_output_options(p)
+
+
+def add_output_options(p, quiet: bool = True) -> None:
+    """``--overwrite`` (and ``--quiet``), the same on every ``prepare`` target."""
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUT if it is a prepared folder written by pcm3 (only once the new one is "
+                        "complete); a folder pcm3 did not write is never replaced")
+    if quiet:
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def print_prepared_summary(out) -> None:
+    """The summary table of a prepared folder, on stdout (what every ``prepare`` target prints)."""
+    from pcm3.data.prepared import Prepared, format_summary
+
+    print(format_summary(Prepared(out).summary()), flush=True)

@@ -52,9 +52,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from pcm3.data.common import DEFAULT_FRAMES, center_frames, fit_length
+from pcm3.data.common import DEFAULT_FRAMES, add_output_options, center_frames, fit_length, print_prepared_summary
 from pcm3.data.prepared import PreparedWriter
 from pcm3.errors import ConfigError, DataError
+from pcm3.outputs import check_output_dir
 from pcm3.skeleton import get_layout
 
 FORMATS = ("auto", "cmd", "ctrgcn", "pyskl")
@@ -297,13 +298,15 @@ class _Part:
 
 
 def _write_parts(parts: List[_Part], out: Path, *, shape: Tuple[int, ...], dataset: Optional[str],
-                 layout: str, benchmark: str, source: str, chunk: int, center: bool, fmt: str) -> int:
+                 layout: str, benchmark: str, source: str, chunk: int, center: bool, fmt: str,
+                 overwrite: bool = False) -> int:
     n = sum(len(p) for p in parts)
     num_classes = int(max(int(p.labels.max()) if len(p) else -1 for p in parts)) + 1
     lay = get_layout(layout)
     meta = {"converted_from": fmt, "centering": "per frame: minus person 1's centre joint" if center else "as in the source"}
     with PreparedWriter(out, kind="clips", shape=(n,) + shape, dataset=dataset or "unknown", layout=layout,
-                        class_names=class_names_for(dataset, num_classes), source=source, extra_meta=meta) as w:
+                        class_names=class_names_for(dataset, num_classes), source=source, extra_meta=meta,
+                        overwrite=overwrite, protect=[p.path for p in parts]) as w:
         splits: Dict[str, List[int]] = {}
         i = 0
         for p in parts:
@@ -338,7 +341,7 @@ def _names_list(names, path: Path, n: int, prefix: str) -> List[str]:
 
 
 def convert_cmd(src: Path, out: Path, *, dataset=None, benchmark=None, layout=None, chunk=DEFAULT_CHUNK,
-                center=False, log=print) -> int:
+                center=False, log=print, overwrite: bool = False) -> int:
     """Convert a skeleton-contrast / CMD / PCM3 folder (see the module doc); returns N."""
     folder = src if src.is_dir() else src.parent
     parts: List[_Part] = []
@@ -379,11 +382,12 @@ def convert_cmd(src: Path, out: Path, *, dataset=None, benchmark=None, layout=No
     layout = _layout_for(shape[2], dataset, layout, parts[0].path)
     benchmark = benchmark or guess_benchmark(folder) or "default"
     return _write_parts(parts, out, shape=shape, dataset=dataset, layout=layout, benchmark=benchmark,
-                        source=f"skeleton-contrast/CMD folder {folder}", chunk=chunk, center=center, fmt="cmd")
+                        source=f"skeleton-contrast/CMD folder {folder}", chunk=chunk, center=center, fmt="cmd",
+                        overwrite=overwrite)
 
 
 def convert_ctrgcn(src: Path, out: Path, *, dataset=None, benchmark=None, layout=None, chunk=DEFAULT_CHUNK,
-                   center=False, log=print) -> int:
+                   center=False, log=print, overwrite: bool = False) -> int:
     """Convert a CTR-GCN ``.npz`` (see the module doc); returns N."""
     if src.is_dir():
         raise DataError(src, "a folder: give the .npz file")
@@ -430,7 +434,8 @@ def convert_ctrgcn(src: Path, out: Path, *, dataset=None, benchmark=None, layout
     layout = _layout_for(v, dataset, layout, src)
     benchmark = benchmark or guess_benchmark(src) or "default"
     return _write_parts(parts, out, shape=shape, dataset=dataset, layout=layout, benchmark=benchmark,
-                        source=f"CTR-GCN npz {src}", chunk=chunk, center=center, fmt="ctrgcn")
+                        source=f"CTR-GCN npz {src}", chunk=chunk, center=center, fmt="ctrgcn",
+                        overwrite=overwrite)
 
 
 def _two_persons(kp: np.ndarray) -> np.ndarray:
@@ -444,7 +449,7 @@ def _two_persons(kp: np.ndarray) -> np.ndarray:
 
 
 def convert_pyskl(src: Path, out: Path, *, dataset=None, benchmark=None, layout=None, frames=DEFAULT_FRAMES,
-                  long="resample", center=False, log=print) -> int:
+                  long="resample", center=False, log=print, overwrite: bool = False) -> int:
     """Convert a pyskl annotation pickle (see the module doc); returns N."""
     if src.is_dir():
         raise DataError(src, "a folder: give the .pkl file")
@@ -505,7 +510,7 @@ def convert_pyskl(src: Path, out: Path, *, dataset=None, benchmark=None, layout=
             "centering": "per frame: minus person 1's centre joint" if center else "as in the source"}
     with PreparedWriter(out, kind="clips", shape=(len(annos), c, frames, v, m_out), dataset=dataset or "unknown",
                         layout=layout, class_names=class_names_for(dataset, int(labels.max()) + 1),
-                        source=f"pyskl pickle {src}", extra_meta=meta) as w:
+                        source=f"pyskl pickle {src}", extra_meta=meta, overwrite=overwrite, protect=[src]) as w:
         for i, a in enumerate(annos):
             kp = np.asarray(a["keypoint"], dtype=np.float32)
             if kp.shape[0] > 2:
@@ -522,21 +527,28 @@ def convert_pyskl(src: Path, out: Path, *, dataset=None, benchmark=None, layout=
 
 def convert(src, out, *, fmt: str = "auto", dataset: Optional[str] = None, benchmark: Optional[str] = None,
             layout: Optional[str] = None, frames: int = DEFAULT_FRAMES, long: str = "resample",
-            chunk: int = DEFAULT_CHUNK, center: bool = False, log=print) -> Path:
-    """Convert ``src`` (format ``fmt``, see the module doc) into a prepared folder ``out``."""
-    src, out = Path(src), Path(out)
+            chunk: int = DEFAULT_CHUNK, center: bool = False, log=print, overwrite: bool = False) -> Path:
+    """Convert ``src`` (format ``fmt``, see the module doc) into a prepared folder ``out``.
+
+    ``out`` must be new or empty, or (``overwrite``) a prepared folder written by pcm3; it may
+    not be, lie in, or contain ``src``.
+    """
+    src = Path(src)
     if not src.exists():
         raise DataError(src, "no such file or folder")
+    out = check_output_dir(out, "prepared", overwrite=overwrite, protect=[src])
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     fmt = detect_format(src) if fmt == "auto" else fmt
     if fmt == "cmd":
-        n = convert_cmd(src, out, dataset=dataset, benchmark=benchmark, layout=layout, chunk=chunk, center=center)
+        n = convert_cmd(src, out, dataset=dataset, benchmark=benchmark, layout=layout, chunk=chunk, center=center,
+                        overwrite=overwrite)
     elif fmt == "ctrgcn":
-        n = convert_ctrgcn(src, out, dataset=dataset, benchmark=benchmark, layout=layout, chunk=chunk, center=center)
+        n = convert_ctrgcn(src, out, dataset=dataset, benchmark=benchmark, layout=layout, chunk=chunk, center=center,
+                           overwrite=overwrite)
     else:
         n = convert_pyskl(src, out, dataset=dataset, benchmark=benchmark, layout=layout, frames=frames,
-                          long=long, center=center)
+                          long=long, center=center, overwrite=overwrite)
     log(f"wrote {out}: {n} samples converted from {fmt} ({src})")
     return out
 
@@ -555,11 +567,13 @@ def add_prepare_parsers(sub) -> None:
     p.add_argument("--benchmark", help="benchmark name for cmd/ctrgcn sources (default: guess from the path, "
                                        "e.g. NTU60_CS.npz -> xsub)")
     p.add_argument("--layout", help="skeleton layout (default: ntu25 for 25 joints)")
-    p.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help="pyskl: clip length T (default 300)")
+    p.add_argument("--frames", "--max-frames", dest="frames", type=int, default=DEFAULT_FRAMES,
+                   help="pyskl: clip length T (default 300)")
     p.add_argument("--long", choices=("resample", "crop"), default="resample",
                    help="pyskl clips longer than T: resample (default) or keep the centre T frames")
     p.add_argument("--center", action="store_true", help="subtract person 1's centre joint in every frame")
     p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="samples copied at a time (default 256)")
+    add_output_options(p)
     p.set_defaults(func=_run)
 
 
@@ -568,5 +582,6 @@ def _run(args) -> int:
         raise DataError("--frames/--chunk", "must be at least 1")
     convert(args.src, args.out, fmt=args.format, dataset=args.dataset, benchmark=args.benchmark,
             layout=args.layout, frames=args.frames, long=args.long, chunk=args.chunk, center=args.center,
-            log=lambda s: print(s, file=sys.stderr))
+            log=lambda s: print(s, file=sys.stderr), overwrite=args.overwrite)
+    print_prepared_summary(args.out)
     return 0

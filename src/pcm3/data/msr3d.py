@@ -67,9 +67,10 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from pcm3.data.common import (DEFAULT_FRAMES, BadFiles, add_clip_options, center_frames, fit_length, parallel_map,
-                              read_table, read_text, require_dir)
+                              print_prepared_summary, read_table, read_text, require_dir)
 from pcm3.data.prepared import PreparedWriter
 from pcm3.errors import DataError
+from pcm3.outputs import check_output_dir
 from pcm3.skeleton import KINECT_V1, MSR20
 
 MSR_CLASSES: Tuple[str, ...] = (
@@ -152,14 +153,16 @@ def _select(raw: Path, use_list: bool, bad: BadFiles) -> Tuple[List[Path], Optio
 
 def prepare_msr3d(raw, out, *, use_list: bool = True, frames: int = DEFAULT_FRAMES, long: str = "resample",
                   pad: str = "zero", center: bool = True, skip_bad: bool = False, workers: Optional[int] = 1,
-                  progress: bool = True, log=print) -> Path:
+                  progress: bool = True, log=print, overwrite: bool = False) -> Path:
     """Prepare MSR Action3D from ``raw`` into ``out`` (see the module doc).
 
     ``use_list``: keep only the recordings named in ``files_used_in_cvpr12_paper.txt`` when
     that file is under ``raw``. ``workers`` defaults to 1: the files are small and one process
-    reads all 567 in about a second.
+    reads all 567 in about a second. ``out`` must be new or empty, or (``overwrite``) a prepared
+    folder written by pcm3; it may not be, lie in, or contain ``raw``.
     """
     raw = require_dir(raw)
+    out = check_output_dir(out, "prepared", overwrite=overwrite, protect=[raw])
     bad = BadFiles(skip_bad)
     files, listing = _select(raw, use_list, bad)
     if not files:
@@ -174,13 +177,12 @@ def prepare_msr3d(raw, out, *, use_list: bool = True, frames: int = DEFAULT_FRAM
             samples.append(s)
     if not samples:
         raise DataError(raw, "no usable recording")
-    out = Path(out)
     meta = {"units": "metres", "frames": frames, "file_list": str(listing) if listing else None,
             "centering": "per frame: minus the spine joint (joint 4, 1-based)" if center else "none",
             "axes": "x to the subject's right (facing the camera), y up, z depth (as recorded)"}
     with PreparedWriter(out, kind="clips", shape=(len(samples), 3, frames, NUM_JOINTS, 1), dataset="msr3d",
                         layout=MSR20.name, class_names=MSR_CLASSES, source=f"MSR Action3D skeleton3D files: {raw}",
-                        extra_meta=meta) as w:
+                        extra_meta=meta, overwrite=overwrite, protect=[raw]) as w:
         for i, s in enumerate(samples):
             w.set(i, s["x"], label=s["action"] - 1, length=s["length"], name=s["name"], action=s["action"],
                   subject=s["subject"], episode=s["episode"], source_length=s["source_length"],
@@ -211,5 +213,6 @@ def _run(args) -> int:
         raise DataError("--frames", "must be at least 1")
     prepare_msr3d(args.raw, args.out, use_list=not args.all, frames=args.frames, long=args.long, pad=args.pad,
                   center=not args.no_center, skip_bad=args.skip_bad, workers=args.workers,
-                  log=lambda s: print(s, file=sys.stderr))
+                  progress=not args.quiet, log=lambda s: print(s, file=sys.stderr), overwrite=args.overwrite)
+    print_prepared_summary(args.out)
     return 0

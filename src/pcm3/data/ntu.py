@@ -49,9 +49,11 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from pcm3.data.common import REPORT_NAME, BadFiles, iter_files, parallel_map, read_text, require_dir
-from pcm3.data.prepared import Prepared, PreparedWriter, format_summary
+from pcm3.data.common import (REPORT_NAME, BadFiles, add_output_options, iter_files, parallel_map,
+                              print_prepared_summary, read_text, require_dir)
+from pcm3.data.prepared import PreparedWriter
 from pcm3.errors import ConfigError, DataError
+from pcm3.outputs import check_output_dir
 from pcm3.io import atomic_path
 
 NUM_JOINTS = 25
@@ -752,7 +754,8 @@ def _collect(shards: List[_Shard], bad: BadFiles) -> List[Tuple[_Shard, int]]:
 
 
 def _write_output(out: Path, good, infos: Dict[str, SampleName], variant: str, raw: Path,
-                  max_frames: int, bodies: str, bad: BadFiles, progress: bool, extra: dict) -> None:
+                  max_frames: int, bodies: str, bad: BadFiles, progress: bool, extra: dict,
+                  overwrite: bool = False, protect=()) -> None:
     from tqdm import tqdm
 
     spec = get_variant(variant)
@@ -765,7 +768,8 @@ def _write_output(out: Path, good, infos: Dict[str, SampleName], variant: str, r
     shape = (len(good), 3, max_frames, NUM_JOINTS, NUM_PERSONS)
     names = [shard.names[row] for shard, row in good]
     with PreparedWriter(out, kind="clips", shape=shape, dataset=variant, layout="ntu25",
-                        class_names=NTU_ACTIONS[:spec.num_actions], source=str(raw), extra_meta=meta) as w:
+                        class_names=NTU_ACTIONS[:spec.num_actions], source=str(raw), extra_meta=meta,
+                        overwrite=overwrite, protect=protect) as w:
         bar = tqdm(total=len(good), desc=f"{variant}: write", unit="sample", disable=not progress, dynamic_ncols=True)
         i, loaded = 0, None
         for shard, row in good:
@@ -787,13 +791,15 @@ def _write_output(out: Path, good, infos: Dict[str, SampleName], variant: str, r
 
 def prepare_ntu(raw, out, variant: str = "ntu60", workers: Optional[int] = None, skip_bad: bool = False,
                 missing=None, max_frames: int = MAX_FRAMES, progress: bool = True, bodies: str = "slot",
-                shard_size: int = SHARD_SIZE) -> dict:
+                shard_size: int = SHARD_SIZE, overwrite: bool = False) -> dict:
     """Prepare NTU RGB+D 60 or 120 from its raw ``.skeleton`` files.
 
     Args:
         raw: folder searched recursively for ``*.skeleton``; files of other variants (NTU 120
             setups or actions in an NTU 60 run) are ignored.
-        out: the prepared folder to write (atomically; replaced if it exists).
+        out: the prepared folder to write (atomically). It must be new or empty, or, with
+            ``overwrite``, a prepared folder written by pcm3 (replaced once the new one is
+            complete); it may not be, lie in, or contain ``raw``.
         variant: ``"ntu60"`` (actions 1-60, setups 1-17; benchmarks xsub, xview) or
             ``"ntu120"`` (actions 1-120, setups 1-32; benchmarks xsub, xset).
         workers: processes reading files (default: all cores; 1: in this process).
@@ -819,7 +825,8 @@ def prepare_ntu(raw, out, variant: str = "ntu60", workers: Optional[int] = None,
     if max_frames < 1 or shard_size < 1:
         raise ConfigError("max_frames and shard_size must be at least 1")
     raw = require_dir(raw, "NTU raw skeleton folder")
-    out = Path(out)
+    protect = [raw] + ([missing] if missing else [])
+    out = check_output_dir(out, "prepared", overwrite=overwrite, protect=protect)
     files = iter_files(raw, "*.skeleton")
     if not files:
         raise DataError(raw, "no .skeleton files found (expected the NTU nturgb+d_skeletons folder)")
@@ -839,7 +846,8 @@ def prepare_ntu(raw, out, variant: str = "ntu60", workers: Optional[int] = None,
         raise DataError(raw, f"no usable {variant} samples ({bad.summary()})")
     infos = {name: info for name, _, info in samples}
     _write_output(out, good, infos, variant, raw, max_frames, bodies, bad, progress,
-                  {"missing_list": str(missing) if missing else None, "skipped_files": len(bad.items)})
+                  {"missing_list": str(missing) if missing else None, "skipped_files": len(bad.items)},
+                  overwrite=overwrite, protect=protect)
     shutil.rmtree(work, ignore_errors=True)
     return {"out": str(out), "variant": variant, "samples": len(good), "files": len(files), "read": read,
             "reused": reused, "skipped": len(bad.items), "skipped_summary": bad.summary(),
@@ -871,22 +879,22 @@ def add_prepare_parsers(subparsers) -> None:
         p.add_argument("--missing", metavar="FILE",
                        help="sample names to leave out, one a line (the published "
                             "'samples_with_missing_skeletons' list)")
-        p.add_argument("--max-frames", type=int, default=MAX_FRAMES, metavar="T",
+        p.add_argument("--max-frames", "--frames", dest="max_frames", type=int, default=MAX_FRAMES, metavar="T",
                        help=f"frames per sample after cutting / repeat-padding (default {MAX_FRAMES})")
         p.add_argument("--bodies", choices=BODY_MODES, default="slot",
                        help="what counts as one body when picking the 2 most active: position in the "
                             "frame's body list, as the field does (slot, default), or tracking id")
-        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        add_output_options(p)
         p.set_defaults(func=_run, variant=name)
 
 
 def _run(args) -> int:
     res = prepare_ntu(args.raw, args.out, variant=args.variant, workers=args.workers, skip_bad=args.skip_bad,
                       missing=args.missing, max_frames=args.max_frames, progress=not args.quiet,
-                      bodies=args.bodies)
+                      bodies=args.bodies, overwrite=args.overwrite)
     if res["excluded_missing"]:
         print(f"left out {res['excluded_missing']} samples named in {args.missing}")
     if res["skipped"] or args.skip_bad:
         print(res["skipped_summary"] + (f" (listed in {res['report']})" if res["report"] else ""))
-    print(format_summary(Prepared(res["out"]).summary()))
+    print_prepared_summary(res["out"])
     return 0

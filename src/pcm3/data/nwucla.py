@@ -39,9 +39,10 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from pcm3.data.common import (DEFAULT_FRAMES, BadFiles, add_clip_options, center_frames, fit_length, iter_files,
-                              parallel_map, read_text, require_dir)
+                              parallel_map, print_prepared_summary, read_text, require_dir)
 from pcm3.data.prepared import PreparedWriter
 from pcm3.errors import DataError
+from pcm3.outputs import check_output_dir
 from pcm3.skeleton import KINECT_V1
 
 NWUCLA_CLASSES: Tuple[str, ...] = (
@@ -122,9 +123,14 @@ def _load(job):
 
 def prepare_nwucla(raw, out, *, frames: int = DEFAULT_FRAMES, long: str = "resample", pad: str = "zero",
                    center: bool = True, skip_bad: bool = False, workers: Optional[int] = None,
-                   progress: bool = True, log=print) -> Path:
-    """Prepare NW-UCLA from the CTR-GCN json files under ``raw`` into ``out`` (see module doc)."""
+                   progress: bool = True, log=print, overwrite: bool = False) -> Path:
+    """Prepare NW-UCLA from the CTR-GCN json files under ``raw`` into ``out`` (see module doc).
+
+    ``out`` must be new or empty, or (``overwrite``) a prepared folder written by pcm3; it may
+    not be, lie in, or contain ``raw``.
+    """
     raw = require_dir(raw)
+    out = check_output_dir(out, "prepared", overwrite=overwrite, protect=[raw])
     files = iter_files(raw, "*.json")
     if not files:
         raise DataError(raw, "no .json files (expected the CTR-GCN NW-UCLA release, e.g. all_sqe/)")
@@ -143,12 +149,12 @@ def prepare_nwucla(raw, out, *, frames: int = DEFAULT_FRAMES, long: str = "resam
     dup = {n for n, k in Counter(names).items() if k > 1}
     if dup:
         raise DataError(raw, f"sample {sorted(dup)[0]} appears in more than one file")
-    out = Path(out)
     meta = {"units": "metres (as in the files)", "frames": frames,
             "centering": "per frame: minus the spine joint (joint 2, 1-based)" if center else "none"}
     with PreparedWriter(out, kind="clips", shape=(len(samples), 3, frames, NUM_JOINTS, 1), dataset="nwucla",
                         layout=KINECT_V1.name, class_names=NWUCLA_CLASSES,
-                        source=f"NW-UCLA json files (CTR-GCN release): {raw}", extra_meta=meta) as w:
+                        source=f"NW-UCLA json files (CTR-GCN release): {raw}", extra_meta=meta,
+                        overwrite=overwrite, protect=[raw]) as w:
         for i, s in enumerate(samples):
             w.set(i, s["x"], label=s["label"], length=s["length"], name=s["name"], action=s["action"],
                   subject=s["subject"], episode=s["episode"], view=s["view"], source_length=s["source_length"])
@@ -177,5 +183,6 @@ def _run(args) -> int:
         raise DataError("--frames", "must be at least 1")
     prepare_nwucla(args.raw, args.out, frames=args.frames, long=args.long, pad=args.pad,
                    center=not args.no_center, skip_bad=args.skip_bad, workers=args.workers,
-                   log=lambda s: print(s, file=sys.stderr))
+                   progress=not args.quiet, log=lambda s: print(s, file=sys.stderr), overwrite=args.overwrite)
+    print_prepared_summary(args.out)
     return 0

@@ -68,9 +68,10 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from pcm3.data.common import (DEFAULT_FRAMES, BadFiles, add_clip_options, center_frames, fit_length, parallel_map,
-                              read_table, read_text, require_dir)
+                              print_prepared_summary, read_table, read_text, require_dir)
 from pcm3.data.prepared import PreparedWriter
 from pcm3.errors import DataError
+from pcm3.outputs import check_output_dir, write_error
 
 # The 51 PKU-MMD actions, labels 1..51 (the release's Actions.xlsx, alphabetical).
 PKU_CLASSES: Tuple[str, ...] = (
@@ -346,7 +347,7 @@ def prepare_pku(raw: Optional[str | os.PathLike], out: str | os.PathLike, *, par
                 kind: Optional[str] = None, skeleton_dir=None, label_dir=None,
                 split_files: Optional[Dict[str, str | os.PathLike]] = None, frames: int = DEFAULT_FRAMES,
                 long: str = "resample", pad: str = "zero", center: bool = True, skip_bad: bool = False,
-                workers: Optional[int] = None, progress: bool = True, log=print) -> Path:
+                workers: Optional[int] = None, progress: bool = True, log=print, overwrite: bool = False) -> Path:
     """Prepare PKU-MMD Part ``part`` (1 or 2) from its raw files into ``out``.
 
     Args:
@@ -358,6 +359,9 @@ def prepare_pku(raw: Optional[str | os.PathLike], out: str | os.PathLike, *, par
         frames, long, pad: clip length and the policies of :func:`fit_length`.
         center: subtract person 1's spine-mid joint in every frame.
         skip_bad: leave bad videos / label lines out and list them in ``skipped.csv``.
+        overwrite: ``out`` may be a prepared folder written by pcm3, replaced once the new one
+            is complete (any other non-empty folder is refused, as is an ``out`` that is, lies
+            in, or contains an input).
 
     Returns the output folder.
     """
@@ -373,6 +377,8 @@ def prepare_pku(raw: Optional[str | os.PathLike], out: str | os.PathLike, *, par
     found = {b: p for b, p in find_split_files(raw).items() if b not in given}
     split_paths = {**found, **given}
     split_lists = {b: read_split_file(p) for b, p in sorted(split_paths.items())}
+    protect = [p for p in (raw, skel_dir, lab_dir, *split_paths.values()) if p is not None]
+    out = check_output_dir(out, "prepared", overwrite=overwrite, protect=protect)
 
     skels = _list_files(skel_dir, SKELETON_SUFFIXES)
     if not skels:
@@ -380,7 +386,6 @@ def prepare_pku(raw: Optional[str | os.PathLike], out: str | os.PathLike, *, par
     labels = _list_files(lab_dir, LABEL_SUFFIXES)
     jobs = [(v, p, labels.get(v), kind, frames, long, pad, center) for v, p in skels.items()]
     bad = BadFiles(skip_bad)
-    out = Path(out)
     dataset = f"pku{part}"
     meta = {"units": "metres", "part": part,
             "centering": ("per frame: minus person 1 spine_mid (joint 2, 1-based), absent persons stay 0"
@@ -391,18 +396,19 @@ def prepare_pku(raw: Optional[str | os.PathLike], out: str | os.PathLike, *, par
     source = f"PKU-MMD Part {'I' * part} raw files: {skel_dir}, {lab_dir}"
     results = parallel_map(_load_video, jobs, workers=workers, desc=f"pku{part}", progress=progress)
     with contextlib.closing(results):  # closes the progress bar before an error is printed
-        count = _write(out, kind, results, bad, jobs, frames, dataset, source, meta, split_lists, skel_dir)
+        count = _write(out, kind, results, bad, jobs, frames, dataset, source, meta, split_lists, skel_dir,
+                       dict(overwrite=overwrite, protect=protect))
     report = bad.report(out)
     _summary(log, out, count, bad, report, split_lists, skels, labels)
     return out
 
 
-def _write(out, kind, results, bad, jobs, frames, dataset, source, meta, split_lists, skel_dir) -> str:
+def _write(out, kind, results, bad, jobs, frames, dataset, source, meta, split_lists, skel_dir, opts) -> str:
     videos: List[str] = []
     if kind == "sequences":
         with PreparedWriter(out, kind="sequences", shape=(len(jobs), 3, NUM_JOINTS, NUM_PERSONS),
                             dataset=dataset, layout="ntu25", class_names=PKU_CLASSES, source=source,
-                            extra_meta=meta) as w:
+                            extra_meta=meta, **opts) as w:
             for _, res in results:
                 if not _accept(res, bad):
                     continue
@@ -413,7 +419,7 @@ def _write(out, kind, results, bad, jobs, frames, dataset, source, meta, split_l
                 raise DataError(skel_dir, "no usable video")
             w.set_splits(_make_splits(videos, split_lists))
         return f"{len(videos)} videos"
-    return _write_clips(out, results, bad, frames, dataset, source, meta, split_lists, skel_dir)
+    return _write_clips(out, results, bad, frames, dataset, source, meta, split_lists, skel_dir, opts)
 
 
 def _accept(res: dict, bad: BadFiles) -> bool:
@@ -427,17 +433,24 @@ def _accept(res: dict, bad: BadFiles) -> bool:
 
 
 def _write_clips(out: Path, results: Iterable, bad: BadFiles, frames: int, dataset: str, source: str,
-                 meta: dict, split_lists, skel_dir: Path) -> str:
+                 meta: dict, split_lists, skel_dir: Path, opts: dict) -> str:
     """Spool clips to a temporary file as they arrive, then write the prepared folder."""
     out.parent.mkdir(parents=True, exist_ok=True)
     rows: List[dict] = []
     clip_shape = (3, frames, NUM_JOINTS, NUM_PERSONS)
-    with tempfile.TemporaryFile(dir=out.parent, prefix=f".{out.name}.spool.") as spool:
+    try:
+        spool_file = tempfile.TemporaryFile(dir=out.parent, prefix=f".{out.name}.spool.")
+    except OSError as e:
+        raise write_error(out, e, "a temporary file beside the output") from None
+    with spool_file as spool:
         for _, res in results:
             if not _accept(res, bad):
                 continue
             for c in res["clips"]:
-                spool.write(np.ascontiguousarray(c.pop("data"), dtype=np.float32).tobytes())
+                try:
+                    spool.write(np.ascontiguousarray(c.pop("data"), dtype=np.float32).tobytes())
+                except OSError as e:
+                    raise write_error(out, e, "the clips' temporary file") from None
                 rows.append({"video": res["video"], **c})
         if not rows:
             raise DataError(skel_dir, "no usable clip")
@@ -445,7 +458,7 @@ def _write_clips(out: Path, results: Iterable, bad: BadFiles, frames: int, datas
         data = np.memmap(spool, dtype=np.float32, mode="r", shape=(len(rows),) + clip_shape)
         with PreparedWriter(out, kind="clips", shape=(len(rows),) + clip_shape, dataset=dataset,
                             layout="ntu25", class_names=PKU_CLASSES, source=source,
-                            extra_meta={**meta, "frames": frames}) as w:
+                            extra_meta={**meta, "frames": frames}, **opts) as w:
             for i, r in enumerate(rows):
                 w.set(i, data[i], label=r["label"], length=r["length"], name=f"{r['video']}_{r['k']:02d}",
                       video=r["video"], view=_view_of(r["video"]), start=r["start"], end=r["end"],
@@ -525,5 +538,6 @@ def _run(args) -> int:
     prepare_pku(args.raw, args.out, part=args.part, kind=kind, skeleton_dir=args.skeleton,
                 label_dir=args.labels, split_files=splits, frames=args.frames, long=args.long,
                 pad=args.pad, center=not args.no_center, skip_bad=args.skip_bad, workers=args.workers,
-                log=lambda s: print(s, file=sys.stderr))
+                progress=not args.quiet, log=lambda s: print(s, file=sys.stderr), overwrite=args.overwrite)
+    print_prepared_summary(args.out)
     return 0

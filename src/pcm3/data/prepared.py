@@ -33,7 +33,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import numpy as np
 
 from pcm3.errors import DataError
-from pcm3.io import atomic_path
+from pcm3.outputs import ensure_free_space, output_dir, reserve
 
 FORMAT = "pcm3-prepared"
 VERSION = 1
@@ -55,10 +55,13 @@ class PreparedWriter:
     """
 
     def __init__(self, out: str | os.PathLike, *, kind: str, shape: Sequence[int], dataset: str,
-                 layout: str, class_names: Sequence[str], source: str = "", extra_meta: Optional[dict] = None):
+                 layout: str, class_names: Sequence[str], source: str = "", extra_meta: Optional[dict] = None,
+                 overwrite: bool = False, protect: Sequence[str | os.PathLike] = ()):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}")
         self.out = Path(out)
+        self.overwrite = overwrite
+        self.protect = [p for p in protect if p is not None]
         self.kind = kind
         self.shape = tuple(int(s) for s in shape)
         self.meta = {"format": FORMAT, "version": VERSION, "dataset": dataset, "source": source,
@@ -72,14 +75,17 @@ class PreparedWriter:
         self._ctx = None
 
     def __enter__(self) -> "PreparedWriter":
-        self._ctx = atomic_path(self.out)
+        self._ctx = output_dir(self.out, "prepared", overwrite=self.overwrite, protect=self.protect)
         self.tmp = self._ctx.__enter__()
-        self.tmp.mkdir()
-        if self.kind == "clips":
-            self.data = np.lib.format.open_memmap(self.tmp / "data.npy", mode="w+", dtype=np.float32, shape=self.shape)
-        else:
-            self._raw = open(self.tmp / "frames.raw", "wb")
-            self._offsets = [0]
+        try:
+            if self.kind == "clips":
+                self.data = _open_array(self.tmp / "data.npy", self.shape, self.out)
+            else:
+                self._raw = open(self.tmp / "frames.raw", "wb")
+                self._offsets = [0]
+        except BaseException as e:
+            self._ctx.__exit__(type(e), e, e.__traceback__)
+            raise
         return self
 
     def set(self, i: int, x: np.ndarray, *, label: int, length: int, name: str, **columns) -> None:
@@ -121,14 +127,18 @@ class PreparedWriter:
                 self._finish()
             except BaseException as e:  # remove the temporary folder, then re-raise
                 self._close()
-                self._ctx.__exit__(type(e), e, e.__traceback__)
+                if self._ctx.__exit__(type(e), e, e.__traceback__):
+                    return False  # pragma: no cover
                 raise
         self._close()
         return self._ctx.__exit__(exc_type, exc, tb)
 
     def _close(self):
         if self.kind == "sequences" and not self._raw.closed:
-            self._raw.close()
+            try:
+                self._raw.close()
+            except OSError:  # a failed flush (disk full): the folder is removed anyway
+                pass
         self.data = None
 
     def _finish(self):
@@ -146,7 +156,7 @@ class PreparedWriter:
             self._raw.close()
             c, v, m = self.shape[1:]
             total = self._offsets[-1]
-            data = np.lib.format.open_memmap(tmp / "data.npy", mode="w+", dtype=np.float32, shape=(total, c, v, m))
+            data = _open_array(tmp / "data.npy", (total, c, v, m), self.out)
             raw = np.memmap(tmp / "frames.raw", dtype=np.float32, mode="r", shape=(total, c, v, m)) if total else None
             for s in range(0, total, 65536):
                 data[s:s + 65536] = raw[s:s + 65536]
@@ -169,6 +179,19 @@ class PreparedWriter:
         (tmp / "splits.json").write_text(json.dumps(self.splits))
         meta = {**self.meta, "shape": shape, "num_samples": n, "benchmarks": sorted(self.splits)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _open_array(path: Path, shape: Sequence[int], out: Path) -> np.ndarray:
+    """A new ``.npy`` float32 memory map of ``shape`` at ``path``, its space checked and reserved.
+
+    The free space is checked first and the file's blocks allocated at once: writing into a
+    memory map on a full disk would otherwise end the process with SIGBUS.
+    """
+    nbytes = int(np.prod(shape, dtype=np.int64)) * 4
+    ensure_free_space(path.parent, nbytes, f"data.npy {tuple(int(s) for s in shape)}", report=out)
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=tuple(shape))
+    reserve(path, path.stat().st_size)
+    return arr
 
 
 class Prepared:

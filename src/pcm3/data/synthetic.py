@@ -953,8 +953,10 @@ def _index(labels, subject, view, rep) -> dict:
 
 def prepare_synthetic(out: str | os.PathLike, seed: int = 0, samples_per_class: Optional[int] = None, *,
                       num_subjects: int = DEFAULT_SUBJECTS, repetitions: int = DEFAULT_REPETITIONS,
-                      progress: bool = True) -> dict:
+                      progress: bool = True, overwrite: bool = False) -> dict:
     """Generate the built-in data set and write it as a prepared folder (atomically).
+
+    ``out`` must be new or empty, or (``overwrite``) a prepared folder written by pcm3.
 
     Arguments as :func:`generate`. ``samples.csv`` gets the columns ``subject``, ``view``
     (0-based camera), ``camera`` (1-based), ``repetition``. Returns a summary: samples,
@@ -973,7 +975,7 @@ def prepare_synthetic(out: str | os.PathLike, seed: int = 0, samples_per_class: 
     cols: Dict[str, List[np.ndarray]] = {"labels": [], "subject": [], "view": [], "repetition": []}
     with PreparedWriter(out, kind="clips", shape=(n, 3, FRAMES, 25, 2), dataset="synthetic", layout="ntu25",
                         class_names=CLASS_NAMES, source=f"pcm3 built-in synthetic actions (seed {int(seed)})",
-                        extra_meta=meta) as w:
+                        extra_meta=meta, overwrite=overwrite) as w:
         i = 0
         chunks = _iter_classes(seed, samples_per_class, num_subjects, repetitions, FRAMES)
         for chunk in tqdm(chunks, total=len(CLASS_NAMES), desc="synthetic", unit="class",
@@ -1010,6 +1012,8 @@ def format_counts(summary: dict) -> str:
 # --------------------------------------------------------------------------- command line
 
 def add_prepare_parsers(subparsers) -> None:
+    from pcm3.data.common import add_output_options
+
     p = subparsers.add_parser(
         "synthetic", help="generate the built-in synthetic data set (no download)",
         description="Generate seeded synthetic skeleton actions in the NTU 25-joint layout "
@@ -1023,16 +1027,18 @@ def add_prepare_parsers(subparsers) -> None:
                         f"{DEFAULT_REPETITIONS} repetitions = {DEFAULT_SUBJECTS * 3 * DEFAULT_REPETITIONS})")
     p.add_argument("--subjects", type=int, default=DEFAULT_SUBJECTS,
                    help=f"number of subjects (default {DEFAULT_SUBJECTS})")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_output_options(p)
     p.set_defaults(func=_run)
 
 
 def _run(args) -> int:
-    from pcm3.data.prepared import Prepared, format_summary
+    from pcm3.data.common import print_prepared_summary
+    from pcm3.outputs import check_output_dir
 
+    check_output_dir(args.out, "prepared", overwrite=args.overwrite)
     summary = prepare_synthetic(args.out, seed=args.seed, samples_per_class=args.samples_per_class,
-                                num_subjects=args.subjects, progress=not args.quiet)
-    print(format_summary(Prepared(args.out).summary()))
+                                num_subjects=args.subjects, progress=not args.quiet, overwrite=args.overwrite)
+    print_prepared_summary(args.out)
     print(format_counts(summary))
     print(f"  generated {summary['samples']} samples in {summary['seconds']:.1f} s")
     return 0
