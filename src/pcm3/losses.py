@@ -7,7 +7,7 @@ project: ``True`` = masked (hidden from the model).
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,13 @@ def _check_pair(q: Tensor, k: Tensor, queue: Tensor) -> None:
         raise ValueError(f"queue must be (K, {q.shape[1]}); got {tuple(queue.shape)}")
 
 
-def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.07) -> Tensor:
+def _check_exclude(exclude: Optional[Tensor], q: Tensor, queue: Tensor) -> None:
+    if exclude is not None and tuple(exclude.shape) != (q.shape[0], queue.shape[0]):
+        raise ValueError(f"exclude must be (N, K) = {(q.shape[0], queue.shape[0])}; got {tuple(exclude.shape)}")
+
+
+def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.07,
+             exclude: Optional[Tensor] = None) -> Tensor:
     """InfoNCE against a memory queue (paper Eq. 1-2, MoCo v2), mean over the batch.
 
     ``-log( exp(q.k/t) / (exp(q.k/t) + sum_i exp(q.m_i/t)) )``; the queue gets no gradient.
@@ -31,19 +37,26 @@ def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.07) -> 
         k: positive keys, L2-normalised (row ``n`` is the positive of ``q[n]``).
         queue: negatives ``m_i``, L2-normalised.
         temperature: ``tau`` (0.07).
+        exclude: optional bool ``(N, K)``, True where queue entry ``i`` is not a negative of
+            query ``n`` (an older key of the same sample, when the queue is as large as the
+            data set); those terms leave the denominator.
 
     Shape:
-        - q, k: ``(N, d)``; queue: ``(K, d)``; output: scalar.
+        - q, k: ``(N, d)``; queue: ``(K, d)``; exclude: ``(N, K)``; output: scalar.
     """
     _check_pair(q, k, queue)
+    _check_exclude(exclude, q, queue)
     l_pos = (q * k).sum(dim=1, keepdim=True)  # N x 1
     l_neg = q @ queue.detach().t()  # N x K
+    if exclude is not None:
+        l_neg = l_neg.masked_fill(exclude, float("-inf"))  # exp(-inf) = 0: out of the denominator
     logits = torch.cat([l_pos, l_neg], dim=1) / temperature  # N x (1 + K), positive first
     labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
     return F.cross_entropy(logits, labels)
 
 
-def relational_kl(q: Tensor, k: Tensor, queue: Tensor, tq: float = 0.1, tk: float = 0.05) -> Tensor:
+def relational_kl(q: Tensor, k: Tensor, queue: Tensor, tq: float = 0.1, tk: float = 0.05,
+                  exclude: Optional[Tensor] = None) -> Tensor:
     """Relational knowledge distillation (paper Eq. 3), mean over the batch.
 
     ``KL( softmax(k . queue / tk) || softmax(q . queue / tq) )`` over all queue entries. The
@@ -56,15 +69,24 @@ def relational_kl(q: Tensor, k: Tensor, queue: Tensor, tq: float = 0.1, tk: floa
         queue: the anchors ``m_j``.
         tq: student temperature (0.1).
         tk: teacher temperature (0.05).
+        exclude: optional bool ``(N, K)``, True where queue entry ``j`` is left out of both
+            distributions of row ``n`` (the sample's own older key; see :func:`info_nce`).
 
     Shape:
-        - q, k: ``(N, d)``; queue: ``(K, d)``; output: scalar.
+        - q, k: ``(N, d)``; queue: ``(K, d)``; exclude: ``(N, K)``; output: scalar.
     """
     _check_pair(q, k, queue)
+    _check_exclude(exclude, q, queue)
     queue = queue.detach()
-    log_p_q = F.log_softmax(q @ queue.t() / tq, dim=1)  # N x K
-    log_p_k = F.log_softmax(k.detach() @ queue.t() / tk, dim=1)  # N x K
-    return F.kl_div(log_p_q, log_p_k, reduction="batchmean", log_target=True)
+    s_q = q @ queue.t() / tq  # N x K
+    s_k = k.detach() @ queue.t() / tk  # N x K
+    if exclude is None:
+        return F.kl_div(F.log_softmax(s_q, dim=1), F.log_softmax(s_k, dim=1), reduction="batchmean", log_target=True)
+    s_q = s_q.masked_fill(exclude, float("-inf"))
+    s_k = s_k.masked_fill(exclude, float("-inf"))
+    log_p_q, log_p_k = F.log_softmax(s_q, dim=1), F.log_softmax(s_k, dim=1)
+    terms = torch.where(exclude, torch.zeros_like(log_p_q), log_p_k.exp() * (log_p_k - log_p_q))  # 0 * inf -> 0
+    return terms.sum() / q.shape[0]
 
 
 def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:

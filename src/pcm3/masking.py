@@ -7,16 +7,19 @@ paper's ``1 - M`` is this ``mask``. :func:`apply_mask` zeroes the masked coordin
 
 Strategies (:class:`MaskConfig`, :func:`make_mask`):
 
-``topology`` (paper Sec. 3.2, the default)
-    The frames are cut into clips of ``clip_len`` frames; in each clip of each sample a set of
-    whole body parts is masked, the same for every frame of the clip and for both persons.
-    Body parts differ in size (NTU: 5, 6, 6, 4, 4 joints), so the set is chosen by its joint
-    count: among the subsets of parts, with ``lo``/``hi`` the largest/smallest joint counts
-    at most/at least ``ratio * V``, a subset of ``lo`` joints is taken with probability
-    ``(hi - ratio * V) / (hi - lo)``, else one of ``hi`` joints, uniformly among the subsets of
-    that count ("stochastic rounding" over the reachable counts). Each draw is thus as close
-    to the target as the parts allow (exact when a subset matches it, as for NTU at 0.2, 0.4,
-    0.6 and 0.8) and the expected masked fraction of joints x frames equals ``ratio``.
+``topology`` (paper Sec. 3.2 and the release, the default)
+    The frames are cut into clips of ``clip_len`` frames; in each clip of each sample
+    ``int(P * ratio)`` of the layout's P body parts, drawn uniformly, are masked (3 of 5 at
+    0.6: all 10 subsets equally likely), the same for every frame of the clip and for both
+    persons. The masked fraction of *parts* is ``int(P * ratio) / P``; the fraction of joints
+    follows the part sizes.
+``topology_count``
+    A variant that honours ``ratio`` in joints: among the subsets of parts, with ``lo``/``hi``
+    the largest/smallest joint counts at most/at least ``ratio * V``, a subset of ``lo``
+    joints is taken with probability ``(hi - ratio * V) / (hi - lo)``, else one of ``hi``
+    joints, uniformly among the subsets of that count. The expected masked fraction of
+    joints x frames is then exactly ``ratio``, but few patterns remain (NTU at 0.6: 4 subsets,
+    the trunk always masked, never both arms), so it is not the paper's mask.
 ``release_topology``
     The authors' release: ``int(P * ratio)`` of the P parts per clip (3 of 5 at 0.6), person 1
     only, one mask shared by the whole batch.
@@ -42,7 +45,7 @@ import torch
 from pcm3.errors import ConfigError
 from pcm3.skeleton import Layout, get_layout, part_mask
 
-STRATEGIES = ("topology", "random_joint", "random_frame", "release_topology")
+STRATEGIES = ("topology", "topology_count", "random_joint", "random_frame", "release_topology")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -135,6 +138,29 @@ def topology_mask(n: int, t: int, layout: str | Layout = "ntu25", ratio: float =
                   persons: int = 2, generator: Optional[torch.Generator] = None, device=None) -> torch.Tensor:
     """Topology-based mask (paper Sec. 3.2), per sample and per clip, both persons alike.
 
+    In each clip of ``clip_len`` frames of each sample, ``int(P * ratio)`` of the P body parts
+    are drawn uniformly (every such subset equally likely) and masked in all its frames.
+
+    Returns:
+        ``(n, t, V, persons)`` bool, True = masked.
+    """
+    _check_ratio(ratio)
+    layout = get_layout(layout)
+    device = torch.device(device or "cpu")
+    pm = torch.from_numpy(part_mask(layout)).to(device)                       # (P, V)
+    num_parts = pm.shape[0]
+    clip = _clip_index(t, clip_len, device)
+    n_clips = -(-t // clip_len)
+    k = torch.full((n, n_clips), int(num_parts * ratio + 1e-9), device=device)
+    chosen = _random_positions((n, n_clips), num_parts, k, generator, device)  # (n, clips, P)
+    per_clip = (chosen.unsqueeze(-1) & pm.view(1, 1, *pm.shape)).any(dim=2)    # (n, clips, V)
+    return per_clip[:, clip].unsqueeze(-1).expand(-1, -1, -1, persons).contiguous()
+
+
+def topology_count_mask(n: int, t: int, layout: str | Layout = "ntu25", ratio: float = 0.6, clip_len: int = 8,
+                        persons: int = 2, generator: Optional[torch.Generator] = None, device=None) -> torch.Tensor:
+    """Topology mask whose part subset is chosen by joint count (``topology_count``).
+
     Per clip of ``clip_len`` frames a set of whole body parts is masked, chosen by stochastic
     rounding of ``ratio * V`` over the reachable joint counts (module docstring), so that the
     expected masked fraction of joints x frames is ``ratio``.
@@ -213,8 +239,9 @@ class MaskConfig:
     """Masking of the masked-prediction branch.
 
     Attributes:
-        strategy: ``topology`` (paper, per sample), ``release_topology`` (the release:
-            batch-shared, person 1 only), ``random_joint`` or ``random_frame``.
+        strategy: ``topology`` (paper, per sample: ``int(P * ratio)`` parts per clip),
+            ``topology_count`` (parts chosen to match ``ratio`` in joints), ``release_topology``
+            (the release: batch-shared, person 1 only), ``random_joint`` or ``random_frame``.
         ratio: fraction of joints x frames to mask, in [0, 1].
         clip_len: frames per clip for the topology strategies.
     """
@@ -241,6 +268,8 @@ def make_mask(cfg: MaskConfig, n: int, t: int, layout: str | Layout = "ntu25", p
     layout = get_layout(layout)
     if cfg.strategy == "topology":
         return topology_mask(n, t, layout, cfg.ratio, cfg.clip_len, persons, generator, device)
+    if cfg.strategy == "topology_count":
+        return topology_count_mask(n, t, layout, cfg.ratio, cfg.clip_len, persons, generator, device)
     if cfg.strategy == "release_topology":
         return release_topology_mask(n, t, layout, cfg.ratio, cfg.clip_len, persons, generator, device)
     if cfg.strategy == "random_joint":

@@ -18,6 +18,7 @@ pointer are in the checkpoint; the global RNG states are saved and restored too)
 from __future__ import annotations
 
 import csv
+import sys
 import math
 import random
 import time
@@ -37,6 +38,7 @@ from pcm3.errors import ConfigError, Pcm3Error
 from pcm3.io import atomic_path
 from pcm3.masking import make_mask
 from pcm3.models import PCM3
+from pcm3.monitor import STAT_NAMES, CollapseMonitor, DivergenceGuard, embedding_stats
 from pcm3.skeleton import get_layout, to_stream
 
 CHECKPOINT_FORMAT = "pcm3-pretrain"
@@ -113,8 +115,11 @@ def build_model(cfg: Config) -> PCM3:
     return PCM3(cfg.model, cfg.loss)
 
 
-def make_batch_inputs(x: torch.Tensor, lengths: torch.Tensor, cfg: Config, layout, generator: torch.Generator) -> dict:
-    """From raw joints ``(N, C, T, V, M)`` to the model's inputs: views, stream, mix, mask."""
+def make_batch_inputs(x: torch.Tensor, lengths: torch.Tensor, cfg: Config, layout, generator: torch.Generator,
+                      index: Optional[torch.Tensor] = None) -> dict:
+    """From raw joints ``(N, C, T, V, M)`` to the model's inputs: views, stream, mix, mask.
+
+    ``index`` ``(N,)``: the samples' indices in the prepared folder (queue bookkeeping)."""
     v1, v2, v3 = make_views(x, lengths, cfg.views, generator=generator)
     stream = cfg.data.stream
     v1, v2, v3 = (to_stream(v, stream, layout) for v in (v1, v2, v3))
@@ -124,7 +129,7 @@ def make_batch_inputs(x: torch.Tensor, lengths: torch.Tensor, cfg: Config, layou
     n, _, t, _, m = v3.shape
     mask = make_mask(cfg.mask, n, t, layout, m, generator=generator, device=x.device)
     return {"view1": v1, "view2": v2, "view3": v3, "mask": mask, "mixed": mixed, "lam": lam,
-            "partner": partner, "generator": generator}
+            "partner": partner, "generator": generator, "index": index}
 
 
 @dataclass
@@ -136,7 +141,11 @@ class EpochResult:
 
 def train_one_epoch(model: PCM3, loader: DataLoader, optimizer: torch.optim.Optimizer, cfg: Config,
                     layout, device: torch.device, epoch: int, progress: bool = True) -> EpochResult:
-    """One pass over ``loader``; returns the mean of every loss term and the throughput."""
+    """One pass over ``loader``; returns the mean of every loss term, of the embedding
+    statistics of :func:`pcm3.monitor.embedding_stats`, and the throughput.
+
+    The key encoder's momentum follows ``model.momentum_schedule`` over the run's
+    ``epochs x steps per epoch`` optimisation steps."""
     from tqdm import tqdm
 
     model.train()
@@ -144,16 +153,19 @@ def train_one_epoch(model: PCM3, loader: DataLoader, optimizer: torch.optim.Opti
     sums: Dict[str, torch.Tensor] = {}
     steps = samples = 0
     limit = cfg.train.max_steps_per_epoch or len(loader)
+    steps_per_epoch = min(limit, len(loader))
+    total_steps = steps_per_epoch * cfg.train.epochs
     start = time.perf_counter()
     use_amp = cfg.train.amp and device.type == "cuda"
     bar = tqdm(total=min(limit, len(loader)), desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                disable=not progress, dynamic_ncols=True, leave=False)
-    for x, lengths, _, _ in loader:
+    for x, lengths, _, index in loader:
         if steps >= limit:
             break
         x = x.to(device, non_blocking=True)
         lengths = lengths.to(device, non_blocking=True)
-        inputs = make_batch_inputs(x, lengths, cfg, layout, gen)
+        inputs = make_batch_inputs(x, lengths, cfg, layout, gen, index.to(device, non_blocking=True))
+        model.set_momentum(cfg.model.momentum_at(epoch * steps_per_epoch + steps, total_steps))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             out = model(inputs)
         loss = out["loss"]
@@ -164,15 +176,17 @@ def train_one_epoch(model: PCM3, loader: DataLoader, optimizer: torch.optim.Opti
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        for k, v in out.items():
-            if _is_term(k, v):  # summed on the device: no host sync per term and step
-                sums[k] = sums.get(k, 0.0) + v.detach().float()
+        terms = {k: v for k, v in out.items() if _is_term(k, v)}
+        if "z_query" in out:
+            terms.update(embedding_stats(out["z_query"], out["z_key"], getattr(model, "queue", None)))
+        for k, v in terms.items():  # summed on the device: no host sync per term and step
+            sums[k] = sums.get(k, 0.0) + v.detach().float()
         steps += 1
         samples += x.shape[0]
         if progress and (steps % 5 == 0 or steps == 1):
             elapsed = time.perf_counter() - start
             bar.set_postfix({**{k: f"{float(s) / steps:.3f}" for k, s in sums.items()
-                                if k == "loss" or not k.startswith("kl")},
+                                if k == "loss" or not (k.startswith("kl") or k in STAT_NAMES)},
                              "samples/s": f"{samples / max(elapsed, 1e-9):.0f}"}, refresh=False)
         bar.update(1)
     bar.close()
@@ -181,6 +195,12 @@ def train_one_epoch(model: PCM3, loader: DataLoader, optimizer: torch.optim.Opti
                           f"{cfg.train.batch_size} (lower train.batch_size)")
     seconds = time.perf_counter() - start
     return EpochResult({k: float(s) / steps for k, s in sums.items()}, samples, seconds)
+
+
+def _loss_terms(row: dict) -> Dict[str, float]:
+    """The loss terms of a history row or epoch result (no bookkeeping, no embedding stats)."""
+    skip = {"epoch", "lr", "samples_per_s", "seconds", "momentum", *STAT_NAMES}
+    return {k: float(v) for k, v in row.items() if k not in skip}
 
 
 def _is_term(key: str, value) -> bool:
@@ -242,15 +262,18 @@ def write_metrics(run: Path, history: List[dict]) -> None:
 
 
 def plot_losses(history: List[dict], path: Path) -> None:
-    """Loss curves: the total and each term, per epoch (log scale)."""
+    """Loss curves (the total and each term, log scale) and, when present, the embedding
+    health statistics of :mod:`pcm3.monitor` in a second panel, per epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     epochs = [r["epoch"] for r in history]
-    terms = [k for k in history[-1] if k not in ("epoch", "lr", "samples_per_s", "seconds")]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    terms = list(_loss_terms(history[-1]))
+    stats = [k for k in STAT_NAMES if k in history[-1]]
+    fig, axes = plt.subplots(1, 2 if stats else 1, figsize=(12 if stats else 7, 4), squeeze=False)
+    ax = axes[0, 0]
     for k in terms:
         vals = [r.get(k, float("nan")) for r in history]
         ax.plot(epochs, vals, label=k, lw=2 if k == "loss" else 1)
@@ -260,6 +283,14 @@ def plot_losses(history: List[dict], path: Path) -> None:
         ax.set_yscale("log")
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
+    if stats:
+        ax = axes[0, 1]
+        for k in stats:
+            ax.plot(epochs, [r.get(k, float("nan")) for r in history], label=k)
+        ax.set_xlabel("epoch")
+        ax.set_title("embedding health (collapse: emb_std -> 0, pos/queue cos -> 1)", fontsize=9)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)
@@ -327,14 +358,22 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
               f"device {device}, {sum(p.numel() for p in model.parameters()):,} parameters", progress)
 
     last: dict = history[-1] if history else {}
+    guard = DivergenceGuard(cfg.train.divergence_factor, _loss_terms(history[0]) if history else None)
+    monitor = CollapseMonitor(cfg.model.proj_dim, cfg.train.batch_size, patience=cfg.train.collapse_patience)
+    for row in history:  # a resumed run continues the monitor's count
+        monitor.check(row["epoch"], row)
     for epoch in range(start_epoch, cfg.train.epochs):
         sampler.set_epoch(epoch)
         lr = lr_at(cfg, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
         result = train_one_epoch(model, loader, optimizer, cfg, layout, device, epoch, progress)
-        last = {"epoch": epoch + 1, "lr": lr, **result.metrics,
+        last = {"epoch": epoch + 1, "lr": lr, "momentum": model.momentum, **result.metrics,
                 "samples_per_s": result.samples / result.seconds, "seconds": result.seconds}
+        diverged = guard.check(epoch + 1, _loss_terms(result.metrics))
+        if diverged and cfg.train.on_divergence == "stop":
+            _log(run, f"stopped: {diverged}; checkpoint_last.pt is the last good epoch", progress)
+            raise TrainingDiverged(f"{diverged}; the last good checkpoint is kept")
         history.append(last)
         save_checkpoint(run / "checkpoint_last.pt", model, optimizer, cfg, epoch + 1, history, data_info)
         if cfg.train.save_every and (epoch + 1) % cfg.train.save_every == 0:
@@ -349,6 +388,10 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
         terms = " ".join(f"{k}={v:.4f}" for k, v in result.metrics.items())
         _log(run, f"epoch {epoch + 1}/{cfg.train.epochs} lr={lr:.4g} {terms} "
                   f"({last['samples_per_s']:.0f} samples/s, {result.seconds:.1f}s)", progress)
+        for warning in (diverged, monitor.check(epoch + 1, result.metrics)):
+            if warning:  # warnings are printed even with --quiet
+                _log(run, warning if warning.startswith("warning") else f"warning: {warning}", False)
+                print(warning if warning.startswith("warning") else f"warning: {warning}", file=sys.stderr, flush=True)
     if writer is not None:
         writer.close()
     return last

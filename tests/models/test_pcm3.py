@@ -92,6 +92,79 @@ def test_training_forward_applies_momentum_eval_does_not():
     torch.testing.assert_close(m.encoder_k.gru.weight_hh_l0, 0.999 * k0 + 0.001 * m.encoder_q.gru.weight_hh_l0)
 
 
+def test_momentum_schedule_cosine_to_one():
+    cfg = ModelConfig(momentum=0.9, momentum_schedule="cosine")
+    values = [cfg.momentum_at(s, 101) for s in range(101)]
+    assert values[0] == pytest.approx(0.9) and values[-1] == pytest.approx(1.0)
+    assert values[50] == pytest.approx(0.95)  # halfway: 1 - 0.1 * (cos(pi/2) + 1) / 2
+    assert all(a <= b + 1e-12 for a, b in zip(values, values[1:]))  # monotone
+    const = ModelConfig(momentum=0.99)
+    assert {const.momentum_at(s, 10) for s in range(10)} == {0.99}
+    with pytest.raises(ConfigError, match="momentum_schedule"):
+        ModelConfig(momentum_schedule="linear")
+    m = model()
+    m.set_momentum(0.5)
+    with torch.no_grad():
+        m.encoder_q.gru.weight_hh_l0.add_(1.0)
+    k0 = m.encoder_k.gru.weight_hh_l0.clone()
+    m.momentum_update()
+    torch.testing.assert_close(m.encoder_k.gru.weight_hh_l0, 0.5 * k0 + 0.5 * m.encoder_q.gru.weight_hh_l0)
+
+
+def test_queue_remembers_sample_indices():
+    m = model(LossConfig(task_prompts=False))
+    assert torch.all(m.queue_index == -1)
+    inputs = make_inputs()
+    inputs["index"] = torch.arange(100, 100 + N)
+    m.train()(inputs)
+    assert m.queue_index[:N].tolist() == list(range(100, 100 + N)) and torch.all(m.queue_index[N:] == -1)
+    state = {k: v for k, v in m.state_dict().items() if k != "queue_index"}  # an older checkpoint
+    m2 = model(LossConfig(task_prompts=False))
+    m2.load_state_dict(state)
+    assert torch.all(m2.queue_index == -1)
+
+
+def test_own_sample_is_excluded_from_the_negatives():
+    """A query's own older key in the queue is not a negative (InfoNCE and distillation): the
+    loss equals a hand computation over the queue without those rows."""
+    from pcm3.losses import info_nce, relational_kl
+
+    m = model(LossConfig(masked_prediction=False, domain_prompts=False, task_prompts=False,
+                         positives={"inter": False, "mask": False, "predict": False}))
+    m.eval()
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        m.queue.copy_(torch.nn.functional.normalize(torch.randn(20, 8, generator=g), dim=1))
+    index = torch.tensor([7, 8, 9, 10, 11, 12])
+    m.queue_index[:] = torch.arange(20)  # entries 7..12 hold older keys of this batch's samples
+    inputs = make_inputs()
+    inputs["index"] = index
+    out = m(inputs)
+    z, k = out["z_query"], out["z_key"]
+    con = kl = 0.0
+    for n in range(N):  # by hand: each row drops exactly its own queue entry
+        keep = [i for i in range(20) if i != int(index[n])]
+        q_n, k_n, queue_n = z[n:n + 1], k[n:n + 1], m.queue[keep]
+        logits = torch.cat([(q_n * k_n).sum(1, keepdim=True), q_n @ queue_n.t()], dim=1) / 0.07
+        con = con + torch.nn.functional.cross_entropy(logits, torch.zeros(1, dtype=torch.long)) / N
+        kl = kl + relational_kl(q_n, k_n, queue_n, 0.1, 0.05) / N
+    torch.testing.assert_close(out["con_intra"], con)
+    torch.testing.assert_close(out["kl_intra"], kl)
+    assert not torch.allclose(out["con_intra"], info_nce(z, k, m.queue, 0.07))  # exclusion mattered
+    m.config.exclude_own = False
+    torch.testing.assert_close(m(inputs)["con_intra"], info_nce(z, k, m.queue, 0.07))
+
+
+def test_mixed_view_excludes_own_and_partner_samples():
+    m = model(LossConfig(masked_prediction=False, positives={"mask": False, "predict": False}))
+    m.queue_index[:] = torch.arange(20)
+    index = torch.arange(N)
+    ex = m._excluded(index, torch.roll(torch.arange(N), 2))
+    assert ex.shape == (N, 20)
+    for n in range(N):
+        assert set(torch.nonzero(ex[n]).flatten().tolist()) == {n, (n - 2) % N}
+
+
 # ---- prompts and gradient routing -----------------------------------------------------
 
 def test_all_prompts_receive_gradient():
@@ -219,6 +292,7 @@ def test_ablation_switches(loss, terms):
         assert m.decoder is None
     out = m(inputs)
     tensors = {"reconstruction", "predicted"} if loss.masked_prediction else set()
+    tensors |= {"z_query", "z_key"} if loss.contrast else set()
     assert set(out) == terms | tensors | {"loss"}
     expected = (loss.w_con * sum(out[t] for t in terms if t.startswith("con_"))
                 + loss.w_kl * sum(out[t] for t in terms if t.startswith("kl_"))

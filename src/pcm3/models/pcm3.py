@@ -31,6 +31,7 @@ enqueued. Nothing is updated in eval mode.
 from __future__ import annotations
 
 import copy
+import math
 import dataclasses
 from dataclasses import dataclass, field
 from itertools import chain
@@ -48,6 +49,7 @@ from pcm3.models.prompts import DomainPrompts, TaskPrompts
 
 POSITIVES = ("intra", "inter", "mask", "predict")
 TASK_PROMPT_OFFSETS = ("sample", "batch")
+MOMENTUM_SCHEDULES = ("constant", "cosine")
 
 
 def _from_mapping(cls, value, owner: str):
@@ -169,7 +171,15 @@ class ModelConfig:
         encoder: an :class:`EncoderConfig` (or a mapping).
         proj_dim: embedding size of the projector (128).
         queue_size: K, negatives in the memory queue (16384).
-        momentum: alpha of the key encoder's EMA (0.999).
+        momentum: alpha of the key encoder's EMA (0.999), at the start of training.
+        momentum_schedule: ``constant`` (MoCo, the release) or ``cosine`` (BYOL/DINO: from
+            ``momentum`` at the first step to 1 at the last, ``1 - (1 - m) (cos(pi s / S) + 1) / 2``).
+            In runs of a few hundred steps a constant 0.999 leaves the key encoder mostly at its
+            random initialisation (0.999^300 = 74%); use a lower start with ``cosine`` there.
+        exclude_own: leave a query's own sample (its older keys, and for the mixed view its
+            partner's) out of the negatives and the distillation anchors. Matters when the queue
+            holds a large part of the data set (small data sets); needs the sample indices in the
+            inputs (``index``), else nothing is excluded.
         decoder_hidden: width of the reconstruction decoder (512).
         decoder_layers: GRU layers of the decoder (2).
         prompt_dim: r, task-prompt channels per direction (128).
@@ -179,6 +189,8 @@ class ModelConfig:
     proj_dim: int = 128
     queue_size: int = 16384
     momentum: float = 0.999
+    momentum_schedule: str = "constant"
+    exclude_own: bool = True
     decoder_hidden: int = 512
     decoder_layers: int = 2
     prompt_dim: int = 128
@@ -191,6 +203,17 @@ class ModelConfig:
         m = self.momentum
         if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m < 1:
             raise ConfigError(f"model.momentum must be in [0, 1), got {m!r}")
+        if self.momentum_schedule not in MOMENTUM_SCHEDULES:
+            raise ConfigError(f"model.momentum_schedule must be one of {', '.join(MOMENTUM_SCHEDULES)}; "
+                              f"got {self.momentum_schedule!r}")
+        _check_bool(owner, "exclude_own", self.exclude_own)
+
+    def momentum_at(self, step: int, total_steps: int) -> float:
+        """Key-encoder momentum at optimisation ``step`` (0-based) of ``total_steps``."""
+        if self.momentum_schedule == "constant" or total_steps <= 1:
+            return float(self.momentum)
+        frac = min(max(step / (total_steps - 1), 0.0), 1.0)
+        return 1.0 - (1.0 - self.momentum) * (math.cos(math.pi * frac) + 1.0) / 2.0
         # prompt_dim <= encoder.hidden is checked where task prompts are built (only if used)
 
 
@@ -225,6 +248,10 @@ class PCM3(nn.Module):
                 p.requires_grad_(False)
             self.register_buffer("queue", F.normalize(torch.randn(config.queue_size, config.proj_dim), dim=1))
             self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+            # the sample index of each queued key (-1: the random initial entries)
+            self.register_buffer("queue_index", torch.full((config.queue_size,), -1, dtype=torch.long))
+            self._register_load_state_dict_pre_hook(self._fill_queue_index)
+        self.momentum = float(config.momentum)  # the current EMA momentum; see set_momentum
         self.decoder = None
         if loss.masked_prediction:
             self.decoder = ReconstructionDecoder(d, enc.in_channels, enc.num_joints, enc.num_persons,
@@ -246,6 +273,16 @@ class PCM3(nn.Module):
 
     # ---- MoCo bookkeeping -------------------------------------------------------------
 
+    def _fill_queue_index(self, state_dict, prefix, *args) -> None:
+        """Checkpoints without ``queue_index`` (older runs, the release) load with -1 (unknown)."""
+        key = prefix + "queue_index"
+        if key not in state_dict and prefix + "queue" in state_dict:
+            state_dict[key] = torch.full((state_dict[prefix + "queue"].shape[0],), -1, dtype=torch.long)
+
+    def set_momentum(self, momentum: float) -> None:
+        """Set the EMA momentum used by the next :meth:`momentum_update` (the schedule's value)."""
+        self.momentum = float(momentum)
+
     @torch.no_grad()
     def momentum_update(self) -> None:
         """``theta_k <- m * theta_k + (1 - m) * theta_q`` over encoder and projector parameters."""
@@ -253,18 +290,34 @@ class PCM3(nn.Module):
             return
         qs = [p.detach() for p in chain(self.encoder_q.parameters(), self.projector_q.parameters())]
         ks = list(chain(self.encoder_k.parameters(), self.projector_k.parameters()))
-        torch._foreach_mul_(ks, self.config.momentum)
-        torch._foreach_add_(ks, qs, alpha=1.0 - self.config.momentum)
+        torch._foreach_mul_(ks, self.momentum)
+        torch._foreach_add_(ks, qs, alpha=1.0 - self.momentum)
 
     @torch.no_grad()
-    def enqueue(self, keys: Tensor) -> None:
-        """First in, first out: write ``keys`` ``(N, proj_dim)`` at the pointer, wrapping around."""
+    def enqueue(self, keys: Tensor, index: Optional[Tensor] = None) -> None:
+        """First in, first out: write ``keys`` ``(N, proj_dim)`` at the pointer, wrapping around.
+
+        ``index`` ``(N,)`` long: the data set index of each key's sample (-1 when unknown).
+        """
         size = self.queue.shape[0]
         n = keys.shape[0]
         skip = max(n - size, 0)  # more keys than slots: only the last `size` survive
         idx = (self.queue_ptr + skip + torch.arange(n - skip, device=self.queue.device)) % size
         self.queue.index_copy_(0, idx, keys[skip:].detach().to(self.queue.dtype))
+        if index is None:
+            index = torch.full((n,), -1, dtype=torch.long, device=self.queue.device)
+        self.queue_index.index_copy_(0, idx, index[skip:].to(self.queue_index.device, torch.long))
         self.queue_ptr.copy_((self.queue_ptr + n) % size)  # stays a tensor: no host sync
+
+    def _excluded(self, index: Optional[Tensor], partner: Optional[Tensor] = None) -> Optional[Tensor]:
+        """``(N, K)`` bool: queue entries that hold a key of the query's own sample (and of its
+        mixing partner's sample when ``partner`` is given). None when not excluding."""
+        if index is None or not self.config.exclude_own:
+            return None
+        own = self.queue_index.unsqueeze(0) == index.view(-1, 1)  # N x K
+        if partner is not None:
+            own = own | (self.queue_index.unsqueeze(0) == index[partner].view(-1, 1))
+        return own
 
     # ---- pieces -----------------------------------------------------------------------
 
@@ -296,20 +349,27 @@ class PCM3(nn.Module):
                 ``view3`` the masked branch's input before masking; ``mask`` (N, T, V, M) bool,
                 True = masked; ``mixed`` the mixed query view with ``lam`` (N,) float and
                 ``partner`` (N,) long (mixed key = ``mix_key(k, lam, partner)``); optionally
-                ``generator``.
+                ``index`` (N,) long, the samples' data set indices (queue bookkeeping,
+                ``model.exclude_own``), and ``generator``.
             generator: CPU ``torch.Generator`` for the task-prompt offsets (else the global RNG).
 
         Returns:
             ``loss`` (Eq. 7: ``w_con * sum con_* + w_mask * mask_mse + w_kl * sum kl_*``), the
             terms ``con_<pair>`` and ``kl_<pair>`` for each active pair of ``intra, inter,
             mask, predict`` and ``mask_mse``; with the masked branch also ``reconstruction``
-            and ``predicted`` (both (N, C, T, V, M)).
+            and ``predicted`` (both (N, C, T, V, M)); with contrast also ``z_query`` (the first
+            active pair's query embeddings) and ``z_key`` (the keys), both (N, proj_dim),
+            detached, for monitoring.
         """
         cfg = self.loss_config
         if generator is None:
             generator = inputs.get("generator")
         positives = cfg.active_positives
         pairs: Dict[str, tuple] = {}  # pair name -> (query z, key)
+        index = inputs.get("index")
+        if index is not None:
+            index = torch.as_tensor(index, device=self.queue_ptr.device if cfg.contrast else None).long()
+        excluded: Dict[str, Optional[Tensor]] = {}  # pair name -> (N, K) entries that are not negatives
         out: Dict[str, Tensor] = {}
 
         if cfg.contrast:
@@ -328,6 +388,7 @@ class PCM3(nn.Module):
                 partner = self._need(inputs, "partner", "the inter positive")
                 z = self._embed(self.encoder_q, self.projector_q, mixed, "inter", generator)
                 pairs["inter"] = (z, mix_key(k, lam, partner))
+                excluded["inter"] = self._excluded(index, partner)
 
         if cfg.masked_prediction:
             view3 = self._need(inputs, "view3", "the masked branch")
@@ -356,10 +417,15 @@ class PCM3(nn.Module):
             out["reconstruction"] = recon
             out["predicted"] = predicted
 
+        if pairs:  # for the collapse monitor (pcm3.pretrain): the first pair's queries and the keys
+            first = next(iter(pairs.values()))
+            out["z_query"], out["z_key"] = first[0].detach(), k.detach()
+        own = self._excluded(index) if pairs else None
         for name, (z, key) in pairs.items():
-            out[f"con_{name}"] = info_nce(z, key, queue, cfg.temperature)
+            ex = excluded.get(name, own)
+            out[f"con_{name}"] = info_nce(z, key, queue, cfg.temperature, exclude=ex)
             if cfg.distill:
-                out[f"kl_{name}"] = relational_kl(z, key, queue, cfg.kl_tq, cfg.kl_tk)
+                out[f"kl_{name}"] = relational_kl(z, key, queue, cfg.kl_tq, cfg.kl_tk, exclude=ex)
 
         loss = 0.0
         if pairs:
@@ -371,5 +437,5 @@ class PCM3(nn.Module):
         out["loss"] = loss
 
         if cfg.contrast and self.training:
-            self.enqueue(k)  # only the plain key
+            self.enqueue(k, index)  # only the plain key
         return out

@@ -1,0 +1,46 @@
+"""The collapse monitor and the divergence guard (pcm3.monitor), and their use in a run."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from pcm3.monitor import CollapseMonitor, DivergenceGuard, embedding_stats
+
+
+def test_stats_of_a_collapsed_batch_fire_the_warning():
+    g = torch.Generator().manual_seed(0)
+    point = F.normalize(torch.randn(1, 128, generator=g), dim=1)
+    z = F.normalize(point + 1e-4 * torch.randn(64, 128, generator=g), dim=1)  # all the same direction
+    k = F.normalize(point + 1e-4 * torch.randn(64, 128, generator=g), dim=1)
+    queue = F.normalize(point + 1e-4 * torch.randn(256, 128, generator=g), dim=1)
+    stats = {n: float(v) for n, v in embedding_stats(z, k, queue).items()}
+    assert stats["emb_std"] < 1e-3 and stats["pos_cos"] > 0.99 and stats["queue_cos"] > 0.99
+    assert stats["inst_top1"] < 0.2
+    mon = CollapseMonitor(128, 64, patience=3)
+    warnings = [mon.check(e, stats) for e in range(1, 4)]
+    assert warnings[0] is not None and "std" in warnings[0] and "collapse" in warnings[0]
+    assert "instance top-1" in warnings[2] and "instance top-1" not in warnings[0]
+
+
+def test_stats_of_a_healthy_batch_stay_quiet():
+    g = torch.Generator().manual_seed(1)
+    z = F.normalize(torch.randn(64, 128, generator=g), dim=1)
+    k = F.normalize(z + 0.1 * torch.randn(64, 128, generator=g), dim=1)  # near its own query
+    queue = F.normalize(torch.randn(256, 128, generator=g), dim=1)
+    stats = {n: float(v) for n, v in embedding_stats(z, k, queue).items()}
+    assert abs(stats["emb_std"] - 1 / math.sqrt(128)) < 0.01
+    assert stats["inst_top1"] == 1.0 and abs(stats["queue_cos"]) < 0.02
+    mon = CollapseMonitor(128, 64, patience=2)
+    assert all(mon.check(e, stats) is None for e in range(1, 6))
+
+
+def test_divergence_guard_fires_on_an_exploding_term_only():
+    guard = DivergenceGuard(100.0)
+    assert guard.check(1, {"loss": 30.0, "mask_mse": 0.05, "kl_intra": 0.001}) is None  # records
+    assert guard.check(2, {"loss": 25.0, "mask_mse": 0.04, "kl_intra": 0.8}) is None  # KL growth is normal
+    msg = guard.check(3, {"loss": 1e6, "mask_mse": 1.4e4, "kl_intra": 0.8})
+    assert msg is not None and "mask_mse" in msg and "loss=" in msg and "kl_intra" not in msg
+    assert DivergenceGuard(0).check(1, {"loss": 1.0}) is None
+    off = DivergenceGuard(0, {"loss": 1.0})
+    assert off.check(2, {"loss": 1e9}) is None
