@@ -70,6 +70,10 @@ class TrainConfig:
             ``checkpoint_last.pt`` is rewritten after every epoch.
         amp: bfloat16 autocast on CUDA (the release trains in float32).
         max_steps_per_epoch: cap steps per epoch (0: no cap), for quick runs.
+        divergence_factor: a loss term (other than the distillation terms) whose epoch mean
+            exceeds this multiple of its first-epoch mean counts as diverged (0: off).
+        on_divergence: ``stop`` (raise, keeping the last good checkpoint) or ``warn``.
+        collapse_patience: epochs of instance top-1 at chance before the collapse warning.
         threads: CPU intra-op threads for torch (0: torch's default). On small CPUs shared
             with other work one thread can be several times faster for the GRU kernels.
     """
@@ -83,6 +87,9 @@ class TrainConfig:
     max_steps_per_epoch: int = 0
     threads: int = 0
     progress: bool = True
+    divergence_factor: float = 100.0
+    on_divergence: str = "stop"
+    collapse_patience: int = 5
 
 
 @dataclass
