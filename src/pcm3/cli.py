@@ -31,6 +31,9 @@ COMMAND_MODULES = (
     "pcm3.commands.pretrain",
     "pcm3.commands.export",
     "pcm3.commands.demo",
+    "pcm3.commands.eval",
+    "pcm3.commands.benchmark",
+    "pcm3.commands.report",
 )
 
 

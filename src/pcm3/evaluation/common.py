@@ -74,6 +74,68 @@ class EvalContext:
 
 # --------------------------------------------------------------------------- protocol configs
 
+@dataclass
+class SupervisedConfig:
+    """How the ``--supervised`` baseline is trained (issue 6: 60 epochs, Adam, crop-resize).
+
+    Attributes:
+        epochs: passes over the training split.
+        batch_size: clips per step.
+        lr: Adam learning rate (constant).
+        weight_decay: Adam weight decay.
+        crop_range: random crop of the valid frames, ``U(crop_range)``, resized to the clip length.
+        min_len: minimum crop length in frames (where the clip is longer).
+    """
+
+    epochs: int = 60
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    crop_range: Tuple[float, float] = (0.5, 1.0)
+    min_len: int = 64
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
+            raise ConfigError("supervised: epochs >= 1, batch_size >= 2 and lr > 0 required")
+        _check_crop_range("supervised.crop_range", self.crop_range)
+
+
+def _check_crop_range(name: str, r) -> None:
+    if not 0 < r[0] <= r[1] <= 1:
+        raise ConfigError(f"{name}: must satisfy 0 < low <= high <= 1, got {tuple(r)}")
+
+
+@dataclass
+class InputProtocol:
+    """Input and feature settings shared by the recognition protocols.
+
+    Attributes:
+        stream: ``joint``, ``bone`` or ``motion``; None = the encoder's (its pretraining stream).
+        clip_len: frames fed to the encoder; None = the encoder's (64 in the paper).
+        test_crop: centre crop of the valid frames at test time; None = the encoder's (0.95).
+        feature_batch_size: clips per forward pass when computing features.
+        num_workers: DataLoader worker processes reading the memory-mapped data.
+        supervised: training of the ``--supervised`` baseline.
+    """
+
+    stream: Optional[str] = None
+    clip_len: Optional[int] = None
+    test_crop: Optional[float] = None
+    feature_batch_size: int = 256
+    num_workers: int = 0
+    supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
+
+    def __post_init__(self):
+        if self.stream is not None and self.stream not in STREAMS:
+            raise ConfigError(f"stream: must be one of {', '.join(STREAMS)}, got {self.stream!r}")
+        if self.clip_len is not None and self.clip_len < 1:
+            raise ConfigError(f"clip_len: must be >= 1, got {self.clip_len}")
+        if self.test_crop is not None and not 0 < self.test_crop <= 1:
+            raise ConfigError(f"test_crop: must be in (0, 1], got {self.test_crop}")
+        if self.feature_batch_size < 1 or self.num_workers < 0:
+            raise ConfigError("feature_batch_size must be >= 1 and num_workers >= 0")
+
+
 def load_protocol(cls, config: Optional[str | os.PathLike] = None, overrides: Sequence[str] = ()):
     """Build protocol dataclass ``cls`` from a YAML file or packaged name and ``key=value`` overrides.
 
@@ -127,6 +189,37 @@ def open_split(data: str | os.PathLike, benchmark: Optional[str], part: str, ind
         raise DataError(data, f"holds untrimmed sequences ({prepared.kind}); this task needs clips")
     prepared.split(benchmark, part)  # raises the one-line error for a missing benchmark/part
     return SkeletonDataset(prepared, benchmark, part, indices=indices)
+
+
+def carve_validation(dataset, fraction: float, seed: int, by: str = "subject") -> Tuple[np.ndarray, np.ndarray]:
+    """Split a training set into training and validation parts by whole groups (subjects).
+
+    Never touches the test split: settings are chosen on this validation part only.
+
+    Args:
+        dataset: a :class:`SkeletonDataset` (its ``indices`` are prepared-folder indices).
+        fraction: share of the groups (column ``by`` of ``samples.csv``) put into validation.
+        seed: which groups.
+        by: the grouping column (``subject`` for cross-subject carving).
+
+    Returns:
+        ``(train_indices, val_indices)``, prepared-folder indices, disjoint.
+    """
+    rows = dataset.prepared.rows
+    if not rows or by not in rows[0]:
+        raise DataError(dataset.prepared.root / "samples.csv", f"no column {by!r} to carve a validation split from "
+                                                                 "(set val_by to an existing column, or val_fraction: 0)")
+    idx = np.asarray(dataset.indices, dtype=np.int64)
+    groups = np.asarray([rows[i][by] for i in idx])
+    unique = np.unique(groups)
+    n_val = int(round(fraction * len(unique)))
+    if not 0 < n_val < len(unique):
+        raise ConfigError(f"val_fraction: {fraction} of {len(unique)} {by} groups leaves the training or "
+                          "validation part empty")
+    rng = np.random.default_rng(seed)
+    val_groups = rng.choice(unique, size=n_val, replace=False)
+    is_val = np.isin(groups, val_groups)
+    return idx[~is_val], idx[is_val]
 
 
 def check_compatible(encoder: Optional[torch.nn.Module], prepared, where: str = "--encoder") -> None:

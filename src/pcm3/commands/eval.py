@@ -1,0 +1,83 @@
+"""``pcm3 eval TASK``: downstream evaluation of an encoder (or a baseline row) on a prepared split.
+
+Tasks are modules ``pcm3.evaluation.<task>`` (see :data:`TASK_MODULES`); the work is done by
+:func:`pcm3.evaluation.runner.evaluate`, which writes ``OUT/metrics.json`` and ``OUT/results.md``.
+"""
+
+from __future__ import annotations
+
+from pcm3.evaluation.runner import TASK_MODULES  # noqa: F401  (the registry, imported lazily per task)
+
+ROWS = ("--random-init", "--raw-input", "--supervised")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "eval", help="evaluate an encoder: linear, semi, knn, occlusion, fusion, ...",
+        description="Evaluate an encoder (or a baseline row) with one downstream protocol and write "
+                    "OUT/metrics.json and OUT/results.md. Protocols are YAML configs (packaged defaults "
+                    "eval_<task>; --config NAME|FILE, --set key=value).")
+    p.add_argument("task", metavar="TASK", help="linear, semi, knn, occlusion, fusion, detection, motion")
+    src = p.add_argument_group("encoder (one of --encoder/--run, optionally with a baseline flag)")
+    src.add_argument("--encoder", help="encoder file written by `pcm3 export`")
+    src.add_argument("--run", help="pretraining run folder (its last checkpoint)")
+    src.add_argument("--pretrain-config", help="pretraining config NAME|FILE giving the architecture "
+                                               "for --random-init/--supervised without an encoder")
+    rows = src.add_mutually_exclusive_group()
+    rows.add_argument("--random-init", action="store_true", help="the same architecture, fresh weights (seeded)")
+    rows.add_argument("--raw-input", action="store_true", help="no network: valid frames resized, centred, flattened")
+    rows.add_argument("--supervised", action="store_true", help="the same architecture trained with labels (upper bound)")
+    p.add_argument("--data", help="prepared data folder")
+    p.add_argument("--benchmark", default=None, help="split of the data (xsub, xview, xset, ...)")
+    p.add_argument("--scores", nargs="+", metavar="DIR", help="fusion: the eval folders whose test scores are fused")
+    p.add_argument("--config", default=None, help="protocol config NAME|FILE (default: the packaged eval_<task>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a protocol value, e.g. --set epochs=10")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing pcm3 eval folder")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def encoder_kind(args) -> str:
+    if args.random_init:
+        return "random_init"
+    if args.raw_input:
+        return "raw_input"
+    if args.supervised:
+        return "supervised"
+    return "pretrained"
+
+
+def run(args) -> int:
+    import torch
+
+    from pcm3.errors import ConfigError
+    from pcm3.evaluation.common import format_figure
+    from pcm3.evaluation.runner import NO_ENCODER_TASKS, evaluate, resolve_device
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads: must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.encoder and args.run:
+        raise ConfigError("--encoder and --run: give one of them")
+    kind = encoder_kind(args)
+    overrides = list(args.overrides)
+    if args.task in NO_ENCODER_TASKS:
+        if args.scores:
+            overrides.append("runs=[" + ", ".join(repr(str(s)) for s in args.scores) + "]")
+    elif args.scores:
+        raise ConfigError("--scores: only for the fusion task")
+    metrics = evaluate(args.task, data=args.data, benchmark=args.benchmark, out=args.out, kind=kind,
+                       encoder_path=args.encoder, run=args.run, pretrain_config=args.pretrain_config,
+                       config=args.config, overrides=overrides, device=resolve_device(args.device),
+                       seed=args.seed, progress=not args.quiet, overwrite=args.overwrite)
+    units = metrics.get("units", {})
+    figures = ", ".join(f"{k} {format_figure(k, v, units)}" for k, v in metrics["figures"].items())
+    print(f"{args.task} ({metrics['encoder']['kind']}): {figures}")
+    print(f"wrote {args.out}/metrics.json and results.md ({metrics['wall_seconds']:.1f} s)")
+    return 0

@@ -1,0 +1,262 @@
+"""Run one evaluation task into an output folder: the library side of ``pcm3 eval``.
+
+:func:`evaluate` loads the task's protocol (packaged YAML + overrides), builds the encoder row
+(pretrained, random init, raw input, supervised), runs the task inside
+:func:`pcm3.outputs.output_dir` and writes ``metrics.json`` and ``results.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import torch
+
+from pcm3.errors import ConfigError, DataError
+from pcm3.evaluation.common import (ENCODER_KINDS, EvalContext, assemble_metrics, config_hash, load_protocol,
+                                    seed_everything, write_results)
+
+TASK_MODULES: Dict[str, str] = {
+    "linear": "pcm3.evaluation.linear",
+    "semi": "pcm3.evaluation.semi",
+    "knn": "pcm3.evaluation.knn",
+    "occlusion": "pcm3.evaluation.occlusion",
+    "fusion": "pcm3.evaluation.fusion",
+    "detection": "pcm3.evaluation.detection",
+    "motion": "pcm3.evaluation.motion",
+}
+NO_ENCODER_TASKS = ("fusion",)
+
+
+def task_module(task: str):
+    """The module of ``task``; ConfigError for an unknown or not yet available task."""
+    if task not in TASK_MODULES:
+        raise ConfigError(f"task {task!r}: unknown (known: {', '.join(available_tasks())})")
+    try:
+        return importlib.import_module(TASK_MODULES[task])
+    except ModuleNotFoundError as e:
+        if e.name == TASK_MODULES[task]:
+            raise ConfigError(f"task {task!r}: not available in this version of pcm3") from None
+        raise
+
+
+def available_tasks() -> list:
+    """Tasks whose module exists in this checkout."""
+    import importlib.util
+
+    return [task for task, name in TASK_MODULES.items() if importlib.util.find_spec(name) is not None]
+
+
+# --------------------------------------------------------------------------- encoders
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def load_encoder_with_info(path: str | os.PathLike) -> Tuple[torch.nn.Module, dict]:
+    """An exported encoder (``pcm3 export``) and what is known of its pretraining."""
+    from pcm3.config import read_yaml
+    from pcm3.export import load_encoder
+
+    path = Path(path)
+    encoder = load_encoder(path)
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    info = {"path": str(path), "file_hash": _file_hash(path), "pretrain_epochs": payload.get("pretrain_epochs"),
+            "source": payload.get("source"), "encoder_config": payload.get("encoder_config"),
+            "layout": encoder.layout, "stream": encoder.stream, "clip_len": encoder.clip_len,
+            "test_crop": encoder.test_crop}
+    if payload.get("pretrain_config_hash"):
+        info["config_hash"] = payload["pretrain_config_hash"]
+        info["config_hash_of"] = "pretraining config"
+        return encoder, info
+    run_cfg = Path(str(payload.get("source") or "")) / "config.yaml"
+    if payload.get("source") and run_cfg.is_file():
+        try:
+            info["config_hash"] = config_hash(read_yaml(run_cfg))
+            info["config_hash_of"] = f"pretraining config {run_cfg}"
+        except Exception:  # an unreadable run config only loses the hash
+            pass
+    if "config_hash" not in info:
+        info["config_hash"] = config_hash({k: info[k] for k in ("encoder_config", "layout", "stream", "clip_len",
+                                                                   "test_crop", "pretrain_epochs")})
+        info["config_hash_of"] = "encoder file metadata (run config not found)"
+    return encoder, info
+
+
+def load_run_encoder(run: str | os.PathLike) -> Tuple[torch.nn.Module, dict]:
+    """The query encoder of a pretraining run folder (as ``pcm3 export`` would write it)."""
+    from pcm3.export import export_encoder
+    from pcm3.pretrain import load_checkpoint
+    from pcm3.export import _find_checkpoint
+
+    run = Path(run)
+    ckpt_path = _find_checkpoint(run)
+    with tempfile.TemporaryDirectory() as tmp:
+        export_encoder(run, Path(tmp) / "encoder.pt")
+        encoder, info = load_encoder_with_info(Path(tmp) / "encoder.pt")
+    ckpt = load_checkpoint(ckpt_path)
+    info.update({"path": str(run), "checkpoint": str(ckpt_path), "config_hash": config_hash(ckpt["config"]),
+                 "config_hash_of": "pretraining config (checkpoint)"})
+    info.pop("file_hash", None)
+    return encoder, info
+
+
+def architecture_from_pretrain_config(config: str, data: str | os.PathLike) -> Tuple[Any, dict]:
+    """Encoder config and input attributes from a pretraining config (NAME or FILE) for ``data``."""
+    from pcm3.config import load_config, read_yaml, to_dict
+    from pcm3.data.prepared import Prepared
+    from pcm3.pretrain import data_shape_into_config
+
+    cfg = load_config(config)
+    prepared = Prepared(data)
+    data_shape_into_config(cfg, prepared)
+    attrs = {"layout": prepared.layout, "stream": cfg.data.stream, "clip_len": cfg.views.out_len,
+             "test_crop": cfg.views.test_crop_ratio}
+    return cfg.model.encoder, {"config_hash": config_hash(to_dict(cfg)), "config_hash_of": f"pretraining config {config}",
+                               "pretrain_config": str(config), **attrs}
+
+
+def build_encoder(kind: str, *, data, benchmark: Optional[str], protocol, encoder: Optional[torch.nn.Module] = None,
+                  encoder_path=None, run=None, pretrain_config=None, device: torch.device, seed: int,
+                  progress: bool, out: Optional[Path] = None) -> Tuple[Optional[torch.nn.Module], dict]:
+    """The encoder row ``kind`` and its info.
+
+    - ``pretrained``: ``encoder`` (a module), ``encoder_path`` (exported file) or ``run``.
+    - ``random_init``: the same architecture as the given encoder / run / ``pretrain_config``,
+      fresh weights from ``seed``.
+    - ``raw_input``: None (no network; the task uses :class:`pcm3.evaluation.baselines.RawInput`).
+    - ``supervised``: the same architecture trained with labels on the training split
+      (``protocol.supervised``), or ``encoder`` as given when it is already trained.
+    """
+    from pcm3.evaluation.baselines import random_init_encoder, train_supervised
+
+    if kind not in ENCODER_KINDS:
+        raise ConfigError(f"encoder kind {kind!r}: must be one of {', '.join(ENCODER_KINDS)}")
+    if kind == "raw_input":
+        return None, {}
+    if kind == "supervised" and encoder is not None:
+        return encoder, {"trained": "given"}
+    info: dict = {}
+    if encoder is None and encoder_path is not None:
+        encoder, info = load_encoder_with_info(encoder_path)
+    elif encoder is None and run is not None:
+        encoder, info = load_run_encoder(run)
+    if kind == "pretrained":
+        if encoder is None:
+            raise ConfigError("pretrained evaluation needs --encoder FILE or --run RUN")
+        return encoder, info
+    if encoder is not None:
+        arch = encoder.config
+        attrs = {k: getattr(encoder, k) for k in ("layout", "stream", "clip_len", "test_crop")}
+        info = {**info, "architecture_of": info.get("path", "given encoder")}
+    elif pretrain_config is not None:
+        arch, arch_info = architecture_from_pretrain_config(pretrain_config, data)
+        attrs = {k: arch_info[k] for k in ("layout", "stream", "clip_len", "test_crop")}
+        info = arch_info
+    else:
+        raise ConfigError(f"--{kind.replace('_', '-')} needs the encoder architecture: --encoder FILE, --run RUN "
+                          "or --pretrain-config NAME|FILE")
+    if kind == "random_init":
+        return random_init_encoder(arch, seed, **attrs), {**info, "weights": f"random init, seed {seed}"}
+    from pcm3.evaluation.common import open_split
+
+    sup = protocol.supervised
+    stream = getattr(protocol, "stream", None) or attrs["stream"]
+    clip_len = getattr(protocol, "clip_len", None) or attrs["clip_len"]
+    train = open_split(data, benchmark, "train")
+    t0 = time.perf_counter()
+    trained = train_supervised(arch, train, epochs=sup.epochs, batch_size=sup.batch_size, lr=sup.lr,
+                               weight_decay=sup.weight_decay, clip_len=clip_len, stream=stream, layout=attrs["layout"],
+                               crop_range=sup.crop_range, min_len=sup.min_len, test_crop=attrs["test_crop"],
+                               device=device, seed=seed, progress=progress)
+    info = {**info, "weights": f"supervised on the {benchmark} training split, {sup.epochs} epochs, seed {seed}",
+            "supervised_seconds": time.perf_counter() - t0}
+    if out is not None:
+        save_encoder(trained, Path(out) / "supervised_encoder.pt", info)
+    return trained, info
+
+
+def save_encoder(encoder: torch.nn.Module, path: Path, info: dict) -> None:
+    """Write an encoder in the ``pcm3 export`` format (loadable with ``pcm3.load_encoder``)."""
+    import dataclasses
+
+    from pcm3.export import ENCODER_FORMAT
+
+    torch.save({"format": ENCODER_FORMAT, "version": 1, "encoder_config": dataclasses.asdict(encoder.config),
+                "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
+                "layout": encoder.layout, "stream": encoder.stream, "clip_len": encoder.clip_len,
+                "test_crop": encoder.test_crop, "pretrain_epochs": 0, "source": info.get("weights", "")}, path)
+
+
+# --------------------------------------------------------------------------- one task
+
+def evaluate(task: str, *, data, benchmark: Optional[str], out, kind: str = "pretrained",
+             encoder: Optional[torch.nn.Module] = None, encoder_path=None, run=None, pretrain_config=None,
+             config: Optional[str] = None, overrides: Sequence[str] = (), device: str | torch.device = "cpu",
+             seed: int = 0, progress: bool = False, overwrite: bool = False) -> dict:
+    """Run evaluation ``task`` for one encoder row and write ``out`` (metrics.json, results.md, task files).
+
+    Args:
+        task: ``linear``, ``semi``, ``knn``, ``occlusion``, ``fusion`` (``detection``, ``motion``
+            when present).
+        data: prepared data folder; benchmark: its split (``xsub``...).
+        out: output folder (refused when it holds anything ``pcm3`` did not write; replaced only
+            with ``overwrite``).
+        kind: ``pretrained``, ``random_init``, ``raw_input`` or ``supervised``.
+        encoder / encoder_path / run / pretrain_config: where the encoder (or its architecture)
+            comes from, see :func:`build_encoder`.
+        config: protocol YAML (NAME or FILE; default the task's packaged ``eval_<task>``).
+        overrides: ``key=value`` protocol overrides.
+
+    Returns:
+        the metrics dict written to ``out/metrics.json``.
+    """
+    from pcm3.outputs import output_dir
+
+    module = task_module(task)
+    protocol = load_protocol(module.PROTOCOL, config or module.DEFAULT_CONFIG, overrides)
+    device = torch.device(device)
+    data = Path(data) if data is not None else None
+    protect = [p for p in (data, encoder_path, run) if p is not None]
+    t0 = time.perf_counter()
+    with output_dir(out, "eval", overwrite=overwrite, protect=protect) as tmp:
+        seed_everything(seed)
+        if task in NO_ENCODER_TASKS:
+            enc, info, kind = None, {}, "none"
+        else:
+            if data is None:
+                raise ConfigError(f"eval {task}: --data is required")
+            enc, info = build_encoder(kind, data=data, benchmark=benchmark, protocol=protocol, encoder=encoder,
+                                      encoder_path=encoder_path, run=run, pretrain_config=pretrain_config,
+                                      device=device, seed=seed, progress=progress, out=tmp)
+            if enc is not None:
+                enc = enc.to(device).eval()
+        ctx = EvalContext(task=task, data=data, benchmark=benchmark, encoder=enc, encoder_kind=kind,
+                          encoder_info=info, protocol=protocol, out=tmp, device=device, seed=seed, progress=progress)
+        seed_everything(seed)
+        result = module.run(ctx)
+        metrics = assemble_metrics(ctx, result, wall_seconds=time.perf_counter() - t0)
+        write_results(tmp, metrics)
+    return metrics
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``...; ConfigError when unusable."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r}: not a device name (auto, cpu, cuda, cuda:0...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+    return device
