@@ -841,8 +841,13 @@ def _check_args(samples_per_class, num_subjects, repetitions, frames):
         raise ConfigError(f"frames must be at least {MAX_LENGTH} (got {frames})")
 
 
-def _generate_class(c: int, seed: int, subjects: Dict[str, np.ndarray], samples: int, frames: int):
-    """Samples of class ``c``: data (K, C, T, V, M) float32 and per-sample columns."""
+def _generate_class(c: int, seed: int, subjects: Dict[str, np.ndarray], samples: int, frames: int,
+                    timing: Optional[dict] = None):
+    """Samples of class ``c``: data (K, C, T, V, M) float32 and per-sample columns.
+
+    ``timing``, when given, receives ``start`` and ``dur`` ``(K,)``: the action's first frame and
+    its number of frames within the valid clip (the untrimmed videos label that stretch).
+    """
     name = CLASS_NAMES[c]
     S = len(subjects["height"])
     rng = np.random.default_rng([seed, 1, c])
@@ -887,6 +892,8 @@ def _generate_class(c: int, seed: int, subjects: Dict[str, np.ndarray], samples:
     # pad to `frames` by repeating the valid clip (the NTU recipe)
     idx = np.arange(frames)[None, :] % length[:, None]
     data = x[np.arange(n)[:, None, None], np.arange(3)[None, :, None], idx[:, None, :]]
+    if timing is not None:
+        timing["start"], timing["dur"] = start.astype(np.int64), dur.astype(np.int64)
     return data, length.astype(np.int64), subject, view, rep
 
 
@@ -1009,6 +1016,148 @@ def format_counts(summary: dict) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- untrimmed videos
+
+UNTRIMMED_SUBJECTS = 10
+UNTRIMMED_VIDEOS_PER_VIEW = 2
+UNTRIMMED_ACTIONS = 8
+TRANSITION_FRAMES = (8, 30)
+
+
+def _untrimmed_args(num_subjects, videos_per_view, actions_per_video):
+    if num_subjects is None or int(num_subjects) < 2:
+        raise ConfigError(f"num_subjects must be at least 2 (got {num_subjects})")
+    if videos_per_view is None or int(videos_per_view) < 1:
+        raise ConfigError(f"videos per subject and camera must be at least 1 (got {videos_per_view})")
+    if actions_per_video is None or not 1 <= int(actions_per_video) <= len(CLASS_NAMES):
+        raise ConfigError(f"actions per video must be in 1..{len(CLASS_NAMES)} (got {actions_per_video})")
+
+
+def _untrimmed_name(subject: int, view: int, video: int) -> str:
+    """``SsssCcccPpppVvvv`` (1-based): setup, camera, performer, video of that performer and camera."""
+    return f"S002C{view + 1:03d}P{subject + 1:03d}V{video + 1:03d}"
+
+
+def _transition(a: np.ndarray, b: np.ndarray, frames: int, rng: np.random.Generator) -> np.ndarray:
+    """``frames`` frames ``(C, G, V, M)`` moving from pose ``a`` to pose ``b`` (``(C, V, M)`` each)
+    with a minimum-jerk blend and a few millimetres of sensor noise. Person 2 is kept only where
+    both ends have one (else it is absent, zeros)."""
+    w = _ss((np.arange(1, frames + 1) / (frames + 1)))[None, :, None, None]       # (1, G, 1, 1)
+    out = a[:, None] * (1 - w) + b[:, None] * w
+    present = out != 0
+    out = out + rng.normal(0.0, 0.003, out.shape) * present
+    out = (out - out[:, :, SPINE_MID:SPINE_MID + 1, :1]) * present   # centred as the clips are
+    both = np.any(a[..., 1] != 0) and np.any(b[..., 1] != 0)
+    if not both:
+        out[..., 1] = 0.0
+    return out.astype(np.float32)
+
+
+def iter_untrimmed(seed: int = 0, *, num_subjects: int = UNTRIMMED_SUBJECTS,
+                   videos_per_view: int = UNTRIMMED_VIDEOS_PER_VIEW,
+                   actions_per_video: int = UNTRIMMED_ACTIONS) -> Iterator[dict]:
+    """Untrimmed videos of the built-in actions, one dict per video (deterministic per ``seed``).
+
+    Each video belongs to one subject seen by one camera and strings ``actions_per_video``
+    different actions together: every action is a clip of the built-in generator (its idle
+    stretches before and after the action included), and consecutive clips are joined by a
+    transition of 8-30 frames (a smooth blend between the two poses, with sensor noise). The
+    action's own frames (from the clip's action start, for its duration) are labelled; idle and
+    transition frames are background.
+
+    Yields:
+        ``{"name", "data" (C, T, V, M) float32 (metres, NTU-normalised per clip), "subject",
+        "view" (0-based), "video" (0-based, per subject and view), "intervals": [(label, start,
+        end, 1.0)]}``, label 0-based, frames 0-based with ``end`` exclusive.
+    """
+    _untrimmed_args(num_subjects, videos_per_view, actions_per_video)
+    S, views, K = int(num_subjects), len(VIEW_YAW_DEG), len(CLASS_NAMES)
+    per_pair = int(videos_per_view) * int(actions_per_video)   # clips needed per (subject, camera)
+    reps = -(-per_pair // K)                                   # clips of each class per (subject, camera)
+    # another stream than the clip data set's: same seed, different clips
+    seed = int(seed)
+    clip_seed = seed + 1_000_003
+    subjects = subject_table(np.random.default_rng([clip_seed, 0]), S)
+    samples = S * views * reps
+    clips = []
+    for c in range(K):
+        timing: dict = {}
+        data, length, subject, view, rep = _generate_class(c, clip_seed, subjects, samples, MAX_LENGTH, timing)
+        lookup = {(int(s), int(v), int(r)): k for k, (s, v, r) in enumerate(zip(subject, view, rep))}
+        clips.append((data, length, timing["start"], timing["dur"], lookup))
+    rng = np.random.default_rng([seed, 2])
+    for s in range(S):
+        for v in range(views):
+            order = np.concatenate([rng.permutation(K) for _ in range(reps)])   # each class `reps` times
+            used = np.zeros(K, dtype=np.int64)
+            for video in range(int(videos_per_view)):
+                parts, intervals, offset, prev = [], [], 0, None
+                for c in order[video * int(actions_per_video):(video + 1) * int(actions_per_video)]:
+                    data, length, start, dur, lookup = clips[c]
+                    k = lookup[(s, v, int(used[c]))]
+                    used[c] += 1
+                    clip = data[k][:, :length[k]]
+                    if prev is not None:
+                        gap = _transition(prev, clip[:, 0], int(rng.integers(*TRANSITION_FRAMES, endpoint=True)), rng)
+                        parts.append(gap)
+                        offset += gap.shape[1]
+                    a = offset + int(start[k])
+                    intervals.append((int(c), a, min(a + int(dur[k]), offset + int(length[k])), 1.0))
+                    parts.append(clip)
+                    offset += clip.shape[1]
+                    prev = clip[:, -1]
+                yield {"name": _untrimmed_name(s, v, video), "data": np.concatenate(parts, axis=1),
+                       "subject": s, "view": v, "video": video, "intervals": intervals}
+
+
+def untrimmed_splits(subject: np.ndarray, view: np.ndarray) -> dict:
+    """``xsub`` (even 0-based subjects train, as the clip data set) and ``xview`` (cameras 2, 3 train)."""
+    idx = np.arange(len(subject))
+    xsub = subject % 2 == 0
+    xview = np.isin(view, XVIEW_TRAIN_VIEWS)
+    return {"xsub": {"train": idx[xsub].tolist(), "test": idx[~xsub].tolist()},
+            "xview": {"train": idx[xview].tolist(), "test": idx[~xview].tolist()}}
+
+
+def prepare_synthetic_untrimmed(out: str | os.PathLike, seed: int = 0, *, num_subjects: int = UNTRIMMED_SUBJECTS,
+                                videos_per_view: int = UNTRIMMED_VIDEOS_PER_VIEW,
+                                actions_per_video: int = UNTRIMMED_ACTIONS, progress: bool = True,
+                                overwrite: bool = False) -> dict:
+    """Write the built-in untrimmed videos as a prepared ``sequences`` folder (the format of
+    ``pcm3 prepare pku1``: ``data.npy`` frames, ``offsets.npy``, ``intervals.csv``), atomically.
+
+    ``num_subjects * 3 * videos_per_view`` videos (default 10 x 3 x 2 = 60, about 55,000 frames,
+    35 MB), see :func:`iter_untrimmed`; benchmarks ``xsub`` and ``xview`` as
+    :func:`untrimmed_splits`. ``samples.csv`` columns: ``subject``, ``view`` (0-based),
+    ``camera`` (1-based), ``video``, ``actions``. Returns a summary (videos, frames, seconds).
+    """
+    from tqdm import tqdm
+
+    from pcm3.data.prepared import PreparedWriter
+
+    _untrimmed_args(num_subjects, videos_per_view, actions_per_video)
+    t0 = time.perf_counter()
+    n = int(num_subjects) * len(VIEW_YAW_DEG) * int(videos_per_view)
+    meta = {"seed": int(seed), "num_subjects": int(num_subjects), "views_deg": list(VIEW_YAW_DEG), "fps": FPS,
+            "units": "metres", "two_person_classes": list(TWO_PERSON), "generator": "pcm3.data.synthetic (untrimmed)",
+            "actions_per_video": int(actions_per_video)}
+    subjects, views, frames = [], [], 0
+    with PreparedWriter(out, kind="sequences", shape=(n, 3, 25, 2), dataset="synthetic_untrimmed", layout="ntu25",
+                        class_names=CLASS_NAMES, extra_meta=meta, overwrite=overwrite,
+                        source=f"pcm3 built-in synthetic untrimmed videos (seed {int(seed)})") as w:
+        videos = iter_untrimmed(seed, num_subjects=num_subjects, videos_per_view=videos_per_view,
+                                actions_per_video=actions_per_video)
+        for v in tqdm(videos, total=n, desc="synthetic untrimmed", unit="video", disable=not progress,
+                      dynamic_ncols=True):
+            w.append(v["data"], name=v["name"], intervals=v["intervals"], subject=v["subject"], view=v["view"],
+                     camera=v["view"] + 1, video=v["video"], actions=len(v["intervals"]))
+            subjects.append(v["subject"])
+            views.append(v["view"])
+            frames += v["data"].shape[1]
+        w.set_splits(untrimmed_splits(np.asarray(subjects), np.asarray(views)))
+    return {"out": str(out), "videos": n, "frames": frames, "seconds": time.perf_counter() - t0}
+
+
 # --------------------------------------------------------------------------- command line
 
 def add_prepare_parsers(subparsers) -> None:
@@ -1025,8 +1174,15 @@ def add_prepare_parsers(subparsers) -> None:
     p.add_argument("--samples-per-class", type=int, default=None, metavar="K",
                    help="samples per class (default: every subject in every view, "
                         f"{DEFAULT_REPETITIONS} repetitions = {DEFAULT_SUBJECTS * 3 * DEFAULT_REPETITIONS})")
-    p.add_argument("--subjects", type=int, default=DEFAULT_SUBJECTS,
-                   help=f"number of subjects (default {DEFAULT_SUBJECTS})")
+    p.add_argument("--subjects", type=int, default=None,
+                   help=f"number of subjects (default {DEFAULT_SUBJECTS}; {UNTRIMMED_SUBJECTS} with --untrimmed)")
+    p.add_argument("--untrimmed", action="store_true",
+                   help="write untrimmed videos (several actions with idle and transition stretches, labelled "
+                        "intervals) in the format of `pcm3 prepare pku1`, for `pcm3 eval detection`")
+    p.add_argument("--videos-per-camera", type=int, default=UNTRIMMED_VIDEOS_PER_VIEW, metavar="K",
+                   help=f"--untrimmed: videos per subject and camera (default {UNTRIMMED_VIDEOS_PER_VIEW})")
+    p.add_argument("--actions-per-video", type=int, default=UNTRIMMED_ACTIONS, metavar="A",
+                   help=f"--untrimmed: different actions in each video (default {UNTRIMMED_ACTIONS})")
     add_output_options(p)
     p.set_defaults(func=_run)
 
@@ -1036,8 +1192,20 @@ def _run(args) -> int:
     from pcm3.outputs import check_output_dir
 
     check_output_dir(args.out, "prepared", overwrite=args.overwrite)
+    if args.untrimmed:
+        if args.samples_per_class is not None:
+            raise ConfigError("--samples-per-class: not used with --untrimmed (see --videos-per-camera, "
+                              "--actions-per-video)")
+        summary = prepare_synthetic_untrimmed(
+            args.out, seed=args.seed, num_subjects=args.subjects or UNTRIMMED_SUBJECTS,
+            videos_per_view=args.videos_per_camera, actions_per_video=args.actions_per_video,
+            progress=not args.quiet, overwrite=args.overwrite)
+        print_prepared_summary(args.out)
+        print(f"  generated {summary['videos']} videos ({summary['frames']} frames) in {summary['seconds']:.1f} s")
+        return 0
     summary = prepare_synthetic(args.out, seed=args.seed, samples_per_class=args.samples_per_class,
-                                num_subjects=args.subjects, progress=not args.quiet, overwrite=args.overwrite)
+                                num_subjects=args.subjects or DEFAULT_SUBJECTS, progress=not args.quiet,
+                                overwrite=args.overwrite)
     print_prepared_summary(args.out)
     print(format_counts(summary))
     print(f"  generated {summary['samples']} samples in {summary['seconds']:.1f} s")
