@@ -1,0 +1,209 @@
+"""Semi-supervised evaluation (Table 2): fine-tune encoder + linear layer on a labelled fraction.
+
+Protocol (defaults of :class:`SemiProtocol`; schedule as CMD's released semi-supervised script,
+as issue 7 records it: 80 epochs, SGD momentum 0.9 lr 0.01, x0.1 at epochs 50 and 70, batch 64):
+the encoder (pretrained, random init or supervised; the raw-input row trains the linear layer
+alone) and a new linear layer are trained on a subset of the training split, random training
+crops ``U(0.5, 1)`` of the valid frames, then tested on the centre crop of the test split.
+
+Subsets are deterministic from ``(seed, fraction)``:
+
+- ``per_class`` (default): ``max(1, round(p * n_c))`` samples of each class ``c``;
+- ``uniform`` (as CMD): ``max(1, round(p * N))`` samples of the whole split; a class left
+  without samples is an error.
+
+Each fraction runs with ``seeds`` (default 3: mean and std). Files: ``subset_frac<p>_seed<s>.npy``
+(prepared-folder indices of the labelled samples), ``frac<p>_seed<s>_scores.npy`` (+ index, labels;
+test softmax probabilities) for fusion.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from pcm3.errors import ConfigError, DataError
+from pcm3.evaluation.common import (EvalContext, InputProtocol, _check_crop_range, check_compatible, feature_module,
+                                    input_spec, open_split, save_scores, topk_accuracy)
+from pcm3.evaluation.features import encode, make_clips
+
+DEFAULT_CONFIG = "eval_semi"
+
+
+@dataclass
+class SemiProtocol(InputProtocol):
+    """Semi-supervised settings.
+
+    Attributes:
+        fractions: labelled fractions of the training split ((0.01, 0.1)); any in (0, 1].
+        sampling: ``per_class`` or ``uniform``.
+        seeds: number of subset/initialisation seeds per fraction (3), seeds ``seed + i``.
+        epochs, lr, momentum, weight_decay, milestones, gamma, batch_size: SGD schedule.
+        encoder_lr_factor: the encoder's lr is ``lr * encoder_lr_factor`` (1: as released).
+        crop_range, min_len: training crops of the valid frames.
+    """
+
+    fractions: Tuple[float, ...] = (0.01, 0.1)
+    sampling: str = "per_class"
+    seeds: int = 3
+    epochs: int = 80
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    milestones: Tuple[int, ...] = (50, 70)
+    gamma: float = 0.1
+    batch_size: int = 64
+    encoder_lr_factor: float = 1.0
+    crop_range: Tuple[float, float] = (0.5, 1.0)
+    min_len: int = 64
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.fractions or any(not 0 < f <= 1 for f in self.fractions):
+            raise ConfigError(f"fractions: each must be in (0, 1], got {list(self.fractions)}")
+        if self.sampling not in ("per_class", "uniform"):
+            raise ConfigError(f"sampling: must be 'per_class' or 'uniform', got {self.sampling!r}")
+        if self.seeds < 1 or self.epochs < 1 or self.batch_size < 2 or self.lr <= 0 or self.encoder_lr_factor < 0:
+            raise ConfigError("semi: seeds >= 1, epochs >= 1, batch_size >= 2, lr > 0, encoder_lr_factor >= 0 required")
+        _check_crop_range("crop_range", self.crop_range)
+
+
+PROTOCOL = SemiProtocol
+
+
+def fraction_label(p: float) -> str:
+    """``0.01 -> "1%"``, ``0.005 -> "0.5%"``."""
+    return f"{100 * p:.10g}%"
+
+
+def sample_subset(labels: np.ndarray, fraction: float, sampling: str, seed: int, num_classes: int) -> np.ndarray:
+    """Positions (into ``labels``) of the labelled subset, sorted; deterministic from ``seed``.
+
+    Args:
+        labels: ``(N,)`` classes of the training split.
+        fraction: in (0, 1].
+        sampling: ``per_class`` (``max(1, round(p * n_c))`` of each class) or ``uniform``
+            (``max(1, round(p * N))`` of all).
+        num_classes: classes that must be present.
+
+    Raises:
+        DataError: a class has no training sample, or the uniform subset leaves a class empty.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng([int(seed), int(round(fraction * 1e6))])
+    missing = [c for c in range(num_classes) if not (labels == c).any()]
+    if missing:
+        raise DataError("training split", f"class {missing[0]} has no training sample; a subset cannot hold every class")
+    if sampling == "per_class":
+        picks = []
+        for c in range(num_classes):
+            pos = np.flatnonzero(labels == c)
+            n = max(1, int(round(fraction * len(pos))))
+            picks.append(rng.choice(pos, size=min(n, len(pos)), replace=False))
+        return np.sort(np.concatenate(picks))
+    n = max(1, int(round(fraction * len(labels))))
+    pick = np.sort(rng.choice(len(labels), size=min(n, len(labels)), replace=False))
+    empty = [c for c in range(num_classes) if not (labels[pick] == c).any()]
+    if empty:
+        raise ConfigError(f"fractions: {fraction} with uniform sampling (seed {seed}) leaves class {empty[0]} "
+                          f"without a labelled sample ({len(pick)} samples for {num_classes} classes); use a larger "
+                          "fraction or sampling: per_class")
+    return pick
+
+
+def finetune(module: torch.nn.Module, train_ds, num_classes: int, p: SemiProtocol, spec: dict, *,
+             device: torch.device, seed: int, progress: bool = False) -> Tuple[torch.nn.Module, torch.nn.Linear]:
+    """Train a copy of ``module`` and a new linear layer on ``train_ds`` (cross-entropy, SGD steps).
+
+    Returns:
+        the fine-tuned module and the linear layer, in eval mode, on ``device``.
+    """
+    from tqdm import tqdm
+
+    module = copy.deepcopy(module).to(device)
+    with torch.no_grad():  # the feature size, from one clip
+        x, length, _, _ = train_ds[0]
+        clip = make_clips(x[None].to(device), length[None].to(device), clip_len=spec["clip_len"], stream=spec["stream"],
+                          layout=spec["layout"], crop=spec["test_crop"])
+        d = module.eval()(clip).shape[1]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        head = torch.nn.Linear(d, num_classes)
+    head = head.to(device)
+    groups = [{"params": list(head.parameters()), "lr": p.lr, "factor": 1.0}]
+    enc_params = [q for q in module.parameters() if q.requires_grad]
+    if enc_params and p.encoder_lr_factor > 0:
+        groups.append({"params": enc_params, "lr": p.lr * p.encoder_lr_factor, "factor": p.encoder_lr_factor})
+    opt = torch.optim.SGD(groups, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
+    order = torch.Generator().manual_seed(seed)
+    crops = torch.Generator(device=device).manual_seed(seed + 1)
+    loader = DataLoader(train_ds, batch_size=p.batch_size, shuffle=True, generator=order, num_workers=p.num_workers)
+    module.train()
+    head.train()
+    loss = None
+    for epoch in tqdm(range(p.epochs), desc="semi", disable=not progress, dynamic_ncols=True, leave=False):
+        lr = p.lr * p.gamma ** sum(epoch >= m for m in p.milestones)
+        for g in opt.param_groups:
+            g["lr"] = lr * g["factor"]
+        for x, lengths, y, _ in loader:
+            if len(y) < 2:  # BatchNorm in training mode needs two samples
+                continue
+            x, lengths, y = x.to(device), lengths.to(device), y.to(device)
+            clip = make_clips(x, lengths, clip_len=spec["clip_len"], stream=spec["stream"], layout=spec["layout"],
+                              crop_range=p.crop_range, min_len=p.min_len, generator=crops)
+            loss = F.cross_entropy(head(module(clip)), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if loss is not None and not torch.isfinite(loss.detach()).item():
+            raise FloatingPointError("semi-supervised training diverged (non-finite loss); lower lr")
+    return module.eval(), head.eval()
+
+
+def run(ctx: EvalContext) -> dict:
+    """Fine-tune on each fraction for each seed; top-1/top-5 (percent) mean and std."""
+    p: SemiProtocol = ctx.protocol
+    train = open_split(ctx.data, ctx.benchmark, "train")
+    test = open_split(ctx.data, ctx.benchmark, "test")
+    check_compatible(ctx.encoder, train.prepared, ctx.encoder_info.get("path", "--encoder"))
+    spec = input_spec(ctx)
+    module = feature_module(ctx)
+    num_classes = max(train.num_classes, int(train.labels.max()) + 1)
+    labels = train.labels
+    subsets = {(f, i): sample_subset(labels, f, p.sampling, ctx.seed + i, num_classes)
+               for f in p.fractions for i in range(p.seeds)}  # all checked before any training
+    figures, per_seed = {}, []
+    for f in p.fractions:
+        tops = []
+        for i in range(p.seeds):
+            seed = ctx.seed + i
+            idx = train.indices[subsets[(f, i)]]
+            tag = f"frac{f:g}_seed{seed}"
+            np.save(ctx.out / f"subset_{tag}.npy", idx)
+            sub = open_split(ctx.data, ctx.benchmark, "train", indices=idx)
+            tuned, head = finetune(module, sub, num_classes, p, spec, device=ctx.device, seed=seed,
+                                   progress=ctx.progress)
+            feats, tey, tei = encode(tuned, test, clip_len=spec["clip_len"], stream=spec["stream"],
+                                     layout=spec["layout"], test_crop=spec["test_crop"],
+                                     batch_size=p.feature_batch_size, device=ctx.device, num_workers=p.num_workers)
+            with torch.no_grad():
+                logits = head(torch.from_numpy(feats).to(ctx.device)).float().cpu()
+            acc = topk_accuracy(logits, tey, (1, 5))
+            save_scores(ctx.out, torch.softmax(logits, 1).numpy(), tei, tey, prefix=f"{tag}_")
+            per_seed.append({"fraction": f, "seed": seed, "labelled": int(len(idx)), **acc})
+            tops.append(acc)
+        label = fraction_label(f)
+        for key in ("top1", "top5"):
+            vals = np.array([t[key] for t in tops])
+            figures[f"{label}_{key}_mean"] = float(vals.mean())
+            figures[f"{label}_{key}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+    return {"figures": figures, "per_seed": per_seed, "seeds": [ctx.seed + i for i in range(p.seeds)],
+            "splits": {"train": len(train), "test": len(test)}, "input": spec,
+            "notes": [f"{p.sampling} subsets, {p.seeds} seed(s) per fraction (std: sample standard deviation); "
+                      "subset_frac<fraction>_seed<s>.npy lists the labelled samples"]}
