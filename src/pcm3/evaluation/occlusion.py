@@ -1,0 +1,180 @@
+"""Occlusion robustness (Table 4): the linear classifier trained on clean data, tested occluded.
+
+Protocol (method doc section 3, paper Table 4): the linear evaluation of
+:mod:`pcm3.evaluation.linear` (same protocol fields, clean training crops), then the test split
+with
+
+- ``spatial`` occlusion: random whole body parts zeroed in every frame for both persons, the
+  occluded share of joints near ``r ~ U(ratio_range)`` per sample
+  (:func:`pcm3.masking.spatial_occlusion`);
+- ``temporal`` occlusion: one random block of ``round(r * length)`` consecutive valid frames
+  zeroed, ``r ~ U(ratio_range)`` per sample (:func:`pcm3.masking.temporal_occlusion`);
+- ``fixed_part`` (optional, RA-GCN's setting): one named body part (``left_arm``...) zeroed
+  in every test sample.
+
+Occlusion is applied to the raw padded clip (before the centre crop and the stream), seeded per
+batch from ``seed``. Reports clean, occluded top-1 and the drop (clean - occluded), and accuracy
+per bin of the realised ratio. Files: ``occlusion_<kind>_mask.npy`` (spatial: ``(N, V)`` bool,
+the same in every frame and for both persons; temporal: ``(N, T)`` bool over the padded frames),
+``occlusion_<kind>_ratio.npy`` ``(N,)`` realised share (joints of V, frames of the valid length),
+``occlusion_<kind>_correct.npy`` and ``clean_correct.npy`` ``(N,)`` bool, in the order of
+``scores_index.npy``; ``scores.npy``... of the clean test set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from pcm3.errors import ConfigError
+from pcm3.evaluation.common import EvalContext, save_scores, topk_accuracy
+from pcm3.evaluation.features import encode, make_clips
+from pcm3.evaluation.linear import LinearProtocol, fit_linear, predict, prepare_linear, write_history
+from pcm3.masking import apply_mask, spatial_occlusion, temporal_occlusion
+from pcm3.skeleton import get_layout
+
+DEFAULT_CONFIG = "eval_occlusion"
+KINDS = ("spatial", "temporal")
+
+
+@dataclass
+class OcclusionProtocol(LinearProtocol):
+    """Linear protocol fields plus the occlusion.
+
+    Attributes:
+        kinds: which random occlusions to test (``spatial``, ``temporal``).
+        ratio_range: per-sample ratio ``U(ratio_range)`` ((0.3, 0.7), Table 4).
+        fixed_part: a body part of the layout zeroed in every test sample (RA-GCN), or None.
+        ratio_bins: bins of the realised ratio for accuracy-vs-ratio.
+    """
+
+    kinds: Tuple[str, ...] = KINDS
+    ratio_range: Tuple[float, float] = (0.3, 0.7)
+    fixed_part: Optional[str] = None
+    ratio_bins: int = 4
+
+    def __post_init__(self):
+        super().__post_init__()
+        bad = [k for k in self.kinds if k not in KINDS]
+        if bad:
+            raise ConfigError(f"kinds: {bad[0]!r} is not one of {', '.join(KINDS)}")
+        if not 0 <= self.ratio_range[0] <= self.ratio_range[1] <= 1:
+            raise ConfigError(f"ratio_range: must satisfy 0 <= low <= high <= 1, got {tuple(self.ratio_range)}")
+        if not self.kinds and self.fixed_part is None:
+            raise ConfigError("kinds: empty and no fixed_part: nothing to occlude")
+        if self.ratio_bins < 1:
+            raise ConfigError("ratio_bins: must be >= 1")
+
+
+PROTOCOL = OcclusionProtocol
+
+
+def occlude(x: torch.Tensor, lengths: torch.Tensor, kind: str, *, layout: str, ratio_range, generator=None,
+            part: Optional[str] = None):
+    """Occlude a raw batch ``(N, C, T, V, M)``.
+
+    Returns:
+        the occluded batch, the compact mask (spatial/part: ``(N, V)``; temporal: ``(N, T)``; bool,
+        True = occluded) and the realised ratio ``(N,)`` (float64).
+    """
+    n, _, t, v, m = x.shape
+    if kind == "spatial":
+        out, mask = spatial_occlusion(x, layout, tuple(ratio_range), generator=generator, return_mask=True)
+        joints = mask[:, 0, :, 0]
+        return out, joints, joints.sum(1).double() / v
+    if kind == "temporal":
+        out, mask = temporal_occlusion(x, lengths, tuple(ratio_range), generator=generator, return_mask=True)
+        frames = mask[:, :, 0, 0]
+        return out, frames, frames.sum(1).double() / lengths.clamp(1, t).double()
+    if kind == "part":
+        lay = get_layout(layout)
+        joints = torch.zeros(v, dtype=torch.bool, device=x.device)
+        joints[list(lay.parts[part])] = True
+        joints = joints.expand(n, v)
+        full = joints.view(n, 1, v, 1).expand(n, t, v, m)
+        return apply_mask(x, full), joints, joints.sum(1).double() / v
+    raise ValueError(kind)
+
+
+@torch.no_grad()
+def occluded_features(module, dataset, kind: str, *, spec: dict, ratio_range, seed: int, batch_size: int,
+                      device: torch.device, num_workers: int = 0, part: Optional[str] = None):
+    """Features ``(N, D)`` of the occluded centre crops, the masks, realised ratios, labels."""
+    module.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    feats, masks, ratios, labels = [], [], [], []
+    salt = {"spatial": 1, "temporal": 2, "part": 3}[kind]
+    for b, (x, lengths, y, _) in enumerate(loader):
+        x, lengths = x.to(device), lengths.to(device)
+        g = torch.Generator(device=device).manual_seed((seed * 1_000_003 + salt * 7_919 + b) % (2 ** 63 - 1))
+        xo, mask, ratio = occlude(x, lengths, kind, layout=spec["layout"], ratio_range=ratio_range, generator=g,
+                                  part=part)
+        clip = make_clips(xo, lengths, clip_len=spec["clip_len"], stream=spec["stream"], layout=spec["layout"],
+                          crop=spec["test_crop"])
+        feats.append(module(clip).float().cpu())
+        masks.append(mask.cpu())
+        ratios.append(ratio.cpu())
+        labels.append(y)
+    return (torch.cat(feats).numpy(), torch.cat(masks).numpy(), torch.cat(ratios).numpy(), torch.cat(labels).numpy())
+
+
+def accuracy_by_ratio(correct: np.ndarray, ratio: np.ndarray, bins: int, ratio_range) -> list:
+    """Accuracy (percent) per equal-width bin of the realised ratio over ``ratio_range``."""
+    lo, hi = float(ratio_range[0]), float(ratio_range[1])
+    if hi <= lo:
+        hi = lo + 1e-9
+    edges = np.linspace(lo, hi, bins + 1)
+    which = np.clip(np.searchsorted(edges, ratio, side="right") - 1, 0, bins - 1)
+    out = []
+    for i in range(bins):
+        sel = which == i
+        out.append({"low": float(edges[i]), "high": float(edges[i + 1]), "samples": int(sel.sum()),
+                    "top1": 100.0 * float(correct[sel].mean()) if sel.any() else None})
+    return out
+
+
+def run(ctx: EvalContext) -> dict:
+    """Clean and occluded linear accuracy (percent) and the drops."""
+    p: OcclusionProtocol = ctx.protocol
+    prep = prepare_linear(ctx, p)
+    spec = prep["spec"]
+    if p.fixed_part is not None and p.fixed_part not in get_layout(spec["layout"]).parts:
+        raise ConfigError(f"fixed_part: {p.fixed_part!r} is not a body part of layout {spec['layout']} "
+                          f"({', '.join(get_layout(spec['layout']).parts)})")
+    head, history = fit_linear(prep["epoch_features"], prep["train_labels"], prep["num_classes"], p,
+                               device=ctx.device, seed=ctx.seed, progress=ctx.progress)
+    write_history(ctx.out / "history.csv", history)
+    module = prep["module"]
+    feats, tey, tei = encode(module, prep["test"], desc="test features", **prep["common"])
+    logits = predict(head, feats, ctx.device)
+    clean = topk_accuracy(logits, tey, (1,))["top1"]
+    clean_correct = logits.argmax(1) == tey
+    save_scores(ctx.out, torch.softmax(torch.from_numpy(logits), 1).numpy(), tei, tey)
+    np.save(ctx.out / "clean_correct.npy", clean_correct)
+    figures = {"clean_top1": clean}
+    by_ratio = {}
+    tests = [(k, k, None) for k in p.kinds]
+    if p.fixed_part is not None:
+        tests.append((f"part_{p.fixed_part}", "part", p.fixed_part))
+    for name, kind, part in tests:
+        of, mask, ratio, labels = occluded_features(module, prep["test"], kind, spec=spec, ratio_range=p.ratio_range,
+                                                    seed=ctx.seed, batch_size=p.feature_batch_size,
+                                                    device=ctx.device, num_workers=p.num_workers, part=part)
+        ol = predict(head, of, ctx.device)
+        correct = ol.argmax(1) == labels
+        acc = 100.0 * float(correct.mean())
+        figures[f"{name}_top1"] = acc
+        figures[f"{name}_drop"] = clean - acc
+        np.save(ctx.out / f"occlusion_{name}_mask.npy", mask)
+        np.save(ctx.out / f"occlusion_{name}_ratio.npy", ratio)
+        np.save(ctx.out / f"occlusion_{name}_correct.npy", correct)
+        if kind != "part":
+            by_ratio[name] = accuracy_by_ratio(correct, ratio, p.ratio_bins, p.ratio_range)
+            figures[f"{name}_ratio_mean"] = 100.0 * float(ratio.mean())
+    return {"figures": figures, "by_ratio": by_ratio, "splits": prep["splits"], "input": spec,
+            "notes": ["drop = clean top-1 - occluded top-1 (points); *_ratio_mean: mean occluded share of joints "
+                      "(spatial) or valid frames (temporal), percent"]}
