@@ -71,7 +71,7 @@ def test_missing_or_invalid_config_file(tmp_path):
 
 
 def test_every_packaged_config_loads():
-    files = sorted(CONFIG_DIR.glob("*.yaml"))
+    files = sorted(p for p in CONFIG_DIR.glob("*.yaml") if not p.name.startswith("eval_"))  # eval_*: protocols
     assert files, "no packaged configs"
     for path in files:
         load_config(path)
@@ -84,3 +84,63 @@ def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "epochz" in err[0] and err[0].startswith("error:")
     assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------- issue 10
+
+def test_scientific_notation_in_files_and_overrides(tmp_path):
+    path = tmp_path / "sci.yaml"
+    path.write_text("optim:\n  lr: 1e-3\n  weight_decay: 1E-4\ntrain:\n  epochs: 1e2\n")
+    cfg = load_config(path)
+    assert cfg.optim.lr == pytest.approx(1e-3) and isinstance(cfg.optim.lr, float)
+    assert cfg.optim.weight_decay == pytest.approx(1e-4)
+    assert cfg.train.epochs == 100 and isinstance(cfg.train.epochs, int)
+    cfg = load_config(path, ["optim.lr=5e-2", "optim.gamma=.5"])
+    assert cfg.optim.lr == pytest.approx(0.05) and cfg.optim.gamma == 0.5
+
+
+@pytest.mark.parametrize("item, key", [
+    ("train.epochs=0", "train.epochs"), ("train.epochs=-2", "train.epochs"),
+    ("train.batch_size=0", "train.batch_size"), ("train.batch_size=-8", "train.batch_size"),
+    ("optim.lr=-0.1", "optim.lr"), ("data.stream=velocity", "data.stream"),
+    ("optim.schedule=linear", "optim.schedule"), ("train.threads=-1", "train.threads"),
+    ("optim.lr=nan", "optim.lr"), ("optim.lr=fast", "optim.lr"), ("train.epochs=2.5", "train.epochs"),
+])
+def test_bad_values_name_the_override(item, key):
+    with pytest.raises(ConfigError) as e:
+        load_config("demo", [item])
+    msg = str(e.value)
+    assert msg.startswith(f"--set {item}: ") and key in msg and "\n" not in msg
+
+
+def test_bad_values_name_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  batch_size: 0\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path, ["optim.lr=1e-3"])  # a good override: the file is to blame
+    assert str(e.value).startswith(f"{path}: train.batch_size: must be at least 1")
+    path.write_text("optim:\n  lr: 1e-3x\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: optim.lr: expected a number, got '1e-3x'"):
+        load_config(path)
+
+
+def test_unparsable_override_is_one_line():
+    with pytest.raises(ConfigError) as e:
+        parse_override("x=[1,")
+    assert "\n" not in str(e.value) and str(e.value).startswith("--set x=[1,: cannot parse")
+
+
+def test_validate_catches_assignments_after_loading():
+    cfg = load_config("demo")
+    cfg.validate()
+    cfg.train.batch_size = 0
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        cfg.validate()
+
+
+def test_auto_threads_rule():
+    from pcm3.config import auto_threads, physical_cores
+
+    assert physical_cores() >= 1
+    assert auto_threads(64) == 1 and auto_threads(128) == 1 and auto_threads(256) == 1
+    assert auto_threads(1024) == physical_cores()

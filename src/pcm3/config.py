@@ -10,6 +10,7 @@ and the key. The resolved config is saved into every run folder (``config.yaml``
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -43,6 +44,15 @@ class DataConfig:
     stream: str = "joint"
     num_workers: int = 2
 
+    def __post_init__(self):
+        from pcm3.skeleton import STREAMS
+
+        if self.stream not in STREAMS:
+            raise ConfigError(f"data.stream: unknown stream {self.stream!r}; choose one of {', '.join(STREAMS)}")
+        if not self.part:
+            raise ConfigError("data.part: empty (train or test)")
+        _at_least("data.num_workers", self.num_workers, 0)
+
 
 @dataclass
 class OptimConfig:
@@ -55,6 +65,19 @@ class OptimConfig:
     milestones: List[int] = field(default_factory=lambda: [350])
     gamma: float = 0.1
     warmup_epochs: int = 0
+
+    def __post_init__(self):
+        _at_least("optim.lr", self.lr, 0)
+        _at_least("optim.weight_decay", self.weight_decay, 0)
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"optim.momentum: must be in [0, 1), got {self.momentum!r}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"optim.schedule: unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        for i, m in enumerate(self.milestones):
+            _at_least(f"optim.milestones[{i}]", m, 0)
+        if not self.gamma > 0:
+            raise ConfigError(f"optim.gamma: must be positive, got {self.gamma!r}")
+        _at_least("optim.warmup_epochs", self.warmup_epochs, 0)
 
 
 @dataclass
@@ -74,8 +97,9 @@ class TrainConfig:
             exceeds this multiple of its first-epoch mean counts as diverged (0: off).
         on_divergence: ``stop`` (raise, keeping the last good checkpoint) or ``warn``.
         collapse_patience: epochs of instance top-1 at chance before the collapse warning.
-        threads: CPU intra-op threads for torch (0: torch's default). On small CPUs shared
-            with other work one thread can be several times faster for the GRU kernels.
+        threads: CPU intra-op threads for torch; 0 (default) chooses: see
+            :func:`pcm3.config.auto_threads` (1 thread for small recurrent models, else the
+            physical cores), measured in ``benchmarks/RESULTS-threads.md``.
     """
 
     epochs: int = 450
@@ -91,6 +115,32 @@ class TrainConfig:
     on_divergence: str = "stop"
     collapse_patience: int = 5
 
+    def __post_init__(self):
+        _check_train(self)
+
+
+SCHEDULES = ("step", "cosine")
+
+
+def _at_least(key: str, value, low) -> None:
+    if value < low:
+        raise ConfigError(f"{key}: must be at least {low}, got {value!r}")
+
+
+def _check_train(t: "TrainConfig") -> None:
+    _at_least("train.epochs", t.epochs, 1)
+    _at_least("train.batch_size", t.batch_size, 1)
+    for key in ("save_every", "max_steps_per_epoch", "threads"):
+        _at_least(f"train.{key}", getattr(t, key), 0)
+    if not t.device or not str(t.device).strip():
+        raise ConfigError("train.device: empty (auto, cpu, cuda, cuda:1...)")
+    if hasattr(t, "divergence_factor"):
+        _at_least("train.divergence_factor", t.divergence_factor, 0)
+    if hasattr(t, "on_divergence") and t.on_divergence not in ("stop", "warn"):
+        raise ConfigError(f"train.on_divergence: must be stop or warn, got {t.on_divergence!r}")
+    if hasattr(t, "collapse_patience"):
+        _at_least("train.collapse_patience", t.collapse_patience, 1)
+
 
 @dataclass
 class Config:
@@ -103,6 +153,29 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "Config":
+        """Check every section again (values may have been assigned after loading).
+
+        Raises :class:`ConfigError` naming the key; returns ``self``.
+        """
+        for f in dataclasses.fields(self):
+            _revalidate(getattr(self, f.name))
+        return self
+
+
+def _revalidate(obj) -> None:
+    """Run ``__post_init__`` of ``obj`` and of the dataclasses inside it (their checks)."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            _revalidate(value)
+    check = getattr(obj, "__post_init__", None)
+    if check is not None:
+        try:
+            check()
+        except (TypeError, ValueError) as e:
+            raise ConfigError(str(e)) from None
 
 
 # --------------------------------------------------------------------------- building
@@ -156,13 +229,17 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
+        number = _number(value)
+        if number is not None and math.isfinite(number) and number.is_integer():
+            return int(number)
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        number = _number(value)
+        if number is None:
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -176,21 +253,52 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def _number(value: Any) -> Optional[float]:
+    """A float from a YAML number or from a string a user would write as one.
+
+    YAML 1.1 (PyYAML) reads ``1e-3``, ``5E-2`` and ``1e3`` as strings, not numbers: every
+    spelling that Python's ``float`` accepts (``1e-3``, ``1E-4``, ``.5``, ``2.``, ``1_000``)
+    is accepted here. Booleans are not numbers.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
 def from_dict(cls, data: Dict[str, Any], where: str = "config"):
     """Build dataclass ``cls`` from a nested dict; unknown keys are an error."""
     hints = _hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+        raise ConfigError(f"{where.rstrip(':')}: unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(v, hints[k], _join(where, k)) for k, v in data.items()}
     try:
         obj = cls(**kwargs)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
+    except ConfigError as e:  # the sections' checks name their key themselves
+        raise ConfigError(f"{_source(where)}: {e}") from None
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: {e}") from None
+        raise ConfigError(f"{where.rstrip(':')}: {e}") from None
     return obj
+
+
+def _join(where: str, key: str) -> str:
+    """``file.yaml:`` + ``train`` -> ``file.yaml: train``; ``a: train`` + ``lr`` -> ``a: train.lr``."""
+    return f"{where} {key}" if where.endswith(":") else f"{where}.{key}"
+
+
+def _source(where: str) -> str:
+    """The source part (a file, ``--set ...``) of a ``where`` built by :func:`_join`."""
+    if where.endswith(":"):
+        return where[:-1]
+    return where.split(": ", 1)[0]
 
 
 def to_dict(cfg) -> Dict[str, Any]:
@@ -229,8 +337,11 @@ def parse_override(item: str) -> Tuple[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
-        raise ConfigError(f"--set {item!r}: cannot parse value ({e})") from None
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"--set {item}: cannot parse the value as YAML ({problem.strip()}; "
+                          "quote lists and mappings in the shell, e.g. --set 'a.b=[1, 2]')") from None
     return key, value
+
 
 
 def _merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
@@ -275,14 +386,20 @@ def read_yaml(path: str | os.PathLike) -> Dict[str, Any]:
 
 
 def load_config(path: Optional[str | os.PathLike] = None, overrides: Sequence[str] = ()) -> Config:
-    """Load a :class:`Config` from YAML (or defaults) and apply ``key=value`` overrides."""
+    """Load a :class:`Config` from YAML (or defaults) and apply ``key=value`` overrides.
+
+    Errors name their source: the file (``configs/x.yaml: train.batch_size: ...``) or the
+    override (``--set train.batch_size=0: ...``). The whole config is validated here.
+    """
     tree = read_yaml(path) if path else {}
-    where = str(path) if path else "config"
-    for item in overrides:
+    where = f"{resolve_config_path(path)}:" if path else "defaults:"
+    cfg = from_dict(Config, tree, where)  # the file alone: its own errors name the file
+    for item in overrides:  # then each override: its errors name it
         key, value = parse_override(item)
         _set_path(tree, key, value)
-        where = f"{where} (with --set)" if "--set" not in where else where
-    return from_dict(Config, tree, where)
+        cfg = from_dict(Config, tree, f"--set {item}:")
+    return cfg
+
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
@@ -290,3 +407,46 @@ def save_config(cfg: Config, path: str | os.PathLike) -> None:
     from pcm3.io import write_text
 
     write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+# --------------------------------------------------------------------------- threads
+
+# Up to this GRU width one intra-op thread is as fast as two on an idle 2-core CPU (within 6%)
+# and 3-11x faster when the other core is busy (benchmarks/RESULTS-threads.md).
+SMALL_RECURRENT_HIDDEN = 256
+
+
+def physical_cores() -> int:
+    """Physical cores among the CPUs this process may run on (hyper-threads counted once).
+
+    Linux: the ``(package, core)`` pairs of the CPUs in the affinity mask; elsewhere (or when
+    the topology is unreadable) the number of usable logical CPUs.
+    """
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover (not Linux)
+        return max(1, os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add((topo.joinpath("physical_package_id").read_text().strip(),
+                       topo.joinpath("core_id").read_text().strip()))
+        except OSError:
+            return max(1, len(cpus))
+    return max(1, len(cores))
+
+
+def auto_threads(hidden: int) -> int:
+    """The intra-op thread count for a GRU encoder of width ``hidden`` (``train.threads: 0``).
+
+    Small recurrent models (``hidden <= 256``) run one thread: their per-step kernels are too
+    small to share, and a second thread competing with other work slowed them 3-11x in the
+    measurement. Larger models use every physical core.
+    """
+    return 1 if hidden <= SMALL_RECURRENT_HIDDEN else physical_cores()
+
+
+def resolve_threads(threads: int, hidden: int) -> int:
+    """``threads`` when positive, else :func:`auto_threads` of the encoder width."""
+    return int(threads) if threads and threads > 0 else auto_threads(hidden)
