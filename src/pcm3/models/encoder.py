@@ -24,12 +24,24 @@ whose names ``weight_ih_l{k}[_reverse]`` are the release's ``encoder.gru.*`` key
 Domain prompts (paper Eq. 6) are added to the normalised input (``domain_prompt_position=
 "after"``, the default). The release adds them before the input BatchNorm, which in training
 mode removes any per-feature constant exactly; ``"before"`` reproduces that for comparison.
+A prompt is one ``(F,)`` vector for the whole batch or one row per sample ``(N, F)``, so
+several views with different prompts can go through the encoder in one call.
+
+Several views in one call (``chunks = G``, the batch is G equal view chunks): the input
+BatchNorm takes its training statistics per chunk (``bn_stats="per_view"``, the release's
+semantics, where every view is a separate call; the running statistics are updated once per
+chunk, in chunk order) or over the whole concatenation (``"joint"``). The GRU is per sample,
+so it is one call either way.
+
+Across processes (``torch.distributed``), :attr:`Encoder.stats_reduce` (set by
+:mod:`pcm3.distributed`) sums the per-chunk BatchNorm moments over all ranks with a
+differentiable all-reduce: synchronised BatchNorm with the same semantics.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, _VF, nn
@@ -39,6 +51,7 @@ from pcm3.errors import ConfigError
 VARIANTS = ("stepwise", "bigru")
 POOLS = ("last", "mean", "ends")
 PROMPT_POSITIONS = ("after", "before")
+BN_STATS = ("per_view", "joint")
 
 
 def _check_int(owner: str, name: str, value, minimum: int = 1) -> None:
@@ -68,6 +81,9 @@ class EncoderConfig:
             ``None`` picks the variant's default: ``"last"`` for stepwise, ``"ends"`` for bigru.
         domain_prompt_position: ``"after"`` the input BatchNorm (where a prompt acts) or
             ``"before"`` it (the release; BatchNorm cancels the prompt in training mode).
+        bn_stats: input-BatchNorm training statistics when several views share one call:
+            ``"per_view"`` (one set per view chunk, the release's semantics) or ``"joint"``
+            (one set over all views). No effect in eval mode or on a single view.
     """
 
     in_channels: int = 3
@@ -78,6 +94,7 @@ class EncoderConfig:
     variant: str = "stepwise"
     pool: Optional[str] = None
     domain_prompt_position: str = "after"
+    bn_stats: str = "per_view"
 
     def __post_init__(self):
         owner = "encoder"
@@ -91,6 +108,7 @@ class EncoderConfig:
             raise ConfigError("encoder.pool 'ends' needs variant 'bigru': in the stepwise encoder both "
                               "halves run forward in time, so frame 0 has seen one frame only")
         _check_choice(owner, "domain_prompt_position", self.domain_prompt_position, PROMPT_POSITIONS)
+        _check_choice(owner, "bn_stats", self.bn_stats, BN_STATS)
 
     @property
     def in_features(self) -> int:
@@ -122,11 +140,16 @@ class Encoder(nn.Module):
         config: an :class:`EncoderConfig`.
 
     Shape:
-        - x: ``(N, C, T, V, M)``.
-        - domain_prompt: ``(F,)`` with ``F = V * C * M``, or ``None``.
+        - x: ``(N, C, T, V, M)``; with ``chunks = G``, G views of ``N / G`` samples each,
+          concatenated along N.
+        - domain_prompt: ``(F,)`` or per sample ``(N, F)`` with ``F = V * C * M``, or ``None``.
         - output: ``(N, D)`` with ``D = 2 * hidden``; with ``return_sequence`` the pair
           ``(feature (N, D), per-frame outputs of the top layer (N, T, D))``.
     """
+
+    #: Set by :mod:`pcm3.distributed` for synchronised BatchNorm: a differentiable sum over
+    #: ranks of a tensor (the per-chunk BatchNorm moments). ``None``: local statistics.
+    stats_reduce: Optional[Callable[[Tensor], Tensor]] = None
 
     def __init__(self, config: Optional[EncoderConfig] = None):
         super().__init__()
@@ -144,21 +167,69 @@ class Encoder(nn.Module):
         return self.config.feature_dim
 
     def forward(self, x: Tensor, domain_prompt: Optional[Tensor] = None,
-                return_sequence: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+                return_sequence: bool = False, chunks: int = 1) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         cfg = self.config
         expected = (cfg.in_channels, cfg.num_joints, cfg.num_persons)
         if x.dim() != 5 or (x.shape[1], x.shape[3], x.shape[4]) != expected:
             raise ValueError(f"encoder expects (N, {cfg.in_channels}, T, {cfg.num_joints}, {cfg.num_persons}), "
                              f"got {tuple(x.shape)}")
+        if chunks < 1 or x.shape[0] % chunks:
+            raise ValueError(f"a batch of {x.shape[0]} does not split into {chunks} equal view chunks")
+        if domain_prompt is not None and domain_prompt.dim() == 2:
+            domain_prompt = domain_prompt.unsqueeze(1)  # N x 1 x F, broadcast over T
         seq = flatten_frames(x)  # N x T x F
         if domain_prompt is not None and cfg.domain_prompt_position == "before":
             seq = seq + domain_prompt
-        seq = self.input_norm(seq.transpose(1, 2)).transpose(1, 2)  # BatchNorm over F, stats over N and T
+        seq = self.normalize(seq, chunks)  # BatchNorm over F, stats over (chunk) samples and T
         if domain_prompt is not None and cfg.domain_prompt_position == "after":
             seq = seq + domain_prompt
         out = self._stepwise(seq) if cfg.variant == "stepwise" else self.gru(seq)[0]  # N x T x D
         feat = self.pool(out)  # N x D
         return (feat, out) if return_sequence else feat
+
+    def normalize(self, seq: Tensor, chunks: int = 1) -> Tensor:
+        """The input BatchNorm of ``(N, T, F)`` frames, statistics per view chunk or joint.
+
+        One chunk, eval mode, ``bn_stats="joint"`` without a cross-rank reduction: the plain
+        ``nn.BatchNorm1d`` call. Otherwise the training statistics (biased variance for the
+        normalisation, unbiased for the running variance) are computed per chunk (and summed
+        over ranks when :attr:`stats_reduce` is set), and the running statistics take one
+        momentum step per chunk, in order, as separate calls would.
+        """
+        bn = self.input_norm
+        if not self.training and bn.track_running_stats:
+            return bn(seq.transpose(1, 2)).transpose(1, 2)
+        if self.config.bn_stats == "joint":
+            chunks = 1
+        if chunks == 1 and self.stats_reduce is None:
+            return bn(seq.transpose(1, 2)).transpose(1, 2)
+        n, t, f = seq.shape
+        groups = seq.reshape(chunks, (n // chunks) * t, f).float()  # G x (n T) x F
+        count = groups.new_full((chunks, 1), float(groups.shape[1]))
+        if self.stats_reduce is None:
+            var, mean = torch.var_mean(groups, dim=1, unbiased=False)  # G x F each
+            total = count
+        else:  # sums over all ranks: frames, sum, sum of squares (about a local shift, for precision)
+            shift = groups[:, :1].detach().mean(0, keepdim=True)  # 1 x 1 x F; per rank, so sent along
+            shift = self.stats_reduce(shift) / self.stats_reduce(shift.new_ones(()))
+            centred = groups - shift
+            moments = self.stats_reduce(torch.cat([centred.sum(1), (centred * centred).sum(1), count], dim=1))
+            total = moments[:, -1:]  # G x 1, frames per chunk over all ranks
+            mean_c = moments[:, :f] / total
+            var = (moments[:, f:2 * f] / total - mean_c * mean_c).clamp_min(0.0)  # biased, G x F
+            mean = mean_c + shift[0]
+        y = (groups - mean.unsqueeze(1)) * torch.rsqrt(var.unsqueeze(1) + bn.eps)
+        if bn.affine:
+            y = y * bn.weight + bn.bias
+        if bn.track_running_stats:
+            with torch.no_grad():
+                for g in range(chunks):
+                    bn.num_batches_tracked.add_(1)
+                    mom = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+                    unbiased = var[g] * (total[g] / (total[g] - 1).clamp_min(1))
+                    bn.running_mean.mul_(1 - mom).add_(mean[g].detach().to(bn.running_mean.dtype), alpha=mom)
+                    bn.running_var.mul_(1 - mom).add_(unbiased.detach().to(bn.running_var.dtype), alpha=mom)
+        return y.reshape(n, t, f).to(seq.dtype)
 
     def pool(self, out: Tensor) -> Tensor:
         """Sequence feature from the top layer's per-frame outputs ``(N, T, D)`` -> ``(N, D)``."""

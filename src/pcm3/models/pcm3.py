@@ -252,6 +252,8 @@ class PCM3(nn.Module):
             self.register_buffer("queue_index", torch.full((config.queue_size,), -1, dtype=torch.long))
             self._register_load_state_dict_pre_hook(self._fill_queue_index)
         self.momentum = float(config.momentum)  # the current EMA momentum; see set_momentum
+        # set by pcm3.distributed under torchrun: all_gather / shuffle of the keys across ranks
+        self.comm = None
         self.decoder = None
         if loss.masked_prediction:
             self.decoder = ReconstructionDecoder(d, enc.in_channels, enc.num_joints, enc.num_persons,
@@ -327,6 +329,38 @@ class PCM3(nn.Module):
     def _task(self, feat: Tensor, task: str, generator) -> Tensor:
         return self.task_prompts.add(feat, task, generator) if self.task_prompts is not None else feat
 
+    def _encode(self, views: Mapping[str, Tensor]):
+        """One query-encoder call on the concatenated ``views`` (name -> (N, C, T, V, M)), each
+        with its domain prompt (per sample); returns ``{name: (N, D)}``, ``{name: (N, T, D)}``."""
+        if not views:
+            return {}, {}
+        names = list(views)
+        x = torch.cat([views[v] for v in names]) if len(names) > 1 else views[names[0]]
+        prompt = None
+        if self.domain_prompts is not None:
+            n = views[names[0]].shape[0]
+            prompt = (torch.cat([self.domain_prompts(v).expand(n, -1) for v in names]) if len(names) > 1
+                      else self.domain_prompts(names[0]))  # (G N) x F, or (F,)
+        feat, seq = self.encoder_q(x, domain_prompt=prompt, return_sequence=True, chunks=len(names))
+        return dict(zip(names, feat.chunk(len(names)))), dict(zip(names, seq.chunk(len(names))))
+
+    def _project(self, feats: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+        """The query projector once over every view's feature; L2-normalised ``z`` per view."""
+        if not feats:
+            return {}
+        names = list(feats)
+        z = F.normalize(self.projector_q(torch.cat([feats[v] for v in names])), dim=1)
+        return dict(zip(names, z.chunk(len(names))))
+
+    def _keys(self, view2: Tensor, generator) -> Tensor:
+        """The keys ``(N, proj_dim)``; across ranks with shuffled or synchronised BatchNorm
+        when :attr:`comm` says so (see :mod:`pcm3.distributed`)."""
+        if self.comm is not None and self.comm.shuffle_keys:
+            shuffled, undo = self.comm.shuffle(view2)
+            return self.comm.unshuffle(self._embed(self.encoder_k, self.projector_k, shuffled, "intra", generator),
+                                       undo)
+        return self._embed(self.encoder_k, self.projector_k, view2, "intra", generator)
+
     def _embed(self, encoder: Encoder, projector: Projector, x: Tensor, view: str, generator) -> Tensor:
         """Encoder (+ domain prompt) -> feature (+ cl prompt) -> projector -> L2-normalised z."""
         feat = encoder(x, domain_prompt=self._domain(view))  # N x D
@@ -372,37 +406,49 @@ class PCM3(nn.Module):
         excluded: Dict[str, Optional[Tensor]] = {}  # pair name -> (N, K) entries that are not negatives
         out: Dict[str, Tensor] = {}
 
+        # the query views of the one first encoder call, in the release's order
+        views: Dict[str, Tensor] = {}
         if cfg.contrast:
             view2 = self._need(inputs, "view2", "the key")
-            if self.training:
-                self.momentum_update()
-            with torch.no_grad():
-                k = self._embed(self.encoder_k, self.projector_k, view2, "intra", generator)  # N x proj_dim
-            queue = self.queue.clone().detach()  # K x proj_dim, the negatives before this batch
             if "intra" in positives:
-                view1 = self._need(inputs, "view1", "the intra positive")
-                pairs["intra"] = (self._embed(self.encoder_q, self.projector_q, view1, "intra", generator), k)
+                views["intra"] = self._need(inputs, "view1", "the intra positive")
             if "inter" in positives:
-                mixed = self._need(inputs, "mixed", "the inter positive")
+                views["inter"] = self._need(inputs, "mixed", "the inter positive")
                 lam = self._need(inputs, "lam", "the inter positive")
                 partner = self._need(inputs, "partner", "the inter positive")
-                z = self._embed(self.encoder_q, self.projector_q, mixed, "inter", generator)
-                pairs["inter"] = (z, mix_key(k, lam, partner))
-                excluded["inter"] = self._excluded(index, partner)
-
         if cfg.masked_prediction:
             view3 = self._need(inputs, "view3", "the masked branch")
             mask = self._need(inputs, "mask", "the masked branch").to(torch.bool)
             where = mask.unsqueeze(1)  # N x 1 x T x V x M, broadcast over C
-            masked_view = view3.masked_fill(where, 0.0)
-            feat_m, seq_m = self.encoder_q(masked_view, domain_prompt=self._domain("mask"),
-                                           return_sequence=True)  # N x D, N x T x D
-            dec_in = self._task(seq_m, "mp", generator)  # N x T x D
+            views["mask"] = view3.masked_fill(where, 0.0)
+
+        if cfg.contrast:
+            if self.training:
+                self.momentum_update()
+            with torch.no_grad():
+                k = self._keys(view2, generator)  # N x proj_dim
+            queue = self.queue.clone().detach()  # K x proj_dim, the negatives before this batch
+
+        feats, seqs = self._encode(views)  # name -> N x D, and N x T x D
+        zs = {}  # the cl-prompted features, projected in one call below
+        for name in ("intra", "inter"):
+            if name in feats:
+                zs[name] = self._task(feats[name], "cl", generator)
+        if cfg.masked_prediction:
+            dec_in = self._task(seqs["mask"], "mp", generator)  # N x T x D
             recon = self.decoder(dec_in)  # N x C x T x V x M
             out["mask_mse"] = masked_mse(recon, view3, mask)
             if "mask" in positives:
-                z = F.normalize(self.projector_q(self._task(feat_m, "cl", generator)), dim=1)
-                pairs["mask"] = (z, k)
+                zs["mask"] = self._task(feats["mask"], "cl", generator)
+        zs = self._project(zs)
+        if "intra" in zs:
+            pairs["intra"] = (zs["intra"], k)
+        if "inter" in zs:
+            pairs["inter"] = (zs["inter"], mix_key(k, lam, partner))
+            excluded["inter"] = self._excluded(index, partner)
+        if cfg.masked_prediction:
+            if "mask" in zs:
+                pairs["mask"] = (zs["mask"], k)
             if "predict" in positives:
                 if not cfg.predict_grad_to_decoder:
                     filled = recon.detach()
@@ -437,5 +483,9 @@ class PCM3(nn.Module):
         out["loss"] = loss
 
         if cfg.contrast and self.training:
+            if self.comm is not None:  # every rank enqueues every rank's keys, in rank order
+                if index is None:
+                    index = torch.full((k.shape[0],), -1, dtype=torch.long, device=k.device)
+                k, index = self.comm.all_gather(k), self.comm.all_gather(index)
             self.enqueue(k, index)  # only the plain key
         return out
