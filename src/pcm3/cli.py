@@ -8,7 +8,9 @@ Each ``prepare`` target lives in its reader module, which adds its own parser th
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 from typing import List, Optional
 
@@ -41,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pcm3",
         description="PCM3: self-supervised 3D skeleton action representation learning "
-                    "(prepare data, pretrain, export, evaluate).")
+                    "(prepare data, pretrain, export, embed, eval).")
     parser.add_argument("--version", action="version", version=f"pcm3 {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -68,18 +70,60 @@ def _optional_module(name: str, hook: str, sub) -> None:
     getattr(module, hook)(sub)
 
 
+# OSErrors that are the user's situation, not a bug: reported in one line like Pcm3Error.
+_USER_OS_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                   errno.EISDIR, errno.ENAMETOOLONG)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run one ``pcm3`` command; returns the exit code (2 for a user error, 130 on Ctrl-C).
+
+    User errors print one line, ``error: <what>: <problem>``, after closing any progress bar.
+    When stdout is closed early (``pcm3 ... | head``) the command ends quietly (exit 141).
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         code = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _broken_pipe()
     except Pcm3Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _error(str(e))
+    except OSError as e:
+        if e.errno not in _USER_OS_ERRORS:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        return _error(f"{where}{e.strerror or e}")
     except KeyboardInterrupt:
+        _close_bars()
         print("interrupted", file=sys.stderr)
         return 130
     return int(code or 0)
+
+
+def _close_bars() -> None:
+    from pcm3.progress import close_all
+
+    close_all()
+
+
+def _error(message: str) -> int:
+    _close_bars()
+    line = " ".join(str(message).split("\n")).strip()
+    print(f"error: {line}", file=sys.stderr, flush=True)
+    return 2
+
+
+def _broken_pipe() -> int:
+    """The reader of stdout went away (``| head``): stop quietly, as Unix tools do."""
+    try:  # point stdout at /dev/null so that the interpreter's final flush does not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return 128 + 13  # as a process ended by SIGPIPE reports itself to the shell
 
 
 if __name__ == "__main__":  # pragma: no cover
