@@ -363,3 +363,13 @@ def test_view_config_validation():
                 {"mix_window": (44, 28)}, {"test_crop_ratio": 0.0}):
         with pytest.raises(ConfigError):
             A.ViewConfig(**bad)
+
+
+def test_corruption_strength_is_relative_to_the_layout():
+    """15 of NTU's 25 joints is 60%: the same config corrupts 12 of Kinect v1's 20."""
+    cfg = A.ViewConfig()
+    assert A.corrupt_count(cfg, 25) == 15 and A.corrupt_count(cfg, 20) == 12
+    assert A.corrupt_count(A.ViewConfig(corrupt_ratio=0.2), 20) == 4
+    assert A.corrupt_count(A.ViewConfig(corrupt_joints=5), 20) == 5  # absolute count when given
+    with pytest.raises(Exception, match="corrupt_ratio"):
+        A.ViewConfig(corrupt_ratio=1.5)

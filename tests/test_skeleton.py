@@ -76,3 +76,37 @@ def test_motion_on_a_hand_made_skeleton():
 
 def test_kinect_v1_bones():
     assert KINECT_V1.num_joints == 20 and KINECT_V1.parents[3] == 2  # head -> shoulder centre
+
+
+@pytest.mark.parametrize("layout", ["ntu25", "kinect_v1", "msr20"])
+@pytest.mark.parametrize("up", ["y", "z"])
+def test_align_view_puts_hip_spine_up_and_shoulders_on_x(layout, up):
+    from pcm3.skeleton import ALIGN_JOINTS, align_view, get_layout, view_rotation
+
+    lay = get_layout(layout)
+    g = np.random.default_rng(0)
+    x = g.normal(size=(3, 12, lay.num_joints, 2)).astype(np.float32)
+    x[:, 0, :, 1] = 0.0  # person 2 absent in frame 0: stays zero
+    x[..., 0] -= x[:, :, lay.center:lay.center + 1, 0]  # centred: the centre joint is exactly 0
+    out = align_view(x, lay, up)
+    hip, spine, ls, rs = (lay.joint_names.index(n) for n in ALIGN_JOINTS[layout])
+    axis = {"y": 1, "z": 2}[up]
+    u = out[:, 0, spine, 0] - out[:, 0, hip, 0]
+    s = out[:, 0, rs, 0] - out[:, 0, ls, 0]
+    np.testing.assert_allclose(u / np.linalg.norm(u), np.eye(3)[axis], atol=1e-5)  # hip -> spine exactly up
+    other = 3 - axis
+    assert s[0] > 0 and abs(s[other]) < 1e-5  # shoulders along +x (after removing the up component)
+    r = view_rotation(x, lay, up)
+    np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-9)
+    assert np.linalg.det(r) == pytest.approx(1.0)  # a rotation, not a reflection
+    assert np.all(out[:, 0, :, 1] == 0)
+    # distances are preserved
+    np.testing.assert_allclose(np.linalg.norm(out[:, 3, 2, 0] - out[:, 5, 7, 0]),
+                               np.linalg.norm(x[:, 3, 2, 0] - x[:, 5, 7, 0]), rtol=1e-5)
+
+
+def test_align_view_leaves_a_sample_without_a_body_alone():
+    from pcm3.skeleton import align_view
+
+    x = np.zeros((3, 4, 25, 2), np.float32)
+    assert np.array_equal(align_view(x, "ntu25"), x)

@@ -415,7 +415,9 @@ class ViewConfig:
         crop_ratio: crop length as a fraction of the valid frames, ``U(crop_ratio)``.
         min_len: minimum crop length in frames (where the clip is longer).
         p_corrupt: probability, per sample, of joint corruption (else shear) in views 1 and 2.
-        corrupt_joints: joints hit by joint corruption.
+        corrupt_ratio: fraction of the layout's joints hit by joint corruption (release: 15 of
+            NTU's 25 = 0.6), rounded to a joint count per layout (12 of Kinect v1's 20).
+        corrupt_joints: an absolute joint count instead of ``corrupt_ratio`` (None: use the ratio).
         p_zero: probability that corrupted joints are zeroed (else a random 3x3 matrix).
         shear_amplitude: off-diagonal shear entries are ``U(-a, a)``.
         mix_probs: probabilities of CutMix, ResizeMix, Mixup (one picked per batch).
@@ -430,7 +432,8 @@ class ViewConfig:
     crop_ratio: Tuple[float, float] = (0.1, 1.0)
     min_len: int = 64
     p_corrupt: float = 0.5
-    corrupt_joints: int = 15
+    corrupt_ratio: float = 0.6
+    corrupt_joints: Optional[int] = None
     p_zero: float = 0.5
     shear_amplitude: float = 1.0
     mix_probs: Tuple[float, float, float] = (0.5, 0.25, 0.25)
@@ -443,8 +446,10 @@ class ViewConfig:
     def __post_init__(self):
         def bad(msg):
             raise ConfigError(f"views: {msg}")
-        if self.out_len < 1 or self.min_len < 1 or self.corrupt_joints < 0 or self.mix_step < 1:
+        if self.out_len < 1 or self.min_len < 1 or (self.corrupt_joints or 0) < 0 or self.mix_step < 1:
             bad("out_len, min_len and mix_step must be positive, corrupt_joints non-negative")
+        if not 0 <= self.corrupt_ratio <= 1:
+            bad(f"corrupt_ratio must be in [0, 1], got {self.corrupt_ratio}")
         if not 0 < self.crop_ratio[0] <= self.crop_ratio[1] <= 1:
             bad(f"crop_ratio must satisfy 0 < low <= high <= 1, got {self.crop_ratio}")
         for name in ("p_corrupt", "p_zero"):
@@ -460,10 +465,17 @@ class ViewConfig:
             bad(f"test_crop_ratio must be in (0, 1], got {self.test_crop_ratio}")
 
 
+def corrupt_count(cfg: ViewConfig, num_joints: int) -> int:
+    """Joints hit by joint corruption for a layout of ``num_joints`` joints."""
+    if cfg.corrupt_joints is not None:
+        return min(int(cfg.corrupt_joints), num_joints)
+    return int(round(cfg.corrupt_ratio * num_joints))
+
+
 def _corrupt_or_shear(x: torch.Tensor, cfg: ViewConfig, p_corrupt: float, generator) -> torch.Tensor:
     """Per sample: joint corruption with probability ``p_corrupt``, else a shear."""
     n, _, _, v, _ = x.shape
-    joints, cmats = _corruption(n, v, cfg.corrupt_joints, cfg.p_zero, generator, x.device)
+    joints, cmats = _corruption(n, v, corrupt_count(cfg, v), cfg.p_zero, generator, x.device)
     smats = shear_matrix(n, cfg.shear_amplitude, generator, x.device)
     corrupt = _rand((n,), generator, x.device) < p_corrupt
     # Corrupted samples: their matrix on the chosen joints only; sheared samples: on every joint.

@@ -202,3 +202,74 @@ def part_mask(layout: str | Layout) -> np.ndarray:
     for i, joints in enumerate(layout.parts.values()):
         out[i, list(joints)] = True
     return out
+
+
+# --------------------------------------------------------------------------- view normalisation
+
+ALIGN_JOINTS = {  # (hip, spine, left shoulder, right shoulder) by joint name, per layout
+    "ntu25": ("spine_base", "spine_mid", "left_shoulder", "right_shoulder"),
+    "kinect_v1": ("hip_center", "spine", "left_shoulder", "right_shoulder"),
+    "msr20": ("hip_center", "spine", "left_shoulder", "right_shoulder"),
+}
+AXES = {"x": 0, "y": 1, "z": 2}
+
+
+def view_rotation(x, layout: str | Layout = "ntu25", up: str = "z"):
+    """The ``(3, 3)`` rotation that puts person 1 in a canonical orientation (or None).
+
+    At person 1's first present frame whose hip -> spine and shoulder vectors are usable: the
+    hip -> spine vector becomes the ``up`` axis (``z`` as in the NTU recipe of the field, or
+    ``y``) exactly, and the left -> right shoulder vector, with its component along ``up``
+    removed, becomes ``+x``. Unlike the NTU recipe's two successive axis-angle rotations (after
+    which hip -> spine is only approximately vertical), this is one exact change of frame.
+
+    Args:
+        x: one sample ``(C, T, V, M)`` (metres), C = 3.
+        layout: its layout (joints named in :data:`ALIGN_JOINTS`).
+        up: ``"z"`` or ``"y"``.
+
+    Returns:
+        ``R`` with ``x_aligned = R @ x`` per joint, or None when no frame qualifies.
+    """
+    layout = get_layout(layout)
+    if up not in ("y", "z"):
+        raise ValueError(f"up must be 'y' or 'z', got {up!r}")
+    names = ALIGN_JOINTS.get(layout.name)
+    if names is None:
+        raise ValueError(f"layout {layout.name!r} has no alignment joints (add it to ALIGN_JOINTS)")
+    hip, spine, ls, rs = (layout.joint_names.index(n) for n in names)
+    x = np.asarray(x, dtype=np.float64)
+    p1 = x[..., 0]  # C x T x V
+    ok = np.any(p1 != 0, axis=(0, 2))  # T: person 1 present (its centre joint may be exactly 0)
+    for t in np.flatnonzero(ok):
+        u = p1[:, t, spine] - p1[:, t, hip]
+        s = p1[:, t, rs] - p1[:, t, ls]
+        if np.linalg.norm(u) < 1e-8:
+            continue
+        u = u / np.linalg.norm(u)
+        s = s - (s @ u) * u
+        if np.linalg.norm(s) < 1e-8:
+            continue
+        s = s / np.linalg.norm(s)
+        third = np.cross(s, u) if up == "y" else np.cross(u, s)  # right-handed: x, y, z
+        rows = np.zeros((3, 3))
+        rows[0] = s
+        rows[AXES[up]] = u
+        rows[3 - AXES[up]] = third  # the remaining axis (z for up=y, y for up=z)
+        return rows
+    return None
+
+
+def align_view(x, layout: str | Layout = "ntu25", up: str = "z"):
+    """Rotate a centred sample ``(C, T, V, M)`` by :func:`view_rotation`; absent joints stay 0.
+
+    Returns the rotated float32 array (a copy), or the input unchanged (as float32) when person
+    1 never shows the alignment joints.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    r = view_rotation(x, layout, up)
+    if r is None:
+        return x.copy()
+    present = np.any(x != 0, axis=0, keepdims=True)  # 1 x T x V x M
+    out = np.einsum("ij,jtvm->itvm", r, x.astype(np.float64)).astype(np.float32)
+    return out * present

@@ -42,7 +42,7 @@ def test_prepare_roundtrip_splits_and_centring(tmp_path, capsys):
     raw = make_raw(tmp_path / "raw")
     long = write_sample(raw / "all_sqe", 9, 3, 1, 1, t=50)
     code = main(["prepare", "nwucla", "--raw", str(raw), "--out", str(tmp_path / "o"), "--frames", "40",
-                 "--workers", "1"])
+                 "--workers", "1", "--align", "none"])
     assert code == 0, capsys.readouterr().err
     ds = Prepared(tmp_path / "o")
     assert ds.shape == (13, 3, 40, 20, 1) and ds.layout == "kinect_v1" and ds.class_names == list(NWUCLA_CLASSES)
@@ -58,6 +58,25 @@ def test_prepare_roundtrip_splits_and_centring(tmp_path, capsys):
     assert not x[:, 30:].any()
     j = ds.names.index(long.stem)
     assert ds.lengths[j] == 40 and int(ds.rows[j]["source_length"]) == 50
+    assert ds.meta["alignment"].startswith("none")
+
+
+def test_prepare_aligns_views_by_default(tmp_path, capsys):
+    """NW-UCLA is a cross-view benchmark: by default every sample is rotated to a canonical view
+    (hip -> spine along +z, shoulders along +x at the first frame), recorded in meta.json."""
+    from pcm3.skeleton import ALIGN_JOINTS, KINECT_V1
+
+    raw = make_raw(tmp_path / "raw")
+    assert main(["prepare", "nwucla", "--raw", str(raw), "--out", str(tmp_path / "o"), "--workers", "1"]) == 0
+    ds = Prepared(tmp_path / "o")
+    assert "+z" in ds.meta["alignment"]
+    hip, spine, ls, rs = (KINECT_V1.joint_names.index(n) for n in ALIGN_JOINTS["kinect_v1"])
+    for i in range(len(ds)):
+        x = ds.sample(i)
+        u = x[:, 0, spine, 0] - x[:, 0, hip, 0]
+        np.testing.assert_allclose(u / np.linalg.norm(u), [0, 0, 1], atol=1e-5)
+        s = x[:, 0, rs, 0] - x[:, 0, ls, 0]
+        assert s[0] > 0 and abs(s[1]) < 1e-5
 
 
 def test_read_sample_fields(tmp_path):

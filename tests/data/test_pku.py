@@ -67,7 +67,7 @@ def run_cli(args, capsys):
 
 def test_real_part1_sequences(tmp_path):
     root = real_pku()
-    out = prepare_pku(root, tmp_path / "pku1", part=1, workers=1, progress=False, log=lambda s: None)
+    out = prepare_pku(root, tmp_path / "pku1", part=1, workers=1, progress=False, log=lambda s: None, align=None)
     ds = Prepared(out)
     assert ds.kind == "sequences" and ds.layout == "ntu25" and ds.class_names == list(PKU_CLASSES)
     assert sorted(ds.names) == ["0105-M", "0206-R", "0310-R"]
@@ -96,7 +96,7 @@ def test_real_part1_sequences(tmp_path):
 def test_real_part1_trimmed(tmp_path, capsys):
     root = real_pku()
     code, err = run_cli(["prepare", "pku1", "--raw", str(root), "--out", str(tmp_path / "clips"), "--trimmed",
-                         "--workers", "2"], capsys)
+                         "--workers", "2", "--align", "none"], capsys)
     assert code == 0, err
     ds = Prepared(tmp_path / "clips")
     assert ds.kind == "clips" and ds.shape == (24, 3, 300, 25, 2)
@@ -212,7 +212,7 @@ def test_synthetic_part2_clips_and_folder_names(tmp_path, capsys):
 def test_explicit_folders_without_raw(tmp_path, capsys):
     raw = make_raw(tmp_path / "raw")
     code, err = run_cli(["prepare", "pku1", "--skeleton", str(raw / "skeleton"), "--labels", str(raw / "label"),
-                         "--out", str(tmp_path / "o"), "--workers", "1", "--no-center"], capsys)
+                         "--out", str(tmp_path / "o"), "--workers", "1", "--no-center", "--align", "none"], capsys)
     assert code == 0, err
     ds = Prepared(tmp_path / "o")
     np.testing.assert_allclose(ds.sample(0), read_skeleton(raw / "skeleton" / "0001-L.txt"))

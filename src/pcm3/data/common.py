@@ -191,6 +191,14 @@ def center_frames(x: np.ndarray, center: int) -> np.ndarray:
     return x
 
 
+def align_note(align: Optional[str]) -> str:
+    """The ``meta.json`` description of an ``--align`` choice."""
+    if not align or align == "none":
+        return "none (the camera's orientation)"
+    return (f"per sample: rotated so that at person 1's first frame with hip, spine and shoulders, hip -> spine "
+            f"points along +{align} and left -> right shoulder (less its {align} component) along +x")
+
+
 def fit_length(x: np.ndarray, frames: int, long: str = "resample", pad: str = "zero") -> Tuple[np.ndarray, int]:
     """Fit a clip ``(C, L, V, M)`` to ``frames`` frames; return it and its number of valid frames.
 
@@ -243,8 +251,10 @@ def _resample(x: np.ndarray, frames: int) -> np.ndarray:
 DEFAULT_FRAMES = 300
 
 
-def add_clip_options(p, *, workers_default: Optional[int] = None, center_help: str = "keep camera coordinates (no centring)") -> None:
-    """The options every clip-writing ``prepare`` target shares (length, padding, centring, bad files)."""
+def add_clip_options(p, *, workers_default: Optional[int] = None, center_help: str = "keep camera coordinates (no centring)",
+                     align_default: str = "none") -> None:
+    """The options every clip-writing ``prepare`` target shares (length, padding, centring,
+    view alignment, bad files)."""
     p.add_argument("--frames", "--max-frames", dest="frames", type=int, default=DEFAULT_FRAMES,
                    help="clip length T (default 300)")
     p.add_argument("--long", choices=("resample", "crop"), default="resample",
@@ -252,6 +262,10 @@ def add_clip_options(p, *, workers_default: Optional[int] = None, center_help: s
     p.add_argument("--pad", choices=("zero", "repeat"), default="zero",
                    help="clips shorter than T: pad with zeros (default) or repeat the clip")
     p.add_argument("--no-center", action="store_true", help=center_help)
+    p.add_argument("--align", choices=("z", "y", "none"), default=align_default,
+                   help="view normalisation: rotate each sample so that at person 1's first frame hip -> spine "
+                        "points along +z (the NTU recipe's convention) or +y and the shoulders lie along +x; "
+                        f"none keeps the camera's orientation (default: {align_default})")
     p.add_argument("--skip-bad", action="store_true", help="leave bad files out and list them in skipped.csv")
     p.add_argument("--workers", type=int, default=workers_default,
                    help="parallel processes (default: %s)" % ("all cores" if workers_default is None else workers_default))

@@ -66,12 +66,12 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from pcm3.data.common import (DEFAULT_FRAMES, BadFiles, add_clip_options, center_frames, fit_length, parallel_map,
+from pcm3.data.common import (align_note, DEFAULT_FRAMES, BadFiles, add_clip_options, center_frames, fit_length, parallel_map,
                               print_prepared_summary, read_table, read_text, require_dir)
 from pcm3.data.prepared import PreparedWriter
 from pcm3.errors import DataError
 from pcm3.outputs import check_output_dir
-from pcm3.skeleton import KINECT_V1, MSR20
+from pcm3.skeleton import KINECT_V1, MSR20, align_view
 
 MSR_CLASSES: Tuple[str, ...] = (
     "high arm wave", "horizontal arm wave", "hammer", "hand catch", "forward punch", "high throw",
@@ -116,7 +116,7 @@ def parse_name(path) -> Tuple[int, int, int]:
 
 
 def _load(job):
-    path, frames, long, pad, center = job
+    path, frames, long, pad, center, align = job
     try:
         action, subject, episode = parse_name(path)
         x, untracked = read_sequence(path)
@@ -124,6 +124,8 @@ def _load(job):
         return {"error": (e.path, e.message, e.line)}
     if center:
         x = center_frames(x, MSR20.center)
+    if align and align != "none":
+        x = align_view(x, MSR20, align)
     source_length = x.shape[1]
     x, length = fit_length(x, frames, long, pad)
     return {"error": None, "name": Path(path).name[: -len("_skeleton3D.txt")], "x": x, "length": length,
@@ -153,11 +155,13 @@ def _select(raw: Path, use_list: bool, bad: BadFiles) -> Tuple[List[Path], Optio
 
 def prepare_msr3d(raw, out, *, use_list: bool = True, frames: int = DEFAULT_FRAMES, long: str = "resample",
                   pad: str = "zero", center: bool = True, skip_bad: bool = False, workers: Optional[int] = 1,
-                  progress: bool = True, log=print, overwrite: bool = False) -> Path:
+                  progress: bool = True, log=print, overwrite: bool = False, align: Optional[str] = None) -> Path:
     """Prepare MSR Action3D from ``raw`` into ``out`` (see the module doc).
 
     ``use_list``: keep only the recordings named in ``files_used_in_cvpr12_paper.txt`` when
-    that file is under ``raw``. ``workers`` defaults to 1: the files are small and one process
+    that file is under ``raw``. ``align``: ``"z"``/``"y"`` rotates every sample to a canonical
+    view (:func:`pcm3.skeleton.align_view`); None (default: one camera, cross-subject only)
+    keeps the recorded orientation. ``workers`` defaults to 1: the files are small and one process
     reads all 567 in about a second. ``out`` must be new or empty, or (``overwrite``) a prepared
     folder written by pcm3; it may not be, lie in, or contain ``raw``.
     """
@@ -168,7 +172,7 @@ def prepare_msr3d(raw, out, *, use_list: bool = True, frames: int = DEFAULT_FRAM
     if not files:
         raise DataError(raw, "no *_skeleton3D.txt files")
     samples = []
-    jobs = [(p, frames, long, pad, center) for p in files]
+    jobs = [(p, frames, long, pad, center, align) for p in files]
     with contextlib.closing(parallel_map(_load, jobs, workers=workers, desc="msr3d", progress=progress)) as results:
         for _, s in results:
             if s["error"] is not None:
@@ -179,6 +183,7 @@ def prepare_msr3d(raw, out, *, use_list: bool = True, frames: int = DEFAULT_FRAM
         raise DataError(raw, "no usable recording")
     meta = {"units": "metres", "frames": frames, "file_list": str(listing) if listing else None,
             "centering": "per frame: minus the spine joint (joint 4, 1-based)" if center else "none",
+            "alignment": align_note(align),
             "axes": "x to the subject's right (facing the camera), y up, z depth (as recorded)"}
     with PreparedWriter(out, kind="clips", shape=(len(samples), 3, frames, NUM_JOINTS, 1), dataset="msr3d",
                         layout=MSR20.name, class_names=MSR_CLASSES, source=f"MSR Action3D skeleton3D files: {raw}",
@@ -212,7 +217,7 @@ def _run(args) -> int:
     if args.frames < 1:
         raise DataError("--frames", "must be at least 1")
     prepare_msr3d(args.raw, args.out, use_list=not args.all, frames=args.frames, long=args.long, pad=args.pad,
-                  center=not args.no_center, skip_bad=args.skip_bad, workers=args.workers,
+                  center=not args.no_center, skip_bad=args.skip_bad, workers=args.workers, align=args.align,
                   progress=not args.quiet, log=lambda s: print(s, file=sys.stderr), overwrite=args.overwrite)
     print_prepared_summary(args.out)
     return 0

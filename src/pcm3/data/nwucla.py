@@ -38,12 +38,12 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from pcm3.data.common import (DEFAULT_FRAMES, BadFiles, add_clip_options, center_frames, fit_length, iter_files,
+from pcm3.data.common import (align_note, DEFAULT_FRAMES, BadFiles, add_clip_options, center_frames, fit_length, iter_files,
                               parallel_map, print_prepared_summary, read_text, require_dir)
 from pcm3.data.prepared import PreparedWriter
 from pcm3.errors import DataError
 from pcm3.outputs import check_output_dir
-from pcm3.skeleton import KINECT_V1
+from pcm3.skeleton import KINECT_V1, align_view
 
 NWUCLA_CLASSES: Tuple[str, ...] = (
     "pick up with one hand", "pick up with two hands", "drop trash", "walk around", "sit down",
@@ -109,12 +109,14 @@ def read_sample(path) -> dict:
 
 
 def _load(job):
-    path, frames, long, pad, center = job
+    path, frames, long, pad, center, align = job
     try:
         s = read_sample(path)
     except DataError as e:
         return {"error": (e.path, e.message, e.line)}
     x = center_frames(s["x"], KINECT_V1.center) if center else s["x"]
+    if align and align != "none":
+        x = align_view(x, KINECT_V1, align)
     s["source_length"] = x.shape[1]
     s["x"], s["length"] = fit_length(x, frames, long, pad)
     s["error"] = None
@@ -123,7 +125,7 @@ def _load(job):
 
 def prepare_nwucla(raw, out, *, frames: int = DEFAULT_FRAMES, long: str = "resample", pad: str = "zero",
                    center: bool = True, skip_bad: bool = False, workers: Optional[int] = None,
-                   progress: bool = True, log=print, overwrite: bool = False) -> Path:
+                   progress: bool = True, log=print, overwrite: bool = False, align: Optional[str] = "z") -> Path:
     """Prepare NW-UCLA from the CTR-GCN json files under ``raw`` into ``out`` (see module doc).
 
     ``out`` must be new or empty, or (``overwrite``) a prepared folder written by pcm3; it may
@@ -136,7 +138,7 @@ def prepare_nwucla(raw, out, *, frames: int = DEFAULT_FRAMES, long: str = "resam
         raise DataError(raw, "no .json files (expected the CTR-GCN NW-UCLA release, e.g. all_sqe/)")
     bad = BadFiles(skip_bad)
     samples: List[dict] = []
-    jobs = [(p, frames, long, pad, center) for p in files]
+    jobs = [(p, frames, long, pad, center, align) for p in files]
     with contextlib.closing(parallel_map(_load, jobs, workers=workers, desc="nwucla", progress=progress)) as results:
         for _, s in results:
             if s["error"] is not None:
@@ -150,7 +152,8 @@ def prepare_nwucla(raw, out, *, frames: int = DEFAULT_FRAMES, long: str = "resam
     if dup:
         raise DataError(raw, f"sample {sorted(dup)[0]} appears in more than one file")
     meta = {"units": "metres (as in the files)", "frames": frames,
-            "centering": "per frame: minus the spine joint (joint 2, 1-based)" if center else "none"}
+            "centering": "per frame: minus the spine joint (joint 2, 1-based)" if center else "none",
+            "alignment": align_note(align)}
     with PreparedWriter(out, kind="clips", shape=(len(samples), 3, frames, NUM_JOINTS, 1), dataset="nwucla",
                         layout=KINECT_V1.name, class_names=NWUCLA_CLASSES,
                         source=f"NW-UCLA json files (CTR-GCN release): {raw}", extra_meta=meta,
@@ -174,7 +177,7 @@ def add_prepare_parsers(sub) -> None:
                                    "xview: views 1,2 train, view 3 test.")
     p.add_argument("--raw", required=True, help="folder of the json files (e.g. all_sqe)")
     p.add_argument("--out", required=True, help="output prepared folder")
-    add_clip_options(p, workers_default=None, center_help="keep camera coordinates (no centring)")
+    add_clip_options(p, workers_default=None, center_help="keep camera coordinates (no centring)", align_default="z")
     p.set_defaults(func=_run)
 
 
@@ -182,7 +185,7 @@ def _run(args) -> int:
     if args.frames < 1:
         raise DataError("--frames", "must be at least 1")
     prepare_nwucla(args.raw, args.out, frames=args.frames, long=args.long, pad=args.pad,
-                   center=not args.no_center, skip_bad=args.skip_bad, workers=args.workers,
+                   center=not args.no_center, skip_bad=args.skip_bad, workers=args.workers, align=args.align,
                    progress=not args.quiet, log=lambda s: print(s, file=sys.stderr), overwrite=args.overwrite)
     print_prepared_summary(args.out)
     return 0

@@ -67,7 +67,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from pcm3.data.common import (DEFAULT_FRAMES, BadFiles, add_clip_options, center_frames, fit_length, parallel_map,
+from pcm3.skeleton import NTU25, align_view
+from pcm3.data.common import (align_note, DEFAULT_FRAMES, BadFiles, add_clip_options, center_frames, fit_length, parallel_map,
                               print_prepared_summary, read_table, read_text, require_dir)
 from pcm3.data.prepared import PreparedWriter
 from pcm3.errors import DataError
@@ -292,7 +293,7 @@ def _err(e: DataError) -> tuple:
 
 def _load_video(job) -> dict:
     """Worker: read one video (and its labels); never raises DataError (returns it as a tuple)."""
-    video, skel_path, label_path, kind, frames, long, pad, center = job
+    video, skel_path, label_path, kind, frames, long, pad, center, align = job
     res = {"video": video, "error": None, "label_errors": [], "frames": 0}
     try:
         x = read_skeleton(skel_path)
@@ -308,6 +309,8 @@ def _load_video(job) -> dict:
     res["label_errors"] = [_err(e) for e in errors]
     if center:
         x = center_frames(x, CENTER_JOINT)
+    if align and align != "none":  # one rotation per video, from its first frame
+        x = align_view(x, NTU25, align)
     if kind == "sequences":
         res["data"] = x
         res["intervals"] = [(lab, s, e, c) for _, lab, s, e, c in intervals]
@@ -347,7 +350,8 @@ def prepare_pku(raw: Optional[str | os.PathLike], out: str | os.PathLike, *, par
                 kind: Optional[str] = None, skeleton_dir=None, label_dir=None,
                 split_files: Optional[Dict[str, str | os.PathLike]] = None, frames: int = DEFAULT_FRAMES,
                 long: str = "resample", pad: str = "zero", center: bool = True, skip_bad: bool = False,
-                workers: Optional[int] = None, progress: bool = True, log=print, overwrite: bool = False) -> Path:
+                workers: Optional[int] = None, progress: bool = True, log=print, overwrite: bool = False,
+                align: Optional[str] = "z") -> Path:
     """Prepare PKU-MMD Part ``part`` (1 or 2) from its raw files into ``out``.
 
     Args:
@@ -358,6 +362,9 @@ def prepare_pku(raw: Optional[str | os.PathLike], out: str | os.PathLike, *, par
         split_files: ``{"xsub": path, "xview": path}``; missing ones are looked up under ``raw``.
         frames, long, pad: clip length and the policies of :func:`fit_length`.
         center: subtract person 1's spine-mid joint in every frame.
+        align: ``"z"`` (default) or ``"y"``: rotate each video to a
+            canonical view at its first frame, one rotation per video for both kinds (:func:`pcm3.skeleton.align_view`; PKU-MMD has a
+            cross-view benchmark); None or ``"none"`` keeps the camera's orientation.
         skip_bad: leave bad videos / label lines out and list them in ``skipped.csv``.
         overwrite: ``out`` may be a prepared folder written by pcm3, replaced once the new one
             is complete (any other non-empty folder is refused, as is an ``out`` that is, lies
@@ -384,12 +391,13 @@ def prepare_pku(raw: Optional[str | os.PathLike], out: str | os.PathLike, *, par
     if not skels:
         raise DataError(skel_dir, "no skeleton files (*.txt)")
     labels = _list_files(lab_dir, LABEL_SUFFIXES)
-    jobs = [(v, p, labels.get(v), kind, frames, long, pad, center) for v, p in skels.items()]
+    jobs = [(v, p, labels.get(v), kind, frames, long, pad, center, align) for v, p in skels.items()]
     bad = BadFiles(skip_bad)
     dataset = f"pku{part}"
     meta = {"units": "metres", "part": part,
             "centering": ("per frame: minus person 1 spine_mid (joint 2, 1-based), absent persons stay 0"
                           if center else "none (camera coordinates)"),
+            "alignment": align_note(align),
             "split_files": {b: str(p) for b, p in split_paths.items()},
             "xview_default": None if "xview" in split_lists else
             "views M,R train / L test (PKU-MMD paper cross-view protocol)"}
@@ -514,7 +522,7 @@ def add_prepare_parsers(sub) -> None:
                        help="an official split file; the benchmark comes from its name (subject -> xsub, view -> xview)")
         p.add_argument("--xsub-split", metavar="FILE", help="the official cross-subject split file")
         p.add_argument("--xview-split", metavar="FILE", help="the official cross-view split file")
-        add_clip_options(p)
+        add_clip_options(p, align_default="z")
         p.set_defaults(func=_run, part=part)
 
 
@@ -538,6 +546,6 @@ def _run(args) -> int:
     prepare_pku(args.raw, args.out, part=args.part, kind=kind, skeleton_dir=args.skeleton,
                 label_dir=args.labels, split_files=splits, frames=args.frames, long=args.long,
                 pad=args.pad, center=not args.no_center, skip_bad=args.skip_bad, workers=args.workers,
-                progress=not args.quiet, log=lambda s: print(s, file=sys.stderr), overwrite=args.overwrite)
+                align=args.align, progress=not args.quiet, log=lambda s: print(s, file=sys.stderr), overwrite=args.overwrite)
     print_prepared_summary(args.out)
     return 0

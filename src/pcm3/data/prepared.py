@@ -40,6 +40,9 @@ VERSION = 1
 KINDS = ("clips", "sequences")
 
 
+VAL_SUFFIX = "-val"
+
+
 class PreparedWriter:
     """Write a prepared folder atomically.
 
@@ -299,14 +302,53 @@ class Prepared:
         return sorted(self.splits)
 
     def split(self, benchmark: Optional[str], part: str) -> np.ndarray:
-        """Indices of ``part`` (``train``/``test``) of ``benchmark`` (None: all samples)."""
+        """Indices of ``part`` (``train``/``test``) of ``benchmark`` (None: all samples).
+
+        ``<benchmark>-val`` (e.g. ``xsub-val``) is a validation benchmark carved from the
+        training part of ``<benchmark>`` (:meth:`validation_split`): its ``train`` is the
+        training part less the held-out subjects, its ``test`` the held-out subjects. The
+        test part of ``<benchmark>`` is never touched: choose settings on ``-val``.
+        """
         if benchmark in (None, "all"):
             return np.arange(len(self), dtype=np.int64)
+        if benchmark.endswith(VAL_SUFFIX) and benchmark not in self.splits:
+            base = benchmark[: -len(VAL_SUFFIX)]
+            train, val = self.validation_split(base)
+            if part not in ("train", "test"):
+                raise DataError(self.root, f"benchmark {benchmark!r} has no part {part!r} (has train, test)")
+            return train if part == "train" else val
         if benchmark not in self.splits:
             raise DataError(self.root, f"no benchmark {benchmark!r}; this folder has: {', '.join(self.benchmarks) or 'none'}")
         if part not in self.splits[benchmark]:
             raise DataError(self.root, f"benchmark {benchmark!r} has no part {part!r} (has {', '.join(self.splits[benchmark])})")
         return self.splits[benchmark][part]
+
+    def validation_split(self, benchmark: str, fraction: float = 0.3, seed: int = 0):
+        """Carve a validation set from the training part of ``benchmark``, by subject.
+
+        About ``fraction`` of the training subjects (at least one, at most all but one; the
+        ``subject`` column of ``samples.csv``), drawn with ``seed``, are held out. Without a
+        subject column, ``fraction`` of the training samples are held out at random.
+
+        Returns:
+            ``(train, val)`` index arrays, disjoint, both within the training part.
+        """
+        train = self.split(benchmark, "train")
+        rows = self.rows
+        rng = np.random.default_rng(seed)
+        if rows and "subject" in rows[0] and all(rows[i].get("subject") not in (None, "") for i in train):
+            subjects = np.array([rows[i]["subject"] for i in train])
+            unique = sorted(set(subjects.tolist()), key=lambda s: (len(s), s))
+            if len(unique) >= 2:
+                k = min(max(1, int(round(fraction * len(unique)))), len(unique) - 1)
+                held = set(rng.choice(unique, size=k, replace=False).tolist())
+                is_val = np.array([s in held for s in subjects])
+                return train[~is_val], train[is_val]
+        perm = rng.permutation(train.size)
+        k = min(max(1, int(round(fraction * train.size))), max(train.size - 1, 0))
+        is_val = np.zeros(train.size, dtype=bool)
+        is_val[perm[:k]] = True
+        return train[~is_val], train[is_val]
 
     def sample(self, i: int) -> np.ndarray:
         """Sample ``i`` as ``(C, T, V, M)`` float32 (padded for clips, whole for sequences)."""
