@@ -375,8 +375,16 @@ def assemble_metrics(ctx: EvalContext, result: dict, *, wall_seconds: float, spl
     """
     if "figures" not in result:
         raise ValueError(f"task {ctx.task!r} returned no 'figures'")
+    dataset, class_names = None, None
+    if ctx.data is not None and (Path(ctx.data) / "meta.json").is_file():
+        try:
+            meta = json.loads((Path(ctx.data) / "meta.json").read_text())
+            dataset, class_names = meta.get("dataset"), meta.get("class_names")
+        except (OSError, ValueError):
+            pass
     metrics = {
-        "task": ctx.task, "data": str(ctx.data), "benchmark": ctx.benchmark,
+        "task": ctx.task, "data": str(ctx.data), "dataset": dataset, "class_names": class_names,
+        "benchmark": ctx.benchmark,
         "splits": {**(splits or {}), **result.get("splits", {})},
         "encoder": {"kind": ctx.encoder_kind, **dict(ctx.encoder_info or {})},
         "protocol": protocol_dict(ctx.protocol), "seed": ctx.seed, "device": str(ctx.device),

@@ -125,7 +125,9 @@ def run(ctx: EvalContext) -> dict:
         figures["val_top1"] = val_top1
     save_scores(ctx.out, fused, index, labels)
     return {"figures": figures, "weights": [float(w) for w in weights], "weights_searched": searched,
-            "runs": names, "data": metas[0].get("data"), "benchmark": metas[0].get("benchmark"),
+            "runs": names, "run_kinds": [(m.get("encoder") or {}).get("kind") for m in metas],
+            "data": metas[0].get("data"), "dataset": metas[0].get("dataset"),
+            "class_names": metas[0].get("class_names"), "benchmark": metas[0].get("benchmark"),
             "splits": {"test": int(len(labels))},
             "notes": [f"weights {', '.join(f'{w:.2f}' for w in weights)} "
                       + ("searched on validation scores" if searched else "as given (normalised to sum 1)")]}
