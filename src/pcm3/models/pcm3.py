@@ -254,6 +254,8 @@ class PCM3(nn.Module):
         self.momentum = float(config.momentum)  # the current EMA momentum; see set_momentum
         # set by pcm3.distributed under torchrun: all_gather / shuffle of the keys across ranks
         self.comm = None
+        # False: the query encoder is called once per view, as the release does (benchmarks)
+        self.one_call = True
         self.decoder = None
         if loss.masked_prediction:
             self.decoder = ReconstructionDecoder(d, enc.in_channels, enc.num_joints, enc.num_persons,
@@ -335,6 +337,9 @@ class PCM3(nn.Module):
         if not views:
             return {}, {}
         names = list(views)
+        if not self.one_call:  # the release's structure: one call per view (benchmarks, comparisons)
+            outs = {v: self.encoder_q(views[v], domain_prompt=self._domain(v), return_sequence=True) for v in names}
+            return {v: o[0] for v, o in outs.items()}, {v: o[1] for v, o in outs.items()}
         x = torch.cat([views[v] for v in names]) if len(names) > 1 else views[names[0]]
         prompt = None
         if self.domain_prompts is not None:

@@ -45,6 +45,13 @@ Source = Union[str, os.PathLike, Mapping[str, Any]]
 
 def _read(source: Source) -> Tuple[Dict[str, Tensor], str]:
     """The raw state dict and a name for error messages."""
+    state, where, _ = read_release(source)
+    return state, where
+
+
+def read_release(source: Source) -> Tuple[Dict[str, Tensor], str, Any]:
+    """The release's state dict (``module.`` prefix removed), a name for error messages, and
+    the checkpoint's ``epoch`` entry (None when absent)."""
     if isinstance(source, Mapping):
         where, obj = "<state dict>", source
     else:
@@ -55,6 +62,7 @@ def _read(source: Source) -> Tuple[Dict[str, Tensor], str]:
             obj = torch.load(where, map_location="cpu", weights_only=True)
         except Exception as err:  # pickle, zip and torch errors alike: not a checkpoint we can read
             raise DataError(where, f"not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
+    epoch = obj.get("epoch") if isinstance(obj, Mapping) else None
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
@@ -63,7 +71,7 @@ def _read(source: Source) -> Tuple[Dict[str, Tensor], str]:
     state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
     if _ANCHOR not in state or "encoder_q.input_norm.weight" not in state:
         raise DataError(where, f"not a PCM3 release checkpoint: no '{_ANCHOR}' / 'encoder_q.input_norm.weight' key")
-    return state, where
+    return state, where, (epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None)
 
 
 def _map_key(key: str, value: Tensor) -> Tuple[str, Tensor]:
@@ -99,6 +107,10 @@ def _map_key(key: str, value: Tensor) -> Tuple[str, Tensor]:
 
 def _encoder_config(mapped: Mapping[str, Tensor], prefix: str, where: str, channels: int,
                     persons: int) -> EncoderConfig:
+    needed = [prefix + "input_norm.weight", prefix + "gru.weight_hh_l0"]
+    if any(k not in mapped for k in needed):
+        raise DataError(where, "missing keys of a PCM3 release checkpoint: "
+                               + ", ".join(_release_name(k) for k in needed if k not in mapped))
     feats = mapped[prefix + "input_norm.weight"].numel()
     if feats % (channels * persons):
         raise DataError(where, f"{feats} input features are not joints x {channels} coordinates x {persons} persons")
@@ -163,6 +175,32 @@ def _convert(state: Mapping[str, Tensor], where: str, channels: int, persons: in
     return mapped, ModelConfig(**model), loss
 
 
+def load_release_encoder(source: Source, channels: int = 3, persons: int = 2) -> Tuple[Encoder, Any]:
+    """The query encoder of a whole release checkpoint, every part of it checked.
+
+    The checkpoint must hold what the release saves (both encoders, projectors, decoder, queue;
+    prompts optional, as in the bone and motion recipes); every key must be one of the
+    release's and fit the sizes read from the tensors.
+
+    Returns:
+        ``(encoder, epoch)``: the stepwise :class:`Encoder` (training mode as built) and the
+        checkpoint's ``epoch`` (None when absent).
+
+    Raises:
+        DataError: one line naming the file and the unknown, missing or mis-shaped keys.
+    """
+    state, where, epoch = read_release(source)
+    mapped, config, loss = _convert(state, where, channels, persons, strict=True)
+    parts = {"encoder_k.*, encoder_{q,k}.fc.*, queue": loss.contrast,
+             "linear.*, recons_decoder.*": loss.masked_prediction}
+    absent = [name for name, present in parts.items() if not present]
+    if absent:
+        raise DataError(where, f"missing keys of a PCM3 release checkpoint: {'; '.join(absent)}")
+    model = PCM3(config, loss)
+    _load(model, mapped, where, strict=True)
+    return model.encoder_q, epoch
+
+
 def load_release_checkpoint(source: Source, what: str = "model", channels: int = 3, persons: int = 2,
                             strict: bool = True) -> Union[PCM3, Encoder]:
     """Build our module from a release checkpoint and load its weights.
@@ -195,8 +233,70 @@ def load_release_checkpoint(source: Source, what: str = "model", channels: int =
     return model
 
 
+def _release_name(ours: str) -> str:
+    """The release's name of one of our keys (for error messages)."""
+    rules = [(r"^encoder_([qk])\.gru\.", r"encoder_\1.encoder.gru."), (r"^projector_([qk])\.net\.", r"encoder_\1.fc."),
+             (r"^decoder\.frame_mlp\.", "linear."), (r"^decoder\.gru\.", "recons_decoder.<gru>."),
+             (r"^decoder\.head\.", "recons_decoder.<linear>.")]
+    for pattern, repl in rules:
+        if re.match(pattern, ours):
+            return re.sub(pattern, repl, ours)
+    back = {f"domain_prompts.prompts.{v}": k for k, v in _DOMAIN.items()}
+    back.update({f"task_prompts.prompts.{v}": k for k, v in _TASK.items()})
+    return back.get(ours, ours)
+
+
+def _names(keys) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "")
+
+
 def _load(module: torch.nn.Module, state: Mapping[str, Tensor], where: str, strict: bool) -> None:
-    try:
-        module.load_state_dict(state, strict=strict)
-    except RuntimeError as err:
-        raise DataError(where, f"checkpoint does not fit the model built from its sizes: {err}") from None
+    """Load ``state`` into ``module``; a one-line DataError naming missing, unexpected or
+    mis-shaped keys (names in our convention) otherwise."""
+    own = module.state_dict()
+    filled = {"queue_index"} if "queue" in state else set()  # filled in by PCM3's load hook (-1: unknown)
+    missing = [k for k in own if k not in state and k not in filled]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{_release_name(k)} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})" for k in own
+              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    problems = []
+    if missing and strict:
+        problems.append(f"missing keys: {_names(_release_name(k) for k in missing)}")
+    if unexpected and strict:
+        problems.append(f"unexpected keys: {_names(_release_name(k) for k in unexpected)}")
+    if shapes:
+        problems.append(f"wrong shapes: {_names(shapes)}")
+    if problems:
+        raise DataError(where, "checkpoint does not fit the model built from its sizes: " + "; ".join(problems))
+    module.load_state_dict(state, strict=strict)
+
+
+class FrameLoopEncoder(Encoder):
+    """The release's way of computing the ``stepwise`` encoder: the bidirectional ``nn.GRU``
+    called on one frame at a time with its state carried over (both directions then run
+    forward in time). The same function and parameters as :class:`Encoder` (stepwise), many
+    more kernel launches; kept for benchmarks (``benchmarks/bench_step.py``) and comparisons.
+    """
+
+    def _stepwise(self, seq: Tensor) -> Tensor:
+        outs, hidden = [], None
+        for t in range(seq.shape[1]):
+            out, hidden = self.gru(seq[:, t:t + 1], hidden)  # N x 1 x 2H
+            outs.append(out)
+        return torch.cat(outs, dim=1)  # N x T x 2H
+
+
+def release_style(model: PCM3) -> PCM3:
+    """Make ``model`` compute its step the release's way, in place: one query-encoder call per
+    view and the frame-by-frame GRU loop in every encoder (same function, same parameters).
+
+    Only for stepwise encoders (the release's function). Returns ``model``.
+    """
+    for enc in (model.encoder_q, model.encoder_k):
+        if enc is not None:
+            if enc.config.variant != "stepwise":
+                raise ValueError("release_style needs the stepwise encoder (the release's function)")
+            enc.__class__ = FrameLoopEncoder
+    model.one_call = False
+    return model
