@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-from pcm3.errors import DataError
+from pcm3.errors import ConfigError, DataError
 
 MARKER = ".pcm3"
 
@@ -96,6 +96,12 @@ def check_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = Fa
             raise DataError(path, f"{option} already holds a pcm3 {kind} folder; pass --overwrite to replace it")
     check_writable(path, option)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _normal(path: str | os.PathLike) -> Path:
@@ -203,8 +209,8 @@ def open_run_dir(path: str | os.PathLike, *, resume: bool, protect: Sequence[str
         if kind not in ("run", None) or (kind is None and not legacy_run):
             check_output_dir(path, "run", option="--out")  # raises the usual message
         if (path / "checkpoint_last.pt").exists():
-            raise DataError(path, "already holds a run (checkpoint_last.pt); use --resume to continue it "
-                                  "or choose another --out")
+            raise ConfigError(f"{path}: already holds a run (checkpoint_last.pt); use --resume to continue it "
+                              "or choose another --out")
     check_writable(path, "--out")
     return path
 
@@ -235,6 +241,7 @@ def output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = False,
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the output gets the usual mode
     except OSError as e:
         raise DataError(path, f"cannot create the output folder ({e.strerror or e})") from None
     try:

@@ -31,12 +31,14 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from pcm3.augment import make_views, random_mix
-from pcm3.config import Config, from_dict, save_config, to_dict
+from pcm3.checks import check_clips, check_samples, checkpoint_write_error, ensure_checkpoint_space, size_warning
+from pcm3.config import Config, from_dict, resolve_threads, save_config, to_dict
 from pcm3.data.dataset import SkeletonDataset
 from pcm3.data.prepared import Prepared
 from pcm3.errors import ConfigError, Pcm3Error
 from pcm3.io import atomic_path
 from pcm3.masking import make_mask
+from pcm3.outputs import create_run_dir, open_run_dir
 from pcm3.models import PCM3
 from pcm3.monitor import STAT_NAMES, CollapseMonitor, DivergenceGuard, embedding_stats
 from pcm3.skeleton import get_layout, to_stream
@@ -146,7 +148,7 @@ def train_one_epoch(model: PCM3, loader: DataLoader, optimizer: torch.optim.Opti
 
     The key encoder's momentum follows ``model.momentum_schedule`` over the run's
     ``epochs x steps per epoch`` optimisation steps."""
-    from tqdm import tqdm
+    from pcm3.progress import progress_bar
 
     model.train()
     gen = torch.Generator().manual_seed(epoch_seed(cfg.train.seed, epoch, 2))
@@ -157,8 +159,8 @@ def train_one_epoch(model: PCM3, loader: DataLoader, optimizer: torch.optim.Opti
     total_steps = steps_per_epoch * cfg.train.epochs
     start = time.perf_counter()
     use_amp = cfg.train.amp and device.type == "cuda"
-    bar = tqdm(total=min(limit, len(loader)), desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-               disable=not progress, dynamic_ncols=True, leave=False)
+    bar = progress_bar(total=min(limit, len(loader)), desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                       unit="step", disable=not progress)
     for x, lengths, _, index in loader:
         if steps >= limit:
             break
@@ -229,8 +231,14 @@ def save_checkpoint(path: Path, model: PCM3, optimizer, cfg: Config, epoch: int,
     state = {"format": CHECKPOINT_FORMAT, "version": 1, "epoch": epoch, "model": model.state_dict(),
              "optimizer": optimizer.state_dict(), "config": to_dict(cfg), "history": history,
              "rng": _rng_state(), "data": data_info}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    except (OSError, RuntimeError) as e:
+        err = checkpoint_write_error(path, e)
+        if err is None:
+            raise
+        raise err from None
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
@@ -311,14 +319,17 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
     queue, epoch and RNG states); ``cfg`` may only extend ``train.epochs`` or change
     bookkeeping (progress, save_every, num_workers, device).
     """
-    run = Path(out)
     progress = cfg.train.progress if progress is None else progress
+    cfg.validate()
+    if not cfg.data.path:
+        raise ConfigError("data.path: no data; give --data DIR (a folder made by `pcm3 prepare`)")
     prepared = Prepared(cfg.data.path)
+    check_clips(prepared)
     layout = get_layout(prepared.layout)
     data_shape_into_config(cfg, prepared)
     device = resolve_device(cfg.train.device)
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
+    torch.set_num_threads(resolve_threads(cfg.train.threads, cfg.model.encoder.hidden))
+    run = open_run_dir(out, resume=resume, protect=[cfg.data.path])
 
     history: List[dict] = []
     start_epoch = 0
@@ -328,13 +339,24 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
         saved = from_dict(Config, ckpt["config"], str(run / "checkpoint_last.pt"))
         _check_resume_compatible(saved, cfg)
         start_epoch, history = int(ckpt["epoch"]), list(ckpt["history"])
-    elif (run / "checkpoint_last.pt").exists():
-        raise ConfigError(f"{run}: already holds a run (checkpoint_last.pt); use --resume to continue it "
-                          "or choose another --out")
-    run.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run / "config.yaml")
+        if start_epoch >= cfg.train.epochs:
+            raise ConfigError(f"{run}: --resume: the run is finished ({start_epoch} of {cfg.train.epochs} epochs "
+                              f"done); to train longer give more epochs, e.g. --set train.epochs={start_epoch + 10}")
+    dataset = SkeletonDataset(prepared, cfg.data.benchmark, cfg.data.part)
+    check_samples(prepared, dataset.indices)
+    if len(dataset) < cfg.train.batch_size:
+        raise ConfigError(f"{cfg.data.path}: {len(dataset)} training samples, fewer than one batch of "
+                          f"{cfg.train.batch_size} (lower train.batch_size)")
 
     model = build_model(cfg).to(device)
+    num_params = sum(p.numel() for p in model.parameters())
+    warning = size_warning(num_params, device)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    ensure_checkpoint_space(run, 3 * 4 * num_params)  # weights, optimizer momentum, key encoder (float32)
+    create_run_dir(run)
+    save_config(cfg, run / "config.yaml")
+
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr,
                                 momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
     if ckpt is not None:
@@ -342,10 +364,6 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
         optimizer.load_state_dict(ckpt["optimizer"])
         _set_rng_state(ckpt["rng"])
 
-    dataset = SkeletonDataset(prepared, cfg.data.benchmark, cfg.data.part)
-    if len(dataset) < cfg.train.batch_size:
-        raise ConfigError(f"{cfg.data.path}: {len(dataset)} training samples, fewer than one batch of "
-                          f"{cfg.train.batch_size} (lower train.batch_size)")
     sampler = EpochSampler(len(dataset), cfg.train.seed)
     loader = DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=sampler, drop_last=True,
                         num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",

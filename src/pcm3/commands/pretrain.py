@@ -11,12 +11,15 @@ def add_parser(sub) -> None:
         description="Pretrain PCM3 on a prepared data folder. The run folder gets the resolved "
                     "config, log.txt, metrics.csv, TensorBoard events (tb/), loss.png and "
                     "checkpoints; --resume continues an interrupted run exactly.")
-    p.add_argument("--config", help="YAML config (see configs/); defaults are the paper's values")
+    p.add_argument("--config", help="YAML config file or packaged config name (demo, msr3d_xsub_joint, "
+                                     "ntu60_xsub_joint...); default: the paper's full-size model (pcm3)")
     p.add_argument("--data", help="prepared data folder (overrides data.path)")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=10 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoint_last.pt")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads (default: train.threads; 0 = 1 for small GRU encoders, else physical cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=run)
 
@@ -32,6 +35,16 @@ def run(args) -> int:
     overrides = list(args.overrides)
     if args.data:
         overrides.append(f"data.path={args.data}")
+    if args.threads is not None:
+        overrides.append(f"train.threads={args.threads}")
+    if config is None:
+        from pcm3.config import CONFIG_DIR
+
+        if not args.quiet:  # on stdout with the run's other lines: stderr is for the one-line errors
+            print("note: no --config: using the paper's configuration 'pcm3' (3 x 1024 GRU, about 100M "
+                  "parameters, 450 epochs); small ones: --config demo, msr3d_xsub_joint, nwucla_xview_joint "
+                  f"(all packaged configs: {CONFIG_DIR})", flush=True)
+        config = "pcm3"
     cfg = load_config(config, overrides)
     if not cfg.data.path:
         raise ConfigError("no data: give --data DIR (a folder made by `pcm3 prepare`)")

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pcm3.data.prepared import Prepared
+from pcm3.errors import DataError
 
 
 class SkeletonDataset(Dataset):
@@ -27,14 +28,16 @@ class SkeletonDataset(Dataset):
 
     Returns per item ``(x, length, label, index)``: ``x`` ``(C, T, V, M)`` float32,
     ``length`` the true number of frames, ``label`` 0-based (-1 when unlabeled),
-    ``index`` the sample's index in the prepared folder.
+    ``index`` the sample's index in the prepared folder. A sample holding NaN or inf raises
+    :class:`pcm3.errors.DataError` naming it (also from a DataLoader worker).
     """
 
     def __init__(self, data: str | os.PathLike | Prepared, benchmark: Optional[str] = None,
                  part: str = "train", indices: Optional[Sequence[int]] = None):
         self.prepared = data if isinstance(data, Prepared) else Prepared(data)
         if self.prepared.kind != "clips":
-            raise ValueError(f"{self.prepared.root}: a '{self.prepared.kind}' folder; SkeletonDataset reads clips")
+            raise DataError(self.prepared.root, f"holds untrimmed videos ({self.prepared.kind}); this needs "
+                                                "--trimmed clips (`pcm3 prepare ... --kind clips`)")
         self.indices = (np.asarray(indices, dtype=np.int64) if indices is not None
                         else self.prepared.split(benchmark, part))
 
@@ -55,6 +58,16 @@ class SkeletonDataset(Dataset):
 
     def __getitem__(self, i: int):
         j = int(self.indices[i])
-        x = torch.from_numpy(np.array(self.prepared.data[j], dtype=np.float32))
+        arr = np.array(self.prepared.data[j], dtype=np.float32)
+        if not np.isfinite(arr).all():  # ~20 us a clip; a NaN would otherwise surface as a "diverged" loss
+            raise DataError(self.prepared.root / "data.npy", f"sample {j} ({self._name(j)}) holds non-finite "
+                                                             "values (NaN or inf); `pcm3 info` lists them")
+        x = torch.from_numpy(arr)
         return (x, torch.tensor(int(self.prepared.lengths[j])), torch.tensor(int(self.prepared.labels[j])),
                 torch.tensor(j))
+
+    def _name(self, j: int) -> str:
+        try:
+            return self.prepared.rows[j]["name"]
+        except (OSError, IndexError, KeyError):
+            return "?"

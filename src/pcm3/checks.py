@@ -1,0 +1,98 @@
+"""Checks that pretraining (and the commands around it) run before anything is written.
+
+Each raises a one-line :class:`pcm3.errors.DataError` / :class:`pcm3.errors.ConfigError`
+naming the file or key, so that a mistake is reported before a run folder exists rather than
+as a traceback (or a wrong message) after training started.
+"""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from pcm3.data.prepared import Prepared
+from pcm3.errors import DataError
+from pcm3.outputs import ensure_free_space
+
+# Parameters above which a CPU run is "far too large": the paper's model (about 100M) runs
+# hours per epoch on a laptop CPU; the small configs have well under 2M.
+CPU_PARAMS_WARNING = 20_000_000
+
+
+def check_clips(prepared: Prepared, command: str = "pretraining") -> None:
+    """Refuse a ``sequences`` (untrimmed video) folder where trimmed clips are needed."""
+    if prepared.kind != "clips":
+        dataset = prepared.meta.get("dataset", "this data set")
+        hint = (f" (prepare it again with `pcm3 prepare {dataset} --trimmed` or `--kind clips`)"
+                if str(dataset).startswith("pku") else " (prepare labelled clips of it)")
+        raise DataError(prepared.root, f"holds untrimmed videos ({prepared.kind}); {command} needs "
+                                       f"--trimmed clips{hint}")
+
+
+def check_samples(prepared: Prepared, indices: np.ndarray) -> None:
+    """Labels and lengths of the samples ``indices`` are what the loaders rely on.
+
+    Labels must be -1 (none) or below the number of classes; lengths between 1 and the clip
+    length T. The sample is named in the message.
+    """
+    if indices.size == 0:
+        return
+    labels = prepared.labels[indices]
+    lengths = prepared.lengths[indices]
+    n_classes = prepared.num_classes
+    bad = np.flatnonzero((labels < -1) | ((labels >= n_classes) if n_classes else False))
+    if bad.size:
+        j = int(indices[bad[0]])
+        raise DataError(prepared.root / "labels.npy",
+                        f"sample {j} ({_name(prepared, j)}) has label {int(prepared.labels[j])}, outside "
+                        f"0..{n_classes - 1} ({n_classes} classes in meta.json); {bad.size} such samples")
+    t = int(prepared.shape[2]) if prepared.kind == "clips" else None
+    bad = np.flatnonzero((lengths < 1) | ((lengths > t) if t else False))
+    if bad.size:
+        j = int(indices[bad[0]])
+        raise DataError(prepared.root / "lengths.npy",
+                        f"sample {j} ({_name(prepared, j)}) has length {int(prepared.lengths[j])}, outside "
+                        f"1..{t}; {bad.size} such samples")
+
+
+def _name(prepared: Prepared, j: int) -> str:
+    try:
+        return prepared.rows[j]["name"]
+    except (OSError, IndexError, KeyError):
+        return "?"
+
+
+def size_warning(num_params: int, device) -> Optional[str]:
+    """A warning line when a model of ``num_params`` is far too large for a CPU run."""
+    if getattr(device, "type", str(device)) == "cpu" and num_params > CPU_PARAMS_WARNING:
+        return (f"warning: {num_params / 1e6:.0f}M parameters on a CPU: each epoch may take hours. For a "
+                "small run use --config demo (or a data set's small config such as msr3d_xsub_joint), "
+                "or train on a GPU")
+    return None
+
+
+def ensure_checkpoint_space(run: Path, num_bytes: int) -> None:
+    """Two checkpoints (the last one and its atomic replacement) must fit beside ``run``."""
+    probe = Path(run)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    ensure_free_space(probe, 2 * num_bytes, "two checkpoints of this model", report=run)
+
+
+def checkpoint_write_error(path: Path, e: BaseException) -> Optional[DataError]:
+    """The one-line error for a failed checkpoint write, or None when it is not the disk's fault.
+
+    ``torch.save`` reports a full disk as ``RuntimeError(... file write failed)``, other writes
+    as ``OSError`` (ENOSPC, EDQUOT).
+    """
+    full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+    full = full or (isinstance(e, RuntimeError) and "write failed" in str(e))
+    if full:
+        return DataError(path, "disk full while writing the checkpoint; the previous checkpoint is kept "
+                               "(free some space, then --resume)")
+    if isinstance(e, OSError):
+        return DataError(path, f"cannot write the checkpoint ({e.strerror or e})")
+    return None
