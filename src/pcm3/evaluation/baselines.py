@@ -135,4 +135,5 @@ def train_supervised(encoder_config: EncoderConfig | dict, train_dataset: Skelet
             opt.step()
             bar.update(1)
     bar.close()
+    encoder.supervised_trained = True  # evaluate() uses it as the supervised row without retraining
     return encoder.eval()

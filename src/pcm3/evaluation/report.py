@@ -117,8 +117,9 @@ def _table(title: str, header: List[str], rows: List[List[str]]) -> List[str]:
 
 
 def _row_key(m: dict):
-    k = _kind(m)
-    return (KIND_ORDER.index(k) if k in KIND_ORDER else 99, _stream(m), k)
+    k, stream = _kind(m), _stream(m)
+    order = ("joint", "bone", "motion")
+    return (KIND_ORDER.index(k) if k in KIND_ORDER else 99, order.index(stream) if stream in order else 9, stream, k)
 
 
 def recognition_tables(runs: List[dict]) -> List[str]:
@@ -136,7 +137,7 @@ def recognition_tables(runs: List[dict]) -> List[str]:
             rows.setdefault(key, {})[_column(m)] = cell(m)
         body = []
         for (rk, task), cells in sorted(rows.items()):
-            _, stream, kind = rk
+            _, _, stream, kind = rk
             body.append([KIND_LABEL.get(kind, kind), stream] + [cells.get(c, "-") for c in cols])
         if paper_cell is not None:
             paper = [paper_cell(c) for c in cols]
@@ -422,7 +423,7 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *, o
     linear = [m for m in runs if m.get("task") == "linear"]
     occ = [m for m in runs if m.get("task") == "occlusion"]
     pictures: List[Tuple[str, Path]] = []
-    with output_dir(images, "report", overwrite=overwrite, protect=[Path(d) for d in dirs]) as tmp:
+    with output_dir(images, "report", overwrite=overwrite, protect=[Path(m["_dir"]) for m in runs]) as tmp:
         main = next((m for m in linear if _kind(m) == "pretrained"), linear[0] if linear else None)
         made = [("Confusion matrix", main and plot_confusion(main, tmp / "confusion.png")),
                 ("Per-class accuracy", linear and plot_per_class(linear, tmp / "per_class.png")),

@@ -134,8 +134,10 @@ def build_encoder(kind: str, *, data, benchmark: Optional[str], protocol, encode
     - ``random_init``: the same architecture as the given encoder / run / ``pretrain_config``,
       fresh weights from ``seed``.
     - ``raw_input``: None (no network; the task uses :class:`pcm3.evaluation.baselines.RawInput`).
-    - ``supervised``: the same architecture trained with labels on the training split
-      (``protocol.supervised``), or ``encoder`` as given when it is already trained.
+    - ``supervised``: the same architecture as the given encoder / run / ``pretrain_config``
+      trained with labels on the training split (``protocol.supervised``); an ``encoder``
+      returned by :func:`pcm3.evaluation.baselines.train_supervised` (attribute
+      ``supervised_trained``) is used as given.
     """
     from pcm3.evaluation.baselines import random_init_encoder, train_supervised
 
@@ -143,8 +145,8 @@ def build_encoder(kind: str, *, data, benchmark: Optional[str], protocol, encode
         raise ConfigError(f"encoder kind {kind!r}: must be one of {', '.join(ENCODER_KINDS)}")
     if kind == "raw_input":
         return None, {}
-    if kind == "supervised" and encoder is not None:
-        return encoder, {"trained": "given"}
+    if kind == "supervised" and encoder is not None and getattr(encoder, "supervised_trained", False):
+        return encoder, {"weights": "supervised, trained by the caller"}
     info: dict = {}
     if encoder is None and encoder_path is not None:
         encoder, info = load_encoder_with_info(encoder_path)

@@ -1,0 +1,108 @@
+"""The recognition suite (``pcm3 benchmark``): every task for given encoders and their baseline rows.
+
+:func:`run_benchmark` evaluates each encoder (e.g. joint, bone and motion) and its random-init
+twin (optionally the raw input and the supervised upper bound) with ``linear``, ``knn``,
+``occlusion`` and ``semi``, fuses the linear scores of several encoders (equal weights), and
+writes ``OUT/<stream>_<row>/<task>/`` eval folders plus ``OUT/benchmark.md`` (the paper's
+Tables 1-4 shape, with the paper's PCM3 figures where the data set matches) and, unless
+``report=False``, ``OUT/report.md``/``.html`` with the pictures.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from pcm3.errors import ConfigError
+from pcm3.evaluation.common import load_protocol
+from pcm3.evaluation.runner import build_encoder, evaluate, load_encoder_with_info, task_module
+
+SUITE_TASKS = ("linear", "knn", "occlusion", "semi")
+
+
+def split_overrides(overrides: Sequence[str], tasks: Sequence[str]) -> Dict[str, List[str]]:
+    """``task.key=value`` -> ``{task: ["key=value"]}``; a key without a task prefix is an error."""
+    out: Dict[str, List[str]] = {t: [] for t in (*SUITE_TASKS, "fusion")}  # tasks not run: ignored
+    for item in overrides:
+        head, _, rest = item.partition(".")
+        if head not in out or not rest:
+            raise ConfigError(f"--set {item!r}: prefix the key with a task ({', '.join(out)}), e.g. linear.epochs=10")
+        out[head].append(rest)
+    return out
+
+
+def run_benchmark(encoders: Sequence[str], *, data, benchmark: Optional[str], out, tasks: Sequence[str] = SUITE_TASKS,
+                  raw_input: bool = False, supervised: bool = False, random_init: bool = True,
+                  overrides: Sequence[str] = (), device: str | torch.device = "cpu", seed: int = 0,
+                  progress: bool = False, overwrite: bool = False, report: bool = True) -> dict:
+    """Run the suite; returns ``{"runs": [folders], "table": markdown, "seconds": ...}``.
+
+    Args:
+        encoders: exported encoder files (one per stream, e.g. joint, bone, motion).
+        tasks: subset of ``linear``, ``knn``, ``occlusion``, ``semi``.
+        raw_input / supervised / random_init: which baseline rows to add (random-init twins by
+            default).
+        overrides: ``task.key=value`` protocol overrides (``supervised`` settings belong to each
+            task; the supervised encoder is trained once per encoder with ``linear``'s settings).
+    """
+    from pcm3.evaluation.report import load_runs, recognition_tables, write_report
+    from pcm3.io import write_text
+    from pcm3.outputs import output_dir
+
+    bad = [t for t in tasks if t not in SUITE_TASKS]
+    if bad:
+        raise ConfigError(f"--tasks: {bad[0]!r} is not one of {', '.join(SUITE_TASKS)}")
+    if not encoders:
+        raise ConfigError("--encoders: give at least one encoder file")
+    per_task = split_overrides(overrides, tasks)
+    for t in tasks:  # every protocol checked before any work
+        load_protocol(task_module(t).PROTOCOL, task_module(t).DEFAULT_CONFIG, per_task[t])
+    device = torch.device(device)
+    t0 = time.perf_counter()
+    folders: List[str] = []
+    with output_dir(out, "benchmark", overwrite=overwrite, protect=[data, *encoders]) as tmp:
+        loaded = [load_encoder_with_info(e) for e in encoders]
+        streams = [enc.stream for enc, _ in loaded]
+        if len(set(streams)) != len(streams):
+            raise ConfigError(f"--encoders: two encoders of the same stream ({', '.join(streams)}); give one per stream")
+        linear_dirs: Dict[str, List[Path]] = {}
+        for path, (enc, info) in zip(encoders, loaded):
+            rows = [("pretrained", dict(encoder_path=path))]
+            if random_init:
+                rows.append(("random_init", dict(encoder_path=path)))
+            if raw_input:
+                rows.append(("raw_input", {}))
+            if supervised:
+                lin = load_protocol(task_module("linear").PROTOCOL, "eval_linear", per_task.get("linear", []))
+                sup, _ = build_encoder("supervised", data=data, benchmark=benchmark, protocol=lin, encoder=enc,
+                                       device=device, seed=seed, progress=progress, out=None)
+                rows.append(("supervised", dict(encoder=sup)))
+            for kind, source in rows:
+                for task in tasks:
+                    folder = tmp / f"{enc.stream}_{kind}" / task
+                    extra = [] if kind != "raw_input" else [f"stream={enc.stream}", f"clip_len={enc.clip_len}"]
+                    evaluate(task, data=data, benchmark=benchmark, out=folder, kind=kind, config=None,
+                             overrides=[*extra, *per_task[task]], device=device, seed=seed, progress=progress,
+                             **source)
+                    folders.append(str(Path(out) / folder.relative_to(tmp)))
+                    if task == "linear":
+                        linear_dirs.setdefault(kind, []).append(folder)
+        if "linear" in tasks and len(encoders) > 1:
+            for kind, dirs in linear_dirs.items():
+                if len(dirs) == len(encoders):
+                    folder = tmp / f"fusion_{kind}"
+                    evaluate("fusion", data=None, benchmark=benchmark, out=folder,
+                             overrides=[f"runs=[{', '.join(repr(str(d)) for d in dirs)}]",
+                                        f"weights=[{', '.join('1' for _ in dirs)}]", *per_task["fusion"]])
+                    folders.append(str(Path(out) / folder.name))
+        runs = load_runs([tmp])
+        table = "\n".join(["# pcm3 benchmark", "", f"data `{data}`, benchmark `{benchmark}`, encoders: "
+                           + ", ".join(f"`{e}`" for e in encoders), "", *recognition_tables(runs),
+                           "Fusion rows: equal weights over the streams' linear test scores."]) + "\n"
+        write_text(tmp / "benchmark.md", table)
+        if report:
+            write_report([tmp], tmp / "report.md")
+    return {"runs": folders, "table": table, "seconds": time.perf_counter() - t0}
