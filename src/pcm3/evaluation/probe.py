@@ -17,20 +17,16 @@ import torch.nn.functional as F
 def knn_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, k: int = 1) -> float:
     """Top-1 accuracy of k-NN (cosine similarity of L2-normalised features, majority vote).
 
+    Computed by the blocked top-k search of :mod:`pcm3.evaluation.knn` (ties of the vote go to
+    the class of the most similar neighbour).
+
     Shape:
         train_x ``(N, D)``, train_y ``(N,)``, test_x ``(M, D)``, test_y ``(M,)``.
     """
-    a = F.normalize(torch.as_tensor(train_x, dtype=torch.float32), dim=1)
-    b = F.normalize(torch.as_tensor(test_x, dtype=torch.float32), dim=1)
-    ty = torch.as_tensor(train_y)
-    correct = 0
-    for s in range(0, b.shape[0], 1024):
-        sim = b[s:s + 1024] @ a.T  # (m, N)
-        idx = sim.topk(k, dim=1).indices  # (m, k)
-        votes = ty[idx]
-        pred = votes[:, 0] if k == 1 else torch.mode(votes, dim=1).values
-        correct += int((pred == torch.as_tensor(test_y[s:s + 1024])).sum())
-    return correct / max(1, len(test_y))
+    from pcm3.evaluation.knn import knn_accuracies
+
+    acc, _ = knn_accuracies(train_x, train_y, test_x, test_y, (k,))
+    return acc[f"knn{k}"] / 100.0 if len(test_y) else 0.0
 
 
 def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *,

@@ -261,7 +261,7 @@ def plot_per_class(linear_runs: List[dict], path: Path) -> Optional[Path]:
     from pcm3.evaluation.common import per_class_accuracy
 
     rows = []
-    for m in linear_runs:
+    for m in _main_stream(linear_runs):
         try:
             scores, _, labels = load_scores(m["_dir"])
         except DataError:
@@ -281,12 +281,26 @@ def plot_per_class(linear_runs: List[dict], path: Path) -> Optional[Path]:
     ax.set_ylim(0, 100)
     d, b = _column(linear_runs[0])
     ax.set_title(f"Per-class accuracy, linear evaluation, {d} {b}", fontsize=10, pad=24)
-    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(rows), frameon=False)
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(4, len(rows)), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _main_stream(runs: List[dict]) -> List[dict]:
+    """The runs of one stream (joint when present, else that of the first pretrained run), ordered
+    pretrained, random init, supervised, raw input; at most one per kind."""
+    streams = [_stream(m) for m in runs]
+    pre = [_stream(m) for m in runs if _kind(m) == "pretrained"]
+    stream = "joint" if "joint" in streams else (pre[0] if pre else streams[0])
+    order = ("pretrained", "random_init", "supervised", "raw_input")
+    picked: Dict[str, dict] = {}
+    for m in runs:
+        if _stream(m) == stream and _kind(m) not in picked:
+            picked[_kind(m)] = m
+    return [picked[k] for k in sorted(picked, key=lambda k: order.index(k) if k in order else 9)]
 
 
 def _subsample(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
@@ -308,7 +322,7 @@ def plot_feature_maps(linear_runs: List[dict], path: Path, *, method: str = "tsn
     from pcm3.evaluation.tsne import pca_2d, tsne
 
     panels = []
-    for m in sorted(linear_runs, key=lambda m: (0 if _kind(m) == "pretrained" else 1 if _kind(m) == "random_init" else 2)):
+    for m in _main_stream(linear_runs):
         f = Path(m["_dir"]) / "test_features.npy"
         if not f.exists():
             continue
@@ -324,10 +338,12 @@ def plot_feature_maps(linear_runs: List[dict], path: Path, *, method: str = "tsn
     if not panels:
         return None
     plt = _plt()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.6), squeeze=False)
+    cols = 2 if len(panels) == 4 else len(panels)
+    nrows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 4.4 * nrows + 0.8), squeeze=False)
     k = int(max(p[2].max() for p in panels)) + 1
     cmap = plt.get_cmap("tab20" if k > 10 else "tab10")
-    for ax, (title, xy, y) in zip(axes[0], panels):
+    for ax, (title, xy, y) in zip(axes.ravel(), panels):
         ax.scatter(xy[:, 0], xy[:, 1], c=[cmap(int(c) % cmap.N) for c in y], s=6, linewidths=0)
         ax.set_title(title, fontsize=10)
         ax.set_xticks([])
@@ -338,8 +354,8 @@ def plot_feature_maps(linear_runs: List[dict], path: Path, *, method: str = "tsn
     names = _class_names(linear_runs[0], k)
     handles = [plt.Line2D([], [], marker="o", ls="", color=cmap(i % cmap.N), label=names[i]) for i in range(k)]
     if k <= 20:
-        fig.legend(handles=handles, loc="lower center", ncol=min(k, 8), fontsize=7, frameon=False)
-        fig.tight_layout(rect=(0, 0.08 + 0.035 * ((k - 1) // 8), 1, 0.95))
+        fig.legend(handles=handles, loc="lower center", ncol=min(k, 4 * cols), fontsize=7, frameon=False)
+        fig.tight_layout(rect=(0, (0.05 + 0.03 * ((k - 1) // (4 * cols))) * 2 / (nrows + 1), 1, 0.95))
     else:
         fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path, dpi=110)
