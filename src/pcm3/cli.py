@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "pcm3.commands.eval",
     "pcm3.commands.benchmark",
     "pcm3.commands.report",
+    "pcm3.commands.visualize",
     "pcm3.commands.import_release",
 )
 

@@ -1,0 +1,152 @@
+"""Detection: windows, post-processing on hand-computed cases, end-to-end runs (built-in, CLI, PKU-MMD)."""
+
+import csv
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from pcm3.cli import main
+from pcm3.data.synthetic import prepare_synthetic_untrimmed
+from pcm3.errors import ConfigError, DataError
+from pcm3.evaluation.detection import (DetectionProtocol, run, segments, smooth, window_indices,
+                                       window_offsets)
+from pcm3.models import Encoder, EncoderConfig
+
+
+def tiny_encoder(seed=0):
+    torch.manual_seed(seed)
+    enc = Encoder(EncoderConfig(hidden=8, layers=1)).eval()
+    enc.layout, enc.stream, enc.clip_len, enc.test_crop = "ntu25", "joint", 16, 0.95
+    return enc
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    out = tmp_path_factory.mktemp("det") / "u"
+    prepare_synthetic_untrimmed(out, seed=1, num_subjects=2, videos_per_view=1, actions_per_video=3, progress=False)
+    return out
+
+
+def ctx(data, out, encoder, protocol=None, benchmark="xsub"):
+    return SimpleNamespace(task="detection", data=data, benchmark=benchmark, encoder=encoder,
+                           encoder_kind="random_init", encoder_info={}, out=out, device=torch.device("cpu"),
+                           seed=0, progress=False,
+                           protocol=protocol or DetectionProtocol(epochs=2, milestones=[1], timeline_videos=2))
+
+
+def test_windows_are_dilated_and_clamped():
+    assert window_offsets(16).tolist() == list(range(-8, 8))
+    idx = window_indices(np.array([0, 20]), np.array([30, 30]), np.array([4, 3]), 16)
+    assert idx[0].tolist() == [0] * 9 + [4, 8, 12, 16, 20, 24, 28]     # clamped at frame 0
+    assert idx[1].tolist() == [0, 0, 2, 5, 8, 11, 14, 17, 20, 23, 26, 29, 29, 29, 29, 29]   # 20 + 3 * (-8..7)
+
+
+def test_smooth_centred_by_hand():
+    p = np.array([[0.0], [3.0], [6.0], [0.0], [9.0]])
+    # k = 1: frame 0 -> mean(0, 3); frame 1 -> mean(0, 3, 6); ...; frame 4 -> mean(0, 9)
+    assert np.allclose(smooth(p, 1)[:, 0], [1.5, 3.0, 3.0, 5.0, 4.5])
+    assert np.allclose(smooth(p, 0), p)
+
+
+def test_smooth_release_matches_the_authors_loop():
+    rng = np.random.default_rng(0)
+    x = rng.random((37, 4))
+    k = 5
+    # the authors' `smoothing` (Simple-Skeleton-Detection): window [t-k, t+k), end clamped to l-1
+    l = len(x)
+    s, e = np.arange(-k, l - k), np.arange(k, l + k)
+    s[s < 0] = 0
+    e[e >= l] = l - 1
+    ref = np.stack([x[s[i]:e[i]].mean(axis=0) for i in range(l)])
+    assert np.allclose(smooth(x, k, "release"), ref, atol=1e-6)
+
+
+def test_segments_by_hand():
+    # 7 frames, background + 2 classes; active where 1 - P(bg) >= 0.4
+    p = np.array([[0.9, 0.05, 0.05],
+                  [0.2, 0.7, 0.1],
+                  [0.5, 0.3, 0.2],     # 1 - 0.5 = 0.5: active
+                  [0.7, 0.2, 0.1],     # 0.3: not active
+                  [0.1, 0.2, 0.7],
+                  [0.6, 0.3, 0.1],     # 0.4: active (>=)
+                  [0.9, 0.1, 0.0]])
+    segs = segments(p, 0.4)
+    assert [(c, s, e) for c, s, e, _ in segs] == [(1, 1, 3), (2, 4, 6)]
+    assert segs[0][3] == pytest.approx((0.7 + 0.3) / 2)
+    # frames 4-5: class means (0.25, 0.4) -> class 2 with confidence 0.4
+    assert segs[1][3] == pytest.approx(0.4)
+    assert segments(np.tile([[1.0, 0.0, 0.0]], (5, 1)), 0.4) == []
+
+
+def test_run_end_to_end(videos, tmp_path):
+    result = run(ctx(videos, tmp_path, tiny_encoder()))
+    figs = result["figures"]
+    for m in ("official", "voc"):
+        for t in ("0.1", "0.3", "0.5"):
+            assert 0 <= figs[f"mAP_a@{t} ({m})"] <= 100 and 0 <= figs[f"mAP_v@{t} ({m})"] <= 100
+    assert 0 <= figs["frame accuracy"] <= 100
+    assert result["splits"] == {"train": 3, "val": 0, "test": 3}
+    rows = list(csv.DictReader(open(tmp_path / "detections.csv")))
+    assert open(tmp_path / "detections.csv").readline().strip() == "video,class,start,end,confidence"
+    for r in rows:
+        assert 1 <= int(r["class"]) <= 16 and 0 <= int(r["start"]) < int(r["end"])
+    assert (tmp_path / "timeline.png").stat().st_size > 1000
+    assert (tmp_path / "per_class_ap.csv").exists() and (tmp_path / "history.csv").exists()
+    assert len(result["history"]) == 2
+
+
+def test_validation_split_and_best_val(videos, tmp_path):
+    p = DetectionProtocol(epochs=2, milestones=[1], val_fraction=0.5, val_every=1, select="best_val",
+                          timeline_videos=0)
+    # two training subjects... only one (subject 0) in xsub/train, so carve by video instead
+    p.val_by = "video"
+    with pytest.raises(ConfigError):  # one video per subject-camera: 'video' has one value -> empty part
+        run(ctx(videos, tmp_path, tiny_encoder(), p))
+    p.val_by = "camera"
+    result = run(ctx(videos, tmp_path / "b", tiny_encoder(), p))
+    assert result["splits"]["val"] >= 1 and "selected_epoch" in result["history"][-1]
+    with pytest.raises(ConfigError):
+        DetectionProtocol(select="best_val")  # never selects on the test set
+
+
+def test_refusals(videos, synthetic_small, tmp_path):
+    with pytest.raises(ConfigError):
+        run(ctx(videos, tmp_path, None))                     # raw input
+    with pytest.raises(DataError):
+        run(ctx(synthetic_small, tmp_path, tiny_encoder()))  # clips, not videos
+
+
+def test_cli(videos, tmp_path, capsys):
+    from pcm3.evaluation.runner import save_encoder
+
+    enc = tiny_encoder()
+    save_encoder(enc, tmp_path / "enc.pt", {})
+    out = tmp_path / "ev"
+    code = main(["eval", "detection", "--encoder", str(tmp_path / "enc.pt"), "--data", str(videos), "--benchmark",
+                 "xsub", "--out", str(out), "--set", "epochs=1", "--set", "milestones=[1]", "--device", "cpu",
+                 "--quiet"])
+    assert code == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert "mAP_a@0.5 (official)" in m["figures"] and (out / "detections.csv").exists()
+    assert main(["eval", "detection", "--raw-input", "--data", str(videos), "--out", str(tmp_path / "r")]) == 2
+    assert "--raw-input" in capsys.readouterr().err
+
+
+def test_pku_mmd_smoke(shared_data, tmp_path):
+    """The three real PKU-MMD Part I videos, trained and tested on the same videos (a smoke test only)."""
+    from pcm3.data.pku import prepare_pku
+
+    raw = shared_data / "pku_mmd"
+    if not raw.is_dir():
+        pytest.skip("no PKU-MMD sample in the shared data")
+    data = prepare_pku(raw, tmp_path / "pku1", part=1, progress=False, workers=1, log=lambda s: None)
+    p = DetectionProtocol(epochs=2, milestones=[1], timeline_videos=3, test_batch_size=512)
+    result = run(ctx(data, tmp_path / "out", tiny_encoder(), p, benchmark="all"))
+    assert result["splits"] == {"train": 3, "val": 0, "test": 3}
+    assert any("smoke test" in n for n in result["notes"])
+    rows = list(csv.DictReader(open(tmp_path / "out" / "detections.csv")))
+    assert all(1 <= int(r["class"]) <= 51 for r in rows)
+    assert (tmp_path / "out" / "timeline.png").exists()
