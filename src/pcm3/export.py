@@ -13,9 +13,10 @@ from typing import Optional
 
 import torch
 
-from pcm3.errors import DataError
+from pcm3.errors import DataError, Pcm3Error
 from pcm3.io import atomic_path
 from pcm3.models import Encoder, EncoderConfig
+from pcm3.outputs import check_writable
 
 ENCODER_FORMAT = "pcm3-encoder"
 
@@ -36,7 +37,14 @@ def export_encoder(source: str | Path, out: str | Path) -> Path:
     """Write the query encoder of a run folder (or checkpoint file) to ``out``."""
     from pcm3.pretrain import load_checkpoint
 
-    ckpt = load_checkpoint(_find_checkpoint(source))
+    ckpt_path = _find_checkpoint(source)
+    out = Path(out)
+    if out.is_dir():
+        raise DataError(out, "is a folder; give the encoder file to write, e.g. --out encoder.pt")
+    if out.exists() and out.resolve() == ckpt_path.resolve():
+        raise DataError(out, "is the checkpoint being exported; choose another file")
+    check_writable(out, "--out", file=True)
+    ckpt = load_checkpoint(ckpt_path)
     cfg = ckpt["config"]
     enc_cfg = cfg["model"]["encoder"]
     prefix = "encoder_q."
@@ -49,9 +57,16 @@ def export_encoder(source: str | Path, out: str | Path) -> Path:
         "clip_len": cfg["views"]["out_len"], "test_crop": cfg["views"]["test_crop_ratio"],
         "pretrain_epochs": ckpt["epoch"], "source": str(source),
     }
-    with atomic_path(out) as tmp:
-        torch.save(payload, tmp)
-    return Path(out)
+    try:
+        with atomic_path(out) as tmp:
+            torch.save(payload, tmp)
+    except (OSError, RuntimeError) as e:
+        from pcm3.checks import checkpoint_write_error
+
+        if checkpoint_write_error(out, e) is None:
+            raise
+        raise DataError(out, f"cannot write the encoder file (disk full or unwritable: {e}); nothing was written") from None
+    return out
 
 
 def load_encoder(path: str | Path, map_location: Optional[str] = "cpu") -> Encoder:
@@ -70,8 +85,16 @@ def load_encoder(path: str | Path, map_location: Optional[str] = "cpu") -> Encod
         raise DataError(path, f"not a readable encoder file ({type(e).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != ENCODER_FORMAT:
         raise DataError(path, "not a pcm3 encoder (make one with `pcm3 export RUN --out FILE`)")
-    encoder = Encoder(EncoderConfig(**payload["encoder_config"]))
-    encoder.load_state_dict(payload["state_dict"])
+    missing = [k for k in ("encoder_config", "state_dict", "layout", "stream", "clip_len", "test_crop")
+               if k not in payload]
+    if missing:
+        raise DataError(path, f"incomplete encoder file: no {', '.join(missing)} (export it again with `pcm3 export`)")
+    try:
+        encoder = Encoder(EncoderConfig(**payload["encoder_config"]))
+        encoder.load_state_dict(payload["state_dict"])
+    except (TypeError, ValueError, KeyError, RuntimeError, Pcm3Error) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(path, f"damaged encoder file: its weights do not fit its config ({first[:200]})") from None
     encoder.eval()
     for key in ("layout", "stream", "clip_len", "test_crop"):
         setattr(encoder, key, payload[key])

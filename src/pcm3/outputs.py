@@ -112,14 +112,15 @@ def _normal(path: str | os.PathLike) -> Path:
     return path
 
 
-def check_writable(path: str | os.PathLike, option: str = "--out") -> None:
+def check_writable(path: str | os.PathLike, option: str = "--out", *, file: bool = False) -> None:
     """Refuse early an output that cannot be created: under a file, or in a read-only folder.
 
     Looks at ``path`` if it exists, else at its nearest existing ancestor (where the folders
-    leading to it would be created). Raises :class:`DataError` naming that folder.
+    leading to it would be created); with ``file`` ``path`` is a file, and its folder is looked
+    at. Raises :class:`DataError` naming that folder.
     """
     path = Path(os.path.abspath(path))
-    probe = path
+    probe = path.parent if file else path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pcm3.errors import DataError
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("export", help="export the pretrained encoder of a run",
@@ -11,6 +13,7 @@ def add_parser(sub) -> None:
                                    "decoder) with its config; load it with pcm3.load_encoder(path).")
     p.add_argument("run", help="run folder (uses checkpoint_last.pt) or a checkpoint file")
     p.add_argument("--out", required=True, help="output file, e.g. encoder.pt")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=run_export)
 
     e = sub.add_parser("embed", help="write encoder features of a prepared split to .npy",
@@ -22,37 +25,106 @@ def add_parser(sub) -> None:
     e.add_argument("--benchmark", default=None, help="benchmark (xsub, xview, ...); default: all samples")
     e.add_argument("--part", default="test", help="train or test (default test)")
     e.add_argument("--out", required=True, help="features .npy file")
+    e.add_argument("--overwrite", action="store_true", help="replace the output files if they exist")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="CPU threads (default 0: 1 for small GRU encoders, else the physical cores)")
     e.set_defaults(func=run_embed)
+
+
+def _check_out_file(path: Path, overwrite: bool, option: str = "--out") -> None:
+    """An output file: not a folder, not under a file or in a read-only folder, not replaced
+    unless ``overwrite``."""
+    from pcm3.outputs import check_writable
+
+    if path.is_dir():
+        raise DataError(path, f"{option} is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise DataError(path, f"{option} exists; pass --overwrite to replace it")
+    check_writable(path, option, file=True)
 
 
 def run_export(args) -> int:
     from pcm3.export import export_encoder
 
-    path = export_encoder(args.run, args.out)
+    out = Path(args.out)
+    _check_out_file(out, args.overwrite)
+    path = export_encoder(args.run, out)
     print(f"wrote {path}")
     return 0
 
 
+def labels_path_for(out: Path) -> Path:
+    """``feats.npy`` -> ``feats.labels.npy`` (any other name gets ``.labels.npy`` appended)."""
+    return out.with_name(out.name[:-4] + ".labels.npy" if out.name.endswith(".npy") else out.name + ".labels.npy")
+
+
+def check_encoder_fits(encoder, prepared, encoder_path) -> None:
+    """The data must have the layout and the input size the encoder was pretrained on."""
+    cfg = getattr(encoder, "cfg", None) or getattr(encoder, "config", None)
+    shape = prepared.shape  # clips: (N, C, T, V, M)
+    want = {"layout": getattr(encoder, "layout", None)}
+    have = {"layout": prepared.layout}
+    if cfg is not None:
+        want.update(coordinates=cfg.in_channels, joints=cfg.num_joints, persons=cfg.num_persons)
+        have.update(coordinates=int(shape[1]), joints=int(shape[3]), persons=int(shape[4]))
+    diff = [k for k in want if want[k] is not None and want[k] != have[k]]
+    if diff:
+        w = ", ".join(f"{k} {want[k]}" for k in want if want[k] is not None)
+        h = ", ".join(f"{k} {have[k]}" for k in want if want[k] is not None)
+        raise DataError(encoder_path, f"made for data with {w}, but {prepared.root} has {h}; "
+                                      "use an encoder pretrained on this layout")
+
+
 def run_embed(args) -> int:
     import numpy as np
+    import torch
 
+    from pcm3.checks import check_clips
+    from pcm3.config import resolve_threads
     from pcm3.data.dataset import SkeletonDataset
+    from pcm3.data.prepared import Prepared
     from pcm3.evaluation.features import extract_features
     from pcm3.export import load_encoder
     from pcm3.io import atomic_path
     from pcm3.pretrain import resolve_device
 
-    encoder = load_encoder(args.encoder)
-    dataset = SkeletonDataset(args.data, args.benchmark, args.part)
-    feats, labels = extract_features(encoder, dataset, batch_size=args.batch_size,
-                                     device=resolve_device(args.device))
+    if args.batch_size < 1:
+        raise DataError("--batch-size", f"must be at least 1, got {args.batch_size}")
+    if args.threads < 0:
+        raise DataError("--threads", f"must be 0 (automatic) or more, got {args.threads}")
     out = Path(args.out)
-    labels_path = out.with_name(out.name[:-4] + ".labels.npy" if out.name.endswith(".npy") else out.name + ".labels.npy")
-    for path, arr in ((out, feats), (labels_path, labels)):
-        with atomic_path(path, suffix=".npy") as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, arr)
+    labels_path = labels_path_for(out)
+    for path in (out, labels_path):
+        _check_out_file(path, args.overwrite)
+    encoder = load_encoder(args.encoder)
+    prepared = Prepared(args.data)
+    check_clips(prepared, "embedding")
+    check_encoder_fits(encoder, prepared, args.encoder)
+    device = resolve_device(args.device)
+    cfg = getattr(encoder, "cfg", None) or getattr(encoder, "config", None)
+    torch.set_num_threads(resolve_threads(args.threads, getattr(cfg, "hidden", 1024)))
+    dataset = SkeletonDataset(prepared, args.benchmark, args.part)
+    feats, labels = extract_features(encoder, dataset, batch_size=args.batch_size, device=device)
+    finite = np.isfinite(feats).all(axis=1)
+    if not finite.all():
+        j = int(dataset.indices[int(np.argmin(finite))])
+        raise DataError(args.encoder, f"{int((~finite).sum())} of {len(finite)} feature vectors are not finite "
+                                      f"(first: sample {j}); the encoder's weights are damaged or diverged; "
+                                      "nothing was written")
+    written = []
+    try:
+        for path, arr in ((out, feats), (labels_path, labels)):
+            with atomic_path(path, suffix=".npy") as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, arr)
+            written.append(path)
+    except OSError as e:
+        from pcm3.outputs import write_error
+
+        for path in written:  # both files or neither
+            path.unlink(missing_ok=True)
+        raise write_error(out, e, "the features") from None
     print(f"wrote {out} {feats.shape} and {labels_path}")
     return 0
