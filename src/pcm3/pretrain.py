@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from pcm3 import distributed
 from pcm3.augment import make_views, random_mix
 from pcm3.checks import check_clips, check_samples, checkpoint_write_error, ensure_checkpoint_space, size_warning
 from pcm3.config import Config, from_dict, resolve_threads, save_config, to_dict
@@ -151,7 +152,7 @@ def train_one_epoch(model: PCM3, loader: DataLoader, optimizer: torch.optim.Opti
     from pcm3.progress import progress_bar
 
     model.train()
-    gen = torch.Generator().manual_seed(epoch_seed(cfg.train.seed, epoch, 2))
+    gen = torch.Generator().manual_seed(epoch_seed(cfg.train.seed, epoch, 2 + 1000 * distributed.info().rank))
     sums: Dict[str, torch.Tensor] = {}
     steps = samples = 0
     limit = cfg.train.max_steps_per_epoch or len(loader)
@@ -227,7 +228,9 @@ def _set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path: Path, model: PCM3, optimizer, cfg: Config, epoch: int, history: List[dict], data_info: dict) -> None:
-    """Write a resumable checkpoint atomically (``epoch`` = epochs completed)."""
+    """Write a resumable checkpoint atomically (``epoch`` = epochs completed); rank 0 only."""
+    if not distributed.is_main():
+        return
     state = {"format": CHECKPOINT_FORMAT, "version": 1, "epoch": epoch, "model": model.state_dict(),
              "optimizer": optimizer.state_dict(), "config": to_dict(cfg), "history": history,
              "rng": _rng_state(), "data": data_info}
@@ -257,8 +260,8 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
 
 
 def write_metrics(run: Path, history: List[dict]) -> None:
-    """``metrics.csv`` and ``loss.png`` from the per-epoch history."""
-    if not history:
+    """``metrics.csv`` and ``loss.png`` from the per-epoch history (rank 0 only)."""
+    if not history or not distributed.is_main():
         return
     keys = list(dict.fromkeys(k for row in history for k in row))
     with atomic_path(run / "metrics.csv") as tmp:
@@ -306,6 +309,8 @@ def plot_losses(history: List[dict], path: Path) -> None:
 
 
 def _log(run: Path, line: str, echo: bool) -> None:
+    if not distributed.is_main():
+        return
     with open(run / "log.txt", "a") as f:
         f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + line + "\n")
     if echo:
@@ -328,6 +333,8 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
     layout = get_layout(prepared.layout)
     data_shape_into_config(cfg, prepared)
     device = resolve_device(cfg.train.device)
+    dist_info, device = distributed.init_from_env(device)  # under torchrun: this rank's device
+    progress = progress and dist_info.is_main
     torch.set_num_threads(resolve_threads(cfg.train.threads, cfg.model.encoder.hidden))
     run = open_run_dir(out, resume=resume, protect=[cfg.data.path])
 
@@ -354,8 +361,10 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
     if warning:
         print(warning, file=sys.stderr, flush=True)
     ensure_checkpoint_space(run, 3 * 4 * num_params)  # weights, optimizer momentum, key encoder (float32)
-    create_run_dir(run)
-    save_config(cfg, run / "config.yaml")
+    if dist_info.is_main:
+        create_run_dir(run)
+        save_config(cfg, run / "config.yaml")
+    distributed.barrier()
 
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr,
                                 momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
@@ -365,19 +374,25 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
         _set_rng_state(ckpt["rng"])
 
     sampler = EpochSampler(len(dataset), cfg.train.seed)
-    loader = DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=sampler, drop_last=True,
+    batch, train_model = cfg.train.batch_size, model
+    if dist_info.world_size > 1:  # train.batch_size is the global batch; see pcm3.distributed
+        batch = distributed.local_batch(batch, dist_info.world_size)
+        sampler = distributed.RankSampler(sampler, dist_info.rank, dist_info.world_size, batch)
+        distributed.prepare_model(model, cfg.model.key_bn, cfg.model.sync_bn, cfg.train.seed)
+        train_model = distributed.wrap(model, device)
+    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True,
                         num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
                         persistent_workers=cfg.data.num_workers > 0)
     data_info = {"path": str(cfg.data.path), "layout": layout.name, "shape": list(prepared.shape),
                  "samples": len(dataset)}
-    writer = _tensorboard(run)
+    writer = _tensorboard(run) if dist_info.is_main else None
     _log(run, f"{'resume at' if resume else 'start:'} epoch {start_epoch + 1}/{cfg.train.epochs}, "
               f"{len(dataset)} samples ({cfg.data.benchmark}/{cfg.data.part}, {cfg.data.stream} stream), "
               f"device {device}, {sum(p.numel() for p in model.parameters()):,} parameters", progress)
 
     last: dict = history[-1] if history else {}
     guard = DivergenceGuard(cfg.train.divergence_factor, _loss_terms(history[0]) if history else None)
-    monitor = CollapseMonitor(cfg.model.proj_dim, cfg.train.batch_size, patience=cfg.train.collapse_patience)
+    monitor = CollapseMonitor(cfg.model.proj_dim, batch, patience=cfg.train.collapse_patience)
     for row in history:  # a resumed run continues the monitor's count
         monitor.check(row["epoch"], row)
     for epoch in range(start_epoch, cfg.train.epochs):
@@ -385,9 +400,9 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
         lr = lr_at(cfg, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        result = train_one_epoch(model, loader, optimizer, cfg, layout, device, epoch, progress)
+        result = train_one_epoch(train_model, loader, optimizer, cfg, layout, device, epoch, progress)
         last = {"epoch": epoch + 1, "lr": lr, "momentum": model.momentum, **result.metrics,
-                "samples_per_s": result.samples / result.seconds, "seconds": result.seconds}
+                "samples_per_s": result.samples * dist_info.world_size / result.seconds, "seconds": result.seconds}
         diverged = guard.check(epoch + 1, _loss_terms(result.metrics))
         if diverged and cfg.train.on_divergence == "stop":
             _log(run, f"stopped: {diverged}; checkpoint_last.pt is the last good epoch", progress)

@@ -204,31 +204,8 @@ class Encoder(nn.Module):
         if chunks == 1 and self.stats_reduce is None:
             return bn(seq.transpose(1, 2)).transpose(1, 2)
         n, t, f = seq.shape
-        groups = seq.reshape(chunks, (n // chunks) * t, f).float()  # G x (n T) x F
-        count = groups.new_full((chunks, 1), float(groups.shape[1]))
-        if self.stats_reduce is None:
-            var, mean = torch.var_mean(groups, dim=1, unbiased=False)  # G x F each
-            total = count
-        else:  # sums over all ranks: frames, sum, sum of squares (about a local shift, for precision)
-            shift = groups[:, :1].detach().mean(0, keepdim=True)  # 1 x 1 x F; per rank, so sent along
-            shift = self.stats_reduce(shift) / self.stats_reduce(shift.new_ones(()))
-            centred = groups - shift
-            moments = self.stats_reduce(torch.cat([centred.sum(1), (centred * centred).sum(1), count], dim=1))
-            total = moments[:, -1:]  # G x 1, frames per chunk over all ranks
-            mean_c = moments[:, :f] / total
-            var = (moments[:, f:2 * f] / total - mean_c * mean_c).clamp_min(0.0)  # biased, G x F
-            mean = mean_c + shift[0]
-        y = (groups - mean.unsqueeze(1)) * torch.rsqrt(var.unsqueeze(1) + bn.eps)
-        if bn.affine:
-            y = y * bn.weight + bn.bias
-        if bn.track_running_stats:
-            with torch.no_grad():
-                for g in range(chunks):
-                    bn.num_batches_tracked.add_(1)
-                    mom = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-                    unbiased = var[g] * (total[g] / (total[g] - 1).clamp_min(1))
-                    bn.running_mean.mul_(1 - mom).add_(mean[g].detach().to(bn.running_mean.dtype), alpha=mom)
-                    bn.running_var.mul_(1 - mom).add_(unbiased.detach().to(bn.running_var.dtype), alpha=mom)
+        groups = seq.reshape(chunks, (n // chunks) * t, f)  # G x (n T) x F
+        y = chunked_batch_norm(groups, bn, self.stats_reduce)
         return y.reshape(n, t, f).to(seq.dtype)
 
     def pool(self, out: Tensor) -> Tensor:
@@ -258,3 +235,45 @@ class Encoder(nn.Module):
                       for suffix in ("", "_reverse")]
             out = torch.cat(halves, dim=2)  # N x T x 2H, input of the next layer
         return out
+
+
+def chunked_batch_norm(groups: Tensor, bn: nn.BatchNorm1d,
+                       stats_reduce: Optional[Callable[[Tensor], Tensor]] = None) -> Tensor:
+    """Training-mode BatchNorm of ``G`` chunks with statistics per chunk, as G separate calls.
+
+    The normalisation uses the biased variance; the running statistics take one momentum
+    step per chunk, in chunk order, with the unbiased variance. With ``stats_reduce`` (a
+    differentiable sum over ranks) the moments are those of the chunk on all ranks together
+    (synchronised BatchNorm).
+
+    Shape:
+        groups ``(G, L, F)`` (L values per feature and chunk) -> the same shape, float32 or
+        the input's dtype.
+    """
+    f = groups.shape[-1]
+    x = groups.float()
+    count = x.new_full((x.shape[0], 1), float(x.shape[1]))
+    if stats_reduce is None:
+        var, mean = torch.var_mean(x, dim=1, unbiased=False)  # G x F each
+        total = count
+    else:  # sums over all ranks: frames, sum, sum of squares (about a common shift, for precision)
+        shift = x[:, :1].detach().mean(0, keepdim=True)  # 1 x 1 x F
+        shift = stats_reduce(shift) / stats_reduce(shift.new_ones(()))
+        centred = x - shift
+        moments = stats_reduce(torch.cat([centred.sum(1), (centred * centred).sum(1), count], dim=1))
+        total = moments[:, -1:]  # G x 1, values per chunk over all ranks
+        mean_c = moments[:, :f] / total
+        var = (moments[:, f:2 * f] / total - mean_c * mean_c).clamp_min(0.0)  # biased, G x F
+        mean = mean_c + shift[0]
+    y = (x - mean.unsqueeze(1)) * torch.rsqrt(var.unsqueeze(1) + bn.eps)
+    if bn.affine:
+        y = y * bn.weight + bn.bias
+    if bn.track_running_stats and bn.running_mean is not None:
+        with torch.no_grad():
+            for g in range(x.shape[0]):
+                bn.num_batches_tracked.add_(1)
+                mom = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+                unbiased = var[g] * (total[g] / (total[g] - 1).clamp_min(1))
+                bn.running_mean.mul_(1 - mom).add_(mean[g].detach().to(bn.running_mean.dtype), alpha=mom)
+                bn.running_var.mul_(1 - mom).add_(unbiased.detach().to(bn.running_var.dtype), alpha=mom)
+    return y.to(groups.dtype)

@@ -50,6 +50,7 @@ from pcm3.models.prompts import DomainPrompts, TaskPrompts
 POSITIVES = ("intra", "inter", "mask", "predict")
 TASK_PROMPT_OFFSETS = ("sample", "batch")
 MOMENTUM_SCHEDULES = ("constant", "cosine")
+KEY_BN = ("shuffle", "sync", "local")
 
 
 def _from_mapping(cls, value, owner: str):
@@ -183,6 +184,13 @@ class ModelConfig:
         decoder_hidden: width of the reconstruction decoder (512).
         decoder_layers: GRU layers of the decoder (2).
         prompt_dim: r, task-prompt channels per direction (128).
+        key_bn: BatchNorm of the key encoder across processes (torchrun only): ``shuffle``
+            (MoCo's shuffle BN: the key views are shuffled across all ranks before the key
+            encoder and the keys put back, so no rank normalises keys with its own queries'
+            statistics), ``sync`` (statistics over all ranks) or ``local`` (per rank).
+        sync_bn: synchronised BatchNorm over all ranks for the query encoder's input norm and
+            the decoder (torchrun only). Off: per-rank statistics, as one process of batch
+            ``B / G`` would have.
     """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -194,9 +202,14 @@ class ModelConfig:
     decoder_hidden: int = 512
     decoder_layers: int = 2
     prompt_dim: int = 128
+    key_bn: str = "shuffle"
+    sync_bn: bool = False
 
     def __post_init__(self):
         owner = "model"
+        if self.key_bn not in KEY_BN:
+            raise ConfigError(f"model.key_bn must be one of {', '.join(KEY_BN)}; got {self.key_bn!r}")
+        _check_bool(owner, "sync_bn", self.sync_bn)
         self.encoder = _from_mapping(EncoderConfig, self.encoder, "model.encoder")
         for name in ("proj_dim", "queue_size", "decoder_hidden", "decoder_layers", "prompt_dim"):
             _check_int(owner, name, getattr(self, name))
