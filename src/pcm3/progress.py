@@ -114,3 +114,23 @@ def close_all() -> None:
             bar.close()
         except Exception:  # pragma: no cover (never hide the error being reported)
             pass
+
+
+def track(iterable, total: Optional[int] = None, desc: str = "", unit: str = "it", disable: bool = False,
+          final_line: bool = False):
+    """Iterate ``iterable`` with a :func:`progress_bar` (closed however the loop ends)."""
+    if total is None:
+        try:
+            total = len(iterable)
+        except TypeError:
+            total = None
+    bar = progress_bar(total=total, desc=desc, unit=unit, disable=disable, final_line=final_line)
+    try:
+        for item in iterable:
+            yield item
+            bar.update(1)
+    except BaseException:
+        bar.final_line = False
+        raise
+    finally:
+        bar.close()

@@ -82,12 +82,12 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: Optional[int
                  desc: str = "", progress: bool = True, chunksize: int = 16) -> Iterator[Tuple[int, R]]:
     """Yield ``(i, fn(items[i]))`` as they complete, using ``workers`` processes (1: in-process).
 
-    ``fn`` must be picklable (a module-level function). A progress bar is shown on stderr.
+    ``fn`` must be picklable (a module-level function). Progress goes to stderr (:mod:`pcm3.progress`).
     """
-    from tqdm import tqdm
+    from pcm3.progress import progress_bar
 
     workers = workers if workers is not None else max(1, (os.cpu_count() or 1))
-    bar = tqdm(total=len(items), desc=desc, unit="file", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(items), desc=desc, unit="file", disable=not progress, final_line=True)
     try:
         if workers <= 1 or len(items) < 2:
             for i, item in enumerate(items):

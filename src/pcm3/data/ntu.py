@@ -756,7 +756,7 @@ def _collect(shards: List[_Shard], bad: BadFiles) -> List[Tuple[_Shard, int]]:
 def _write_output(out: Path, good, infos: Dict[str, SampleName], variant: str, raw: Path,
                   max_frames: int, bodies: str, bad: BadFiles, progress: bool, extra: dict,
                   overwrite: bool = False, protect=()) -> None:
-    from tqdm import tqdm
+    from pcm3.progress import progress_bar
 
     spec = get_variant(variant)
     meta = {"preprocessing": {
@@ -770,7 +770,8 @@ def _write_output(out: Path, good, infos: Dict[str, SampleName], variant: str, r
     with PreparedWriter(out, kind="clips", shape=shape, dataset=variant, layout="ntu25",
                         class_names=NTU_ACTIONS[:spec.num_actions], source=str(raw), extra_meta=meta,
                         overwrite=overwrite, protect=protect) as w:
-        bar = tqdm(total=len(good), desc=f"{variant}: write", unit="sample", disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(total=len(good), desc=f"{variant}: write", unit="sample", disable=not progress,
+                           final_line=True)
         i, loaded = 0, None
         for shard, row in good:
             if loaded is None or loaded[0] is not shard:

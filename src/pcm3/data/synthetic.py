@@ -969,7 +969,7 @@ def prepare_synthetic(out: str | os.PathLike, seed: int = 0, samples_per_class: 
     (0-based camera), ``camera`` (1-based), ``repetition``. Returns a summary: samples,
     seconds, and counts per class, view and subject.
     """
-    from tqdm import tqdm
+    from pcm3.progress import track
 
     from pcm3.data.prepared import PreparedWriter
 
@@ -985,8 +985,7 @@ def prepare_synthetic(out: str | os.PathLike, seed: int = 0, samples_per_class: 
                         extra_meta=meta, overwrite=overwrite) as w:
         i = 0
         chunks = _iter_classes(seed, samples_per_class, num_subjects, repetitions, FRAMES)
-        for chunk in tqdm(chunks, total=len(CLASS_NAMES), desc="synthetic", unit="class",
-                          disable=not progress, dynamic_ncols=True):
+        for chunk in track(chunks, total=len(CLASS_NAMES), desc="synthetic", unit="class", disable=not progress):
             for j in range(len(chunk["labels"])):
                 c, s, v, r = (int(chunk[key][j]) for key in ("labels", "subject", "view", "repetition"))
                 w.set(i, chunk["data"][j], label=c, length=int(chunk["lengths"][j]), name=_name(c, s, v, r),
@@ -1131,7 +1130,7 @@ def prepare_synthetic_untrimmed(out: str | os.PathLike, seed: int = 0, *, num_su
     :func:`untrimmed_splits`. ``samples.csv`` columns: ``subject``, ``view`` (0-based),
     ``camera`` (1-based), ``video``, ``actions``. Returns a summary (videos, frames, seconds).
     """
-    from tqdm import tqdm
+    from pcm3.progress import track
 
     from pcm3.data.prepared import PreparedWriter
 
@@ -1147,8 +1146,7 @@ def prepare_synthetic_untrimmed(out: str | os.PathLike, seed: int = 0, *, num_su
                         source=f"pcm3 built-in synthetic untrimmed videos (seed {int(seed)})") as w:
         videos = iter_untrimmed(seed, num_subjects=num_subjects, videos_per_view=videos_per_view,
                                 actions_per_video=actions_per_video)
-        for v in tqdm(videos, total=n, desc="synthetic untrimmed", unit="video", disable=not progress,
-                      dynamic_ncols=True):
+        for v in track(videos, total=n, desc="synthetic untrimmed", unit="video", disable=not progress):
             w.append(v["data"], name=v["name"], intervals=v["intervals"], subject=v["subject"], view=v["view"],
                      camera=v["view"] + 1, video=v["video"], actions=len(v["intervals"]))
             subjects.append(v["subject"])
