@@ -58,6 +58,28 @@ def check_samples(prepared: Prepared, indices: np.ndarray) -> None:
                         f"1..{t}; {bad.size} such samples")
 
 
+def check_finite(prepared: Prepared, indices: np.ndarray, max_bytes: int = 256 << 20, chunk: int = 256) -> bool:
+    """Scan the clips ``indices`` for NaN/inf when they hold at most ``max_bytes``; returns
+    whether it scanned. Larger sets are checked sample by sample as they are loaded
+    (:class:`pcm3.data.dataset.SkeletonDataset`)."""
+    if prepared.kind != "clips" or indices.size == 0:
+        return False
+    per_sample = int(np.prod(prepared.shape[1:], dtype=np.int64)) * 4
+    if per_sample * indices.size > max_bytes:
+        return False
+    order = np.sort(indices)
+    for s in range(0, order.size, chunk):
+        idx = order[s:s + chunk]
+        block = np.asarray(prepared.data[idx])
+        ok = np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1)
+        if not ok.all():
+            j = int(idx[int(np.argmin(ok))])
+            raise DataError(prepared.root / "data.npy",
+                            f"sample {j} ({_name(prepared, j)}) holds non-finite values (NaN or inf); "
+                            f"{int((~ok).sum())} such samples in this block; `pcm3 info` lists them")
+    return True
+
+
 def _name(prepared: Prepared, j: int) -> str:
     try:
         return prepared.rows[j]["name"]

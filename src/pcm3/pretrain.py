@@ -32,7 +32,8 @@ from torch.utils.data import DataLoader, Sampler
 
 from pcm3 import distributed
 from pcm3.augment import make_views, random_mix
-from pcm3.checks import check_clips, check_samples, checkpoint_write_error, ensure_checkpoint_space, size_warning
+from pcm3.checks import (check_clips, check_finite, check_samples, checkpoint_write_error, ensure_checkpoint_space,
+                         size_warning)
 from pcm3.config import Config, from_dict, resolve_threads, save_config, to_dict
 from pcm3.data.dataset import SkeletonDataset
 from pcm3.data.prepared import Prepared
@@ -351,6 +352,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
                               f"done); to train longer give more epochs, e.g. --set train.epochs={start_epoch + 10}")
     dataset = SkeletonDataset(prepared, cfg.data.benchmark, cfg.data.part)
     check_samples(prepared, dataset.indices)
+    check_finite(prepared, dataset.indices)
     if len(dataset) < cfg.train.batch_size:
         raise ConfigError(f"{cfg.data.path}: {len(dataset)} training samples, fewer than one batch of "
                           f"{cfg.train.batch_size} (lower train.batch_size)")

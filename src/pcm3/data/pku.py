@@ -378,6 +378,8 @@ def prepare_pku(raw: Optional[str | os.PathLike], out: str | os.PathLike, *, par
     if kind not in ("sequences", "clips"):
         raise ValueError(f"unknown kind {kind!r}")
     raw = require_dir(raw) if raw is not None else None
+    check_output_dir(out, "prepared", overwrite=overwrite,  # before reading anything
+                     protect=[p for p in (raw, skeleton_dir, label_dir) if p is not None])
     skel_dir, lab_dir = find_folders(raw, Path(skeleton_dir) if skeleton_dir else None,
                                      Path(label_dir) if label_dir else None)
     given = {b: Path(p) for b, p in (split_files or {}).items() if p is not None}
