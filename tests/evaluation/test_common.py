@@ -1,0 +1,83 @@
+"""Shared evaluation pieces: top-k, protocols, validation carving, scores, results files."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pcm3.errors import ConfigError, DataError
+from pcm3.evaluation.common import (carve_validation, check_compatible, confusion_matrix, load_protocol, load_scores,
+                                    open_split, per_class_accuracy, save_scores, topk_accuracy, topk_correct,
+                                    write_results)
+from pcm3.evaluation.linear import LinearProtocol, lr_at_epoch
+
+from .tiny import tiny_data
+
+
+def test_topk_on_a_constructed_case():
+    scores = np.array([[0.1, 0.5, 0.4, 0.0],    # true 1: top-1 hit
+                       [0.7, 0.1, 0.2, 0.0],    # true 2: second best -> top-2 hit only
+                       [0.1, 0.2, 0.3, 0.4],    # true 0: last -> no hit below k=4
+                       [0.0, 0.0, 0.9, 0.1]])   # true 3: second best
+    labels = np.array([1, 2, 0, 3])
+    acc = topk_accuracy(scores, labels, (1, 2, 4, 5))
+    assert acc == {"top1": 25.0, "top2": 75.0, "top4": 100.0, "top5": 100.0}
+    assert topk_correct(scores, labels, (1,))[1].tolist() == [True, False, False, False]
+
+
+def test_confusion_and_per_class():
+    pred, y = np.array([0, 1, 1, 2, 2]), np.array([0, 1, 2, 2, 2])
+    cm = confusion_matrix(pred, y, 4)
+    assert cm[2].tolist() == [0, 1, 2, 0] and cm.sum() == 5
+    acc = per_class_accuracy(pred, y, 4)
+    assert acc[:3] == [100.0, 100.0, pytest.approx(200 / 3)] and acc[3] is None
+
+
+def test_protocol_yaml_overrides_and_unknown_keys():
+    p = load_protocol(LinearProtocol, "eval_linear", ["epochs=7", "milestones=[3, 5]"])
+    assert p.epochs == 7 and p.milestones == (3, 5) and p.lr == 0.1 and p.batch_size == 1024
+    assert [lr_at_epoch(p, e) for e in (0, 3, 5)] == pytest.approx([0.1, 0.01, 0.001])
+    with pytest.raises(ConfigError, match="unknown key 'epoch'"):
+        load_protocol(LinearProtocol, "eval_linear", ["epoch=3"])
+    with pytest.raises(ConfigError, match="select"):
+        load_protocol(LinearProtocol, "eval_linear", ["select=val"])  # no validation split
+
+
+def test_validation_carved_from_whole_training_subjects(tmp_path_factory):
+    data = tiny_data(tmp_path_factory)
+    train = open_split(data, "xsub", "train")
+    test = open_split(data, "xsub", "test")
+    tr, va = carve_validation(train, 0.5, seed=0)
+    assert len(tr) + len(va) == len(train) and not set(tr) & set(va)
+    assert not (set(tr) | set(va)) & set(test.indices.tolist())
+    rows = train.prepared.rows
+    assert not {rows[i]["subject"] for i in tr} & {rows[i]["subject"] for i in va}
+    assert np.array_equal(carve_validation(train, 0.5, seed=0)[1], va)
+    with pytest.raises(DataError, match="no column 'nope'"):
+        carve_validation(train, 0.5, 0, by="nope")
+
+
+def test_missing_split_and_foreign_layout(tmp_path_factory):
+    data = tiny_data(tmp_path_factory)
+    with pytest.raises(DataError, match="no benchmark 'xset'"):
+        open_split(data, "xset", "train")
+    from pcm3.evaluation.baselines import RawInput
+
+    enc = RawInput(layout="kinect_v1")
+    with pytest.raises(DataError, match="layout 'kinect_v1'"):
+        check_compatible(enc, open_split(data, "xsub", "train").prepared, "enc.pt")
+
+
+def test_scores_round_trip_and_results_files(tmp_path):
+    s = np.random.default_rng(0).random((5, 3)).astype(np.float32)
+    save_scores(tmp_path, s, np.arange(5) + 10, np.array([0, 1, 2, 0, 1]), prefix="val_")
+    s2, idx, y = load_scores(tmp_path, "val_")
+    assert np.array_equal(s, s2) and idx.tolist() == [10, 11, 12, 13, 14] and y.tolist() == [0, 1, 2, 0, 1]
+    with pytest.raises(DataError, match="missing"):
+        load_scores(tmp_path)
+    write_results(tmp_path, {"task": "knn", "figures": {"top1": 12.5, "bad": float("nan")}, "encoder": {"kind": "raw_input"},
+                             "wall_seconds": 1.0})
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["figures"] == {"top1": 12.5, "bad": None}
+    md = (tmp_path / "results.md").read_text()
+    assert "| top1 | 12.50% |" in md and "raw_input" in md

@@ -1,0 +1,82 @@
+"""Occlusion: masks (ratio distribution, whole parts, seeded), CLI run with the fixed part, errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pcm3.evaluation.occlusion import accuracy_by_ratio, occlude
+from pcm3.skeleton import part_mask
+
+from .tiny import cli, encoder_file, fast, tiny_data
+
+
+def batch(n=400, t=60):
+    x = torch.randn(n, 3, t, 25, 2)
+    lengths = torch.randint(20, t + 1, (n,))
+    return x, lengths
+
+
+def test_spatial_masks_are_whole_parts_within_the_range():
+    x, lengths = batch()
+    g = torch.Generator().manual_seed(0)
+    out, mask, ratio = occlude(x, lengths, "spatial", layout="ntu25", ratio_range=(0.3, 0.7), generator=g)
+    parts = part_mask("ntu25")  # P x V
+    for row in mask.numpy():
+        for p in parts:   # each part entirely occluded or entirely kept
+            assert row[p].all() or not row[p].any()
+    r = ratio.numpy()
+    assert r.min() >= 0.3 - 1e-9 and r.max() <= 0.7 + 1e-9
+    assert 0.4 < r.mean() < 0.6 and r.std() > 0.05         # spread over the range, centred near 0.5
+    zeroed = (out == 0).all(1).all(1).all(-1)   # N x V: joints zero in every frame and person
+    assert torch.equal(zeroed, mask)
+
+
+def test_temporal_block_inside_the_valid_frames():
+    x, lengths = batch()
+    g = torch.Generator().manual_seed(1)
+    out, frames, ratio = occlude(x, lengths, "temporal", layout="ntu25", ratio_range=(0.3, 0.7), generator=g)
+    for row, length, r in zip(frames.numpy(), lengths.numpy(), ratio.numpy()):
+        idx = np.flatnonzero(row)
+        assert idx.size and np.all(np.diff(idx) == 1) and idx.max() < length    # one contiguous block
+        assert abs(idx.size / length - r) < 1e-9 and 0.3 - 1 / length <= r <= 0.7 + 1 / length
+    assert 0.4 < ratio.mean().item() < 0.6
+    assert torch.equal((out == 0).all(1).all(-1).all(-1), frames)
+
+
+def test_masks_are_seeded():
+    x, lengths = batch(50)
+    a = occlude(x, lengths, "spatial", layout="ntu25", ratio_range=(0.3, 0.7), generator=torch.Generator().manual_seed(5))[1]
+    b = occlude(x, lengths, "spatial", layout="ntu25", ratio_range=(0.3, 0.7), generator=torch.Generator().manual_seed(5))[1]
+    c = occlude(x, lengths, "spatial", layout="ntu25", ratio_range=(0.3, 0.7), generator=torch.Generator().manual_seed(6))[1]
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_accuracy_by_ratio_bins():
+    bins = accuracy_by_ratio(np.array([1, 0, 1, 1]), np.array([0.31, 0.35, 0.69, 0.7]), 2, (0.3, 0.7))
+    assert [b["samples"] for b in bins] == [2, 2] and [b["top1"] for b in bins] == [50.0, 100.0]
+
+
+def test_cli_occlusion_with_fixed_part(tmp_path_factory, tmp_path):
+    data, enc = tiny_data(tmp_path_factory), encoder_file(tmp_path_factory)
+    out = tmp_path / "occ"
+    code = cli("eval", "occlusion", "--encoder", str(enc), "--data", str(data), "--benchmark", "xsub", "--out", str(out),
+               *fast("fixed_part=left_arm"), "--seed", "4")
+    assert code == 0
+    m = json.loads((out / "metrics.json").read_text())
+    f = m["figures"]
+    for k in ("spatial", "temporal", "part_left_arm"):
+        assert f[f"{k}_drop"] == pytest.approx(f["clean_top1"] - f[f"{k}_top1"])
+    part = np.load(out / "occlusion_part_left_arm_mask.npy")
+    assert part.shape == (96, 25) and part[:, [4, 5, 6, 7, 21, 22]].all() and part.sum() == 96 * 6
+    assert np.load(out / "occlusion_temporal_mask.npy").shape == (96, 300)
+    assert len(m["by_ratio"]["spatial"]) == 4 and m["seed"] == 4
+
+
+def test_cli_occlusion_unknown_part(tmp_path_factory, tmp_path, capsys):
+    data, enc = tiny_data(tmp_path_factory), encoder_file(tmp_path_factory)
+    code = cli("eval", "occlusion", "--encoder", str(enc), "--data", str(data), "--benchmark", "xsub",
+               "--out", str(tmp_path / "o"), *fast("fixed_part=tail"))
+    err = capsys.readouterr().err
+    assert code == 2 and "fixed_part: 'tail'" in err and err.count("\n") == 1

@@ -1,0 +1,67 @@
+"""Semi-supervised: subset sampling (sizes, balance, determinism, disjoint from test), CLI runs, errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pcm3.errors import ConfigError, DataError
+from pcm3.evaluation.common import open_split
+from pcm3.evaluation.semi import sample_subset
+
+from .tiny import cli, encoder_file, tiny_data
+
+LABELS = np.repeat(np.arange(4), [10, 20, 40, 130])  # unbalanced: 200 samples, 4 classes
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.1, 0.5, 1.0])
+def test_per_class_sizes_and_balance(fraction):
+    pos = sample_subset(LABELS, fraction, "per_class", seed=0, num_classes=4)
+    counts = np.bincount(LABELS[pos], minlength=4)
+    expected = [max(1, round(fraction * n)) for n in (10, 20, 40, 130)]
+    assert counts.tolist() == expected
+    assert len(np.unique(pos)) == len(pos) and np.all(np.diff(pos) > 0)
+
+
+def test_uniform_size_and_determinism():
+    a = sample_subset(LABELS, 0.2, "uniform", seed=3, num_classes=4)
+    assert len(a) == 40 and set(LABELS[a]) == {0, 1, 2, 3}
+    assert np.array_equal(a, sample_subset(LABELS, 0.2, "uniform", seed=3, num_classes=4))
+    assert not np.array_equal(a, sample_subset(LABELS, 0.2, "uniform", seed=4, num_classes=4))
+    b = sample_subset(LABELS, 0.1, "per_class", seed=1, num_classes=4)
+    assert np.array_equal(b, sample_subset(LABELS, 0.1, "per_class", seed=1, num_classes=4))
+    assert not np.array_equal(b, sample_subset(LABELS, 0.1, "per_class", seed=2, num_classes=4))
+
+
+def test_uniform_fraction_that_empties_a_class_is_an_error():
+    with pytest.raises(ConfigError, match="leaves class"):
+        sample_subset(LABELS, 0.01, "uniform", seed=0, num_classes=4)   # 2 samples for 4 classes
+    with pytest.raises(DataError, match="class 4 has no training sample"):
+        sample_subset(LABELS, 0.5, "per_class", seed=0, num_classes=5)
+
+
+def test_cli_semi_writes_subsets_disjoint_from_test(tmp_path_factory, tmp_path):
+    data, enc = tiny_data(tmp_path_factory), encoder_file(tmp_path_factory)
+    out = tmp_path / "semi"
+    code = cli("eval", "semi", "--encoder", str(enc), "--data", str(data), "--benchmark", "xsub", "--out", str(out),
+               "--set", "fractions=[0.1, 0.5]", "--set", "seeds=2", "--set", "epochs=2", "--set", "min_len=8")
+    assert code == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert {"10%_top1_mean", "10%_top1_std", "50%_top5_mean"} <= set(m["figures"])
+    assert len(m["per_seed"]) == 4 and m["seeds"] == [0, 1]
+    test = set(open_split(data, "xsub", "test").indices.tolist())
+    train = set(open_split(data, "xsub", "train").indices.tolist())
+    sub = np.load(out / "subset_frac0.1_seed1.npy")
+    assert len(sub) == 16 and set(sub.tolist()) <= train and not set(sub.tolist()) & test   # 1 of 6 per class
+    assert len(np.load(out / "subset_frac0.5_seed0.npy")) == 48
+    scores = np.load(out / "frac0.5_seed1_scores.npy")
+    assert scores.shape == (96, 16) and np.allclose(scores.sum(1), 1, atol=1e-4)
+
+
+def test_cli_semi_bad_fraction_is_one_line(tmp_path_factory, tmp_path, capsys):
+    data, enc = tiny_data(tmp_path_factory), encoder_file(tmp_path_factory)
+    code = cli("eval", "semi", "--encoder", str(enc), "--data", str(data), "--benchmark", "xsub",
+               "--out", str(tmp_path / "s"), "--set", "sampling=uniform", "--set", "fractions=[0.05]")
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "leaves class" in err and "0.05" in err
+    assert not (tmp_path / "s").exists()
