@@ -137,9 +137,13 @@ def all_gather_cat(t: Tensor) -> Tensor:
 
 def all_reduce_sum(t: Tensor) -> Tensor:
     """Sum over ranks, differentiable (the gradient is summed over ranks as well)."""
-    from torch.distributed.nn.functional import all_reduce
+    import warnings
 
-    return all_reduce(t)
+    from torch.distributed.nn.functional import all_reduce  # the autograd-aware one
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return all_reduce(t)
 
 
 class Comm:
@@ -226,7 +230,11 @@ class DDP(DistributedDataParallel):
 def wrap(model: nn.Module, device: torch.device) -> DDP:
     """The DDP wrapper of ``model`` (already on ``device``). Buffers are not broadcast: the
     queue is kept identical by the gathered keys, BatchNorm statistics are per rank (or synced)."""
-    return DDP(model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+    import warnings
+
+    with warnings.catch_warnings():  # broadcast_buffers=False: no buffer sync at init or forward
+        warnings.simplefilter("ignore", FutureWarning)
+        return DDP(model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -1,0 +1,166 @@
+"""torchrun support: 2 CPU processes with gloo (127.0.0.1, a free port).
+
+1. DDP on the PCM3 module for a few steps, deterministic configuration (no task prompts,
+   whose offsets are random per sample; synchronised BatchNorm everywhere; equal mask counts
+   per sample): both ranks' queues hold both ranks' keys and indices, identical on both
+   ranks; parameters identical across ranks; 2 processes x batch B give the loss curve,
+   parameters and queue of 1 process x batch 2B.
+2. ``python -m torch.distributed.run --nproc_per_node=2 -m pcm3 pretrain`` on a small built-in
+   data set, then ``--resume`` of the same run in one process.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from pcm3.cli import main
+from pcm3.distributed import RankSampler, free_port, prepare_model, wrap
+from pcm3.models import PCM3, EncoderConfig, LossConfig, ModelConfig
+
+B, C, T, V, M, STEPS = 4, 3, 6, 5, 2, 3
+QUEUE = 32  # > STEPS * 2B: nothing is overwritten
+
+
+def build(key_bn="sync"):
+    torch.manual_seed(0)
+    cfg = ModelConfig(encoder=EncoderConfig(num_joints=V, hidden=8, layers=2), proj_dim=8, queue_size=QUEUE,
+                      decoder_hidden=8, key_bn=key_bn, sync_bn=True)
+    return PCM3(cfg, LossConfig(task_prompts=False))
+
+
+def global_inputs(step):
+    """A global batch of 2B samples; the mixing partner stays within each half (each rank's batch)."""
+    g = torch.Generator().manual_seed(100 + step)
+    n = 2 * B
+    views = {k: torch.randn(n, C, T, V, M, generator=g) for k in ("view1", "view2", "view3", "mixed")}
+    scores = torch.rand(n, T * V * M, generator=g)
+    mask = scores < scores.median(dim=1, keepdim=True).values  # the same count masked in every sample
+    local = torch.roll(torch.arange(B), 1)
+    return {**views, "mask": mask.view(n, T, V, M), "lam": torch.rand(n, generator=g),
+            "partner": torch.cat([local, local + B]), "index": torch.arange(n) + step * n}
+
+
+def local_inputs(inputs, rank):
+    part = {k: v[rank * B:(rank + 1) * B] for k, v in inputs.items() if k != "partner"}
+    part["partner"] = inputs["partner"][:B]
+    return part
+
+
+def _worker(rank, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        for key_bn in ("sync", "shuffle"):
+            model = build(key_bn)
+            prepare_model(model, key_bn, sync_bn=True)
+            ddp = wrap(model, torch.device("cpu"))
+            opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
+            losses = []
+            for step in range(STEPS):
+                res = ddp(local_inputs(global_inputs(step), rank))
+                opt.zero_grad()
+                res["loss"].backward()
+                opt.step()
+                loss = res["loss"].detach().clone()
+                dist.all_reduce(loss)
+                losses.append(float(loss) / 2)
+            torch.save({"losses": losses, "state": model.state_dict()}, Path(out) / f"{key_bn}{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_worker, args=(free_port(), str(out)), nprocs=2, join=True)
+    return out
+
+
+def single_process():
+    torch.set_num_threads(1)
+    model = build()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
+    losses = []
+    for step in range(STEPS):
+        out = model(global_inputs(step))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(float(out["loss"].detach()))
+    return losses, model.state_dict()
+
+
+def test_two_ranks_equal_one_process_of_the_global_batch(two_ranks):
+    r0, r1 = (torch.load(two_ranks / f"sync{r}.pt") for r in (0, 1))
+    s0, s1 = r0["state"], r1["state"]
+    # parameters (and the queue) identical across ranks
+    for k in s0:
+        torch.testing.assert_close(s0[k], s1[k], rtol=0, atol=1e-6, msg=k)
+    # both ranks' keys and sample indices, in rank order, on both ranks
+    n = STEPS * 2 * B
+    assert s0["queue_index"][:n].tolist() == list(range(n))
+    assert (s0["queue_index"][n:] == -1).all() and int(s0["queue_ptr"]) == n
+    # 1 process x 2B: the same loss curve, parameters, queue
+    losses, ref = single_process()
+    assert r0["losses"] == pytest.approx(losses, rel=1e-4)
+    for k, v in ref.items():
+        torch.testing.assert_close(s0[k].float(), v.float(), rtol=1e-3, atol=1e-4, msg=k)
+    assert losses[0] != losses[-1]  # training moved
+
+
+def test_shuffle_bn_keeps_the_queue_identical(two_ranks):
+    s0, s1 = (torch.load(two_ranks / f"shuffle{r}.pt")["state"] for r in (0, 1))
+    torch.testing.assert_close(s0["queue"], s1["queue"], rtol=0, atol=0)
+    assert s0["queue_index"][:STEPS * 2 * B].tolist() == list(range(STEPS * 2 * B))
+    torch.testing.assert_close(s0["encoder_q.gru.weight_hh_l1"], s1["encoder_q.gru.weight_hh_l1"], rtol=0, atol=1e-6)
+
+
+def test_rank_sampler_splits_each_global_batch():
+    class Perm:
+        def __init__(self):
+            self.order = list(range(23))[::-1]
+
+        def __iter__(self):
+            return iter(self.order)
+
+        def __len__(self):
+            return 23
+
+        def set_epoch(self, e):
+            pass
+
+    parts = [list(RankSampler(Perm(), r, 2, 4)) for r in (0, 1)]
+    assert len(parts[0]) == len(parts[1]) == len(RankSampler(Perm(), 0, 2, 4)) == 8  # 2 steps of 4
+    order = Perm().order
+    for s in range(2):  # global batch s of one process = rank 0's then rank 1's batch s
+        assert parts[0][4 * s:4 * s + 4] + parts[1][4 * s:4 * s + 4] == order[8 * s:8 * s + 8]
+
+
+def test_torchrun_pretrain_then_resume_in_one_process(synthetic_small, tmp_path):
+    run = tmp_path / "run"
+    common = ["--data", str(synthetic_small), "--out", str(run), "--quiet",
+              "--set", "model.encoder.hidden=8", "--set", "model.encoder.layers=1", "--set", "model.queue_size=32",
+              "--set", "model.decoder_hidden=8", "--set", "model.prompt_dim=4", "--set", "views.out_len=8",
+              "--set", "views.min_len=8", "--set", "train.batch_size=8", "--set", "data.num_workers=0",
+              "--set", "train.max_steps_per_epoch=2", "--set", "train.threads=1", "--set", "train.save_every=0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={free_port()}", "-m", "pcm3", "pretrain", *common, "--set", "train.epochs=1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ckpt = torch.load(run / "checkpoint_last.pt", weights_only=False)
+    assert ckpt["epoch"] == 1
+    # 2 steps x 8 global samples: both ranks' keys are in the saved queue
+    idx = ckpt["model"]["queue_index"]
+    assert int((idx >= 0).sum()) == 16 and len(set(idx[idx >= 0].tolist())) == 16
+    assert (run / "log.txt").read_text().count("epoch 1/1 lr=") == 1  # rank 0 alone writes
+    # resume with another number of processes (one, in this process)
+    assert main(["pretrain", *common, "--set", "train.epochs=2", "--resume"]) == 0
+    assert torch.load(run / "checkpoint_last.pt", weights_only=False)["epoch"] == 2
