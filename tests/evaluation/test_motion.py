@@ -1,0 +1,101 @@
+"""Motion prediction: the residual decoder, MPJPE by hand, an end-to-end run on the built-in clips."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from pcm3.cli import main
+from pcm3.errors import ConfigError, DataError
+from pcm3.evaluation.motion import MotionProtocol, ResidualGRUDecoder, joint_mask, mpjpe, run
+from pcm3.models import Encoder, EncoderConfig
+
+
+def tiny_encoder():
+    torch.manual_seed(0)
+    enc = Encoder(EncoderConfig(hidden=8, layers=1)).eval()
+    enc.layout, enc.stream, enc.clip_len, enc.test_crop = "ntu25", "joint", 16, 0.95
+    return enc
+
+
+def small_protocol(**kw):
+    base = dict(observed=20, predicted=5, epochs=2, milestones=[1], max_train=64, max_test=32, decoder_hidden=16)
+    base.update(kw)
+    return MotionProtocol(**base)
+
+
+def ctx(data, out, encoder, protocol=None):
+    return SimpleNamespace(task="motion", data=data, benchmark="xsub", encoder=encoder, encoder_kind="pretrained",
+                           encoder_info={}, out=out, device=torch.device("cpu"), seed=0, progress=False,
+                           protocol=protocol or small_protocol())
+
+
+def test_untrained_decoder_is_zero_velocity():
+    dec = ResidualGRUDecoder(6, 9, 4)
+    last = torch.randn(2, 9)
+    out = dec(torch.randn(2, 6), last, 3)
+    assert out.shape == (2, 3, 9) and torch.equal(out, last[:, None].expand(2, 3, 9))
+
+
+def test_mpjpe_by_hand():
+    target = torch.zeros(1, 3, 2, 2, 2)          # N C T V M
+    target[:, :, :, :, 0] = 1.0                 # person 1 present, person 2 absent
+    pred = target.clone()
+    pred[0, 0, 0, 0, 0] += 0.3                   # frame 0, joint 0: 0.3 / 0.4 off -> 0.5
+    pred[0, 1, 0, 0, 0] += 0.4
+    pred[0, :, :, :, 1] = 5.0                    # absent person: ignored
+    mask = joint_mask(target[:, :, 0], target)
+    e = mpjpe(pred, target, mask)
+    assert e.shape == (1, 2)
+    assert e[0, 0].item() == pytest.approx(0.25) and e[0, 1].item() == 0.0   # mean over 2 present joints
+    target[0, :, 1, 1, 0] = 0.0                 # a dropped joint in the target is not scored
+    mask = joint_mask(target[:, :, 0], target)
+    assert mask[0, 1].sum().item() == 1.0
+    last = target[:, :, 0].clone()
+    last[0, :, 0, 0] = 0.0                      # nor one lost in the last observed frame
+    assert joint_mask(last, target)[0, :, 0, 0].sum().item() == 0.0
+
+
+def test_run_end_to_end(synthetic_small, tmp_path):
+    result = run(ctx(synthetic_small, tmp_path, tiny_encoder()))
+    f = result["figures"]
+    assert f["MPJPE (encoder)"] > 0 and f["MPJPE (zero-velocity)"] > 0
+    assert set(result["units"].values()) == {"mm"}
+    z = np.asarray(result["mpjpe_per_horizon"]["zero_velocity"])
+    assert len(z) == 5 and z[-1] > z[0]          # the error of standing still grows with the horizon
+    assert result["splits"]["train"] == 64 and result["splits"]["test"] == 32
+    for name in ("mpjpe.csv", "mpjpe.png", "prediction.png"):
+        assert (tmp_path / name).stat().st_size > 100
+    assert "Martinez" in result["notes"][0]
+
+
+def test_training_lowers_the_training_error(synthetic_small, tmp_path):
+    # the decoder starts as zero-velocity; training must lower its error on the training windows
+    p = small_protocol(epochs=4, milestones=[3], max_train=128, lr=3e-3)
+    result = run(ctx(synthetic_small, tmp_path, tiny_encoder(), p))
+    err = [h["train_mpjpe_mm"] for h in result["history"]]
+    assert err[-1] < err[0]
+
+
+def test_refusals(synthetic_small, tmp_path):
+    with pytest.raises(ConfigError):
+        run(ctx(synthetic_small, tmp_path, None))
+    with pytest.raises(DataError):                # no clip is 200 + 10 frames long
+        run(ctx(synthetic_small, tmp_path, tiny_encoder(), small_protocol(observed=200, predicted=10)))
+    with pytest.raises(ConfigError):
+        MotionProtocol(predicted=0)
+
+
+def test_cli(synthetic_small, tmp_path):
+    from pcm3.evaluation.runner import save_encoder
+
+    save_encoder(tiny_encoder(), tmp_path / "enc.pt", {})
+    out = tmp_path / "ev"
+    assert main(["eval", "motion", "--encoder", str(tmp_path / "enc.pt"), "--data", str(synthetic_small),
+                 "--benchmark", "xsub", "--out", str(out), "--set", "observed=20", "--set", "predicted=4",
+                 "--set", "epochs=1", "--set", "max_train=32", "--set", "max_test=16", "--device", "cpu",
+                 "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["units"]["MPJPE (encoder)"] == "mm"
