@@ -1,0 +1,84 @@
+"""Fusion on constructed scores: alignment by sample, weighted sum, weight search on validation, CLI."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pcm3.errors import DataError
+from pcm3.evaluation.common import save_scores, write_results
+from pcm3.evaluation.fusion import align, fuse, search_weights, simplex_grid
+
+from .tiny import cli
+
+
+def constructed(n=300, k=4, seed=0):
+    """Three 'streams': each right on a different third of the samples, uninformative elsewhere."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    runs = []
+    for s in range(3):
+        p = rng.random((n, k)) * 0.5
+        good = np.arange(n) % 3 == s
+        p[good, y[good]] += 1.0
+        runs.append(p / p.sum(1, keepdims=True))
+    return runs, y
+
+
+def test_fusion_beats_every_stream():
+    runs, y = constructed()
+    single = [(r.argmax(1) == y).mean() for r in runs]
+    fused = (fuse(runs, [1 / 3] * 3).argmax(1) == y).mean()
+    assert fused > max(single) + 0.2
+
+
+def test_grid_and_search():
+    grid = list(simplex_grid(3, 0.5))
+    assert len(grid) == 6 and all(abs(w.sum() - 1) < 1e-12 for w in grid)
+    runs, y = constructed()
+    noise = np.random.default_rng(9).random(runs[0].shape)
+    w = search_weights([runs[0], noise], y, 0.1)
+    assert w[0] > w[1]          # the informative run, not the noise
+    best = max((fuse([runs[0], noise], g).argmax(1) == y).mean() for g in simplex_grid(2, 0.1))
+    assert (fuse([runs[0], noise], w).argmax(1) == y).mean() == best >= (runs[0].argmax(1) == y).mean()
+
+
+def test_align_reorders_rows_and_rejects_other_samples():
+    runs, y = constructed(12)
+    idx = np.arange(12) + 100
+    perm = np.random.default_rng(1).permutation(12)
+    out = align([runs[0], runs[1][perm]], [idx, idx[perm]], [y, y[perm]], ["a", "b"])
+    assert np.allclose(out[1], runs[1])
+    with pytest.raises(DataError, match="other samples"):
+        align([runs[0], runs[1]], [idx, idx + 1], [y, y], ["a", "b"])
+
+
+def fake_run(folder, scores, index, labels, stream, val=None):
+    folder.mkdir()
+    save_scores(folder, scores, index, labels)
+    if val is not None:
+        save_scores(folder, *val, prefix="val_")
+    write_results(folder, {"task": "linear", "data": "d", "benchmark": "xsub", "input": {"stream": stream},
+                           "encoder": {"kind": "pretrained"}, "figures": {}, "wall_seconds": 0})
+
+
+def test_cli_fusion_weights_given_and_searched(tmp_path, capsys):
+    runs, y = constructed(150)
+    vruns, vy = constructed(90, seed=1)
+    idx, vidx = np.arange(150), np.arange(90) + 1000
+    dirs = []
+    for s, name in enumerate(("joint", "bone", "motion")):
+        fake_run(tmp_path / name, runs[s], idx, y, name, val=(vruns[s], vidx, vy))
+        dirs.append(str(tmp_path / name))
+    assert cli("eval", "fusion", "--scores", *dirs, "--out", str(tmp_path / "f1"), "--set", "weights=[1, 1, 1]") == 0
+    m = json.loads((tmp_path / "f1" / "metrics.json").read_text())
+    assert m["weights"] == pytest.approx([1 / 3] * 3) and not m["weights_searched"]
+    assert m["figures"]["top1"] == pytest.approx(100 * (fuse(runs, [1, 1, 1]).argmax(1) == y).mean())
+    assert m["figures"]["top1"] > max(m["figures"][f"{s}_top1"] for s in ("joint", "bone", "motion"))
+    assert cli("eval", "fusion", "--scores", *dirs, "--out", str(tmp_path / "f2")) == 0
+    m2 = json.loads((tmp_path / "f2" / "metrics.json").read_text())
+    assert m2["weights_searched"] and sum(m2["weights"]) == pytest.approx(1) and "val_top1" in m2["figures"]
+    capsys.readouterr()
+    fake_run(tmp_path / "noval", runs[0], idx, y, "joint")
+    assert cli("eval", "fusion", "--scores", dirs[0], str(tmp_path / "noval"), "--out", str(tmp_path / "f3")) == 2
+    assert "no validation scores" in capsys.readouterr().err

@@ -1,0 +1,38 @@
+"""``pcm3 report`` on real eval folders of tiny data: tables, images, HTML, file rules."""
+
+import json
+
+from pcm3.cli import main
+
+from .tiny import cli, encoder_file, fast, tiny_data
+
+
+def test_report_from_eval_folders(tmp_path_factory, tmp_path, capsys):
+    data, enc = tiny_data(tmp_path_factory), encoder_file(tmp_path_factory)
+    base = ["--data", str(data), "--benchmark", "xsub"]
+    runs = tmp_path / "runs"
+    assert cli("eval", "linear", "--encoder", str(enc), "--out", str(runs / "lin"), *base, *fast()) == 0
+    assert cli("eval", "linear", "--random-init", "--encoder", str(enc), "--seed", "5", "--out", str(runs / "lin_rnd"),
+               *base, *fast()) == 0
+    assert cli("eval", "occlusion", "--encoder", str(enc), "--out", str(runs / "occ"), *base, *fast()) == 0
+    assert cli("eval", "knn", "--raw-input", "--out", str(runs / "knn_raw"), *base, "--set", "clip_len=16") == 0
+    out = tmp_path / "rep" / "report.md"
+    assert main(["report", str(runs), "--out", str(out), "--max-points", "60"]) == 0
+    md = out.read_text()
+    for text in ("Table 1: linear evaluation", "Table 3: k-NN", "Table 4: occlusion", "PCM3 pretrained",
+                 "random init", "raw input", "synthetic xsub", "![Confusion matrix](report_images/confusion.png)"):
+        assert text in md, text
+    images = {p.name for p in (tmp_path / "rep" / "report_images").iterdir()}
+    assert {"confusion.png", "per_class.png", "features_2d.png", "occlusion.png"} <= images
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4 and "<table>" in html
+    # the same report again: refused without --overwrite, replaced with it; a foreign file is never replaced
+    assert main(["report", str(runs), "--out", str(out), "--embedding", "pca"]) == 2
+    assert main(["report", str(runs), "--out", str(out), "--embedding", "pca", "--overwrite"]) == 0
+    foreign = tmp_path / "notes.md"
+    foreign.write_text("mine\n")
+    assert main(["report", str(runs), "--out", str(foreign), "--overwrite"]) == 2 and foreign.read_text() == "mine\n"
+    assert main(["report", str(tmp_path / "rep" / "report_images"), "--out", str(tmp_path / "r2.md")]) == 2
+    err = capsys.readouterr().err
+    assert "not written by pcm3 report" in err and "holds no eval results" in err
+    assert json.loads((runs / "lin" / "metrics.json").read_text())["encoder"]["kind"] == "pretrained"

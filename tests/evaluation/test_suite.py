@@ -1,0 +1,27 @@
+"""``pcm3 benchmark``: the suite for two streams with baseline rows and fusion, on tiny data."""
+
+import json
+
+from .tiny import cli, encoder_file, tiny_data
+
+
+def test_benchmark_two_streams(tmp_path_factory, tmp_path, capsys):
+    data = tiny_data(tmp_path_factory)
+    joint, bone = encoder_file(tmp_path_factory, "joint"), encoder_file(tmp_path_factory, "bone", seed=4)
+    out = tmp_path / "bench"
+    fast = [f"--set={t}.{k}" for t in ("linear", "occlusion") for k in ("epochs=2", "crops=1", "min_len=8")]
+    code = cli("benchmark", "--encoders", str(joint), str(bone), "--data", str(data), "--benchmark", "xsub",
+               "--out", str(out), "--tasks", "linear,knn,occlusion", "--raw-input", "--no-report", *fast)
+    assert code == 0
+    table = (out / "benchmark.md").read_text()
+    assert "2s fusion" in table and "Table 4: occlusion" in table and "raw input" in table
+    for row in ("joint_pretrained", "joint_random_init", "bone_raw_input", "fusion_pretrained"):
+        assert (out / row).is_dir(), row
+    m = json.loads((out / "bone_random_init" / "linear" / "metrics.json").read_text())
+    assert m["encoder"]["kind"] == "random_init" and m["input"]["stream"] == "bone"
+    f = json.loads((out / "fusion_pretrained" / "metrics.json").read_text())
+    assert f["weights"] == [0.5, 0.5] and {"joint_top1", "bone_top1"} <= set(f["figures"])
+    capsys.readouterr()
+    assert cli("benchmark", "--encoders", str(joint), "--data", str(data), "--benchmark", "xsub",
+               "--out", str(tmp_path / "b2"), "--set", "epochs=2") == 2
+    assert "prefix the key with a task" in capsys.readouterr().err

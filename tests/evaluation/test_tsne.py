@@ -1,0 +1,33 @@
+"""The exact t-SNE: perplexity calibration and cluster separation; PCA fallback."""
+
+import numpy as np
+import torch
+
+from pcm3.evaluation.tsne import _affinities, pca_2d, tsne
+
+
+def test_affinities_reach_the_perplexity():
+    x = torch.randn(120, 5)
+    p = _affinities(x, 10.0)
+    assert torch.allclose(p, p.T) and abs(p.sum().item() - 1) < 1e-4
+    # each row's conditional distribution has entropy log(10): checked through the symmetric P's rows
+    assert (p.diagonal() < 1e-6).all()
+
+
+def test_clusters_stay_apart():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 40)
+    x = rng.normal(size=(4, 30))[y] * 4 + rng.normal(size=(160, 30))
+    e = tsne(x, iters=250, seed=0)
+    assert e.shape == (160, 2) and np.isfinite(e).all()
+    cent = np.stack([e[y == k].mean(0) for k in range(4)])
+    within = np.mean([np.linalg.norm(e[y == k] - cent[k], axis=1).mean() for k in range(4)])
+    between = np.min([np.linalg.norm(cent[a] - cent[b]) for a in range(4) for b in range(a + 1, 4)])
+    assert between > 2 * within
+    assert np.allclose(e, tsne(x, iters=250, seed=0))
+
+
+def test_pca_fallback():
+    x = np.random.default_rng(1).normal(size=(50, 6)) * np.array([10, 1, 0.1, 0.1, 0.1, 0.1])
+    e = pca_2d(x)
+    assert e.shape == (50, 2) and e[:, 0].std() > e[:, 1].std() > 0
