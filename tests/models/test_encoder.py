@@ -143,3 +143,51 @@ def test_wrong_input_shape():
 def test_config_errors(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         EncoderConfig(**kwargs)
+
+
+# ---- several views in one call ----------------------------------------------------------
+
+def _views(g=3, seed=5):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(N, C, T, V, M, generator=gen) * (1 + i) + i for i in range(g)]  # different statistics
+
+
+def test_per_view_statistics_equal_separate_calls():
+    """bn_stats per_view: one call on G concatenated views = G calls (features, gradients,
+    running statistics), each view with its own domain prompt (given per sample)."""
+    torch.manual_seed(0)
+    one = Encoder(EncoderConfig(num_joints=V, hidden=8, layers=2))
+    sep = Encoder(EncoderConfig(num_joints=V, hidden=8, layers=2))
+    sep.load_state_dict(one.state_dict())
+    views = _views()
+    prompts = [torch.randn(V * C * M) for _ in views]
+    feat, seq = one(torch.cat(views), domain_prompt=torch.cat([p.expand(N, -1) for p in prompts]),
+                    return_sequence=True, chunks=3)
+    ref = [sep(x, domain_prompt=p, return_sequence=True) for x, p in zip(views, prompts)]
+    torch.testing.assert_close(feat, torch.cat([r[0] for r in ref]), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(seq, torch.cat([r[1] for r in ref]), atol=1e-5, rtol=1e-4)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(one.input_norm, name), getattr(sep.input_norm, name), atol=1e-5, rtol=1e-4)
+    feat.pow(2).sum().backward()
+    sum(r[0].pow(2).sum() for r in ref).backward()
+    for (name, a), b in zip(one.named_parameters(), sep.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-4, rtol=1e-3, msg=name)
+
+
+def test_joint_statistics_are_one_batchnorm_over_all_views():
+    torch.manual_seed(0)
+    joint = Encoder(EncoderConfig(num_joints=V, hidden=8, layers=2, bn_stats="joint"))
+    x = torch.cat(_views())
+    a = joint(x, chunks=3)
+    b = joint(x)  # one chunk: the plain BatchNorm call
+    torch.testing.assert_close(a, b)
+    per_view = Encoder(EncoderConfig(num_joints=V, hidden=8, layers=2))
+    per_view.load_state_dict(joint.state_dict())
+    assert not torch.allclose(per_view(x, chunks=3), a, atol=1e-3)  # the statistics matter here
+    per_view.load_state_dict(joint.state_dict())
+    per_view.eval(), joint.eval()
+    torch.testing.assert_close(per_view(x, chunks=3), joint(x, chunks=3))  # eval: running statistics only
+    with pytest.raises(ValueError, match="equal view chunks"):
+        joint(x[:-1], chunks=3)
+    with pytest.raises(ConfigError, match="bn_stats"):
+        EncoderConfig(bn_stats="both")

@@ -402,3 +402,58 @@ def test_encoder_export_after_training():
     x = make_inputs()["view1"]
     torch.testing.assert_close(clone.eval()(x), enc.eval()(x))
     assert clone(x).shape == (N, 2 * HIDDEN)
+
+
+# ---- one query-encoder call per step ----------------------------------------------------
+
+@pytest.mark.parametrize("loss", [LossConfig(), LossConfig(predict_grad_to_masked_encoder=True),
+                                  LossConfig(contrast=False), LossConfig(domain_prompts=False, task_prompts=False)])
+def test_one_call_equals_the_release_structure(loss):
+    """One query-encoder call on the concatenated views (bn_stats per_view) computes what the
+    release's structure computes (one call per view, frame-by-frame GRU loop): the same loss
+    terms, gradients, queue and BatchNorm statistics."""
+    import copy
+
+    from pcm3.models.release import release_style
+
+    ours = model(loss)
+    theirs = release_style(copy.deepcopy(ours))
+    inputs = make_inputs(3)
+    if not loss.contrast:
+        inputs = {k: inputs[k] for k in ("view3", "mask")}
+    a = ours({**inputs, "generator": torch.Generator().manual_seed(1)})
+    b = theirs({**inputs, "generator": torch.Generator().manual_seed(1)})
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
+    a["loss"].backward()
+    b["loss"].backward()
+    for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
+        if p.grad is None:
+            assert q.grad is None, name
+        else:
+            torch.testing.assert_close(p.grad, q.grad, atol=1e-4, rtol=1e-3, msg=name)
+    sa, sb = ours.state_dict(), theirs.state_dict()
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_joint_bn_stats_changes_the_step_and_still_routes_gradients():
+    ours = model()
+    joint = model(bn_stats="joint")
+    inputs = make_inputs(4)
+    a = ours(inputs)
+    b = joint(inputs)
+    assert not torch.allclose(a["loss"], b["loss"])
+    b["loss"].backward()
+    for name, p in list(joint.domain_prompts.named_parameters()) + list(joint.task_prompts.named_parameters()):
+        assert p.grad is not None and p.grad.abs().max() > 1e-7, name
+
+
+def test_bf16_autocast_step_runs():
+    """The train.amp path (bfloat16 autocast) through the one-call forward (on the CPU here)."""
+    m = model()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(make_inputs(5))
+    assert torch.isfinite(out["loss"])
+    out["loss"].float().backward()
+    assert m.encoder_q.gru.weight_ih_l0.grad is not None
