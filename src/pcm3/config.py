@@ -366,7 +366,8 @@ def resolve_config_path(path: str | os.PathLike) -> Path:
 
 
 def read_yaml(path: str | os.PathLike) -> Dict[str, Any]:
-    """Read a YAML mapping; supports ``base: other.yaml`` (relative path) for inheritance."""
+    """Read a YAML mapping; supports ``base: other.yaml`` for inheritance (a path relative to
+    this file, or the name of a packaged config such as ``demo``)."""
     path = resolve_config_path(path)
     if path.is_dir():
         raise ConfigError(f"{path}: is a folder, not a config file")
@@ -380,8 +381,9 @@ def read_yaml(path: str | os.PathLike) -> Dict[str, Any]:
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     base = tree.pop("base", None)
-    if base is not None:
-        tree = _merge(read_yaml(path.parent / base), tree)
+    if base is not None:  # beside this file, else a packaged config of that name
+        beside = path.parent / str(base)
+        tree = _merge(read_yaml(beside if beside.exists() else str(base)), tree)
     return tree
 
 

@@ -1,0 +1,395 @@
+"""Wrong inputs through the command line: one line, exit 2, nothing lost, nothing left behind.
+
+Every case asserts: exit code 2; exactly one line on stderr, ``error: ...``, naming the file,
+folder or key at fault; no traceback; and that the folder the command ran in (holding its
+inputs) is byte-for-byte what it was: no new, changed or removed files, no temporary folders.
+Most cases call ``pcm3.cli.main`` in-process (fast); a few run the real ``python -m pcm3.cli``
+in a subprocess for the exit code, a closed pipe and the headline data-loss case.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pcm3.cli import main
+from pcm3.data.prepared import Prepared, PreparedWriter
+
+T, V, M = 32, 25, 2
+TINY = ["model.encoder.hidden=16", "model.encoder.layers=2", "model.proj_dim=16", "model.queue_size=32",
+        "model.decoder_hidden=16", "model.prompt_dim=4", "views.out_len=16", "views.min_len=16",
+        "train.batch_size=16", "data.num_workers=0", "train.save_every=0", "train.epochs=1",
+        "optim.milestones=[100]"]
+SETS = [a for s in TINY for a in ("--set", s)]
+
+
+# --------------------------------------------------------------------------- helpers
+
+def make_prepared(out: Path, *, n: int = 40, layout: str = "ntu25", joints: int = V, persons: int = M,
+                  kind: str = "clips", seed: int = 0) -> Path:
+    """A tiny prepared folder: smooth random motion, 4 classes, xsub = 32 train / 8 test."""
+    rng = np.random.default_rng(seed)
+    names = ["a", "b", "c", "d"]
+    if kind == "clips":
+        shape = (n, 3, T, joints, persons)
+    else:
+        shape = (n, 3, joints, persons)
+    with PreparedWriter(out, kind=kind, shape=shape, dataset="tiny", layout=layout, class_names=names) as w:
+        for i in range(n):
+            length = int(rng.integers(20, T + 1))
+            x = np.cumsum(rng.normal(0, 0.02, (3, length, joints, persons)), axis=1).astype(np.float32)
+            if kind == "clips":
+                clip = np.zeros((3, T, joints, persons), np.float32)
+                clip[:, :length] = x
+                w.set(i, clip, label=i % 4, length=length, name=f"s{i:03d}")
+            else:
+                w.append(x, name=f"v{i:03d}", intervals=[(i % 4, 0, length, 1.0)])
+        w.set_splits({"xsub": {"train": list(range(32)), "test": list(range(32, n))}})
+    return out
+
+
+def tree(root: Path) -> dict:
+    """Every file and folder under ``root`` (hidden ones too) -> content hash / 'dir'."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            out[os.path.relpath(os.path.join(dirpath, d), root)] = "dir"
+        for f in filenames:
+            p = os.path.join(dirpath, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, root)] = hashlib.sha1(fh.read()).hexdigest()
+    return out
+
+
+def fails(capsys, argv, *needles, root: Path) -> str:
+    """Run ``pcm3 argv`` in-process; assert the one-line error and an untouched ``root``."""
+    before = tree(root)
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert code == 2, f"exit {code}; stderr: {err}"
+    assert "Traceback" not in err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for needle in needles:
+        assert str(needle) in lines[0], (needle, lines[0])
+    assert tree(root) == before, "files changed, appeared or disappeared"
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_prepared(tmp_path_factory.mktemp("bad_input") / "data")
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory, data) -> Path:
+    """An encoder exported from a one-epoch tiny run."""
+    root = tmp_path_factory.mktemp("bad_input_run")
+    assert main(["pretrain", "--data", str(data), "--out", str(root / "run"), "--quiet", *SETS]) == 0
+    assert main(["export", str(root / "run"), "--out", str(root / "enc.pt")]) == 0
+    return root / "enc.pt"
+
+
+@pytest.fixture
+def box(tmp_path, monkeypatch) -> Path:
+    """The folder a case runs in (its cwd), holding a user's files that must survive."""
+    (tmp_path / "thesis.tex").write_text("\\documentclass{article} ten years of work\n")
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "a01_s01_e01_skeleton3D.txt").write_text("0.1 0.2 0.3 1\n" * 19 + "0.1 0.2 zz 1\n")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+# --------------------------------------------------------------------------- prepare: data loss
+
+RAW_TARGETS = [["msr3d", "--raw"], ["nwucla", "--raw"], ["ntu60", "--raw"], ["pku1", "--raw"], ["convert", "--src"]]
+
+
+@pytest.mark.parametrize("target", RAW_TARGETS, ids=lambda t: t[0])
+def test_out_equal_to_or_inside_raw_is_refused(box, capsys, target):
+    name, flag = target
+    raw = box / "raw"
+    fails(capsys, ["prepare", name, flag, raw, "--out", raw], "raw", "input", root=box)
+    fails(capsys, ["prepare", name, flag, raw, "--out", raw / "prepared"], "input", root=box)
+    fails(capsys, ["prepare", name, flag, raw, "--out", "."], root=box)  # wipes cwd today
+
+
+@pytest.mark.parametrize("target", RAW_TARGETS + [["synthetic", None]], ids=lambda t: t[0])
+def test_foreign_nonempty_out_is_refused_even_with_overwrite(box, capsys, target):
+    name, flag = target
+    theirs = box / "theirs"
+    theirs.mkdir()
+    (theirs / "thesis.tex").write_text("keep me")
+    src = [flag, box / "raw"] if flag else []
+    for extra in ([], ["--overwrite"]):
+        msg = fails(capsys, ["prepare", name, *src, "--out", theirs, *extra], "theirs", "did not create", root=box)
+        assert "nothing was changed" in msg
+
+
+def test_overwrite_replaces_a_prepared_folder_only_when_the_new_one_is_complete(box, capsys, data):
+    old = box / "old"
+    shutil.copytree(data, old)
+    # an existing prepared folder needs --overwrite
+    fails(capsys, ["prepare", "msr3d", "--raw", box / "raw", "--out", old], "--overwrite", root=box)
+    # with --overwrite but a bad raw file, the old folder stays as it was
+    fails(capsys, ["prepare", "msr3d", "--raw", box / "raw", "--out", old, "--overwrite", "--all", "--quiet"],
+          "a01_s01_e01_skeleton3D.txt", root=box)
+    assert Prepared(old).summary()["num_samples"] == 40
+
+
+def test_overwrite_of_a_prepared_folder_works(tmp_path, capsys):
+    out = tmp_path / "syn"
+    argv = ["prepare", "synthetic", "--out", str(out), "--samples-per-class", "2", "--quiet"]
+    assert main(argv) == 0
+    first = tree(out)
+    assert main(argv + ["--seed", "1", "--overwrite"]) == 0
+    assert tree(out) != first and json.loads((out / ".pcm3").read_text())["kind"] == "prepared"
+    assert [p.name for p in tmp_path.iterdir()] == ["syn"]  # no temporary or old folder left
+    capsys.readouterr()
+
+
+def test_disk_full_before_writing(box, capsys, monkeypatch):
+    monkeypatch.setattr("pcm3.outputs.free_bytes", lambda folder: 10_000)
+    fails(capsys, ["prepare", "synthetic", "--out", box / "syn", "--samples-per-class", "2", "--quiet"],
+          "syn", "not enough free disk space", root=box)
+
+
+def test_disk_full_while_writing_removes_the_temporary_folder(box, capsys, monkeypatch):
+    calls = []
+
+    def full(self, i, x, **kw):
+        calls.append(i)
+        if len(calls) > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return PreparedWriter._real_set(self, i, x, **kw)
+
+    monkeypatch.setattr(PreparedWriter, "_real_set", PreparedWriter.set, raising=False)
+    monkeypatch.setattr(PreparedWriter, "set", full)
+    fails(capsys, ["prepare", "synthetic", "--out", box / "syn", "--samples-per-class", "2", "--quiet"],
+          "syn", "disk full", root=box)
+
+
+def test_output_under_a_file(box, capsys, data):
+    fails(capsys, ["prepare", "synthetic", "--out", box / "thesis.tex" / "out", "--quiet"], "thesis.tex", root=box)
+    fails(capsys, ["pretrain", "--config", "demo", "--data", data, "--out", box / "thesis.tex" / "run"],
+          "thesis.tex", root=box)
+    fails(capsys, ["demo", "--out", box / "thesis.tex" / "demo", "--quiet"], "thesis.tex", root=box)
+
+
+def test_output_in_a_read_only_folder(box, capsys, data, encoder):
+    ro = box / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as root: a read-only folder does not stop root (see test_output_under_a_file)")
+        fails(capsys, ["prepare", "synthetic", "--out", ro / "syn", "--quiet"], "ro", root=box)
+        fails(capsys, ["pretrain", "--config", "demo", "--data", data, "--out", ro / "run"], "ro", root=box)
+        fails(capsys, ["export", encoder.parent / "run", "--out", ro / "e.pt"], "ro", root=box)
+        fails(capsys, ["embed", encoder, "--data", data, "--out", ro / "f.npy"], "ro", root=box)
+        fails(capsys, ["demo", "--out", ro / "demo", "--quiet"], "ro", root=box)
+    finally:
+        ro.chmod(0o755)
+
+
+# --------------------------------------------------------------------------- config values
+
+@pytest.mark.parametrize("item, key", [
+    ("train.batch_size=0", "train.batch_size"), ("train.batch_size=-4", "train.batch_size"),
+    ("optim.lr=-0.1", "optim.lr"), ("train.epochs=0", "train.epochs"), ("train.epochs=-1", "train.epochs"),
+    ("data.stream=velocity", "data.stream"), ("x=[1,", "x=[1,"), ("optim.lr=1e-3x", "optim.lr"),
+])
+def test_bad_config_values_are_refused_before_anything_is_written(box, capsys, data, item, key):
+    msg = fails(capsys, ["pretrain", "--config", "demo", "--data", data, "--out", box / "run", "--set", item],
+                key, root=box)
+    assert msg.startswith(f"error: --set {item}")
+
+
+def test_bad_value_in_a_file_names_the_file(box, capsys, data):
+    cfg = box / "mine.yaml"
+    cfg.write_text("base: demo.yaml\noptim:\n  lr: -1e-3\n")
+    fails(capsys, ["pretrain", "--config", cfg, "--data", data, "--out", box / "run"], "mine.yaml", "optim.lr",
+          root=box)
+
+
+def test_scientific_notation_is_accepted(tmp_path, capsys, data):
+    cfg = tmp_path / "sci.yaml"
+    cfg.write_text("optim:\n  lr: 1e-3\n  weight_decay: 1e-4\n")
+    assert main(["pretrain", "--config", str(cfg), "--data", str(data), "--out", str(tmp_path / "run"),
+                 "--quiet", *SETS, "--set", "optim.lr=5e-2"]) == 0
+    assert "lr: 0.05" in (tmp_path / "run" / "config.yaml").read_text()
+    capsys.readouterr()
+
+
+# --------------------------------------------------------------------------- pretrain: data and run folder
+
+def test_untrimmed_folder_needs_trimmed_clips(box, capsys):
+    seq = make_prepared(box / "videos", kind="sequences")
+    fails(capsys, ["pretrain", "--config", "demo", "--data", seq, "--out", box / "run"], "videos", "--trimmed",
+          root=box)
+
+
+def test_label_outside_the_classes(box, capsys, data):
+    bad = box / "badlabel"
+    shutil.copytree(data, bad)
+    labels = np.load(bad / "labels.npy")
+    labels[5] = 7
+    np.save(bad / "labels.npy", labels)
+    fails(capsys, ["pretrain", "--config", "demo", "--data", bad, "--out", box / "run", *SETS],
+          "labels.npy", "sample 5", root=box)
+
+
+def test_nan_in_a_clip_is_named(box, capsys, data):
+    bad = box / "nan"
+    shutil.copytree(data, bad)
+    arr = np.load(bad / "data.npy", mmap_mode="r+")
+    arr[3, 0, 5, 0, 0] = np.nan
+    arr.flush()
+    del arr
+    fails(capsys, ["pretrain", "--config", "demo", "--data", bad, "--out", box / "run", *SETS],
+          "data.npy", "sample 3 (s003)", root=box)
+
+
+def test_nan_in_a_clip_named_by_the_loader_workers(tmp_path, capsys, data, monkeypatch):
+    """When the split is too large to scan first, the DataLoader (with workers) names the sample."""
+    from pcm3.data.dataset import SkeletonDataset
+    from pcm3.errors import DataError
+
+    bad = tmp_path / "nan"
+    shutil.copytree(data, bad)
+    arr = np.load(bad / "data.npy", mmap_mode="r+")
+    arr[3, 0, 5, 0, 0] = np.inf
+    arr.flush()
+    del arr
+    loader = torch.utils.data.DataLoader(SkeletonDataset(bad, "xsub", "train"), batch_size=8, num_workers=1)
+    with pytest.raises(DataError) as e:
+        list(loader)
+    assert "\n" not in str(e.value) and "sample 3 (s003)" in str(e.value) and "data.npy" in str(e.value)
+
+
+def test_run_folder_rules(box, capsys, data, encoder):
+    run = encoder.parent / "run"  # a finished one-epoch run
+    fails(capsys, ["pretrain", "--data", data, "--out", run, "--resume", *SETS], "finished", "train.epochs",
+          root=box)
+    fails(capsys, ["pretrain", "--config", "demo", "--data", data, "--out", run, *SETS], "--resume", root=box)
+    fails(capsys, ["pretrain", "--config", "demo", "--data", data, "--out", box / "raw", "--resume"],
+          "not a pcm3 run folder", root=box)
+    fails(capsys, ["pretrain", "--config", "demo", "--data", data, "--out", box / "raw"], "did not create", root=box)
+    fails(capsys, ["pretrain", "--config", "demo", "--data", data, "--out", data / "run"], "input", root=box)
+
+
+def test_disk_full_before_pretraining(box, capsys, data, monkeypatch):
+    monkeypatch.setattr("pcm3.outputs.free_bytes", lambda folder: 10_000)
+    fails(capsys, ["pretrain", "--config", "demo", "--data", data, "--out", box / "run", *SETS],
+          "run", "not enough free disk space", root=box)
+
+
+def test_disk_full_while_checkpointing(tmp_path, capsys, data, monkeypatch):
+    real_save = torch.save
+
+    def full(obj, f, *a, **kw):
+        if str(f).endswith(".tmp"):
+            Path(f).write_bytes(b"partial")
+            raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing "
+                               "file data/0: file write failed")
+        return real_save(obj, f, *a, **kw)
+
+    monkeypatch.setattr(torch, "save", full)
+    run = tmp_path / "run"
+    assert main(["pretrain", "--config", "demo", "--data", str(data), "--out", str(run), "--quiet", *SETS]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "checkpoint_last.pt" in err[0] and "disk full" in err[0]
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".checkpoint")]
+
+
+# --------------------------------------------------------------------------- export / embed
+
+def test_export_and_embed_outputs(box, capsys, data, encoder):
+    run = encoder.parent / "run"
+    (box / "folder").mkdir()
+    fails(capsys, ["export", run, "--out", box / "folder"], "folder", "is a folder", root=box)
+    fails(capsys, ["export", run, "--out", box / "thesis.tex"], "thesis.tex", "--overwrite", root=box)
+    fails(capsys, ["embed", encoder, "--data", data, "--out", box / "folder"], "folder", root=box)
+    fails(capsys, ["embed", encoder, "--data", data, "--out", box / "thesis.tex"], "--overwrite", root=box)
+
+
+def test_embed_with_an_encoder_for_another_layout(box, capsys, encoder):
+    other = make_prepared(box / "msr", layout="msr20", joints=20, persons=1)
+    fails(capsys, ["embed", encoder, "--data", other, "--out", box / "f.npy"], "enc.pt", "msr20", root=box)
+
+
+def test_embed_refuses_untrimmed_and_nan(box, capsys, data, encoder):
+    seq = make_prepared(box / "videos", kind="sequences")
+    fails(capsys, ["embed", encoder, "--data", seq, "--out", box / "f.npy"], "--trimmed", root=box)
+    bad = box / "nan"
+    shutil.copytree(data, bad)
+    arr = np.load(bad / "data.npy", mmap_mode="r+")
+    arr[35, 0, 5, 0, 0] = np.nan
+    arr.flush()
+    del arr
+    fails(capsys, ["embed", encoder, "--data", bad, "--benchmark", "xsub", "--out", box / "f.npy"],
+          "sample 35 (s035)", root=box)
+
+
+def test_embed_refuses_non_finite_features(box, capsys, data, encoder):
+    payload = torch.load(encoder, weights_only=False)
+    key = next(k for k, v in payload["state_dict"].items() if v.is_floating_point() and v.dim() == 2)
+    payload["state_dict"][key] = torch.full_like(payload["state_dict"][key], float("nan"))
+    torch.save(payload, box / "broken.pt")
+    fails(capsys, ["embed", box / "broken.pt", "--data", data, "--out", box / "f.npy"], "broken.pt", "not finite",
+          root=box)
+
+
+def test_incomplete_encoder_file(box, capsys, data, encoder):
+    payload = torch.load(encoder, weights_only=False)
+    del payload["state_dict"]
+    torch.save(payload, box / "partial.pt")
+    fails(capsys, ["embed", box / "partial.pt", "--data", data, "--out", box / "f.npy"], "partial.pt",
+          "state_dict", root=box)
+
+
+# --------------------------------------------------------------------------- real processes
+
+def _pcm3(*argv, cwd, **kw):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "pcm3.cli", *map(str, argv)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120, **kw)
+
+
+def test_subprocess_out_equal_to_raw_keeps_the_raw_files(box):
+    before = tree(box)
+    r = _pcm3("prepare", "msr3d", "--raw", "raw", "--out", "raw", cwd=box)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "raw" in r.stderr
+    assert tree(box) == before
+
+
+def test_subprocess_config_error_exit_code(box, data):
+    before = tree(box)
+    r = _pcm3("pretrain", "--config", "demo", "--data", data, "--out", "run", "--set", "train.batch_size=0", cwd=box)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "train.batch_size" in r.stderr
+    assert tree(box) == before
+
+
+def test_subprocess_closed_pipe_is_quiet(box, data):
+    """``pcm3 info DIR | head``: the reader is gone before pcm3 writes; no BrokenPipeError traceback."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-m", "pcm3.cli", "info", str(data)], cwd=box, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # like `head` exiting at once
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    proc.stderr.close()
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert proc.returncode == 141  # the closed pipe was met (and handled): 128 + SIGPIPE, as Unix tools
