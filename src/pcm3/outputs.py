@@ -228,6 +228,18 @@ def create_run_dir(path: str | os.PathLike) -> Path:
     return path
 
 
+def _into_empty(tmp: Path, path: Path) -> None:
+    """Put the finished ``tmp`` in place of the empty folder ``path`` (which may be a mount
+    point or otherwise not removable: then its contents are moved into it)."""
+    try:
+        os.rmdir(path)
+    except OSError:
+        for child in tmp.iterdir():
+            os.replace(child, path / child.name)
+        return
+    os.replace(tmp, path)
+
+
 @contextlib.contextmanager
 def output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = False,
                protect: Sequence[str | os.PathLike] = (), option: str = "--out") -> Iterator[Path]:
@@ -248,10 +260,16 @@ def output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = False,
     try:
         yield tmp
         write_marker(tmp, kind)
-        if path.is_dir():
+        if path.is_dir() and not any(path.iterdir()):
+            _into_empty(tmp, path)
+        elif path.is_dir():  # a pcm3 folder of this kind, --overwrite: swap, then remove the old one
             old = parent / f".{path.name}.old-{os.getpid()}"
             os.replace(path, old)
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                os.replace(old, path)  # put it back: the destination stays as it was
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
