@@ -400,6 +400,7 @@ def _render(path, encoder, decoder, windows: Windows, p: MotionProtocol, stream,
     win = windows.batch(row, windows.middle_starts(row)).to(device)
     pred = _forward(encoder, decoder, win, p.observed, p.predicted, stream, layout, False)[0].cpu().numpy()
     win = win[0].cpu().numpy()
+    pred = pred * np.any(win[:, p.observed - 1] != 0, axis=0)[None, None]  # absent persons / lost joints: not drawn
     name = windows.prepared.names[int(windows.indices[row[0]])]
     render_prediction(path, win[:, p.observed - 1], win[:, p.observed:], pred, layout, fps, title=name)
 
