@@ -16,6 +16,16 @@ Usage::
     python benchmarks/bench_loader.py --device cuda       # augment on the GPU
     python benchmarks/bench_loader.py --json out.json
 
+Memory (``--memory-gb G``): a prepared folder whose ``data.npy`` holds about G GB is generated
+in a temporary directory (in ``/tmp`` by default, ``--tmp``; deleted afterwards), then a fresh
+process iterates one whole shuffled epoch through the DataLoader (batch ``--batch``, per
+``--workers`` setting) and reports, against the array's size, its peak resident memory summed
+over the main process and its workers: anonymous memory (``RssAnon``, what the loader really
+allocates) and file-backed pages of the memory map (``RssFile``, page cache the kernel can drop
+at any time), sampled after every batch::
+
+    python benchmarks/bench_loader.py --memory-gb 4 --workers 0 2
+
 Results are recorded in ``benchmarks/RESULTS-loader.md``.
 """
 
@@ -53,6 +63,97 @@ def build_prepared(root: Path, n: int, t: int = 300, seed: int = 0) -> Path:
             w.set(i, x, label=int(rng.integers(0, 60)), length=length, name=f"s{i:05d}")
         w.set_splits({"all": {"train": list(range(n)), "test": []}})
     return out
+
+
+def build_big(root: Path, gb: float, t: int = 300) -> Path:
+    """A prepared folder of about ``gb`` GB: clips ``(3, t, 25, 2)`` float32, cheap patterned values
+    (a random block shifted per sample: generating random numbers for GBs would dominate)."""
+    per = 3 * t * 25 * 2 * 4
+    n = max(1, int(gb * 1e9 // per))
+    rng = np.random.default_rng(0)
+    block = rng.standard_normal((3, t, 25, 2), dtype=np.float32)
+    out = root / "big-clips"
+    with PreparedWriter(out, kind="clips", shape=(n, 3, t, 25, 2), dataset="random", layout="ntu25",
+                        class_names=[f"c{i}" for i in range(60)]) as w:
+        for i in range(n):
+            w.set(i, block + np.float32(i % 97) * 0.01, label=i % 60, length=t, name=f"s{i:06d}")
+        w.set_splits({"all": {"train": list(range(n)), "test": []}})
+    return out
+
+
+def _status(pid: int) -> dict:
+    """``VmRSS``, ``RssAnon``, ``RssFile``, ``RssShmem`` of a process, in bytes."""
+    out = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                out[key] = int(rest.split()[0]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+def _family(pid: int) -> list:
+    kids = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            kids += [int(k) for k in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return [pid] + [p for k in kids for p in _family(k)]
+
+
+def measure_memory(root: str, batch: int, workers: int) -> dict:
+    """One shuffled epoch through the DataLoader; peak memory of this process and its workers."""
+    import os
+
+    torch.set_num_threads(1)
+    ds = SkeletonDataset(root)
+    size = ds.prepared.data.nbytes
+    loader = DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers)
+    peak = {"VmRSS": 0, "RssAnon": 0, "RssFile": 0, "RssShmem": 0}
+    start = {k: v for k, v in _status(os.getpid()).items()}
+    t0 = time.perf_counter()
+    count = 0
+    for x, *_ in loader:
+        count += x.shape[0]
+        total = {k: 0 for k in peak}
+        for pid in _family(os.getpid()):
+            for k, v in _status(pid).items():
+                total[k] += v
+        for k in peak:
+            peak[k] = max(peak[k], total[k])
+        del x
+    return {"workers": workers, "array_bytes": size, "samples": count, "seconds": time.perf_counter() - t0,
+            "start": start, "peak": peak}
+
+
+def run_memory(gb: float, batch: int, workers_list, tmp_root) -> list:
+    import shutil
+    import sys
+
+    tmp = Path(tempfile.mkdtemp(prefix="pcm3-loader-mem-", dir=tmp_root))
+    try:
+        t0 = time.perf_counter()
+        root = build_big(tmp, gb)
+        print(f"generated {root} ({(root / 'data.npy').stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - t0:.0f} s",
+              flush=True)
+        rows = []
+        for workers in workers_list:  # a fresh process each: nothing mapped or cached in it yet
+            code = ("import json, sys; sys.path.insert(0, %r); import bench_loader as b; "
+                    "print(json.dumps(b.measure_memory(%r, %d, %d)))" % (str(Path(__file__).parent), str(root), batch,
+                                                                          workers))
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            r = rows[-1]
+            gib = 2**30
+            print(f"| {r['array_bytes'] / gib:.2f} GiB | {workers} | {r['samples']} | {r['seconds']:.0f} | "
+                  f"{r['peak']['RssAnon'] / gib:.3f} | {r['peak']['RssFile'] / gib:.2f} | {r['peak']['RssShmem'] / gib:.3f} | "
+                  f"{r['peak']['VmRSS'] / gib:.2f} |", flush=True)
+        return rows
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def augment_batch(x, lengths, view_cfg, mask_cfg, generator):
@@ -94,7 +195,17 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu", help="where views, mixing and masks are made")
     ap.add_argument("--threads", type=int, help="torch intra-op threads of the main process (default: torch's)")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--memory-gb", type=float, help="memory mode: generate an array of this many GB and "
+                                                       "report peak resident memory over one epoch")
+    ap.add_argument("--tmp", default="/tmp", help="memory mode: where the array is generated (deleted after)")
     args = ap.parse_args(argv)
+    if args.memory_gb:
+        print("| array | workers | samples read | seconds | peak RssAnon GiB | peak RssFile GiB | peak RssShmem GiB "
+              "| peak VmRSS GiB |\n|---|---|---|---|---|---|---|---|", flush=True)
+        rows = run_memory(args.memory_gb, args.batch, args.workers, args.tmp)
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        return rows
     if args.threads:
         torch.set_num_threads(args.threads)
 

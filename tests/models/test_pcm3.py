@@ -457,3 +457,13 @@ def test_bf16_autocast_step_runs():
     assert torch.isfinite(out["loss"])
     out["loss"].float().backward()
     assert m.encoder_q.gru.weight_ih_l0.grad is not None
+
+
+def test_compile_keeps_parameter_names():
+    plain = model()
+    cfg = small_config()
+    cfg.compile = True
+    torch.manual_seed(0)
+    compiled = PCM3(cfg, LossConfig())
+    assert list(compiled.state_dict()) == list(plain.state_dict())
+    compiled.load_state_dict(plain.state_dict())

@@ -191,6 +191,9 @@ class ModelConfig:
         sync_bn: synchronised BatchNorm over all ranks for the query encoder's input norm and
             the decoder (torchrun only). Off: per-rank statistics, as one process of batch
             ``B / G`` would have.
+        compile: ``torch.compile`` the non-recurrent parts in place (projectors, the decoder's
+            frame MLP and output layer; the GRUs stay cuDNN calls). Parameter names and
+            checkpoints do not change. Meant for CUDA; the first steps are slow (compilation).
     """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -204,12 +207,14 @@ class ModelConfig:
     prompt_dim: int = 128
     key_bn: str = "shuffle"
     sync_bn: bool = False
+    compile: bool = False
 
     def __post_init__(self):
         owner = "model"
         if self.key_bn not in KEY_BN:
             raise ConfigError(f"model.key_bn must be one of {', '.join(KEY_BN)}; got {self.key_bn!r}")
         _check_bool(owner, "sync_bn", self.sync_bn)
+        _check_bool(owner, "compile", self.compile)
         self.encoder = _from_mapping(EncoderConfig, self.encoder, "model.encoder")
         for name in ("proj_dim", "queue_size", "decoder_hidden", "decoder_layers", "prompt_dim"):
             _check_int(owner, name, getattr(self, name))
@@ -282,6 +287,18 @@ class PCM3(nn.Module):
         if loss.task_prompts:
             tasks = [t for t, on in (("cl", loss.contrast), ("mp", loss.masked_prediction)) if on]
             self.task_prompts = TaskPrompts(d, config.prompt_dim, tasks, per_sample=loss.task_prompt_offset == "sample")
+        if config.compile:
+            self.compile_parts()
+
+    def compile_parts(self) -> None:
+        """``torch.compile`` the projectors and the decoder's per-frame layers, in place
+        (``nn.Module.compile``: state-dict names unchanged)."""
+        parts = [self.projector_q, self.projector_k]
+        if self.decoder is not None:
+            parts += [self.decoder.frame_mlp, self.decoder.head]
+        for part in parts:
+            if part is not None:
+                part.compile()
 
     @property
     def encoder(self) -> Encoder:
