@@ -559,7 +559,7 @@ def add_prepare_parsers(sub) -> None:
                                    "({train,val}_data_joint.npy + _label.pkl [+ _num_frame.npy]), a CTR-GCN npz "
                                    "(x_train (N,T,150) person-major, one-hot y_train, x_test, y_test) or a pyskl "
                                    "pickle ({'split', 'annotations'}) into a prepared folder, without re-preprocessing.")
-    p.add_argument("--src", required=True, help="the folder, .npz or .pkl to convert")
+    p.add_argument("--src", "--raw", dest="src", required=True, help="the folder, .npz or .pkl to convert")
     p.add_argument("--out", required=True, help="output prepared folder")
     p.add_argument("--format", choices=FORMATS, default="auto", help="source format (default: detect)")
     p.add_argument("--dataset", help="ntu60, ntu120, pku1, pku2, nwucla, msr3d, ... (default: guess from the path); "
