@@ -92,7 +92,7 @@ def encode(module: torch.nn.Module, dataset: SkeletonDataset, *, clip_len: int, 
     device = torch.device(device)
     was_training = module.training
     module.eval().to(device)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = iter_batches(dataset, batch_size, num_workers)
     passes = max(1, crops)
     feats = [[] for _ in range(passes)]
     labels, index = [], []
@@ -115,3 +115,28 @@ def encode(module: torch.nn.Module, dataset: SkeletonDataset, *, clip_len: int, 
     out = [torch.cat(f).numpy() for f in feats]
     features = np.stack(out) if crops else out[0]
     return features, torch.cat(labels).numpy().astype(np.int64), torch.cat(index).numpy().astype(np.int64)
+
+
+def iter_batches(dataset: SkeletonDataset, batch_size: int, num_workers: int = 0):
+    """Batches ``(x, lengths, labels, indices)`` of ``dataset`` in order.
+
+    With ``num_workers == 0`` the clips are read straight from the memory-mapped array, each
+    only up to the longest valid length of its batch (the padding beyond is never read by the
+    crops); otherwise a :class:`DataLoader` with worker processes reads whole padded clips.
+
+    Yields:
+        ``x`` ``(B, C, T_b, V, M)`` float32, ``lengths``, ``labels``, ``indices`` ``(B,)`` int64.
+    """
+    if num_workers > 0:
+        yield from DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+        return
+    prepared = dataset.prepared
+    data, all_lengths, all_labels = prepared.data, prepared.lengths, prepared.labels
+    t = data.shape[2]
+    for s in range(0, len(dataset), batch_size):
+        idx = np.asarray(dataset.indices[s:s + batch_size], dtype=np.int64)
+        lengths = np.clip(all_lengths[idx], 1, t)
+        frames = int(lengths.max())
+        x = np.stack([np.asarray(data[j, :, :frames], dtype=np.float32) for j in idx])
+        yield (torch.from_numpy(x), torch.from_numpy(lengths.astype(np.int64)),
+               torch.from_numpy(all_labels[idx].astype(np.int64)), torch.from_numpy(idx))
