@@ -186,13 +186,14 @@ def test_output_under_a_file(box, capsys, data):
     fails(capsys, ["demo", "--out", box / "thesis.tex" / "demo", "--quiet"], "thesis.tex", root=box)
 
 
-def test_output_in_a_read_only_folder(box, capsys, data, encoder):
+def test_output_in_a_read_only_folder(box, capsys, request):
     ro = box / "ro"
     ro.mkdir()
     ro.chmod(0o555)
     try:
         if os.access(ro, os.W_OK):
             pytest.skip("running as root: a read-only folder does not stop root (see test_output_under_a_file)")
+        data, encoder = request.getfixturevalue("data"), request.getfixturevalue("encoder")
         fails(capsys, ["prepare", "synthetic", "--out", ro / "syn", "--quiet"], "ro", root=box)
         fails(capsys, ["pretrain", "--config", "demo", "--data", data, "--out", ro / "run"], "ro", root=box)
         fails(capsys, ["export", encoder.parent / "run", "--out", ro / "e.pt"], "ro", root=box)
@@ -393,3 +394,17 @@ def test_subprocess_closed_pipe_is_quiet(box, data):
     proc.stderr.close()
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
     assert proc.returncode == 141  # the closed pipe was met (and handled): 128 + SIGPIPE, as Unix tools
+
+
+def test_output_in_a_read_only_folder_simulated(box, capsys, data, encoder, monkeypatch):
+    """The same cases where the tests run as root (which a read-only folder does not stop):
+    the folder is made to look read-only to ``os.access``."""
+    ro = box / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == ro else real(p, mode, **kw))
+    fails(capsys, ["prepare", "synthetic", "--out", ro / "syn", "--quiet"], "read-only", root=box)
+    fails(capsys, ["pretrain", "--config", "demo", "--data", data, "--out", ro / "run", *SETS], "read-only", root=box)
+    fails(capsys, ["export", encoder.parent / "run", "--out", ro / "e.pt"], "read-only", root=box)
+    fails(capsys, ["embed", encoder, "--data", data, "--out", ro / "f.npy"], "read-only", root=box)
+    fails(capsys, ["demo", "--out", ro / "demo", "--quiet"], "read-only", root=box)
