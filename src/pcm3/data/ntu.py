@@ -53,7 +53,7 @@ from pcm3.data.common import (REPORT_NAME, BadFiles, add_output_options, iter_fi
                               print_prepared_summary, read_text, require_dir)
 from pcm3.data.prepared import PreparedWriter
 from pcm3.errors import ConfigError, DataError
-from pcm3.outputs import check_output_dir
+from pcm3.outputs import _overlaps, check_output_dir, folder_kind, write_error, write_marker
 from pcm3.io import atomic_path
 
 NUM_JOINTS = 25
@@ -669,6 +669,32 @@ def _shard_key(files: Sequence[Path], max_frames: int, bodies: str) -> str:
     return hashlib.sha1(blob).hexdigest()[:16]
 
 
+def _check_work_dir(work: Path, protect) -> Path:
+    """``<out>.work`` is pcm3's cache (removed after a successful run): refuse a folder of that
+    name that pcm3 did not make, and mark the one it makes."""
+    for p in protect:
+        if p is not None and _overlaps(work, Path(p)):
+            raise DataError(work, f"the cache folder beside --out is, lies inside, or contains the input {p}; "
+                                  "choose another --out")
+    if work.exists():
+        entries = list(work.iterdir()) if work.is_dir() else None
+        ours = entries is not None and (folder_kind(work) == CACHE_KIND or all(
+            e.name.startswith(("shard-", ".shard-")) for e in entries))
+        if not ours:
+            raise DataError(work, "exists and was not made by pcm3 (it would hold the cache of this run and be "
+                                  "removed after it); move it or choose another --out")
+    else:
+        try:
+            work.mkdir(parents=True)
+            write_marker(work, CACHE_KIND)
+        except OSError as e:
+            raise write_error(work, e, "the cache folder") from None
+    return work
+
+
+CACHE_KIND = "ntu-cache"
+
+
 def _plan_shards(samples, work: Path, max_frames: int, bodies: str, size: int) -> List[_Shard]:
     shards = []
     for n, s in enumerate(range(0, len(samples), size)):
@@ -836,7 +862,7 @@ def prepare_ntu(raw, out, variant: str = "ntu60", workers: Optional[int] = None,
     samples, excluded, ignored = _select_samples(files, variant, names_to_skip, bad)
     if not samples:
         raise DataError(raw, f"none of the {len(files)} .skeleton files is a {variant} sample")
-    work = work_dir(out)
+    work = _check_work_dir(work_dir(out), protect)
     shards = _plan_shards(samples, work, max_frames, bodies, shard_size)
     reused = sum(len(s.names) for s in shards if s.done)
     if reused and progress:
