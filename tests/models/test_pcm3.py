@@ -459,6 +459,7 @@ def test_bf16_autocast_step_runs():
     assert m.encoder_q.gru.weight_ih_l0.grad is not None
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_compile_keeps_parameter_names():
     plain = model()
     cfg = small_config()
