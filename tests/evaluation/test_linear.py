@@ -20,6 +20,11 @@ def test_fit_linear_learns_separable_features():
     head, hist = fit_linear(lambda e: x, y, 3, p, device=torch.device("cpu"), seed=0)
     assert hist[-1]["train_top1"] > 95 and hist[-1]["lr"] == pytest.approx(0.01)
     assert (head(x).argmax(1).numpy() == y).mean() > 0.95
+    # standardisation is folded into the layer: the saved head reads the raw features
+    far = x * 1e-3 + 50.0
+    p = LinearProtocol(epochs=5, batch_size=32, milestones=(3,), standardize=True)
+    head, _ = fit_linear(lambda e: far, y, 3, p, device=torch.device("cpu"), seed=0)
+    assert (head(far).argmax(1).numpy() == y).mean() > 0.95
 
 
 def test_cli_linear_rows(tmp_path_factory, tmp_path):

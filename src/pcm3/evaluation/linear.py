@@ -57,6 +57,9 @@ class LinearProtocol(InputProtocol):
         val_by: ``samples.csv`` column that groups samples for carving (``subject``).
         select: ``last`` (the last epoch's model) or ``val`` (the best epoch on validation).
         save_features: write the test features (float16) for the report's t-SNE.
+        standardize: train on features standardised with the training mean and std (folded
+            into the saved layer afterwards); not the field's protocol (False), but it removes
+            the protocol's dependence on the feature scale, which matters on small data sets.
     """
 
     epochs: int = 100
@@ -73,6 +76,7 @@ class LinearProtocol(InputProtocol):
     val_by: str = "subject"
     select: str = "last"
     save_features: bool = True
+    standardize: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -117,6 +121,14 @@ def fit_linear(epoch_features: Callable[[int], torch.Tensor], labels: np.ndarray
     y = torch.as_tensor(labels, dtype=torch.long)
     first = epoch_features(0)
     n, d = first.shape
+    if p.standardize:  # statistics of the first epoch's training features; folded into the layer at the end
+        mean = first.float().mean(0)
+        std = first.float().std(0).clamp_min(1e-6)
+        raw_features = epoch_features
+        epoch_features = lambda e: (raw_features(e) - mean) / std  # noqa: E731
+        first = (first - mean) / std
+        if val is not None:
+            val = ((torch.as_tensor(val[0]) - mean) / std, val[1])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head = torch.nn.Linear(d, num_classes)
@@ -158,6 +170,11 @@ def fit_linear(epoch_features: Callable[[int], torch.Tensor], labels: np.ndarray
             raise FloatingPointError("linear evaluation diverged (non-finite loss); lower lr")
     if best is not None:
         head.load_state_dict(best)
+    if p.standardize:  # W (x - m) / s + b  ==  (W / s) x + (b - W (m / s))
+        with torch.no_grad():
+            w = head.weight / std.to(device)
+            head.bias.sub_(head.weight @ (mean / std).to(device))
+            head.weight.copy_(w)
     return head, history
 
 
