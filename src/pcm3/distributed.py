@@ -232,9 +232,15 @@ def wrap(model: nn.Module, device: torch.device) -> DDP:
     queue is kept identical by the gathered keys, BatchNorm statistics are per rank (or synced)."""
     import warnings
 
+    # a domain prompt used by the key encoder alone (no intra positive) gets no gradient
+    loss = getattr(model, "loss_config", None)
+    prompts = getattr(model, "domain_prompts", None)
+    unused = bool(loss is not None and prompts is not None and "intra" in prompts.prompts
+                  and "intra" not in loss.active_positives)
     with warnings.catch_warnings():  # broadcast_buffers=False: no buffer sync at init or forward
         warnings.simplefilter("ignore", FutureWarning)
-        return DDP(model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+        return DDP(model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False,
+                   find_unused_parameters=unused)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
