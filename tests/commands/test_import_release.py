@@ -4,8 +4,6 @@ structure (hidden size 16 instead of 1024; everything else the release's: 25 joi
 independent frame-by-frame implementation of the release's encoder written here (GRU cell
 equations, float64)."""
 
-import math
-
 import pytest
 import torch
 
@@ -119,6 +117,8 @@ def test_imported_features_equal_the_release_frame_loop(tmp_path, prefix, prompt
     assert ours.shape == (4, 2 * H)
     assert _rel(ours, ref) < 1e-5
     assert torch.load(out, weights_only=False)["pretrain_epochs"] == 451
+    assert main(["import-release", str(ckpt), "--out", str(out)]) == 2  # exists: refused
+    assert main(["import-release", str(ckpt), "--out", str(out), "--overwrite", "--stream", stream]) == 0
 
 
 def test_python_function_and_reference_is_sensitive():
@@ -156,4 +156,5 @@ def test_unknown_and_missing_keys_are_one_line_errors(tmp_path, capsys):
     assert not any(p.name.endswith(".pt") for p in tmp_path.iterdir())  # nothing half-written
     assert main(["import-release", str(tmp_path / "absent.pth"), "--out", str(tmp_path / "e.pt")]) == 2
     assert "absent.pth" in capsys.readouterr().err
-    assert not math.isnan(0.0)
+    assert main(["import-release", str(ckpt), "--out", str(ckpt), "--overwrite"]) == 2  # never the input
+    assert "checkpoint itself" in capsys.readouterr().err and ckpt.stat().st_size > 0

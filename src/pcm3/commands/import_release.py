@@ -21,7 +21,7 @@ STREAMS = ("joint", "bone", "motion")
 
 def import_release(checkpoint: Union[str, os.PathLike, Mapping[str, Any]], out: Union[str, os.PathLike], *,
                    stream: str = "joint", layout: str = "ntu25", channels: int = 3, persons: int = 2,
-                   clip_len: int = 64, test_crop: float = 0.95) -> Path:
+                   clip_len: int = 64, test_crop: float = 0.95, overwrite: bool = False) -> Path:
     """Convert a release checkpoint into an exported encoder file.
 
     Args:
@@ -32,6 +32,7 @@ def import_release(checkpoint: Union[str, os.PathLike, Mapping[str, Any]], out: 
         layout: skeleton layout of the inputs (``ntu25`` for the release's NTU weights).
         channels, persons: C and M, to split the release's ``F = V * C * M`` input features.
         clip_len, test_crop: the release's test-time input (64 frames, centre crop of 95%).
+        overwrite: replace ``out`` if it exists (else an error).
 
     Returns:
         ``out`` as a Path.
@@ -40,9 +41,11 @@ def import_release(checkpoint: Union[str, os.PathLike, Mapping[str, Any]], out: 
         DataError: the checkpoint is unreadable, not the release's, or has unknown, missing or
             mis-shaped keys (one line listing them).
         ConfigError: a bad ``stream`` or an ``out`` that is the checkpoint itself.
+        DataError: also for an ``out`` that exists (without ``overwrite``) or cannot be written.
     """
     import torch
 
+    from pcm3.commands.export import _check_out_file
     from pcm3.export import ENCODER_FORMAT
     from pcm3.io import atomic_path
     from pcm3.models.release import load_release_encoder
@@ -55,6 +58,7 @@ def import_release(checkpoint: Union[str, os.PathLike, Mapping[str, Any]], out: 
         src = Path(checkpoint)
         if Path(out).exists() and src.exists() and Path(out).resolve() == src.resolve():
             raise ConfigError(f"{out}: --out is the checkpoint itself; choose another file")
+    _check_out_file(Path(out), overwrite)
     encoder, epoch = load_release_encoder(checkpoint, channels, persons)  # every key checked
     enc_cfg = encoder.config
     payload = {
@@ -80,10 +84,12 @@ def add_parser(sub) -> None:
     p.add_argument("--stream", default="joint", choices=STREAMS,
                    help="the stream the checkpoint was trained on (default joint)")
     p.add_argument("--layout", default="ntu25", help="skeleton layout of the inputs (default ntu25)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    path = import_release(args.checkpoint, args.out, stream=args.stream, layout=args.layout)
+    path = import_release(args.checkpoint, args.out, stream=args.stream, layout=args.layout,
+                          overwrite=args.overwrite)
     print(f"wrote {path}")
     return 0
