@@ -144,3 +144,12 @@ def test_auto_threads_rule():
     assert physical_cores() >= 1
     assert auto_threads(64) == 1 and auto_threads(128) == 1 and auto_threads(256) == 1
     assert auto_threads(1024) == physical_cores()
+
+
+def test_overrides_are_validated_together():
+    """Switches that depend on each other may be turned off by separate --set items."""
+    cfg = load_config("msr3d_xsub_joint", ["loss.masked_prediction=false", "loss.positives.mask=false",
+                                           "loss.positives.predict=false"])
+    assert not cfg.loss.masked_prediction and not cfg.loss.positives.predict
+    with pytest.raises(ConfigError, match=r"^--set optim.lr=-1: "):
+        load_config("msr3d_xsub_joint", ["train.epochs=5", "optim.lr=-1"])

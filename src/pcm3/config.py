@@ -396,11 +396,30 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: Sequence[st
     tree = read_yaml(path) if path else {}
     where = f"{resolve_config_path(path)}:" if path else "defaults:"
     cfg = from_dict(Config, tree, where)  # the file alone: its own errors name the file
-    for item in overrides:  # then each override: its errors name it
+    if not overrides:
+        return cfg
+    for item in overrides:  # then the overrides, together (one may need another, e.g. two switches)
         key, value = parse_override(item)
         _set_path(tree, key, value)
-        cfg = from_dict(Config, tree, f"--set {item}:")
-    return cfg
+    try:
+        return from_dict(Config, tree, "--set:")
+    except ConfigError as final:
+        # Name the override at fault: the one whose key the message names, else the first one
+        # after which the config no longer builds.
+        message = str(final)[len("--set:"):].strip()
+        for item in overrides:
+            key = item.split("=", 1)[0].strip()
+            if key and key in message:
+                raise ConfigError(f"--set {item}: {message}") from None
+        partial = read_yaml(path) if path else {}
+        for item in overrides:
+            key, value = parse_override(item)
+            _set_path(partial, key, value)
+            try:
+                from_dict(Config, partial, f"--set {item}:")
+            except ConfigError as e:
+                raise e from None
+        raise final from None
 
 
 
