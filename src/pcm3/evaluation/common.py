@@ -84,7 +84,7 @@ class SupervisedConfig:
         lr: Adam learning rate (constant).
         weight_decay: Adam weight decay.
         crop_range: random crop of the valid frames, ``U(crop_range)``, resized to the clip length.
-        min_len: minimum crop length in frames (where the clip is longer).
+        min_len: minimum crop length in frames (where the clip is longer); None = the clip length.
     """
 
     epochs: int = 60
@@ -92,7 +92,7 @@ class SupervisedConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     crop_range: Tuple[float, float] = (0.5, 1.0)
-    min_len: int = 64
+    min_len: Optional[int] = None
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:

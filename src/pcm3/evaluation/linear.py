@@ -50,7 +50,8 @@ class LinearProtocol(InputProtocol):
         milestones: epochs at which the lr is multiplied by ``gamma`` ((20, 50, 80)).
         gamma: lr factor at each milestone (0.1).
         crop_range: training crop of the valid frames ``U(crop_range)`` ((0.5, 1)).
-        min_len: minimum training crop in frames where the clip is longer (64).
+        min_len: minimum training crop in frames where the clip is longer; None = the clip
+            length (64 frames in the paper, as the field's ``valid_crop_resize``).
         crops: random training crops per sample whose features are precomputed (10); 0 =
             encode fresh random crops every epoch (exact, ``epochs`` encoder passes).
         val_fraction: share of training subjects carved out as validation (0: none).
@@ -70,7 +71,7 @@ class LinearProtocol(InputProtocol):
     milestones: Tuple[int, ...] = (20, 50, 80)
     gamma: float = 0.1
     crop_range: Tuple[float, float] = (0.5, 1.0)
-    min_len: int = 64
+    min_len: Optional[int] = None
     crops: int = 10
     val_fraction: float = 0.0
     val_by: str = "subject"
@@ -206,7 +207,7 @@ def prepare_linear(ctx: EvalContext, p: LinearProtocol) -> Dict[str, object]:
     common = dict(clip_len=spec["clip_len"], stream=spec["stream"], layout=spec["layout"],
                   test_crop=spec["test_crop"], batch_size=p.feature_batch_size, device=ctx.device,
                   num_workers=p.num_workers, progress=ctx.progress)
-    crop = dict(crop_range=p.crop_range, min_len=p.min_len)
+    crop = dict(crop_range=p.crop_range, min_len=p.min_len or spec["clip_len"])
     if p.crops > 0:
         pool, train_labels, _ = encode(module, train, crops=p.crops, seed=ctx.seed, desc=f"train features x{p.crops}",
                                        **crop, **common)

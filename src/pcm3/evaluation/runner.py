@@ -178,7 +178,7 @@ def build_encoder(kind: str, *, data, benchmark: Optional[str], protocol, encode
     t0 = time.perf_counter()
     trained = train_supervised(arch, train, epochs=sup.epochs, batch_size=sup.batch_size, lr=sup.lr,
                                weight_decay=sup.weight_decay, clip_len=clip_len, stream=stream, layout=attrs["layout"],
-                               crop_range=sup.crop_range, min_len=sup.min_len, test_crop=attrs["test_crop"],
+                               crop_range=sup.crop_range, min_len=sup.min_len or clip_len, test_crop=attrs["test_crop"],
                                device=device, seed=seed, progress=progress)
     info = {**info, "weights": f"supervised on the {benchmark} training split, {sup.epochs} epochs, seed {seed}",
             "supervised_seconds": time.perf_counter() - t0}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ class SemiProtocol(InputProtocol):
         seeds: number of subset/initialisation seeds per fraction (3), seeds ``seed + i``.
         epochs, lr, momentum, weight_decay, milestones, gamma, batch_size: SGD schedule.
         encoder_lr_factor: the encoder's lr is ``lr * encoder_lr_factor`` (1: as released).
-        crop_range, min_len: training crops of the valid frames.
+        crop_range, min_len: training crops of the valid frames (``min_len`` None = the clip length).
     """
 
     fractions: Tuple[float, ...] = (0.01, 0.1)
@@ -61,7 +61,7 @@ class SemiProtocol(InputProtocol):
     batch_size: int = 64
     encoder_lr_factor: float = 1.0
     crop_range: Tuple[float, float] = (0.5, 1.0)
-    min_len: int = 64
+    min_len: Optional[int] = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -156,7 +156,7 @@ def finetune(module: torch.nn.Module, train_ds, num_classes: int, p: SemiProtoco
                 continue
             x, lengths, y = x.to(device), lengths.to(device), y.to(device)
             clip = make_clips(x, lengths, clip_len=spec["clip_len"], stream=spec["stream"], layout=spec["layout"],
-                              crop_range=p.crop_range, min_len=p.min_len, generator=crops)
+                              crop_range=p.crop_range, min_len=p.min_len or spec["clip_len"], generator=crops)
             loss = F.cross_entropy(head(module(clip)), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
