@@ -96,8 +96,11 @@ def class_colours(num_classes: int) -> list:
     if num_classes <= 20:
         cmap = matplotlib.colormaps["tab20"]
         return [None] + [cmap(i / 20) for i in range(num_classes)]
-    cmap = matplotlib.colormaps["hsv"]
-    return [None] + [cmap(i / num_classes) for i in range(num_classes)]
+    from matplotlib.colors import hsv_to_rgb
+
+    # many classes: hues a golden-ratio step apart, so neighbouring class numbers differ clearly
+    return [None] + [tuple(hsv_to_rgb(((0.618034 * i) % 1.0, 0.75 if i % 2 else 0.55, 0.95 if i % 3 else 0.75)))
+                     for i in range(num_classes)]
 
 
 def _writer(fps: float):

@@ -448,9 +448,11 @@ def plot_timeline(path: Path, videos: Videos, indices: Sequence[int], dets: Sequ
         ax.set_title(name, fontsize=9, loc="left")
     axes[-1, 0].set_xlabel("frame")
     names = videos.prepared.class_names
-    fig.legend(handles=[Patch(color=colours[c], label=f"{c} {names[c - 1]}") for c in sorted(used)],
-               loc="lower center", ncol=min(6, max(1, len(used))), fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.08 + 0.02 * (len(used) // 6), 1, 1))
+    ncol = min(4, max(1, len(used)))
+    rows = -(-len(used) // ncol)
+    fig.legend(handles=[Patch(color=colours[c], label=f"{c} {names[c - 1]}"[:40]) for c in sorted(used)],
+               loc="lower center", ncol=ncol, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, min(0.5, (0.25 * rows + 0.2) / fig.get_figheight()), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
