@@ -181,6 +181,9 @@ class SyncBatchNorm1d(nn.BatchNorm1d):
 
     Shape: ``(N, F)`` or ``(N, F, L)``."""
 
+    #: read by code that normalises chunks itself (``PCM3._decode_pair``)
+    stats_reduce = staticmethod(all_reduce_sum)
+
     def forward(self, x: Tensor) -> Tensor:
         if not self.training:
             return super().forward(x)

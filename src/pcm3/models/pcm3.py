@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from pcm3.errors import ConfigError
 from pcm3.losses import info_nce, masked_mse, mix_key, relational_kl
-from pcm3.models.encoder import Encoder, EncoderConfig, _check_int
+from pcm3.models.encoder import Encoder, EncoderConfig, _check_int, chunked_batch_norm, unflatten_frames
 from pcm3.models.heads import Projector, ReconstructionDecoder
 from pcm3.models.prompts import DomainPrompts, TaskPrompts
 
@@ -379,6 +379,31 @@ class PCM3(nn.Module):
         feat, seq = self.encoder_q(x, domain_prompt=prompt, return_sequence=True, chunks=len(names))
         return dict(zip(names, feat.chunk(len(names)))), dict(zip(names, seq.chunk(len(names))))
 
+    def _decode_pair(self, dec_in: Tensor):
+        """``decoder(dec_in)`` and ``decoder(dec_in.detach())`` in one call on the concatenation.
+
+        Exactly the two passes: every layer is per frame or per sample except the frame MLP's
+        BatchNorm, which takes its statistics per half (each half's gradient only through its
+        own statistics; running statistics updated twice, in order). Returns two
+        ``(N, C, T, V, M)`` tensors.
+        """
+        dec = self.decoder
+        mlp = dec.frame_mlp
+        if len(mlp) != 4 or not isinstance(mlp[1], nn.BatchNorm1d):  # another decoder: two calls
+            return dec(dec_in), dec(dec_in.detach())
+        n, t, d = dec_in.shape
+        h = mlp[0](torch.cat([dec_in, dec_in.detach()]).reshape(2 * n * t, d))  # 2NT x hidden
+        bn = mlp[1]
+        if bn.training or not bn.track_running_stats:
+            h = chunked_batch_norm(h.reshape(2, n * t, -1), bn, getattr(bn, "stats_reduce", None))
+            h = h.reshape(2 * n * t, -1)
+        else:
+            h = bn(h)
+        h = mlp[3](mlp[2](h)).reshape(2 * n, t, -1)
+        h, _ = dec.gru(h)  # 2N x T x hidden
+        out = unflatten_frames(dec.head(h), *dec.shape)
+        return out[:n], out[n:]
+
     def _project(self, feats: Mapping[str, Tensor]) -> Dict[str, Tensor]:
         """The query projector once over every view's feature; L2-normalised ``z`` per view."""
         if not feats:
@@ -471,7 +496,13 @@ class PCM3(nn.Module):
                 zs[name] = self._task(feats[name], "cl", generator)
         if cfg.masked_prediction:
             dec_in = self._task(seqs["mask"], "mp", generator)  # N x T x D
-            recon = self.decoder(dec_in)  # N x C x T x V x M
+            second = ("predict" in positives and cfg.predict_grad_to_decoder
+                      and not cfg.predict_grad_to_masked_encoder)  # the release's second pass
+            if second and self.one_call:
+                recon, stopped = self._decode_pair(dec_in)  # both passes in one decoder call
+            else:
+                recon = self.decoder(dec_in)  # N x C x T x V x M
+                stopped = self.decoder(dec_in.detach()) if second else None
             out["mask_mse"] = masked_mse(recon, view3, mask)
             if "mask" in positives:
                 zs["mask"] = self._task(feats["mask"], "cl", generator)
@@ -490,7 +521,7 @@ class PCM3(nn.Module):
                 elif cfg.predict_grad_to_masked_encoder:
                     filled = recon
                 else:  # the release: a second decoder pass, stopped at the encoder features
-                    filled = self.decoder(dec_in.detach())
+                    filled = stopped
                 predicted = torch.where(where, filled, view3)
                 pairs["predict"] = (self._embed(self.encoder_q, self.projector_q, predicted, "predict", generator), k)
             else:
