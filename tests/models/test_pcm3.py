@@ -455,6 +455,7 @@ def test_bf16_autocast_step_runs():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = m(make_inputs(5))
     assert torch.isfinite(out["loss"])
+    assert out["con_intra"].dtype == out["kl_predict"].dtype == torch.float32  # similarities in fp32
     out["loss"].float().backward()
     assert m.encoder_q.gru.weight_ih_l0.grad is not None
 

@@ -537,9 +537,13 @@ class PCM3(nn.Module):
         own = self._excluded(index) if pairs else None
         for name, (z, key) in pairs.items():
             ex = excluded.get(name, own)
-            out[f"con_{name}"] = info_nce(z, key, queue, cfg.temperature, exclude=ex)
-            if cfg.distill:
-                out[f"kl_{name}"] = relational_kl(z, key, queue, cfg.kl_tq, cfg.kl_tk, exclude=ex)
+            # similarities in float32 also under bf16 autocast (train.amp): a cosine of 0.9 has
+            # bf16 steps of 0.004, i.e. 0.06 in the logits at temperature 0.07
+            with torch.autocast(z.device.type, enabled=False):
+                zf, keyf = z.float(), key.float()
+                out[f"con_{name}"] = info_nce(zf, keyf, queue, cfg.temperature, exclude=ex)
+                if cfg.distill:
+                    out[f"kl_{name}"] = relational_kl(zf, keyf, queue, cfg.kl_tq, cfg.kl_tk, exclude=ex)
 
         loss = 0.0
         if pairs:
