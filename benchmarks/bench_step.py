@@ -16,7 +16,8 @@ estimate of a full NTU 60 xsub pretraining (40,091 training samples).
 
 Usage (CPU, the issue's size: 3 x 256, batch 32, 64 frames, queue 4096, one thread):
     python benchmarks/bench_step.py
-On a CUDA machine, as one prepared script (paper size, fp32 and bf16):
+On a CUDA machine, as one prepared script (bf16-vs-fp32 loss curves over 60 steps, then the
+CPU size on the GPU and the paper size in fp32 and bf16):
     python benchmarks/bench_step.py --cuda-paper --json /tmp/step_cuda.json
 
 ``bn``: learning with ``model.encoder.bn_stats`` per_view vs joint: a short pretraining on
@@ -143,6 +144,27 @@ def table(results) -> str:
     return "\n".join(rows)
 
 
+# --------------------------------------------------------------------------- amp check
+
+def bench_amp(hidden: int, layers: int, batch: int, frames: int, queue: int, device: str, steps: int) -> dict:
+    """Loss curves of ``steps`` training steps in float32 and under bfloat16 autocast, same
+    weights and batches (a new random batch per step), SGD lr 0.02: the check the issue asks
+    for before ``train.amp`` could become a default."""
+    device = torch.device(device)
+    base = build(hidden, layers, queue, True, device)
+    curves = {}
+    for amp in (False, True):
+        m = copy.deepcopy(base).train()
+        opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.02, momentum=0.9)
+        curves["bf16" if amp else "fp32"] = [step(m, opt, make_inputs(batch, frames, device=device, seed=s), amp, s)
+                                            for s in range(steps)]
+    a, b = curves["fp32"], curves["bf16"]
+    rel = [abs(x - y) / abs(x) for x, y in zip(a, b)]
+    return {"mode": "amp", "hidden": hidden, "layers": layers, "batch": batch, "frames": frames, "queue": queue,
+            "device": str(device), "steps": steps, "curves": curves, "max_rel_diff": max(rel),
+            "mean_rel_diff_last_10": sum(rel[-10:]) / len(rel[-10:])}
+
+
 # --------------------------------------------------------------------------- bn_stats
 
 def bench_bn(epochs: int, threads: int, seed: int) -> list:
@@ -214,6 +236,13 @@ def main(argv=None) -> int:
                      dict(hidden=1024, layers=3, batch=128, queue=16384, amp=False),
                      dict(hidden=1024, layers=3, batch=128, queue=16384, amp=True)]
             results = []
+            try:  # bf16 vs fp32 loss curves first (paper width, batch 64, 60 steps)
+                amp = bench_amp(1024, 3, 64, args.frames, 16384, "cuda", 60)
+                print(f"amp check: max relative loss difference bf16 vs fp32 over 60 steps "
+                      f"{amp['max_rel_diff']:.4f}, mean of the last 10 {amp['mean_rel_diff_last_10']:.4f}", flush=True)
+            except Exception as e:
+                amp = {"mode": "amp", "error": f"{type(e).__name__}: {e}"}
+                print(f"amp check failed: {amp['error']}", flush=True)
             for plan in plans:
                 try:
                     results.append(bench_speed(plan["hidden"], plan["layers"], plan["batch"], args.frames,
@@ -226,6 +255,8 @@ def main(argv=None) -> int:
             results = [bench_speed(args.hidden, args.layers, args.batch, args.frames, args.queue, args.device,
                                    args.amp, args.rounds, args.steps, args.prompts)]
         print(table(results))
+        if args.cuda_paper:
+            results.append(amp)
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(), "results": results}, indent=1))
     return 0
