@@ -23,6 +23,14 @@ draws one per call, which makes ``p_mp`` a constant that the decoder's BatchNorm
 :class:`~pcm3.models.prompts.TaskPrompts`). ``encoder.domain_prompt_position="before"`` and
 ``loss.task_prompt_offset="batch"`` reproduce the release.
 
+Kernels per step: the query encoder runs once on the concatenation of the intra, inter and
+masked views (each with its domain prompt, per sample; input BatchNorm statistics per view
+chunk by default, ``encoder.bn_stats``) and once on the predicted view, which needs the
+decoder's output; the projector runs once on every query view; the release's two decoder
+passes are one decoder call on ``[dec_in, dec_in.detach()]`` with BatchNorm statistics per
+half. All of it computes exactly what the release's structure (one call per view, see
+:func:`pcm3.models.release.release_style`) computes; tests check it.
+
 MoCo bookkeeping follows MoCo v2 and the release: in training mode the key encoder is
 momentum-updated before it computes the keys; after the loss, the plain keys ``k`` are
 enqueued. Nothing is updated in eval mode.
