@@ -289,7 +289,8 @@ class FrameLoopEncoder(Encoder):
 
 def release_style(model: PCM3) -> PCM3:
     """Make ``model`` compute its step the release's way, in place: one query-encoder call per
-    view and the frame-by-frame GRU loop in every encoder (same function, same parameters).
+    view, two decoder calls for the predicted view's second pass, and the frame-by-frame GRU
+    loop in every encoder (same function, same parameters).
 
     Only for stepwise encoders (the release's function). Returns ``model``.
     """
