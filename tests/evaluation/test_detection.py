@@ -150,3 +150,12 @@ def test_pku_mmd_smoke(shared_data, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "out" / "detections.csv")))
     assert all(1 <= int(r["class"]) <= 51 for r in rows)
     assert (tmp_path / "out" / "timeline.png").exists()
+
+
+def test_callers_encoder_is_left_alone(videos, tmp_path):
+    enc = tiny_encoder()
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    p = DetectionProtocol(epochs=1, milestones=[1], finetune=True, max_videos=2, timeline_videos=0)
+    run(ctx(videos, tmp_path, enc, p))
+    assert all(torch.equal(before[k], v) for k, v in enc.state_dict().items())
+    assert all(q.requires_grad for q in enc.parameters())

@@ -37,6 +37,7 @@ representation baseline this protocol defines.
 
 from __future__ import annotations
 
+import copy
 import csv
 import time
 from dataclasses import dataclass, field
@@ -499,7 +500,8 @@ def run(ctx: EvalContext) -> dict:
     if p.val_fraction > 0:
         train_idx, val_idx = carve_validation(SimpleNamespace(prepared=prepared, indices=train_idx), p.val_fraction,
                                               ctx.seed, by=p.val_by)
-    encoder = ctx.encoder.to(ctx.device)
+    # a copy: training (fine-tuning, adapting input statistics, requires_grad) never touches the caller's encoder
+    encoder = copy.deepcopy(ctx.encoder).to(ctx.device)
     stream = p.stream or getattr(encoder, "stream", "joint")
     layout = getattr(encoder, "layout", None) or prepared.layout
 

@@ -32,6 +32,7 @@ and ``prediction.png`` (true vs predicted skeletons of a test clip at a few hori
 
 from __future__ import annotations
 
+import copy
 import csv
 import time
 from dataclasses import dataclass, field
@@ -360,7 +361,8 @@ def run(ctx: EvalContext) -> dict:
                                   f"{p.observed + p.predicted} frames; lower them with --set observed=N "
                                   "--set predicted=N")
     fps = float(p.fps or prepared.meta.get("fps") or 30.0)
-    encoder = ctx.encoder.to(ctx.device)
+    # a copy: training (fine-tuning, adapting input statistics, requires_grad) never touches the caller's encoder
+    encoder = copy.deepcopy(ctx.encoder).to(ctx.device)
     stream = p.stream or getattr(encoder, "stream", "joint")
     layout = getattr(encoder, "layout", None) or prepared.layout
     t0 = time.perf_counter()
