@@ -80,3 +80,22 @@ def test_cli_occlusion_unknown_part(tmp_path_factory, tmp_path, capsys):
                "--out", str(tmp_path / "o"), *fast("fixed_part=tail"))
     err = capsys.readouterr().err
     assert code == 2 and "fixed_part: 'tail'" in err and err.count("\n") == 1
+
+
+def test_occlusion_reuses_a_linear_run_of_the_same_encoder(tmp_path_factory, tmp_path, capsys):
+    data, enc = tiny_data(tmp_path_factory), encoder_file(tmp_path_factory)
+    base = ["--data", str(data), "--benchmark", "xsub"]
+    assert cli("eval", "linear", "--encoder", str(enc), "--out", str(tmp_path / "lin"), *base, *fast()) == 0
+    assert cli("eval", "occlusion", "--encoder", str(enc), "--out", str(tmp_path / "own"), *base, *fast()) == 0
+    assert cli("eval", "occlusion", "--encoder", str(enc), "--out", str(tmp_path / "reuse"), *base,
+               "--set", f"linear_run={tmp_path / 'lin'}") == 0
+    lin = json.loads((tmp_path / "lin" / "metrics.json").read_text())["figures"]
+    own = json.loads((tmp_path / "own" / "metrics.json").read_text())["figures"]
+    reuse = json.loads((tmp_path / "reuse" / "metrics.json").read_text())["figures"]
+    assert own["clean_top1"] == reuse["clean_top1"] == lin["top1"]       # same protocol and seed: the same layer
+    assert own["spatial_top1"] == reuse["spatial_top1"]
+    other = encoder_file(tmp_path_factory, seed=11)
+    capsys.readouterr()
+    assert cli("eval", "occlusion", "--encoder", str(other), "--out", str(tmp_path / "bad"), *base,
+               "--set", f"linear_run={tmp_path / 'lin'}") == 2
+    assert "linear_run: its encoder file_hash" in capsys.readouterr().err

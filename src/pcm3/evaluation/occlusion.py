@@ -31,7 +31,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from pcm3.errors import ConfigError
-from pcm3.evaluation.common import EvalContext, save_scores, topk_accuracy
+from pcm3.evaluation.common import (EvalContext, check_compatible, feature_module, input_spec, open_split, save_scores,
+                                    topk_accuracy)
 from pcm3.evaluation.features import encode, make_clips
 from pcm3.evaluation.linear import LinearProtocol, fit_linear, predict, prepare_linear, write_history
 from pcm3.masking import apply_mask, spatial_occlusion, temporal_occlusion
@@ -50,12 +51,16 @@ class OcclusionProtocol(LinearProtocol):
         ratio_range: per-sample ratio ``U(ratio_range)`` ((0.3, 0.7), Table 4).
         fixed_part: a body part of the layout zeroed in every test sample (RA-GCN), or None.
         ratio_bins: bins of the realised ratio for accuracy-vs-ratio.
+        linear_run: a ``pcm3 eval linear`` folder of the same encoder, data and benchmark whose
+            trained layer (``linear_head.pt``) is used instead of training one here (the linear
+            fields of this protocol are then unused); None = train with this protocol.
     """
 
     kinds: Tuple[str, ...] = KINDS
     ratio_range: Tuple[float, float] = (0.3, 0.7)
     fixed_part: Optional[str] = None
     ratio_bins: int = 4
+    linear_run: Optional[str] = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -137,17 +142,61 @@ def accuracy_by_ratio(correct: np.ndarray, ratio: np.ndarray, bins: int, ratio_r
     return out
 
 
+def prepare_test_only(ctx: EvalContext, p: OcclusionProtocol) -> dict:
+    """The test split, the feature module and the feature settings (no training features)."""
+    test = open_split(ctx.data, ctx.benchmark, "test")
+    check_compatible(ctx.encoder, test.prepared, ctx.encoder_info.get("path", "--encoder"))
+    spec = input_spec(ctx)
+    common = dict(clip_len=spec["clip_len"], stream=spec["stream"], layout=spec["layout"],
+                  test_crop=spec["test_crop"], batch_size=p.feature_batch_size, device=ctx.device,
+                  num_workers=p.num_workers, progress=ctx.progress)
+    return {"module": feature_module(ctx), "spec": spec, "test": test, "common": common,
+            "splits": {"test": len(test)}}
+
+
+def load_linear_head(folder, ctx: EvalContext, spec: dict) -> torch.nn.Linear:
+    """The linear layer of a ``pcm3 eval linear`` folder, checked against this run's inputs."""
+    from pathlib import Path
+
+    from pcm3.errors import DataError
+    from pcm3.evaluation.common import read_metrics
+
+    folder = Path(folder)
+    m = read_metrics(folder)
+    if m.get("task") != "linear":
+        raise DataError(folder, f"linear_run: a {m.get('task')} folder, not a linear one")
+    same = {"benchmark": (m.get("benchmark"), ctx.benchmark), "kind": (m["encoder"].get("kind"), ctx.encoder_kind),
+            **{k: ((m.get("input") or {}).get(k), spec[k]) for k in ("stream", "clip_len", "test_crop", "layout")}}
+    for key in ("file_hash", "config_hash", "weights"):  # the same encoder (file, pretraining, seed of the weights)
+        if key in m["encoder"] or key in ctx.encoder_info:
+            same[f"encoder {key}"] = (m["encoder"].get(key), ctx.encoder_info.get(key))
+    for key, (theirs, ours) in same.items():
+        if theirs != ours:
+            raise DataError(folder, f"linear_run: its {key} is {theirs!r}, this run's is {ours!r}")
+    path = folder / "linear_head.pt"
+    if not path.exists():
+        raise DataError(path, "missing: the linear run saved no layer")
+    state = torch.load(path, map_location="cpu")
+    head = torch.nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
+    head.load_state_dict(state)
+    return head.eval()
+
+
 def run(ctx: EvalContext) -> dict:
     """Clean and occluded linear accuracy (percent) and the drops."""
     p: OcclusionProtocol = ctx.protocol
-    prep = prepare_linear(ctx, p)
-    spec = prep["spec"]
+    spec = input_spec(ctx)
     if p.fixed_part is not None and p.fixed_part not in get_layout(spec["layout"]).parts:
         raise ConfigError(f"fixed_part: {p.fixed_part!r} is not a body part of layout {spec['layout']} "
                           f"({', '.join(get_layout(spec['layout']).parts)})")
-    head, history = fit_linear(prep["epoch_features"], prep["train_labels"], prep["num_classes"], p,
-                               device=ctx.device, seed=ctx.seed, progress=ctx.progress)
-    write_history(ctx.out / "history.csv", history)
+    if p.linear_run is not None:
+        prep = prepare_test_only(ctx, p)
+        head = load_linear_head(p.linear_run, ctx, spec).to(ctx.device)
+    else:
+        prep = prepare_linear(ctx, p)
+        head, history = fit_linear(prep["epoch_features"], prep["train_labels"], prep["num_classes"], p,
+                                   device=ctx.device, seed=ctx.seed, progress=ctx.progress)
+        write_history(ctx.out / "history.csv", history)
     module = prep["module"]
     feats, tey, tei = encode(module, prep["test"], desc="test features", **prep["common"])
     logits = predict(head, feats, ctx.device)
@@ -176,5 +225,6 @@ def run(ctx: EvalContext) -> dict:
             by_ratio[name] = accuracy_by_ratio(correct, ratio, p.ratio_bins, p.ratio_range)
             figures[f"{name}_ratio_mean"] = 100.0 * float(ratio.mean())
     return {"figures": figures, "by_ratio": by_ratio, "splits": prep["splits"], "input": spec,
+            "linear_head": str(p.linear_run) if p.linear_run else "trained here",
             "notes": ["drop = clean top-1 - occluded top-1 (points); *_ratio_mean: mean occluded share of joints "
                       "(spatial) or valid frames (temporal), percent"]}
