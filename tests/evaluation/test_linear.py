@@ -65,6 +65,7 @@ def test_cli_bad_input_one_line(tmp_path_factory, tmp_path, capsys):
         (["--encoder", str(enc), "--benchmark", "xset"], "no benchmark 'xset'"),
         (["--encoder", str(enc), "--benchmark", "xsub", "--set", "epoch=3"], "unknown key 'epoch'"),
         (["--benchmark", "xsub"], "needs --encoder FILE or --run RUN"),
+        (["--encoder", str(enc)], "--benchmark: required"),
         (["--random-init", "--benchmark", "xsub"], "needs the encoder architecture"),
         (["--encoder", str(tmp_path / "missing.pt"), "--benchmark", "xsub"], "no such encoder file"),
     ]

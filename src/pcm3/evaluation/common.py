@@ -185,6 +185,9 @@ def open_split(data: str | os.PathLike, benchmark: Optional[str], part: str, ind
     from pcm3.data.prepared import Prepared
 
     prepared = Prepared(data)
+    if benchmark in (None, "all"):
+        raise ConfigError(f"--benchmark: required (training and test parts of a split); {data} has: "
+                          f"{', '.join(prepared.benchmarks) or 'none'}")
     if prepared.kind != "clips":
         raise DataError(data, f"holds untrimmed sequences ({prepared.kind}); this task needs clips")
     prepared.split(benchmark, part)  # raises the one-line error for a missing benchmark/part
