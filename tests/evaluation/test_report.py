@@ -36,3 +36,21 @@ def test_report_from_eval_folders(tmp_path_factory, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "not written by pcm3 report" in err and "holds no eval results" in err
     assert json.loads((runs / "lin" / "metrics.json").read_text())["encoder"]["kind"] == "pretrained"
+
+
+def test_tables_put_the_paper_beside_matching_data_only():
+    from pcm3.evaluation.report import recognition_tables
+
+    def run(task, dataset, figures, kind="pretrained", **extra):
+        return {"task": task, "dataset": dataset, "benchmark": "xsub", "encoder": {"kind": kind},
+                "input": {"stream": "joint"}, "figures": figures, **extra}
+
+    runs = [run("linear", "ntu60", {"top1": 80.0}), run("linear", "synthetic", {"top1": 40.0}, kind="random_init"),
+            run("fusion", "ntu60", {"top1": 85.0}, run_kinds=["pretrained"] * 3, runs=[1, 2, 3]),
+            run("knn", "synthetic", {"top1": 30.0, "knn1": 30.0, "knn5": 31.0})]
+    md = "\n".join(recognition_tables(runs))
+    assert "| encoder | stream | ntu60 xsub | synthetic xsub |" in md
+    assert "| PCM3 pretrained | joint | 80.0 | - |" in md and "| random init | joint | - | 40.0 |" in md
+    assert "| paper: PCM3 | joint | 83.9 | - |" in md and "| paper: 3s-PCM3 | 3s fusion | 87.4 | - |" in md
+    knn = md[md.index("Table 3"):]
+    assert "paper" not in knn.split("\n\n")[1]   # no NTU k-NN run: no paper row in Table 3

@@ -127,7 +127,7 @@ def recognition_tables(runs: List[dict]) -> List[str]:
     lines: List[str] = []
     paper_used = False
 
-    def grid(task_names: Sequence[str], cell, paper_cell=None):
+    def grid(task_names: Sequence[str], cell, paper_cell=None, paper_label: str = "paper: PCM3"):
         nonlocal paper_used
         sel = [m for m in runs if m.get("task") in task_names]
         cols = sorted({_column(m) for m in sel})
@@ -142,12 +142,16 @@ def recognition_tables(runs: List[dict]) -> List[str]:
         if paper_cell is not None:
             paper = [paper_cell(c) for c in cols]
             if any(p != "-" for p in paper):
-                body.append(["paper: PCM3", ""] + paper)
+                body.append([paper_label, "joint"] + paper)
                 paper_used = True
         return cols, body
 
     cols, body = grid(("linear", "fusion"), lambda m: _pct(m["figures"].get("top1")),
                       lambda c: _pct(PAPER["linear"].get(c)))
+    if any(m.get("task") == "fusion" for m in runs):
+        fused = [_pct(PAPER["fusion"].get(c)) for c in cols]
+        if any(f != "-" for f in fused):
+            body.append(["paper: 3s-PCM3", "3s fusion"] + fused)
     lines += _table("Table 1: linear evaluation, top-1 (%)", ["encoder", "stream"] + [f"{d} {b}" for d, b in cols], body)
 
     def semi_cells(m):
