@@ -28,7 +28,7 @@ from pcm3.evaluation.common import load_scores, read_metrics
 
 MARKER_LINE = "<!-- written by pcm3 report -->"
 KIND_ORDER = ("raw_input", "random_init", "pretrained", "supervised", "none")
-KIND_LABEL = {"raw_input": "raw input", "random_init": "random init", "pretrained": "PCM3 pretrained",
+KIND_LABEL = {"raw_input": "raw input", "random_init": "random init", "pretrained": "pretrained",
               "supervised": "supervised", "none": "-"}
 
 # The paper's PCM3 figures (top-1 %), by (dataset as in meta.json, benchmark).
