@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
-from pcm3.errors import ConfigError, DataError
+from pcm3.errors import ConfigError
 from pcm3.evaluation.common import (ENCODER_KINDS, EvalContext, assemble_metrics, config_hash, load_protocol,
                                     seed_everything, write_results)
 
