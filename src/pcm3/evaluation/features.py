@@ -70,8 +70,8 @@ def make_clips(x: torch.Tensor, lengths: torch.Tensor, *, clip_len: int, stream:
 def encode(module: torch.nn.Module, dataset: SkeletonDataset, *, clip_len: int, stream: str, layout: str,
            test_crop: float = 0.95, crops: int = 0, crop_range: Tuple[float, float] = (0.5, 1.0),
            min_len: int = 64, seed: int = 0, batch_size: int = 256, device: str | torch.device = "cpu",
-           num_workers: int = 0, progress: bool = False, desc: str = "features"
-           ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+           num_workers: int = 0, progress: bool = False, desc: str = "features",
+           dtype: torch.dtype = torch.float32) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features of every sample of ``dataset``: the centre crop, or ``crops`` random crops each.
 
     The module runs in eval mode under ``torch.no_grad`` in batches on ``device``; the data is
@@ -83,8 +83,10 @@ def encode(module: torch.nn.Module, dataset: SkeletonDataset, *, clip_len: int, 
             crops ``U(crop_range)`` per sample, drawn from ``seed`` (crop ``k`` of batch ``b``
             from its own generator, so the result does not depend on ``num_workers``).
 
+        dtype: storage type of the features (``torch.float16`` halves the memory of a crop pool).
+
     Returns:
-        features ``(N, D)`` float32 (``crops == 0``) or ``(K, N, D)``, labels ``(N,)`` int64 and
+        features ``(N, D)`` (``crops == 0``) or ``(K, N, D)`` of ``dtype``, labels ``(N,)`` int64 and
         the samples' indices in the prepared folder ``(N,)`` int64, in dataset order.
     """
     from tqdm import tqdm
@@ -106,7 +108,7 @@ def encode(module: torch.nn.Module, dataset: SkeletonDataset, *, clip_len: int, 
                                   crop_range=crop_range, min_len=min_len, generator=g)
             else:
                 clip = make_clips(x, lengths, clip_len=clip_len, stream=stream, layout=layout, crop=test_crop)
-            feats[k].append(module(clip).float().cpu())
+            feats[k].append(module(clip).to(dtype).cpu())
         labels.append(y)
         index.append(idx)
         bar.update(len(y))
