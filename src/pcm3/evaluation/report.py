@@ -4,13 +4,16 @@
 given folder, as ``pcm3 benchmark`` writes them), and writes
 
 - ``report.md``: Table 1 (linear top-1 and 3-stream fusion), Table 2 (semi-supervised mean ±
-  std), Table 3 (k-NN), Table 4 (occlusion: clean, occluded, drop), other tasks' figures, and
-  the paper's PCM3 figures beside ours where the data set and benchmark match;
+  std), Table 3 (k-NN), Table 4 (occlusion: clean, occluded, drop), Table 5 (temporal action
+  detection: mAP_a / mAP_v per IoU, frame accuracy), Table 6 (motion prediction: MPJPE in mm per
+  predicted frame and mean, zero-velocity row), and the paper's figures beside ours where the data
+  set (and benchmark) match; folders of tasks the report does not know are listed as skipped;
 - ``report.html``: the same with the images inline;
 - ``<name>_images/``: confusion matrix (row-normalised, linear, pretrained row), per-class
   accuracy of every linear row, a 2-D map of test features coloured by class for pretrained vs
-  random init (exact t-SNE, :mod:`pcm3.evaluation.tsne`; PCA when asked, and labelled so), and
-  accuracy against the realised occlusion ratio.
+  random init (exact t-SNE, :mod:`pcm3.evaluation.tsne`; PCA when asked, and labelled so),
+  accuracy against the realised occlusion ratio, and copies of the dense tasks' own images
+  (detection ``timeline.png``, motion ``mpjpe.png`` and ``prediction.png``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from __future__ import annotations
 import base64
 import html
 import os
+import re
+import shutil
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -42,7 +47,17 @@ PAPER = {
     "occlusion": {("ntu60", "xsub"): {"spatial": 80.8, "temporal": 77.6},
                   ("ntu60", "xview"): {"spatial": 87.0, "temporal": 86.1}},
 }
-PAPER_SOURCE = "PCM3 paper (Zhang, Lin, Liu, ACM MM 2023), Tables 1-4"
+PAPER_CITE = "PCM3 paper (Zhang, Lin, Liu, ACM MM 2023)"
+PAPER_SOURCE = f"{PAPER_CITE}, Tables 1-4"
+
+RECOGNITION_TASKS = ("linear", "fusion", "semi", "knn", "occlusion")
+DENSE_TASKS = ("detection", "motion")
+# Table 5: mAP_a / mAP_v (%) at IoU 0.5, PKU-MMD Part I xsub (encoders pretrained on NTU 60 xsub).
+PAPER_DETECTION = {("pku1", "xsub"): {"random_init": (29.6, 28.2), "pretrained": (61.8, 61.3)}}
+# Table 6: MPJPE (mm). The paper names neither the data set, the benchmark nor the horizon of this
+# table ("short-term protocol" of Martinez et al. 2017); its transfer experiments start from NTU 60
+# encoders, so the figures are shown beside NTU 60 runs only, as an indication.
+PAPER_MOTION = {"ntu60": {"random_init": 108.5, "pretrained": 101.7}}
 
 
 # --------------------------------------------------------------------------- collecting
@@ -123,7 +138,7 @@ def _row_key(m: dict):
 
 
 def recognition_tables(runs: List[dict]) -> List[str]:
-    """Markdown of Tables 1-4 (and other tasks) from the runs' metrics."""
+    """Markdown of Tables 1-4 from the recognition runs' metrics (other tasks' runs are ignored)."""
     lines: List[str] = []
     paper_used = False
 
@@ -192,18 +207,172 @@ def recognition_tables(runs: List[dict]) -> List[str]:
     lines += _table("Table 4: occlusion, linear top-1 (%) and drop against clean (points)",
                     ["encoder", "stream"] + [f"{d} {b}" for d, b in cols], body)
 
-    from pcm3.evaluation.common import format_figure
-
-    for m in runs:
-        if m.get("task") in ("linear", "fusion", "semi", "knn", "occlusion"):
-            continue
-        units = m.get("units", {})
-        body = [[k, format_figure(k, v, units)] for k, v in m.get("figures", {}).items()]
-        d, b = _column(m)
-        lines += _table(f"{m.get('task')}: {KIND_LABEL.get(_kind(m), _kind(m))}, {d} {b}", ["figure", "value"], body)
+    # detection and motion: dense_tables; other tasks: listed as skipped by write_report
     if paper_used:
         lines += [f"Paper rows: {PAPER_SOURCE}; shown where the data set and benchmark match.", ""]
     return lines
+
+
+# --------------------------------------------------------------------------- dense tasks (Tables 5 and 6)
+
+def _dense_column(m: dict) -> Tuple[str, str]:
+    """(data set name, benchmark actually used) of a detection or motion run."""
+    dataset, benchmark = _column(m)
+    return dataset, str(m.get("benchmark_used") or benchmark)
+
+
+def _dense_stream(m: dict) -> str:
+    return str(m.get("stream") or _stream(m))
+
+
+def _figures_of(m: dict) -> Dict[str, float]:
+    f = m.get("figures")
+    return {k: v for k, v in f.items() if isinstance(v, (int, float)) and not isinstance(v, bool)} \
+        if isinstance(f, dict) else {}
+
+
+def _labels(runs: List[dict]) -> List[str]:
+    """Row labels of ``runs``: the encoder kind, with the seed where two runs share kind and stream."""
+    keys = [(_kind(m), _dense_stream(m)) for m in runs]
+    return [KIND_LABEL.get(k, k) + (f", seed {m.get('seed')}" if keys.count((k, s)) > 1 else "")
+            for m, (k, s) in zip(runs, keys)]
+
+
+def _dense_order(m: dict):
+    k = _kind(m)
+    return (KIND_ORDER.index(k) if k in KIND_ORDER else 99, k, _dense_stream(m), str(m.get("seed")), m.get("_dir", ""))
+
+
+_DET_KEY = re.compile(r"^mAP_([av])@([0-9.]+) \((\w+)\)$")
+
+
+def detection_tables(runs: List[dict]) -> List[str]:
+    """Markdown of Table 5 from the detection runs, one table per (data set, benchmark).
+
+    Columns: mAP_a and mAP_v (%) of the ``official`` metric (PKU-MMD ``evaluate.py``) at every IoU
+    threshold found (0.1/0.3/0.5 by default), mAP_a@0.5 of ``voc``, frame accuracy (%) when any run
+    has it. The paper's rows (IoU 0.5) are added for PKU-MMD Part I xsub only.
+    """
+    det = [m for m in runs if m.get("task") == "detection"]
+    lines: List[str] = []
+    for col in sorted({_dense_column(m) for m in det}):
+        sel = sorted((m for m in det if _dense_column(m) == col), key=_dense_order)
+        found = set()   # (metric, IoU threshold) present in any run
+        for m in sel:
+            found |= {(g.group(3), g.group(2)) for g in map(_DET_KEY.match, _figures_of(m)) if g}
+        paper = PAPER_DETECTION.get(col)
+        ious = sorted({t for metric, t in found if metric == "official"} | ({"0.5"} if paper else set()), key=float)
+        voc = any(metric == "voc" and t == "0.5" for metric, t in found)
+        frame = any("frame accuracy" in _figures_of(m) for m in sel)
+        header = ["encoder", "stream"] + [f"{a}@{t}" for t in ious for a in ("mAP_a", "mAP_v")]
+        header += ["voc mAP_a@0.5"] * voc + ["frame accuracy"] * frame
+        body = []
+        for m, label in zip(sel, _labels(sel)):
+            f = _figures_of(m)
+            row = [label, _dense_stream(m)]
+            row += [_pct(f.get(f"{a}@{t} (official)")) for t in ious for a in ("mAP_a", "mAP_v")]
+            row += [_pct(f.get("mAP_a@0.5 (voc)"))] * voc + [_pct(f.get("frame accuracy"))] * frame
+            body.append(row)
+        if paper:
+            for kind, name in (("random_init", "paper: random init"), ("pretrained", "paper: PCM3")):
+                a, v = paper[kind]
+                cells = {"mAP_a@0.5": _pct(a), "mAP_v@0.5": _pct(v)}
+                body.append([name, "joint"] + [cells.get(h, "-") for h in header[2:]])
+        lines += _table(f"Temporal action detection (Table 5): mAP (%), {col[0]} {col[1]}", header, body)
+        notes = ["mAP_a@t / mAP_v@t: the official metric (PKU-MMD evaluate.py) at IoU t; voc: one-to-one matching, "
+                 "all-point AP."]
+        if paper:
+            notes.append(f"Paper rows: {PAPER_CITE}, Table 5 (PKU-MMD Part I xsub, IoU 0.5, encoders "
+                         "pretrained on NTU 60 xsub); the paper does not say which AP definition it used, its figures "
+                         "stand under the official columns.")
+        lines += [" ".join(notes), ""]
+    return lines
+
+
+_MOT_KEY = re.compile(r"^MPJPE@(\d+) \((.+)\)$")
+
+
+def _motion_rows(m: dict) -> Dict[str, Tuple[Dict[int, float], Optional[float]]]:
+    """``{label: ({frame (1-based): mm}, mean mm)}`` of a motion run, the encoder row and zero-velocity."""
+    f = _figures_of(m)
+    per = m.get("mpjpe_per_horizon") if isinstance(m.get("mpjpe_per_horizon"), dict) else {}
+    labels = [k for k in per if k != "zero_velocity"]
+    labels += [g.group(2) for k in f for g in [_MOT_KEY.match(k)] if g and g.group(2) != "zero-velocity"]
+    labels += [k[len("MPJPE ("):-1] for k in f if k.startswith("MPJPE (") and k != "MPJPE (zero-velocity)"]
+    out = {}
+    for label, key in ([(labels[0], labels[0])] if labels else []) + [("zero-velocity", "zero_velocity")]:
+        frames = {i + 1: float(v) for i, v in enumerate(per.get(key) or []) if v is not None}
+        for k, v in f.items():
+            g = _MOT_KEY.match(k)
+            if g and g.group(2) == label:
+                frames.setdefault(int(g.group(1)), float(v))
+        mean = f.get(f"MPJPE ({label})")
+        if mean is None and frames and len(frames) == max(frames):
+            mean = float(np.mean(list(frames.values())))
+        if frames or mean is not None:
+            out["zero-velocity" if key == "zero_velocity" else "model"] = (frames, mean)
+    return out
+
+
+def motion_tables(runs: List[dict]) -> List[str]:
+    """Markdown of Table 6 from the motion runs: MPJPE (mm) per predicted frame and the mean.
+
+    One table per (data set, benchmark, observed and predicted frames, fps): a zero-velocity row
+    (one per distinct set of values), then each run's row by encoder kind. The paper's means
+    (random init 108.5, PCM3 101.7 mm) are added beside NTU 60 runs only (see ``PAPER_MOTION``).
+    """
+    mot = [m for m in runs if m.get("task") == "motion"]
+
+    def setting(m):
+        p = m.get("protocol") if isinstance(m.get("protocol"), dict) else {}
+        return _dense_column(m) + (p.get("observed"), p.get("predicted"), m.get("fps") or p.get("fps"))
+
+    lines: List[str] = []
+    for key in sorted({setting(m) for m in mot}, key=lambda k: tuple(str(x) for x in k)):
+        dataset, benchmark, observed, predicted, fps = key
+        sel = sorted((m for m in mot if setting(m) == key), key=_dense_order)
+        rows = [(m, _motion_rows(m)) for m in sel]
+        n = predicted or max([max(fr, default=0) for _, r in rows for fr, _ in r.values()], default=0)
+        frames = list(range(1, int(n) + 1))
+        header = ["method", "stream"] + [f"+{t}" + (f" ({1000 * t / fps:.0f} ms)" if fps else "") for t in frames]
+        header += ["mean"]
+
+        def cells(fr, mean):
+            return [f"{fr[t]:.1f}" if t in fr else "-" for t in frames] + [f"{mean:.1f}" if mean is not None else "-"]
+
+        # zero-velocity: once per distinct set of values (a run with fewer frames that agrees is the same row)
+        body, zeros = [], []
+        for m, c in sorted(((m, cells(*r["zero-velocity"])) for m, r in rows if "zero-velocity" in r),
+                           key=lambda mc: mc[1].count("-")):
+            if not any(all(x == "-" or x == y for x, y in zip(c, z)) for z in zeros):
+                zeros.append(c)
+                body.append(["zero-velocity", _dense_stream(m)] + c)
+        for (m, r), label in zip(rows, _labels(sel)):
+            if "model" in r:
+                body.append([label, _dense_stream(m)] + cells(*r["model"]))
+        paper = PAPER_MOTION.get(dataset)
+        if paper:
+            body += [["paper: random init", "joint"] + ["-"] * len(frames) + [f"{paper['random_init']:.1f}"],
+                     ["paper: PCM3", "joint"] + ["-"] * len(frames) + [f"{paper['pretrained']:.1f}"]]
+        what = f"{observed} observed -> {predicted} predicted frames" if observed and predicted else "predicted frames"
+        lines += _table(f"Motion prediction (Table 6): MPJPE (mm), {dataset} {benchmark}, {what}"
+                        + (f" at {fps:g} fps" if fps else ""), header, body)
+        if paper:
+            lines += [f"Paper rows: {PAPER_CITE}, Table 6, one MPJPE per method; the paper names "
+                      "neither the data set, the benchmark nor the horizon of that table (short-term protocol of "
+                      "Martinez et al. 2017; its transfer experiments start from NTU 60 encoders): an indication "
+                      "beside NTU 60 runs, not a like-for-like comparison.", ""]
+    return lines
+
+
+def dense_tables(runs: List[dict]) -> List[str]:
+    """Markdown of Tables 5 (detection) and 6 (motion prediction) from the runs' metrics."""
+    return detection_tables(runs) + motion_tables(runs)
+
+
+def unknown_runs(runs: List[dict]) -> List[dict]:
+    """Runs of tasks this report has no table for (skipped, listed with a note)."""
+    return [m for m in runs if m.get("task") not in RECOGNITION_TASKS + DENSE_TASKS]
 
 
 # --------------------------------------------------------------------------- figures
@@ -397,6 +566,33 @@ def plot_occlusion(occ_runs: List[dict], path: Path) -> Optional[Path]:
     return path
 
 
+DENSE_IMAGES = {"detection": (("timeline.png", "Detection timeline"),),
+                "motion": (("mpjpe.png", "Motion prediction: MPJPE per predicted frame"),
+                           ("prediction.png", "Motion prediction: true and predicted skeletons"))}
+
+
+def copy_dense_images(runs: List[dict], folder: Path) -> List[Tuple[str, Path]]:
+    """Copy the images the detection and motion runs wrote into ``folder`` (names made unique:
+    ``<task>_<n>_<kind>_<file>``); returns ``[(title, copied path)]``, absent images skipped."""
+    out: List[Tuple[str, Path]] = []
+    dense = sorted((m for m in runs if m.get("task") in DENSE_IMAGES),
+                   key=lambda m: (str(m.get("task")), _dense_order(m)))
+    counts: Dict[str, int] = {}
+    for m in dense:
+        task = str(m["task"])
+        counts[task] = counts.get(task, 0) + 1
+        kind = re.sub(r"[^A-Za-z0-9]+", "_", _kind(m))
+        d, b = _dense_column(m)
+        for name, title in DENSE_IMAGES[task]:
+            src = Path(m["_dir"]) / name
+            if not src.is_file():
+                continue
+            dst = folder / f"{task}_{counts[task]}_{kind}_{name}"
+            shutil.copyfile(src, dst)
+            out.append((f"{title}, {KIND_LABEL.get(_kind(m), _kind(m))} ({_dense_stream(m)}), {d} {b}", dst))
+    return out
+
+
 # --------------------------------------------------------------------------- writing
 
 def _check_file(path: Path, overwrite: bool) -> None:
@@ -440,6 +636,11 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *, o
     lines = [MARKER_LINE, "# pcm3 evaluation report", "",
              f"{len(runs)} eval runs: " + ", ".join(sorted({str(m.get("task")) for m in runs})) + ".", ""]
     lines += recognition_tables(runs)
+    lines += dense_tables(runs)
+    skipped = unknown_runs(runs)
+    if skipped:
+        lines += [f"Skipped {len(skipped)} folder(s) of tasks this report has no table for: "
+                  + ", ".join(f"`{m['_dir']}` (task {m.get('task')!r})" for m in skipped) + ".", ""]
     linear = [m for m in runs if m.get("task") == "linear"]
     occ = [m for m in runs if m.get("task") == "occlusion"]
     pictures: List[Tuple[str, Path]] = []
@@ -450,6 +651,7 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *, o
                 ("Test features in 2-D", linear and plot_feature_maps(linear, tmp / "features_2d.png", method=embedding,
                                                                      max_points=max_points, seed=seed)),
                 ("Accuracy against occlusion ratio", occ and plot_occlusion(occ, tmp / "occlusion.png"))]
+        made += copy_dense_images(runs, tmp)
         for title, p in made:
             if p:
                 pictures.append((title, images / Path(p).name))
@@ -458,7 +660,7 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *, o
         for title, p in pictures:
             lines += [f"### {title}", "", f"![{title}]({images.name}/{p.name})", ""]
     lines += ["## Runs", ""] + [f"- `{m['_dir']}`: {m.get('task')}, {KIND_LABEL.get(_kind(m), _kind(m))}, "
-                                f"{_stream(m)}, seed {m.get('seed')}, {m.get('wall_seconds', 0):.0f} s" for m in runs]
+                                f"{_stream(m)}, seed {m.get('seed')}, {m.get('wall_seconds') or 0:.0f} s" for m in runs]
     md = "\n".join(lines) + "\n"
     write_text(out, md)
     write_text(html_path, to_html(md, images))
@@ -489,7 +691,7 @@ def to_html(md: str, images: Path) -> str:
             continue
         elif line.startswith("!["):
             alt = line[2:line.index("]")]
-            name = line[line.index("(") + 1:-1].split("/")[-1]
+            name = line[line.index("](") + 2:-1].split("/")[-1]
             data = base64.b64encode((images / name).read_bytes()).decode()
             body.append(f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>')
         elif line.startswith("- "):
