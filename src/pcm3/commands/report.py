@@ -6,7 +6,8 @@ from __future__ import annotations
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="collect eval folders into tables and pictures (markdown + HTML)",
                        description="Collect the metrics of eval folders (or of folders holding them, as "
-                                   "`pcm3 benchmark` writes) into the paper's Tables 1-4, with a confusion "
+                                   "`pcm3 benchmark` writes) into the paper's Tables 1-4 (and 5-6 for detection and "
+                                   "motion folders, with their images), with a confusion "
                                    "matrix, per-class accuracy, a t-SNE of test features (pretrained vs "
                                    "random init) and accuracy against occlusion ratio. Writes OUT (markdown), "
                                    "the HTML beside it (images inline) and OUT_images/.")
