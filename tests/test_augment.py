@@ -373,3 +373,30 @@ def test_corruption_strength_is_relative_to_the_layout():
     assert A.corrupt_count(A.ViewConfig(corrupt_joints=5), 20) == 5  # absolute count when given
     with pytest.raises(Exception, match="corrupt_ratio"):
         A.ViewConfig(corrupt_ratio=1.5)
+
+
+def test_bone_scale_scales_each_bone_and_keeps_the_root():
+    from pcm3.skeleton import get_layout
+
+    lay = get_layout("ntu25")
+    x = torch.randn(4, 3, 6, 25, 2, generator=gen(0))
+    x[1, :, :, :, 1] = 0  # an absent second person stays absent
+    y = A.bone_scale(x, lay, 0.2, gen(1))
+    root = [j for j, p in enumerate(lay.parents) if p == j]
+    assert torch.equal(y[..., root, :][x[..., root, :] != 0], x[..., root, :][x[..., root, :] != 0])
+    ratios = []
+    for j, p in enumerate(lay.parents):
+        if p == j:
+            continue
+        r = (y[:, :, :, j] - y[:, :, :, p]).norm(dim=1) / (x[:, :, :, j] - x[:, :, :, p]).norm(dim=1)  # N x T x M
+        r0 = r[:, :, 0]
+        assert torch.allclose(r0, r0[:, :1].expand_as(r0), atol=1e-4)  # same factor in every frame
+        ratios.append(r0[:, 0])
+    ratios = torch.stack(ratios)
+    assert ratios.min() >= 0.8 - 1e-4 and ratios.max() <= 1.2 + 1e-4 and ratios.std() > 0.05
+    assert torch.all(y[1, :, :, :, 1] == 0)
+    assert torch.equal(A.bone_scale(x, lay, 0.0), x)
+    v1, _, _ = A.make_views(x, torch.full((4,), 6), A.ViewConfig(out_len=6, min_len=6, bone_scale=0.2), gen(2), layout=lay)
+    assert v1.shape == x.shape
+    with pytest.raises(ValueError, match="layout"):
+        A.make_views(x, torch.full((4,), 6), A.ViewConfig(out_len=6, min_len=6, bone_scale=0.2), gen(2))

@@ -151,3 +151,22 @@ def test_shape_errors():
         masked_mse(torch.zeros(1, 3, 4, 5, 2), torch.zeros(1, 3, 4, 5, 2), torch.zeros(1, 4, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match="lam"):
         mix_key(q, torch.zeros(3), torch.arange(4))
+
+
+def test_variance_covariance_against_a_hand_computation():
+    from pcm3.losses import variance_covariance
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 5, generator=g) * torch.tensor([0.1, 0.5, 1.0, 2.0, 0.0])
+    v, c = variance_covariance(x, std_target=0.5)
+    xc = x - x.mean(0)
+    std = torch.sqrt(xc.var(0) + 1e-4)
+    assert torch.allclose(v, torch.clamp(0.5 - std, min=0).mean())
+    cov = xc.t() @ xc / 15
+    off = cov - torch.diag(torch.diag(cov))
+    assert torch.allclose(c, (off ** 2).sum() / 5)
+    collapsed = torch.ones(8, 4)  # every sample the same: full variance penalty, no covariance
+    v, c = variance_covariance(collapsed, std_target=0.5)
+    assert v == pytest.approx(0.5 - 0.01, abs=1e-4) and float(c) == 0.0
+    with pytest.raises(ValueError):
+        variance_covariance(torch.ones(1, 4))

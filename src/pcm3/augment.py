@@ -426,6 +426,10 @@ class ViewConfig:
         mix_step: window start and length are multiples of this many frames.
         mix_per_sample: draw the mixing parts/window/lambda per sample (the release: per batch).
         test_crop_ratio: centre crop at test time (:func:`center_crop_resize`).
+        bone_scale: body-shape jitter (not in the release; 0 = off): every bone of every sample is
+            scaled by ``U(1 - a, 1 + a)`` (:func:`bone_scale`), in all three views. On small data
+            sets instance discrimination otherwise latches onto each subject's body proportions,
+            which carry no class information across subjects.
     """
 
     out_len: int = 64
@@ -442,6 +446,7 @@ class ViewConfig:
     mix_step: int = 4
     mix_per_sample: bool = False
     test_crop_ratio: float = 0.95
+    bone_scale: float = 0.0
 
     def __post_init__(self):
         def bad(msg):
@@ -461,6 +466,8 @@ class ViewConfig:
             bad(f"mix_parts must satisfy 1 <= low <= high, got {self.mix_parts}")
         if not 1 <= self.mix_window[0] <= self.mix_window[1]:
             bad(f"mix_window must satisfy 1 <= low <= high, got {self.mix_window}")
+        if not 0 <= self.bone_scale < 1:
+            bad(f"bone_scale must be in [0, 1), got {self.bone_scale}")
         if not 0 < self.test_crop_ratio <= 1:
             bad(f"test_crop_ratio must be in (0, 1], got {self.test_crop_ratio}")
 
@@ -484,8 +491,55 @@ def _corrupt_or_shear(x: torch.Tensor, cfg: ViewConfig, p_corrupt: float, genera
     return torch.where(chosen.view(n, 1, 1, v, 1), _apply_matrix(x, mats), x)
 
 
+def bone_scale(x: torch.Tensor, layout, amplitude: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Scale every bone by its own factor ``U(1 - amplitude, 1 + amplitude)``, per sample.
+
+    Bones are ``x[v] - x[parent(v)]`` of the layout; the skeleton is rebuilt from the root
+    outwards with the scaled bones, so the root joint stays where it is. One factor per
+    (sample, bone), the same in every frame and for both persons. Absent persons and frames
+    (all zeros) stay zero.
+
+    Shape:
+        x: ``(N, C, T, V, M)``; output: the same.
+    """
+    from pcm3.skeleton import get_layout
+
+    layout = get_layout(layout)
+    n, _, _, v, _ = x.shape
+    if amplitude <= 0:
+        return x
+    scale = 1 + amplitude * (2 * _rand((n, v), generator, x.device) - 1)  # N x V, the bone into joint v
+    parents = list(layout.parents)
+    out = x.clone()
+    present = (x != 0).any(dim=(1, 3), keepdim=True).to(x.dtype)  # N x 1 x T x 1 x M
+    for j in _topological_order(parents):
+        p = parents[j]
+        if p == j:
+            continue
+        bone = x[:, :, :, j] - x[:, :, :, p]  # N x C x T x M
+        out[:, :, :, j] = out[:, :, :, p] + scale[:, j].view(n, 1, 1, 1) * bone
+    return out * present
+
+
+def _topological_order(parents) -> list:
+    """Joints ordered so that every parent comes before its children (roots first)."""
+    order, seen = [], set()
+
+    def visit(j):
+        if j in seen:
+            return
+        if parents[j] != j:
+            visit(parents[j])
+        seen.add(j)
+        order.append(j)
+
+    for j in range(len(parents)):
+        visit(j)
+    return order
+
+
 def make_views(x: torch.Tensor, lengths, cfg: Optional[ViewConfig] = None,
-               generator: Optional[torch.Generator] = None):
+               generator: Optional[torch.Generator] = None, layout=None):
     """The three pretraining views of a raw batch (method doc, section 2).
 
     - view 1 (query) and view 2 (key): an independent :func:`crop_resize` each, then per sample
@@ -496,17 +550,25 @@ def make_views(x: torch.Tensor, lengths, cfg: Optional[ViewConfig] = None,
     Mixing (:func:`random_mix`) and masking (``pcm3.masking``) are applied afterwards on views 1
     and 3.
 
+    With ``cfg.bone_scale > 0`` each view first gets its own :func:`bone_scale` (needs
+    ``layout``).
+
     Args:
         x: ``(N, C, T, V, M)`` raw padded batch.
         lengths: ``(N,)`` true number of frames.
+        layout: the skeleton layout (name or :class:`~pcm3.skeleton.Layout`).
 
     Returns:
         ``(view1, view2, view3)``, each ``(N, C, cfg.out_len, V, M)``.
     """
     cfg = cfg or ViewConfig()
     _check_batch(x)
+    if cfg.bone_scale > 0 and layout is None:
+        raise ValueError("views.bone_scale needs the layout (make_views(..., layout=...))")
     views = []
     for p_corrupt in (cfg.p_corrupt, cfg.p_corrupt, 0.0):
         v = crop_resize(x, lengths, cfg.out_len, cfg.crop_ratio, cfg.min_len, generator)
+        if cfg.bone_scale > 0:
+            v = bone_scale(v, layout, cfg.bone_scale, generator)
         views.append(_corrupt_or_shear(v, cfg, p_corrupt, generator))
     return tuple(views)

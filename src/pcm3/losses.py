@@ -125,3 +125,27 @@ def mix_key(k: Tensor, lam: Union[Tensor, float], partner: Tensor) -> Tensor:
         raise ValueError(f"lam and partner must be ({k.shape[0]},); got {tuple(lam.shape)}, {tuple(partner.shape)}")
     lam = lam.unsqueeze(1)  # N x 1
     return F.normalize((1 - lam) * k + lam * k[partner], dim=1)
+
+
+def variance_covariance(x: Tensor, std_target: float = 0.5, eps: float = 1e-4):
+    """Variance and covariance terms of VICReg (Bardes et al., ICLR 2022) on features.
+
+    Not part of PCM3: an optional regulariser against dimensional collapse of the encoder's
+    feature on small data sets (``loss.w_var``, ``loss.w_cov``). ``variance`` is the mean hinge
+    ``relu(std_target - std_d)`` over dimensions; ``covariance`` the sum of squared
+    off-diagonal covariances divided by ``D``.
+
+    Shape:
+        x: ``(N, D)`` with ``N >= 2``; outputs: two scalars.
+    """
+    if x.dim() != 2 or x.shape[0] < 2:
+        raise ValueError(f"x must be (N, D) with N >= 2; got {tuple(x.shape)}")
+    x = x.float()
+    x = x - x.mean(dim=0)
+    std = torch.sqrt(x.var(dim=0) + eps)  # D
+    variance = F.relu(std_target - std).mean()
+    n, d = x.shape
+    cov = x.t() @ x / (n - 1)  # D x D
+    off = cov - torch.diag(torch.diagonal(cov))
+    covariance = off.pow(2).sum() / d
+    return variance, covariance

@@ -124,7 +124,7 @@ def make_batch_inputs(x: torch.Tensor, lengths: torch.Tensor, cfg: Config, layou
     """From raw joints ``(N, C, T, V, M)`` to the model's inputs: views, stream, mix, mask.
 
     ``index`` ``(N,)``: the samples' indices in the prepared folder (queue bookkeeping)."""
-    v1, v2, v3 = make_views(x, lengths, cfg.views, generator=generator)
+    v1, v2, v3 = make_views(x, lengths, cfg.views, generator=generator, layout=layout)
     stream = cfg.data.stream
     v1, v2, v3 = (to_stream(v, stream, layout) for v in (v1, v2, v3))
     vc = cfg.views

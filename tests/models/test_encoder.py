@@ -191,3 +191,18 @@ def test_joint_statistics_are_one_batchnorm_over_all_views():
         joint(x[:-1], chunks=3)
     with pytest.raises(ConfigError, match="bn_stats"):
         EncoderConfig(bn_stats="both")
+
+
+def test_input_norm_none_feeds_coordinates_as_they_are():
+    from pcm3.models import Encoder, EncoderConfig
+
+    torch.manual_seed(0)
+    cfg = EncoderConfig(num_joints=5, hidden=8, layers=1, input_norm="none")
+    enc = Encoder(cfg)
+    assert not any(k.startswith("input_norm") for k in enc.state_dict())
+    x = torch.randn(3, 3, 6, 5, 2)
+    torch.testing.assert_close(enc.normalize(x.permute(0, 2, 3, 1, 4).reshape(3, 6, -1)),
+                               x.permute(0, 2, 3, 1, 4).reshape(3, 6, -1))
+    assert enc(x).shape == (3, 16)
+    with pytest.raises(Exception, match="input_norm"):
+        EncoderConfig(input_norm="layer")

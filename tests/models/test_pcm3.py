@@ -469,3 +469,15 @@ def test_compile_keeps_parameter_names():
     compiled = PCM3(cfg, LossConfig())
     assert list(compiled.state_dict()) == list(plain.state_dict())
     compiled.load_state_dict(plain.state_dict())
+
+
+def test_feature_regulariser_is_off_by_default_and_adds_its_terms():
+    out = model()(make_inputs())
+    assert "feat_var" not in out
+    m = model(LossConfig(w_var=2.0, w_cov=0.5))
+    out = m(make_inputs())
+    expected = (sum(out[t] for t in out if t.startswith("con_")) + sum(out[t] for t in out if t.startswith("kl_"))
+                + 40.0 * out["mask_mse"] + 2.0 * out["feat_var"] + 0.5 * out["feat_cov"])
+    torch.testing.assert_close(out["loss"], expected)
+    out["feat_var"].backward(retain_graph=True)
+    assert m.encoder_q.gru.weight_ih_l0.grad is not None  # it acts on the encoder

@@ -1,8 +1,20 @@
-"""``pcm3 demo``: the whole method on the built-in data, on a laptop CPU, in a few minutes.
+"""``pcm3 demo``: the whole method and its evaluation on the built-in data, on a laptop CPU.
 
-Steps: prepare the built-in synthetic data set; pretrain a small PCM3 model; export its
-encoder; probe it (linear classifier and 1-NN on frozen features, cross-subject) against the
-same encoder randomly initialised. Prints a table and writes ``metrics.json``.
+Steps (each resumable: a rerun with the same ``--out`` continues where it stopped):
+
+1. prepare the built-in synthetic clips (and, for the dense tasks, its untrimmed videos);
+2. pretrain a small PCM3 model (packaged ``demo`` config) and export its encoder;
+3. probe four rows side by side with the same code (linear classifier and 1-NN on frozen
+   features): the pretrained encoder, the same encoder randomly initialised, the raw input (no
+   network) and the same encoder trained with labels (an upper bound);
+4. the recognition suite (``pcm3 eval`` linear, kNN, occlusion, 1%/10% semi-supervised) for
+   every row, with small-data settings stated in the results;
+5. the dense tasks (temporal action detection on the untrimmed videos, motion prediction) for
+   the pretrained and the random-init encoder;
+6. ``report.md`` / ``report.html`` with every table and picture, and ``metrics.json``.
+
+``--data DIR --config NAME`` runs steps 2-6 on another prepared clip folder (e.g. MSR Action3D
+with ``msr3d_xsub_joint``); detection then needs untrimmed videos and is skipped.
 """
 
 from __future__ import annotations
@@ -11,20 +23,27 @@ import time
 from pathlib import Path
 
 DEMO_CONFIG = "demo"
+STEPS = ("probe", "suite", "dense", "report")
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("demo", help="prepare built-in data, pretrain, and compare against random init",
+    p = sub.add_parser("demo", help="prepare built-in data, pretrain, evaluate every task against the baselines",
                        description="Run PCM3 end to end on the built-in synthetic data set: prepare it, "
-                                   "pretrain a small model, and report a linear probe and 1-NN accuracy "
-                                   "of the pretrained encoder against the same encoder randomly "
-                                   "initialised. Output: a printed table and OUT/metrics.json.")
-    p.add_argument("--out", default="pcm3-demo", help="output folder (default ./pcm3-demo)")
-    p.add_argument("--data", help="use this prepared folder instead of the built-in data (e.g. MSR Action3D "
+                                   "pretrain a small model, compare it with random init, the raw input and a "
+                                   "supervised bound (linear probe, 1-NN), run the recognition suite and the "
+                                   "dense tasks, and write a report. Output: printed tables, OUT/metrics.json, "
+                                   "OUT/report.md and OUT/report.html.")
+    p.add_argument("--out", default="pcm3-demo", help="output folder (default ./pcm3-demo); a rerun continues it")
+    p.add_argument("--data", help="use this prepared clip folder instead of the built-in data (e.g. MSR Action3D "
                                   "with --config msr3d_xsub_joint)")
     p.add_argument("--config", default=DEMO_CONFIG, help="pretraining config (default: the packaged 'demo')")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.epochs=5")
+                   help="override a pretraining config value, e.g. --set train.epochs=5")
+    p.add_argument("--steps", default=",".join(STEPS),
+                   help=f"what to run after pretraining, comma-separated among {', '.join(STEPS)} (default: all)")
+    p.add_argument("--supervised-epochs", type=int, default=60,
+                   help="epochs of the supervised upper bound (default 60; 0 leaves the row out)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: the config's train.threads rule)")
     p.add_argument("--prepare-only", action="store_true", help="only prepare the data and print its summary")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -33,8 +52,21 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from pcm3.data.prepared import Prepared, format_summary
     from pcm3.data.synthetic import prepare_synthetic
+    from pcm3.errors import ConfigError
+    from pcm3.io import write_json
+    from pcm3.outputs import MARKER, check_output_dir, folder_kind, write_marker
 
+    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    bad = [s for s in steps if s not in STEPS]
+    if bad:
+        raise ConfigError(f"--steps: {bad[0]!r} is not one of {', '.join(STEPS)}")
     out = Path(args.out)
+    protect = [args.data] if args.data else []
+    if folder_kind(out) != "demo":  # a new demo folder; an earlier demo folder is continued
+        check_output_dir(out, "demo", protect=protect)
+        out.mkdir(parents=True, exist_ok=True)
+        write_marker(out, "demo")
+    assert (out / MARKER).exists()
     data = Path(args.data) if args.data else out / "data"
     t0 = time.perf_counter()
     if not args.data and not (data / "meta.json").exists():
@@ -42,64 +74,279 @@ def run(args) -> int:
     print(format_summary(Prepared(data).summary()))
     if args.prepare_only:
         return 0
-    metrics = run_demo(out, data, args.config, args.overrides, progress=not args.quiet)
+    overrides = list(args.overrides) + ([f"train.threads={args.threads}"] if args.threads else [])
+    metrics = run_demo(out, data, args.config, overrides, progress=not args.quiet, steps=steps,
+                       supervised_epochs=args.supervised_epochs, builtin=not args.data)
     metrics["total_seconds"] = time.perf_counter() - t0
-    from pcm3.io import write_json
-
     write_json(out / "metrics.json", metrics)
     print(format_table(metrics))
-    print(f"wrote {out / 'metrics.json'}")
+    if "suite" in metrics:
+        print(format_suite(metrics["suite"]))
+    if "dense" in metrics:
+        print(format_dense(metrics["dense"]))
+    print(f"wrote {out / 'metrics.json'}" + (f" and {metrics['report']}" if metrics.get("report") else "")
+          + f" ({metrics['total_seconds']:.0f} s)")
     return 0
 
 
-def run_demo(out: Path, data: Path, config: str, overrides, progress: bool = True) -> dict:
-    """Pretrain, export and probe; return the metrics dict."""
-    import torch
+ROWS = ("pretrained", "random_init", "raw_input", "supervised")
 
-    from pcm3.config import load_config
+
+def probe_rows(data: Path, cfg, pretrained, rows=ROWS, supervised_epochs: int = 60, progress: bool = False,
+               keep_supervised: bool = False):
+    """Linear probe and 1-NN of each row on ``cfg.data.benchmark`` (train -> test).
+
+    Rows (issue 6's baselines, the same probe for each): ``pretrained`` (the given encoder),
+    ``random_init`` (its architecture, fresh weights from ``train.seed``), ``raw_input`` (no
+    network: the valid frames centre-cropped, resized to 64, centred, flattened) and
+    ``supervised`` (the architecture trained with labels on the training part, Adam, crop-resize,
+    ``supervised_epochs`` epochs: an upper bound). Returns ``{row: {"linear", "knn1", ...}}``, and
+    with ``keep_supervised`` also the supervised encoder (or None).
+    """
     from pcm3.data.dataset import SkeletonDataset
+    from pcm3.evaluation.baselines import random_init_encoder, raw_input_features, train_supervised
     from pcm3.evaluation.features import extract_features
     from pcm3.evaluation.probe import probe
-    from pcm3.export import export_encoder, load_encoder
-    from pcm3.models import Encoder
-    from pcm3.pretrain import fit
-
-    cfg = load_config(config, [*overrides, f"data.path={data}"])
-    cfg.train.progress = progress
-    run_dir = out / "run"
-    resume = (run_dir / "checkpoint_last.pt").exists()
-    t0 = time.perf_counter()
-    last = fit(cfg, run_dir, resume=resume, progress=progress)
-    pretrain_seconds = time.perf_counter() - t0
-    export_encoder(run_dir, out / "encoder.pt")
-    pretrained = load_encoder(out / "encoder.pt")
-    torch.manual_seed(cfg.train.seed)
-    random_init = Encoder(cfg.model.encoder).eval()
 
     bench = cfg.data.benchmark
     train = SkeletonDataset(data, bench, "train")
     test = SkeletonDataset(data, bench, "test")
-    results = {}
-    for name, enc in (("pretrained", pretrained), ("random_init", random_init)):
-        kw = dict(stream=cfg.data.stream, layout=pretrained.layout, clip_len=pretrained.clip_len,
-                  crop=pretrained.test_crop)
-        trx, try_ = extract_features(enc, train, **kw)
-        tex, tey = extract_features(enc, test, **kw)
-        results[name] = probe(trx, try_, tex, tey, seed=cfg.train.seed)
-    return {
-        "data": str(data), "benchmark": bench, "train_samples": len(train), "test_samples": len(test),
+    kw = dict(stream=cfg.data.stream, layout=pretrained.layout, clip_len=pretrained.clip_len, crop=pretrained.test_crop)
+    results, supervised = {}, None
+    for name in rows:
+        t0 = time.perf_counter()
+        if name == "raw_input":
+            trx, try_ = raw_input_features(train, clip_len=64, stream=cfg.data.stream, layout=pretrained.layout)
+            tex, tey = raw_input_features(test, clip_len=64, stream=cfg.data.stream, layout=pretrained.layout)
+        else:
+            if name == "pretrained":
+                enc = pretrained
+            elif name == "random_init":
+                enc = random_init_encoder(pretrained.config, cfg.train.seed, layout=pretrained.layout)
+            else:
+                enc = supervised = train_supervised(pretrained.config, train, epochs=supervised_epochs, clip_len=pretrained.clip_len,
+                                       min_len=min(cfg.views.min_len, pretrained.clip_len), stream=cfg.data.stream,
+                                       layout=pretrained.layout, seed=cfg.train.seed, progress=progress)
+            trx, try_ = extract_features(enc, train, **kw)
+            tex, tey = extract_features(enc, test, **kw)
+        results[name] = {**probe(trx, try_, tex, tey, seed=cfg.train.seed), "seconds": time.perf_counter() - t0}
+    return (results, supervised) if keep_supervised else results
+
+
+def run_demo(out: Path, data: Path, config: str, overrides, progress: bool = True, rows=ROWS,
+             supervised_epochs: int = 60, steps=("probe",), builtin: bool = False) -> dict:
+    """Pretrain, export, then the requested ``steps``; return the metrics dict.
+
+    ``rows``: the probe rows (a subset of :data:`ROWS`); ``supervised_epochs`` 0 drops the
+    supervised row everywhere.
+    """
+    import torch
+
+    from pcm3.config import load_config, resolve_threads
+    from pcm3.data.dataset import SkeletonDataset
+    from pcm3.export import export_encoder, load_encoder
+    from pcm3.pretrain import fit, load_checkpoint
+
+    cfg = load_config(config, [*overrides, f"data.path={data}"])
+    cfg.train.progress = progress
+    torch.set_num_threads(resolve_threads(cfg.train.threads, cfg.model.encoder.hidden))
+    run_dir = out / "run"
+    resume = (run_dir / "checkpoint_last.pt").exists()
+    t0 = time.perf_counter()
+    done = load_checkpoint(run_dir / "checkpoint_last.pt") if resume else None
+    if done is not None and int(done["epoch"]) >= cfg.train.epochs:  # a rerun: pretraining is finished
+        last = done["history"][-1] if done["history"] else {}
+        pretrain_seconds = sum(float(r.get("seconds", 0.0)) for r in done["history"])
+    else:
+        last = fit(cfg, run_dir, resume=resume, progress=progress)
+        pretrain_seconds = time.perf_counter() - t0
+    encoder_path = out / "encoder.pt"
+    if encoder_path.exists():  # a rerun: export the (resumed) run again
+        encoder_path.unlink()
+    export_encoder(run_dir, encoder_path)
+    pretrained = load_encoder(encoder_path)
+    if not supervised_epochs:
+        rows = tuple(r for r in rows if r != "supervised")
+    bench = cfg.data.benchmark
+    metrics = {
+        "data": str(data), "benchmark": bench, "config": str(config), "overrides": list(overrides),
+        "train_samples": len(SkeletonDataset(data, bench, "train")),
+        "test_samples": len(SkeletonDataset(data, bench, "test")),
         "epochs": last.get("epoch"), "final_loss": last.get("loss"), "pretrain_seconds": pretrain_seconds,
-        "pretrained": results["pretrained"], "random_init": results["random_init"],
-        "margin_linear": results["pretrained"]["linear"] - results["random_init"]["linear"],
-        "margin_knn1": results["pretrained"]["knn1"] - results["random_init"]["knn1"],
+        "threads": torch.get_num_threads(),
     }
+    supervised = None
+    if "probe" in steps:
+        results, supervised = probe_rows(data, cfg, pretrained, rows=rows, supervised_epochs=supervised_epochs,
+                                         progress=progress, keep_supervised=True)
+        metrics.update(results)
+        for base in ("random_init", "raw_input"):
+            if base in results and "pretrained" in results:
+                metrics[f"margin_linear_vs_{base}"] = results["pretrained"]["linear"] - results[base]["linear"]
+                metrics[f"margin_knn1_vs_{base}"] = results["pretrained"]["knn1"] - results[base]["knn1"]
+    folders = []
+    if "suite" in steps:
+        metrics["suite"], suite_dirs = run_suite(out / "eval", data, bench, cfg, encoder_path, rows, supervised,
+                                                 supervised_epochs, progress)
+        folders += suite_dirs
+    if "dense" in steps:
+        metrics["dense"], dense_dirs = run_dense(out / "dense", data, cfg, pretrained, builtin, progress)
+        folders += dense_dirs
+    if "report" in steps and folders:
+        from pcm3.evaluation.report import write_report
+
+        paths = write_report(folders, out / "report.md", overwrite=True)
+        metrics["report"] = str(paths.get("markdown", out / "report.md")) if isinstance(paths, dict) else str(out / "report.md")
+    return metrics
+
+
+# Small-data settings of the demo's suite (the field's protocols are the packaged eval configs;
+# these are stated in the demo's results): the field's batch of 1,024 would leave one step per
+# epoch on 960 clips, and three semi-supervised seeds of 80 epochs would not fit the time budget.
+SUITE_OVERRIDES = {
+    "linear": ["batch_size=64"],
+    "knn": [],
+    "occlusion": ["batch_size=64"],
+    "semi": ["seeds=1", "epochs=30", "milestones=[20,25]"],
+}
+
+
+def run_suite(root: Path, data: Path, benchmark: str, cfg, encoder_path: Path, rows, supervised, supervised_epochs,
+              progress: bool):
+    """``pcm3 eval`` linear, knn, occlusion and semi for every row into ``root/<row>/<task>``.
+
+    Returns ``({row: {task: figures}}, [folders])``. A finished task folder is reused (resume).
+    """
+    import json
+
+    from pcm3.evaluation.runner import evaluate
+
+    results, folders = {}, []
+    min_len = [f"min_len={min(cfg.views.min_len, cfg.views.out_len)}"]
+    for row in rows:
+        results[row] = {}
+        for task in ("linear", "knn", "occlusion", "semi"):
+            folder = root / row / task
+            if (folder / "metrics.json").exists():
+                m = json.loads((folder / "metrics.json").read_text())
+            else:
+                extra = list(SUITE_OVERRIDES[task])
+                if task in ("linear", "occlusion", "semi"):
+                    extra += min_len
+                if task == "occlusion" and (root / row / "linear" / "metrics.json").exists():
+                    extra.append(f"linear_run={root / row / 'linear'}")
+                if row == "supervised" and supervised is not None:
+                    kw = dict(encoder=supervised)  # the probe's supervised encoder, not retrained
+                elif row == "raw_input":
+                    kw = {}
+                else:  # pretrained; random_init and a supervised row without one take the architecture
+                    kw = dict(encoder_path=encoder_path)
+                    if row == "supervised":
+                        extra.append(f"supervised.epochs={supervised_epochs}")
+                folder.parent.mkdir(parents=True, exist_ok=True)
+                m = evaluate(task, data=data, benchmark=benchmark, out=folder, kind=row, overrides=extra,
+                             seed=cfg.train.seed, progress=progress, **kw)
+            results[row][task] = _headline(task, m)
+            folders.append(folder)
+    return results, folders
+
+
+def _headline(task: str, m: dict) -> dict:
+    """The figures of one eval ``metrics.json`` that the demo prints (percentages, as written)."""
+    f = m.get("figures", m)
+    keys = {"linear": ("top1", "top5"), "knn": ("knn1", "knn5", "knn20"),
+            "occlusion": ("clean_top1", "spatial_top1", "temporal_top1"),
+            "semi": ()}[task]
+    out = {k: f[k] for k in keys if k in f}
+    if task == "semi":
+        out = {k: v for k, v in f.items() if k.endswith("_top1_mean") or k.endswith("_top1_std")}
+    return out
+
+
+def run_dense(root: Path, data: Path, cfg, pretrained, builtin: bool, progress: bool):
+    """Detection (built-in untrimmed videos only) and motion prediction, pretrained and random init.
+
+    Each task's folder is written through ``pcm3.outputs`` (kind ``eval``) with ``metrics.json``.
+    Returns ``({task: {row: figures}}, [folders])``.
+    """
+    import json
+
+    from pcm3.evaluation import detection, motion
+    from pcm3.evaluation.baselines import random_init_encoder
+    from pcm3.evaluation.common import write_results
+    from pcm3.outputs import output_dir
+
+    encoders = {"pretrained": pretrained,
+                "random_init": random_init_encoder(pretrained.config, cfg.train.seed, layout=pretrained.layout,
+                                                   stream=pretrained.stream, clip_len=pretrained.clip_len,
+                                                   test_crop=pretrained.test_crop)}
+    tasks = {"motion": (motion.evaluate_motion, motion.demo_protocol(), data)}
+    if builtin:
+        from pcm3.data.synthetic import prepare_synthetic_untrimmed
+
+        videos = root.parent / "untrimmed"
+        if not (videos / "meta.json").exists():
+            prepare_synthetic_untrimmed(videos, seed=0, progress=progress)
+        tasks = {"detection": (detection.evaluate_detection, detection.demo_protocol(), videos), **tasks}
+    results, folders = {}, []
+    for task, (fn, protocol, task_data) in tasks.items():
+        results[task] = {}
+        for row, enc in encoders.items():
+            folder = root / row / task
+            if not (folder / "metrics.json").exists():
+                folder.parent.mkdir(parents=True, exist_ok=True)
+                t0 = time.perf_counter()
+                with output_dir(folder, "eval", protect=[task_data]) as tmp:
+                    res = fn(enc, task_data, tmp, protocol=protocol, seed=cfg.train.seed, progress=progress, kind=row)
+                    res = {**res, "task": task, "encoder_kind": row, "data": str(task_data),
+                           "seconds": time.perf_counter() - t0, "demo_settings": "demo_protocol()"}
+                    write_results(tmp, res)
+            m = json.loads((folder / "metrics.json").read_text())
+            results[task][row] = m.get("figures", m)
+            folders.append(folder)
+    return results, folders
 
 
 def format_table(m: dict) -> str:
     rows = [f"PCM3 demo on {m['data']}: {m['benchmark']} test accuracy, {m['train_samples']} train / {m['test_samples']} test "
             f"samples, {m['epochs']} epochs ({m['pretrain_seconds']:.0f}s pretraining)",
-            f"  {'encoder':<14}{'linear':>10}{'1-NN':>10}"]
-    for name in ("random_init", "pretrained"):
-        rows.append(f"  {name:<14}{100 * m[name]['linear']:>9.1f}%{100 * m[name]['knn1']:>9.1f}%")
-    rows.append(f"  {'margin':<14}{100 * m['margin_linear']:>+9.1f} {100 * m['margin_knn1']:>+9.1f}")
+            f"  {'encoder':<24}{'linear':>10}{'1-NN':>10}"]
+    for name in ("raw_input", "random_init", "pretrained", "supervised"):
+        if name in m:
+            label = name + (" (upper bound)" if name == "supervised" else "")
+            rows.append(f"  {label:<24}{100 * m[name]['linear']:>9.1f}%{100 * m[name]['knn1']:>9.1f}%")
+    for base in ("random_init", "raw_input"):
+        if f"margin_linear_vs_{base}" in m:
+            rows.append(f"  {'pretrained - ' + base:<24}{100 * m[f'margin_linear_vs_{base}']:>+9.1f} "
+                        f"{100 * m[f'margin_knn1_vs_{base}']:>+9.1f}")
     return "\n".join(rows)
+
+
+def _pct(v) -> str:
+    """A percentage as written by ``pcm3 eval`` (already x100)."""
+    return f"{v:.1f}" if isinstance(v, (int, float)) else "-"
+
+
+def format_suite(suite: dict) -> str:
+    rows = ["recognition suite (pcm3 eval; demo settings: linear/occlusion batch 64, semi 1 seed x 30 epochs)",
+            f"  {'encoder':<14}{'linear':>8}{'kNN-1':>8}{'occl. s/t':>12}{'semi 1%':>9}{'semi 10%':>9}"]
+    for row, tasks in suite.items():
+        occ = tasks.get("occlusion", {})
+        semi = tasks.get("semi", {})
+        s1, s10 = semi.get("1%_top1_mean"), semi.get("10%_top1_mean")
+        rows.append(f"  {row:<14}{_pct(tasks.get('linear', {}).get('top1')):>8}{_pct(tasks.get('knn', {}).get('knn1')):>8}"
+                    f"{_pct(occ.get('spatial_top1')) + '/' + _pct(occ.get('temporal_top1')):>12}{_pct(s1):>9}{_pct(s10):>9}")
+    return "\n".join(rows)
+
+
+def format_dense(dense: dict) -> str:
+    rows = []
+    for task, by_row in dense.items():
+        for row, f in by_row.items():
+            if task == "detection":
+                rows.append(f"  detection {row:<12} mAP_a / mAP_v @0.5 (official) {_pct(f.get('mAP_a@0.5 (official)'))} / "
+                            f"{_pct(f.get('mAP_v@0.5 (official)'))}, voc mAP_a@0.5 {_pct(f.get('mAP_a@0.5 (voc)'))}")
+            else:
+                mine = next((v for k, v in f.items() if k.startswith("MPJPE (") and "zero" not in k), None)
+                rows.append(f"  motion    {row:<12} MPJPE {_pct(mine)} mm (zero-velocity {_pct(f.get('MPJPE (zero-velocity)'))} mm)")
+    return "dense tasks (demo settings)\n" + "\n".join(rows)

@@ -50,6 +50,7 @@ from pcm3.errors import ConfigError
 
 VARIANTS = ("stepwise", "bigru")
 POOLS = ("last", "mean", "ends")
+INPUT_NORMS = ("batch", "none")
 PROMPT_POSITIONS = ("after", "before")
 BN_STATS = ("per_view", "joint")
 
@@ -84,6 +85,11 @@ class EncoderConfig:
         bn_stats: input-BatchNorm training statistics when several views share one call:
             ``"per_view"`` (one set per view chunk, the release's semantics) or ``"joint"``
             (one set over all views). No effect in eval mode or on a single view.
+        input_norm: ``"batch"`` (the release: a BatchNorm over the ``F`` input features) or
+            ``"none"`` (coordinates enter the GRU as they are, in metres). Per-feature
+            standardisation gives nearly static joints the weight of moving ones; on small data
+            sets the unnormalised input keeps the GRU near its linear regime at the start, where
+            its features preserve the input's geometry (see docs/learning-small-data.md).
     """
 
     in_channels: int = 3
@@ -95,6 +101,7 @@ class EncoderConfig:
     pool: Optional[str] = None
     domain_prompt_position: str = "after"
     bn_stats: str = "per_view"
+    input_norm: str = "batch"
 
     def __post_init__(self):
         owner = "encoder"
@@ -109,6 +116,7 @@ class EncoderConfig:
                               "halves run forward in time, so frame 0 has seen one frame only")
         _check_choice(owner, "domain_prompt_position", self.domain_prompt_position, PROMPT_POSITIONS)
         _check_choice(owner, "bn_stats", self.bn_stats, BN_STATS)
+        _check_choice(owner, "input_norm", self.input_norm, INPUT_NORMS)
 
     @property
     def in_features(self) -> int:
@@ -154,7 +162,7 @@ class Encoder(nn.Module):
     def __init__(self, config: Optional[EncoderConfig] = None):
         super().__init__()
         self.config = config = config or EncoderConfig()
-        self.input_norm = nn.BatchNorm1d(config.in_features)
+        self.input_norm = nn.BatchNorm1d(config.in_features) if config.input_norm == "batch" else nn.Identity()
         # One container for both variants; its names are the release's `encoder.gru.*` keys.
         self.gru = nn.GRU(config.in_features, config.hidden, num_layers=config.layers,
                           bidirectional=True, batch_first=True)
@@ -197,6 +205,8 @@ class Encoder(nn.Module):
         momentum step per chunk, in order, as separate calls would.
         """
         bn = self.input_norm
+        if isinstance(bn, nn.Identity):
+            return seq
         if not self.training and bn.track_running_stats:
             return bn(seq.transpose(1, 2)).transpose(1, 2)
         if self.config.bn_stats == "joint":

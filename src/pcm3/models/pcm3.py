@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pcm3.errors import ConfigError
-from pcm3.losses import info_nce, masked_mse, mix_key, relational_kl
+from pcm3.losses import info_nce, masked_mse, mix_key, relational_kl, variance_covariance
 from pcm3.models.encoder import Encoder, EncoderConfig, _check_int, chunked_batch_norm, unflatten_frames
 from pcm3.models.heads import Projector, ReconstructionDecoder
 from pcm3.models.prompts import DomainPrompts, TaskPrompts
@@ -123,6 +123,9 @@ class LossConfig:
         temperature: InfoNCE ``tau`` (0.07).
         kl_tq, kl_tk: distillation temperatures of query / key (0.1, 0.05).
         w_con, w_mask, w_kl: weights of the InfoNCE sum, the MSE and the KL sum (1, 40, 1).
+        w_var, w_cov, var_target: NOT in the paper (0 = off): VICReg's variance and covariance
+            terms (:func:`pcm3.losses.variance_covariance`) on the encoder's feature of the
+            query view, against dimensional collapse of that feature on small data sets.
     """
 
     contrast: bool = True
@@ -140,6 +143,9 @@ class LossConfig:
     w_mask: float = 40.0
     w_kl: float = 1.0
     w_con: float = 1.0
+    w_var: float = 0.0
+    w_cov: float = 0.0
+    var_target: float = 0.5
 
     def __post_init__(self):
         owner = "loss"
@@ -149,7 +155,7 @@ class LossConfig:
             _check_bool(owner, name, getattr(self, name))
         for name in ("temperature", "kl_tq", "kl_tk"):
             _check_positive(owner, name, getattr(self, name))
-        for name in ("w_mask", "w_kl", "w_con"):
+        for name in ("w_mask", "w_kl", "w_con", "w_var", "w_cov"):
             _check_positive(owner, name, getattr(self, name), allow_zero=True)
         if self.task_prompt_offset not in TASK_PROMPT_OFFSETS:
             raise ConfigError(f"loss.task_prompt_offset must be one of {', '.join(TASK_PROMPT_OFFSETS)}; "
@@ -500,6 +506,10 @@ class PCM3(nn.Module):
             queue = self.queue.clone().detach()  # K x proj_dim, the negatives before this batch
 
         feats, seqs = self._encode(views)  # name -> N x D, and N x T x D
+        if cfg.w_var or cfg.w_cov:  # optional regulariser of the encoder feature (not the paper's)
+            reg_feat = feats.get("intra", feats.get("mask"))
+            if reg_feat is not None:
+                out["feat_var"], out["feat_cov"] = variance_covariance(reg_feat, cfg.var_target)
         zs = {}  # the cl-prompted features, projected in one call below
         for name in ("intra", "inter"):
             if name in feats:
@@ -560,6 +570,8 @@ class PCM3(nn.Module):
                 loss = loss + cfg.w_kl * sum(out[f"kl_{n}"] for n in pairs)
         if cfg.masked_prediction:
             loss = loss + cfg.w_mask * out["mask_mse"]
+        if "feat_var" in out:
+            loss = loss + cfg.w_var * out["feat_var"] + cfg.w_cov * out["feat_cov"]
         out["loss"] = loss
 
         if cfg.contrast and self.training:
