@@ -153,3 +153,11 @@ def test_overrides_are_validated_together():
     assert not cfg.loss.masked_prediction and not cfg.loss.positives.predict
     with pytest.raises(ConfigError, match=r"^--set optim.lr=-1: "):
         load_config("msr3d_xsub_joint", ["train.epochs=5", "optim.lr=-1"])
+
+
+def test_amp_spellings():
+    assert load_config("demo", ["train.amp=bf16"]).train.amp is True
+    assert load_config("demo", ["train.amp=fp32"]).train.amp is False
+    assert load_config("demo", ["train.amp=true"]).train.amp is True
+    with pytest.raises(ConfigError, match="train.amp"):
+        load_config("demo", ["train.amp=fp16"])

@@ -73,7 +73,7 @@ def _optional_module(name: str, hook: str, sub) -> None:
 
 
 # OSErrors that are the user's situation, not a bug: reported in one line like Pcm3Error.
-_USER_OS_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+_USER_OS_ERRORS = (errno.ENOENT, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
                    errno.EISDIR, errno.ENAMETOOLONG)
 
 

@@ -16,7 +16,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Union, Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -91,7 +91,8 @@ class TrainConfig:
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``...
         save_every: also keep ``checkpoint_epochNNN.pt`` every N epochs (0: never);
             ``checkpoint_last.pt`` is rewritten after every epoch.
-        amp: bfloat16 autocast on CUDA (the release trains in float32).
+        amp: bfloat16 autocast on CUDA (the release trains in float32): ``true`` or ``bf16``;
+            ``false``, ``fp32`` or ``off`` for float32. Stored as true/false.
         max_steps_per_epoch: cap steps per epoch (0: no cap), for quick runs.
         divergence_factor: a loss term (other than the distillation terms) whose epoch mean
             exceeds this multiple of its first-epoch mean counts as diverged (0: off).
@@ -107,7 +108,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     save_every: int = 50
-    amp: bool = False
+    amp: Union[bool, str] = False
     max_steps_per_epoch: int = 0
     threads: int = 0
     progress: bool = True
@@ -127,7 +128,14 @@ def _at_least(key: str, value, low) -> None:
         raise ConfigError(f"{key}: must be at least {low}, got {value!r}")
 
 
+AMP_SPELLINGS = {"bf16": True, "bfloat16": True, "fp32": False, "float32": False, "off": False, "none": False}
+
+
 def _check_train(t: "TrainConfig") -> None:
+    if isinstance(t.amp, str):
+        if t.amp.lower() not in AMP_SPELLINGS:
+            raise ConfigError(f"train.amp: expected true/false, bf16 or fp32, got {t.amp!r}")
+        t.amp = AMP_SPELLINGS[t.amp.lower()]
     _at_least("train.epochs", t.epochs, 1)
     _at_least("train.batch_size", t.batch_size, 1)
     for key in ("save_every", "max_steps_per_epoch", "threads"):
