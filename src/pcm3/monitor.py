@@ -51,8 +51,8 @@ class CollapseMonitor:
         dim: embedding size ``d``.
         batch_size: queries per step (sets chance for ``inst_top1``).
         std_fraction: warn when ``emb_std < std_fraction / sqrt(d)``.
-        patience: epochs of ``inst_top1`` below twice chance before warning (from the
-            ``patience``-th epoch on).
+        patience: consecutive epochs of a collapsed std, or of ``inst_top1`` below twice
+            chance, before warning (the first epochs of a run often dip and recover).
     """
 
     def __init__(self, dim: int, batch_size: int, std_fraction: float = 0.25, patience: int = 5):
@@ -60,13 +60,17 @@ class CollapseMonitor:
         self.chance = 1.0 / max(batch_size, 1)
         self.patience = patience
         self.low_epochs = 0
+        self.collapsed_epochs = 0
 
     def check(self, epoch: int, metrics: Dict[str, float]) -> Optional[str]:
         """One epoch's means (``emb_std``, ``inst_top1``...) -> a warning line, or None."""
         problems: List[str] = []
         std = metrics.get("emb_std")
-        if std is not None and std < self.std_threshold:
-            problems.append(f"embedding std {std:.4f} < {self.std_threshold:.4f} (collapsed to a point)")
+        if std is not None:
+            self.collapsed_epochs = self.collapsed_epochs + 1 if std < self.std_threshold else 0
+            if self.collapsed_epochs >= self.patience:
+                problems.append(f"embedding std {std:.4f} < {self.std_threshold:.4f} for {self.collapsed_epochs} "
+                                "epochs (collapsed to a point)")
         top1 = metrics.get("inst_top1")
         if top1 is not None:
             self.low_epochs = self.low_epochs + 1 if top1 < 2 * self.chance else 0

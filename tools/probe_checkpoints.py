@@ -1,0 +1,57 @@
+"""Probe the query encoder of pretraining checkpoints (linear probe and 1-NN, the demo's probe).
+
+Used by the small-data study (docs/learning-small-data.md) to follow representation quality
+over a run, on a validation benchmark (``<benchmark>-val``: held-out training subjects).
+
+    python tools/probe_checkpoints.py --data msr --benchmark xsub-val RUN/checkpoint_epoch004.pt ...
+    python tools/probe_checkpoints.py ... --pool mean   # read the same weights out with another pooling
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoints", nargs="+")
+    p.add_argument("--data", required=True)
+    p.add_argument("--benchmark", default="xsub-val")
+    p.add_argument("--pool", choices=("last", "mean", "ends"), help="override the encoder's read-out")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    if not args.benchmark.endswith("-val"):
+        p.error("probe validation benchmarks only (<benchmark>-val)")
+
+    import torch
+
+    from pcm3.data.dataset import SkeletonDataset
+    from pcm3.evaluation.features import extract_features
+    from pcm3.evaluation.probe import probe
+    from pcm3.export import export_encoder, load_encoder
+
+    torch.set_num_threads(args.threads)
+    train = SkeletonDataset(args.data, args.benchmark, "train")
+    test = SkeletonDataset(args.data, args.benchmark, "test")
+    with tempfile.TemporaryDirectory() as tmp:
+        for ck in args.checkpoints:
+            path = Path(tmp) / "enc.pt"
+            if path.exists():
+                path.unlink()
+            export_encoder(ck, path)
+            enc = load_encoder(path)
+            if args.pool:
+                enc.config.pool = args.pool
+            kw = dict(stream=enc.stream, layout=enc.layout, clip_len=enc.clip_len, crop=enc.test_crop)
+            a, ya = extract_features(enc, train, **kw)
+            b, yb = extract_features(enc, test, **kw)
+            r = probe(a, ya, b, yb)
+            print(f"{ck}\tlinear {100 * r['linear']:.1f}\t1-NN {100 * r['knn1']:.1f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
