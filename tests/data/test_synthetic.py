@@ -185,7 +185,11 @@ def test_cli_end_to_end(tmp_path, capsys):
 def test_cli_default_size_is_as_documented():
     parser = cli.build_parser()
     args = parser.parse_args(["prepare", "synthetic", "--out", "x"])
-    assert args.samples_per_class is None and args.seed == 0 and args.subjects == 20
+    # --subjects defaults per kind: 20 for the clips (DEFAULT_SUBJECTS), fewer for --untrimmed
+    from pcm3.data.synthetic import DEFAULT_SUBJECTS
+
+    assert args.samples_per_class is None and args.seed == 0 and args.subjects is None
+    assert DEFAULT_SUBJECTS == 20
 
 
 @pytest.mark.parametrize("argv", [["--samples-per-class", "0"], ["--subjects", "1"]])
