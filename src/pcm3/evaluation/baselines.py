@@ -98,7 +98,7 @@ def train_supervised(encoder_config: EncoderConfig | dict, train_dataset: Skelet
     Returns:
         the trained :class:`pcm3.models.Encoder`.
     """
-    from tqdm import tqdm
+    from pcm3.progress import progress_bar
 
     device = torch.device(device)
     layout = layout or train_dataset.prepared.layout
@@ -119,7 +119,7 @@ def train_supervised(encoder_config: EncoderConfig | dict, train_dataset: Skelet
                         num_workers=num_workers)
     encoder.train()
     head.train()
-    bar = tqdm(total=epochs * len(loader), desc="supervised", disable=not progress, dynamic_ncols=True, leave=False)
+    bar = progress_bar(total=epochs * len(loader), desc="supervised", disable=not progress)
     for _ in range(epochs):
         for x, lengths, y, _ in loader:
             if len(y) < 2:  # BatchNorm needs more than one sample

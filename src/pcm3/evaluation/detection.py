@@ -299,10 +299,10 @@ def detect(probs: np.ndarray, protocol: DetectionProtocol) -> List[tuple]:
 
 def _evaluate_split(encoder, head, videos: Videos, indices, protocol, stream, layout, device, progress=False,
                     desc="test"):
-    from tqdm import tqdm
+    from pcm3.progress import track
 
     dets, probs = [], {}
-    for i in tqdm(indices, desc=desc, unit="video", disable=not progress, dynamic_ncols=True):
+    for i in track(indices, desc=desc, unit="video", disable=not progress):
         p = predict_video(encoder, head, videos, int(i), window=protocol.window, dilation=protocol.test_dilation,
                           stream=stream, layout=layout, batch_size=protocol.test_batch_size, device=device)
         probs[int(i)] = p
@@ -325,7 +325,7 @@ def train_head(encoder, videos: Videos, train_idx: np.ndarray, protocol: Detecti
     Returns ``(head, history)``; ``validate(head) -> float`` (if given) is called every
     ``val_every`` epochs and with ``select: best_val`` the best head (and encoder) is kept.
     """
-    from tqdm import tqdm
+    from pcm3.progress import track
 
     torch.manual_seed(seed)
     dim = int(getattr(encoder, "feature_dim", 0) or encoder.config.feature_dim)
@@ -339,8 +339,7 @@ def train_head(encoder, videos: Videos, train_idx: np.ndarray, protocol: Detecti
     targets = [videos.target(i) for i in train_idx]
     history, best, best_state = [], -1.0, None
     dil = np.asarray(protocol.train_dilations)
-    for epoch in tqdm(range(protocol.epochs), desc="detection head", unit="epoch", disable=not progress,
-                      dynamic_ncols=True):
+    for epoch in track(range(protocol.epochs), desc="detection head", unit="epoch", disable=not progress):
         rng = np.random.default_rng([seed, epoch])
         lr = _lr(protocol, epoch)
         for g in opt.param_groups:

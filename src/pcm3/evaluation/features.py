@@ -89,7 +89,7 @@ def encode(module: torch.nn.Module, dataset: SkeletonDataset, *, clip_len: int, 
         features ``(N, D)`` (``crops == 0``) or ``(K, N, D)`` of ``dtype``, labels ``(N,)`` int64 and
         the samples' indices in the prepared folder ``(N,)`` int64, in dataset order.
     """
-    from tqdm import tqdm
+    from pcm3.progress import progress_bar
 
     device = torch.device(device)
     was_training = module.training
@@ -98,7 +98,7 @@ def encode(module: torch.nn.Module, dataset: SkeletonDataset, *, clip_len: int, 
     passes = max(1, crops)
     feats = [[] for _ in range(passes)]
     labels, index = [], []
-    bar = tqdm(total=len(dataset), desc=desc, disable=not progress, dynamic_ncols=True, leave=False)
+    bar = progress_bar(total=len(dataset), desc=desc, disable=not progress)
     for b, (x, lengths, y, idx) in enumerate(loader):
         x, lengths = x.to(device, non_blocking=True), lengths.to(device)
         for k in range(passes):

@@ -122,7 +122,7 @@ def fit_linear(epoch_features: Callable[[int], torch.Tensor], labels: np.ndarray
     Returns:
         the trained ``Linear(D, num_classes)`` (on ``device``) and the per-epoch history.
     """
-    from tqdm import tqdm
+    from pcm3.progress import track
 
     y = torch.as_tensor(labels, dtype=torch.long)
     first = epoch_features(0)
@@ -147,7 +147,7 @@ def fit_linear(epoch_features: Callable[[int], torch.Tensor], labels: np.ndarray
     opt = torch.optim.SGD(head.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
     order = torch.Generator().manual_seed(seed + 1)
     history, best, best_acc = [], None, -1.0
-    for epoch in tqdm(range(p.epochs), desc="linear", disable=not progress, dynamic_ncols=True, leave=False):
+    for epoch in track(range(p.epochs), desc="linear", disable=not progress):
         feats = first if epoch == 0 else epoch_features(epoch)
         for group in opt.param_groups:
             group["lr"] = lr_at_epoch(p, epoch)

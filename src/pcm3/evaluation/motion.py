@@ -226,7 +226,7 @@ def evaluate_mpjpe(encoder, decoder, windows: Windows, *, stream: str, layout: s
 def train_decoder(encoder, windows: Windows, protocol: MotionProtocol, *, stream: str, layout: str, device,
                   seed: int, progress: bool = False):
     """Train the decoder (and the encoder when fine-tuning); returns ``(decoder, history)``."""
-    from tqdm import tqdm
+    from pcm3.progress import track
 
     torch.manual_seed(seed)
     c, _, v, m = windows.prepared.shape[1:]
@@ -238,8 +238,7 @@ def train_decoder(encoder, windows: Windows, protocol: MotionProtocol, *, stream
     opt = torch.optim.Adam(params, lr=protocol.lr, weight_decay=protocol.weight_decay)
     o, p = protocol.observed, protocol.predicted
     history = []
-    for epoch in tqdm(range(protocol.epochs), desc="motion decoder", unit="epoch", disable=not progress,
-                      dynamic_ncols=True):
+    for epoch in track(range(protocol.epochs), desc="motion decoder", unit="epoch", disable=not progress):
         rng = np.random.default_rng([seed, epoch])
         lr = protocol.lr * protocol.gamma ** sum(epoch >= mi for mi in protocol.milestones)
         for g in opt.param_groups:

@@ -124,7 +124,7 @@ def finetune(module: torch.nn.Module, train_ds, num_classes: int, p: SemiProtoco
     Returns:
         the fine-tuned module and the linear layer, in eval mode, on ``device``.
     """
-    from tqdm import tqdm
+    from pcm3.progress import track
 
     module = copy.deepcopy(module).to(device)
     with torch.no_grad():  # the feature size, from one clip
@@ -147,7 +147,7 @@ def finetune(module: torch.nn.Module, train_ds, num_classes: int, p: SemiProtoco
     module.train()
     head.train()
     loss = None
-    for epoch in tqdm(range(p.epochs), desc="semi", disable=not progress, dynamic_ncols=True, leave=False):
+    for epoch in track(range(p.epochs), desc="semi", disable=not progress):
         lr = p.lr * p.gamma ** sum(epoch >= m for m in p.milestones)
         for g in opt.param_groups:
             g["lr"] = lr * g["factor"]
