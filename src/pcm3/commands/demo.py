@@ -79,7 +79,8 @@ def run(args) -> int:
                        supervised_epochs=args.supervised_epochs, builtin=not args.data)
     metrics["total_seconds"] = time.perf_counter() - t0
     write_json(out / "metrics.json", metrics)
-    print(format_table(metrics))
+    if "pretrained" in metrics:
+        print(format_table(metrics))
     if "suite" in metrics:
         print(format_suite(metrics["suite"]))
     if "dense" in metrics:
@@ -190,8 +191,9 @@ def run_demo(out: Path, data: Path, config: str, overrides, progress: bool = Tru
                                                  supervised_epochs, progress)
         folders += suite_dirs
     if "dense" in steps:
-        metrics["dense"], dense_dirs = run_dense(out / "dense", data, cfg, pretrained, builtin, progress)
+        metrics["dense"], dense_dirs = run_dense(out / "dense", data, cfg, encoder_path, builtin, progress)
         folders += dense_dirs
+    folders = [d for d in (out / "eval", out / "dense") if d.is_dir() and any(d.iterdir())]  # this run's and earlier
     if "report" in steps and folders:
         from pcm3.evaluation.report import write_report
 
@@ -263,44 +265,41 @@ def _headline(task: str, m: dict) -> dict:
     return out
 
 
-def run_dense(root: Path, data: Path, cfg, pretrained, builtin: bool, progress: bool):
-    """Detection (built-in untrimmed videos only) and motion prediction, pretrained and random init.
+# The dense tasks' demo settings (``detection.demo_protocol()``, ``motion.demo_protocol()``) as
+# protocol overrides, so that the demo's folders are the same as ``pcm3 eval`` writes.
+DENSE_OVERRIDES = {
+    "detection": ["epochs=30", "milestones=[20]", "timeline_videos=3"],
+    "motion": ["observed=40", "predicted=10", "epochs=8", "milestones=[6]", "max_train=480", "max_test=480"],
+}
 
-    Each task's folder is written through ``pcm3.outputs`` (kind ``eval``) with ``metrics.json``.
-    Returns ``({task: {row: figures}}, [folders])``.
+
+def run_dense(root: Path, data: Path, cfg, encoder_path: Path, builtin: bool, progress: bool):
+    """Detection (built-in untrimmed videos only) and motion prediction, pretrained and random init,
+    through ``pcm3 eval`` (:func:`pcm3.evaluation.runner.evaluate`) into ``root/<row>/<task>``.
+
+    Returns ``({task: {row: figures}}, [folders])``; a finished folder is reused (resume).
     """
     import json
 
-    from pcm3.evaluation import detection, motion
-    from pcm3.evaluation.baselines import random_init_encoder
-    from pcm3.evaluation.common import write_results
-    from pcm3.outputs import output_dir
+    from pcm3.evaluation.runner import evaluate
 
-    encoders = {"pretrained": pretrained,
-                "random_init": random_init_encoder(pretrained.config, cfg.train.seed, layout=pretrained.layout,
-                                                   stream=pretrained.stream, clip_len=pretrained.clip_len,
-                                                   test_crop=pretrained.test_crop)}
-    tasks = {"motion": (motion.evaluate_motion, motion.demo_protocol(), data)}
+    tasks = {"motion": (data, "xsub" if cfg.data.benchmark is None else cfg.data.benchmark)}
     if builtin:
         from pcm3.data.synthetic import prepare_synthetic_untrimmed
 
         videos = root.parent / "untrimmed"
         if not (videos / "meta.json").exists():
             prepare_synthetic_untrimmed(videos, seed=0, progress=progress)
-        tasks = {"detection": (detection.evaluate_detection, detection.demo_protocol(), videos), **tasks}
+        tasks = {"detection": (videos, "xsub"), **tasks}
     results, folders = {}, []
-    for task, (fn, protocol, task_data) in tasks.items():
+    for task, (task_data, bench) in tasks.items():
         results[task] = {}
-        for row, enc in encoders.items():
+        for row in ("pretrained", "random_init"):
             folder = root / row / task
             if not (folder / "metrics.json").exists():
                 folder.parent.mkdir(parents=True, exist_ok=True)
-                t0 = time.perf_counter()
-                with output_dir(folder, "eval", protect=[task_data]) as tmp:
-                    res = fn(enc, task_data, tmp, protocol=protocol, seed=cfg.train.seed, progress=progress, kind=row)
-                    res = {**res, "task": task, "encoder_kind": row, "data": str(task_data),
-                           "seconds": time.perf_counter() - t0, "demo_settings": "demo_protocol()"}
-                    write_results(tmp, res)
+                evaluate(task, data=task_data, benchmark=bench, out=folder, kind=row, encoder_path=encoder_path,
+                         overrides=DENSE_OVERRIDES[task], seed=cfg.train.seed, progress=progress)
             m = json.loads((folder / "metrics.json").read_text())
             results[task][row] = m.get("figures", m)
             folders.append(folder)
