@@ -421,8 +421,12 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
                     writer.add_scalar(k, v, epoch + 1)
             writer.flush()
         terms = " ".join(f"{k}={v:.4f}" for k, v in result.metrics.items())
+        first = guard.first  # each guarded term against its first-epoch value
+        rel = " ".join(f"{k}={v / first[k]:.2f}x" for k, v in _loss_terms(result.metrics).items()
+                       if first.get(k, 0) > 0 and epoch > 0)
         _log(run, f"epoch {epoch + 1}/{cfg.train.epochs} lr={lr:.4g} {terms} "
-                  f"({last['samples_per_s']:.0f} samples/s, {result.seconds:.1f}s)", progress)
+                  f"({last['samples_per_s']:.0f} samples/s, {result.seconds:.1f}s)"
+                  + (f" [vs epoch 1: {rel}]" if rel else ""), progress)
         for warning in (diverged, monitor.check(epoch + 1, result.metrics)):
             if warning:  # warnings are printed even with --quiet
                 _log(run, warning if warning.startswith("warning") else f"warning: {warning}", False)
