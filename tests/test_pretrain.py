@@ -114,3 +114,16 @@ def test_cli_pretrain_and_bad_inputs(synthetic_small, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing" in err[0]
     assert main([*args[:-1], "--set", "data.stream=velocity", *sets, "--out", str(tmp_path / "r3")]) == 2
+
+
+def test_queue_larger_than_the_data_set_is_warned():
+    from pcm3.config import load_config
+    from pcm3.pretrain import _queue_warning
+
+    cfg = load_config("msr3d_xsub_joint")
+    assert _queue_warning(cfg, 284) is None  # the packaged small config: 256 keys for 284 clips
+    msg = _queue_warning(load_config("msr3d_xsub_joint", ["model.queue_size=1024"]), 284)
+    assert msg.startswith("warning:") and "1024" in msg and "284" in msg and "excluded" in msg
+    assert _queue_warning(load_config("msr3d_xsub_joint", ["loss.contrast=false", "loss.positives.mask=false",
+                                                           "loss.positives.predict=false", "loss.distill=false",
+                                                           "model.queue_size=1024"]), 284) is None

@@ -201,6 +201,20 @@ def train_one_epoch(model: PCM3, loader: DataLoader, optimizer: torch.optim.Opti
     return EpochResult({k: float(s) / steps for k, s in sums.items()}, samples, seconds)
 
 
+def _queue_warning(cfg: Config, samples: int) -> Optional[str]:
+    """A warning when the queue holds more keys than the data set has samples (or None).
+
+    Every sample then has several older keys in the queue at once; with
+    ``model.exclude_own`` they are left out of its negatives, but the queue is mostly stale
+    copies: size a small data set's queue below its number of training samples.
+    """
+    if not cfg.loss.contrast or cfg.model.queue_size <= samples:
+        return None
+    own = "excluded from its negatives" if cfg.model.exclude_own else "counted as negatives (model.exclude_own is off)"
+    return (f"warning: model.queue_size {cfg.model.queue_size} exceeds the {samples} training samples: each sample has "
+            f"several keys in the queue ({own}); a queue below the data set's size is advised for small data sets")
+
+
 def _loss_terms(row: dict) -> Dict[str, float]:
     """The loss terms of a history row or epoch result (no bookkeeping, no embedding stats)."""
     skip = {"epoch", "lr", "samples_per_s", "seconds", "momentum", *STAT_NAMES}
@@ -356,6 +370,9 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
     if len(dataset) < cfg.train.batch_size:
         raise ConfigError(f"{cfg.data.path}: {len(dataset)} training samples, fewer than one batch of "
                           f"{cfg.train.batch_size} (lower train.batch_size)")
+    queue_warning = _queue_warning(cfg, len(dataset))
+    if queue_warning and distributed.is_main():
+        print(queue_warning, file=sys.stderr, flush=True)
 
     model = build_model(cfg).to(device)
     num_params = sum(p.numel() for p in model.parameters())
