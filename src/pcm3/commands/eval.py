@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing pcm3 eval folder")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: 1 for encoders up to 256 wide, else every physical core)")
     p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -52,6 +53,21 @@ def encoder_kind(args) -> str:
     return "pretrained"
 
 
+def _auto_threads(args) -> int:
+    """:func:`pcm3.config.auto_threads` of the encoder named by ``--encoder`` (else all cores)."""
+    from pcm3.config import auto_threads, physical_cores
+
+    if getattr(args, "encoder", None):
+        try:
+            import torch
+
+            payload = torch.load(args.encoder, map_location="cpu", weights_only=False)
+            return auto_threads(int(payload["encoder_config"]["hidden"]))
+        except Exception:  # unreadable here: the evaluation reports it properly
+            pass
+    return physical_cores()
+
+
 def run(args) -> int:
     import torch
 
@@ -63,6 +79,8 @@ def run(args) -> int:
         if args.threads < 1:
             raise ConfigError(f"--threads: must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    else:  # the measured rule of train.threads: 0 (one thread for small GRUs), from the encoder's width
+        torch.set_num_threads(_auto_threads(args))
     if args.encoder and args.run:
         raise ConfigError("--encoder and --run: give one of them")
     kind = encoder_kind(args)
