@@ -40,7 +40,7 @@ def embedding_stats(z: Tensor, k: Tensor, queue: Optional[Tensor] = None) -> Dic
     sim = z @ k.t()  # N x N
     out["inst_top1"] = (sim.argmax(dim=1) == torch.arange(z.shape[0], device=z.device)).float().mean()
     if queue is not None and queue.numel():
-        out["queue_cos"] = (z @ queue.float().t()).mean()
+        out["queue_cos"] = (z @ queue.float().mean(dim=0)).mean()  # = mean of z @ queue.T, without the N x K matrix
     return out
 
 

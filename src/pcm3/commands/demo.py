@@ -54,7 +54,7 @@ def run(args) -> int:
     from pcm3.data.synthetic import prepare_synthetic
     from pcm3.errors import ConfigError
     from pcm3.io import write_json
-    from pcm3.outputs import MARKER, check_output_dir, folder_kind, write_marker
+    from pcm3.outputs import check_output_dir, folder_kind, write_marker
 
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
     bad = [s for s in steps if s not in STEPS]
@@ -66,7 +66,6 @@ def run(args) -> int:
         check_output_dir(out, "demo", protect=protect)
         out.mkdir(parents=True, exist_ok=True)
         write_marker(out, "demo")
-    assert (out / MARKER).exists()
     data = Path(args.data) if args.data else out / "data"
     t0 = time.perf_counter()
     if not args.data and not (data / "meta.json").exists():

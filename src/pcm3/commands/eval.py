@@ -58,12 +58,12 @@ def _auto_threads(args) -> int:
     from pcm3.config import auto_threads, physical_cores
 
     if getattr(args, "encoder", None):
-        try:
-            import torch
+        from pcm3.errors import Pcm3Error
+        from pcm3.export import load_encoder
 
-            payload = torch.load(args.encoder, map_location="cpu", weights_only=False)
-            return auto_threads(int(payload["encoder_config"]["hidden"]))
-        except Exception:  # unreadable here: the evaluation reports it properly
+        try:
+            return auto_threads(load_encoder(args.encoder).config.hidden)
+        except Pcm3Error:  # unreadable here: the evaluation reports it properly
             pass
     return physical_cores()
 

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Union
 
-from pcm3.errors import ConfigError, DataError
+from pcm3.errors import ConfigError
 
 STREAMS = ("joint", "bone", "motion")
 

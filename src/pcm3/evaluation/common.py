@@ -272,6 +272,22 @@ def input_spec(ctx: EvalContext) -> Dict[str, Any]:
     return spec
 
 
+def open_splits(ctx: EvalContext):
+    """The ``train`` and ``test`` parts of ``ctx.benchmark``, after checking the encoder fits them."""
+    train = open_split(ctx.data, ctx.benchmark, "train")
+    test = open_split(ctx.data, ctx.benchmark, "test")
+    check_compatible(ctx.encoder, train.prepared, ctx.encoder_info.get("path", "--encoder"))
+    return train, test
+
+
+def encode_kwargs(ctx: EvalContext, spec: Dict[str, Any], protocol) -> Dict[str, Any]:
+    """The keyword arguments of :func:`pcm3.evaluation.features.encode` for this task: the clip
+    settings of ``spec`` (:func:`input_spec`) and the protocol's batch size and workers."""
+    return dict(clip_len=spec["clip_len"], stream=spec["stream"], layout=spec["layout"], test_crop=spec["test_crop"],
+                batch_size=protocol.feature_batch_size, device=ctx.device, num_workers=protocol.num_workers,
+                progress=ctx.progress)
+
+
 def feature_module(ctx: EvalContext) -> torch.nn.Module:
     """The module that maps prepared clips ``(N, C, clip_len, V, M)`` to features ``(N, D)``.
 

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from pcm3.errors import ConfigError
-from pcm3.evaluation.common import EvalContext, InputProtocol, check_compatible, feature_module, input_spec, open_split
+from pcm3.evaluation.common import (EvalContext, InputProtocol, encode_kwargs, feature_module, input_spec,
+                                    open_splits)
 from pcm3.evaluation.features import encode
 
 DEFAULT_CONFIG = "eval_knn"
@@ -112,13 +113,10 @@ def knn_accuracies(train_x, train_y, test_x, test_y, ks: Sequence[int] = (1, 5, 
 def run(ctx: EvalContext) -> dict:
     """k-NN accuracy of the frozen features (percent) for every k of the protocol."""
     p: KnnProtocol = ctx.protocol
-    train = open_split(ctx.data, ctx.benchmark, "train")
-    test = open_split(ctx.data, ctx.benchmark, "test")
-    check_compatible(ctx.encoder, train.prepared, ctx.encoder_info.get("path", "--encoder"))
+    train, test = open_splits(ctx)
     spec = input_spec(ctx)
     module = feature_module(ctx)
-    kw = dict(clip_len=spec["clip_len"], stream=spec["stream"], layout=spec["layout"], test_crop=spec["test_crop"],
-              batch_size=p.feature_batch_size, device=ctx.device, num_workers=p.num_workers, progress=ctx.progress)
+    kw = encode_kwargs(ctx, spec, p)
     trx, try_, _ = encode(module, train, desc="gallery features", **kw)
     tex, tey, tei = encode(module, test, desc="query features", **kw)
     ks = tuple(sorted(set(p.ks) | {p.k}))

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 
 from pcm3.errors import ConfigError
 from pcm3.evaluation.common import (EvalContext, InputProtocol, _check_crop_range, carve_validation,
-                                    check_compatible, feature_module, input_spec, open_split, save_scores,
-                                    topk_accuracy)
+                                    encode_kwargs, feature_module, input_spec, open_split, open_splits,
+                                    save_scores, topk_accuracy)
 from pcm3.evaluation.features import encode
 
 DEFAULT_CONFIG = "eval_linear"
@@ -199,9 +199,7 @@ def prepare_linear(ctx: EvalContext, p: LinearProtocol) -> Dict[str, object]:
     None without carving), ``epoch_features`` (``epoch -> (N, D)``), ``train_labels``,
     ``val_feats``/``val_labels``, ``num_classes``, ``splits`` (sizes).
     """
-    train = open_split(ctx.data, ctx.benchmark, "train")
-    test = open_split(ctx.data, ctx.benchmark, "test")
-    check_compatible(ctx.encoder, train.prepared, ctx.encoder_info.get("path", "--encoder"))
+    train, test = open_splits(ctx)
     val = None
     if p.val_fraction > 0:
         tr_idx, va_idx = carve_validation(train, p.val_fraction, ctx.seed, p.val_by)
@@ -209,9 +207,7 @@ def prepare_linear(ctx: EvalContext, p: LinearProtocol) -> Dict[str, object]:
         val = open_split(ctx.data, ctx.benchmark, "train", indices=va_idx)
     spec = input_spec(ctx)
     module = feature_module(ctx)
-    common = dict(clip_len=spec["clip_len"], stream=spec["stream"], layout=spec["layout"],
-                  test_crop=spec["test_crop"], batch_size=p.feature_batch_size, device=ctx.device,
-                  num_workers=p.num_workers, progress=ctx.progress)
+    common = encode_kwargs(ctx, spec, p)
     crop = dict(crop_range=p.crop_range, min_len=p.min_len or spec["clip_len"])
     if p.crops > 0:
         pool, train_labels, _ = encode(module, train, crops=p.crops, seed=ctx.seed, desc=f"train features x{p.crops}",

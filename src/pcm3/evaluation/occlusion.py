@@ -31,8 +31,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from pcm3.errors import ConfigError
-from pcm3.evaluation.common import (EvalContext, check_compatible, feature_module, input_spec, open_split, save_scores,
-                                    topk_accuracy)
+from pcm3.evaluation.common import (EvalContext, check_compatible, encode_kwargs, feature_module, input_spec,
+                                    open_split, save_scores, topk_accuracy)
 from pcm3.evaluation.features import encode, make_clips
 from pcm3.evaluation.linear import LinearProtocol, fit_linear, predict, prepare_linear, write_history
 from pcm3.masking import apply_mask, spatial_occlusion, temporal_occlusion
@@ -147,9 +147,7 @@ def prepare_test_only(ctx: EvalContext, p: OcclusionProtocol) -> dict:
     test = open_split(ctx.data, ctx.benchmark, "test")
     check_compatible(ctx.encoder, test.prepared, ctx.encoder_info.get("path", "--encoder"))
     spec = input_spec(ctx)
-    common = dict(clip_len=spec["clip_len"], stream=spec["stream"], layout=spec["layout"],
-                  test_crop=spec["test_crop"], batch_size=p.feature_batch_size, device=ctx.device,
-                  num_workers=p.num_workers, progress=ctx.progress)
+    common = encode_kwargs(ctx, spec, p)
     return {"module": feature_module(ctx), "spec": spec, "test": test, "common": common,
             "splits": {"test": len(test)}}
 

@@ -142,6 +142,9 @@ def recognition_tables(runs: List[dict]) -> List[str]:
     lines: List[str] = []
     paper_used = False
 
+    def header(cols) -> List[str]:
+        return ["encoder", "stream"] + [f"{d} {b}" for d, b in cols]
+
     def grid(task_names: Sequence[str], cell, paper_cell=None, paper_label: str = "paper: PCM3"):
         nonlocal paper_used
         sel = [m for m in runs if m.get("task") in task_names]
@@ -167,7 +170,7 @@ def recognition_tables(runs: List[dict]) -> List[str]:
         fused = [_pct(PAPER["fusion"].get(c)) for c in cols]
         if any(f != "-" for f in fused):
             body.append(["paper: 3s-PCM3", "3s fusion"] + fused)
-    lines += _table("Table 1: linear evaluation, top-1 (%)", ["encoder", "stream"] + [f"{d} {b}" for d, b in cols], body)
+    lines += _table("Table 1: linear evaluation, top-1 (%)", header(cols), body)
 
     def semi_cells(m):
         f = m["figures"]
@@ -180,7 +183,7 @@ def recognition_tables(runs: List[dict]) -> List[str]:
 
     cols, body = grid(("semi",), semi_cells, semi_paper)
     lines += _table("Table 2: semi-supervised, top-1 (%) mean ± std over seeds, per labelled fraction",
-                    ["encoder", "stream"] + [f"{d} {b}" for d, b in cols], body)
+                    header(cols), body)
 
     def knn_cell(m):
         f = m["figures"]
@@ -188,7 +191,7 @@ def recognition_tables(runs: List[dict]) -> List[str]:
         return " / ".join(_pct(f[f"knn{k}"]) for k in ks) + " (k = " + ", ".join(map(str, ks)) + ")"
 
     cols, body = grid(("knn",), knn_cell, lambda c: _pct(PAPER["knn"].get(c)) + " (k = 1)" if c in PAPER["knn"] else "-")
-    lines += _table("Table 3: k-NN retrieval, top-1 (%)", ["encoder", "stream"] + [f"{d} {b}" for d, b in cols], body)
+    lines += _table("Table 3: k-NN retrieval, top-1 (%)", header(cols), body)
 
     def occ_cell(m):
         f = m["figures"]
@@ -205,7 +208,7 @@ def recognition_tables(runs: List[dict]) -> List[str]:
 
     cols, body = grid(("occlusion",), occ_cell, occ_paper)
     lines += _table("Table 4: occlusion, linear top-1 (%) and drop against clean (points)",
-                    ["encoder", "stream"] + [f"{d} {b}" for d, b in cols], body)
+                    header(cols), body)
 
     # detection and motion: dense_tables; other tasks: listed as skipped by write_report
     if paper_used:

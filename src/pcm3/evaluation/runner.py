@@ -112,7 +112,7 @@ def load_run_encoder(run: str | os.PathLike) -> Tuple[torch.nn.Module, dict]:
 
 def architecture_from_pretrain_config(config: str, data: str | os.PathLike) -> Tuple[Any, dict]:
     """Encoder config and input attributes from a pretraining config (NAME or FILE) for ``data``."""
-    from pcm3.config import load_config, read_yaml, to_dict
+    from pcm3.config import load_config, to_dict
     from pcm3.data.prepared import Prepared
     from pcm3.pretrain import data_shape_into_config
 

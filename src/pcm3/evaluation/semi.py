@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from pcm3.errors import ConfigError, DataError
-from pcm3.evaluation.common import (EvalContext, InputProtocol, _check_crop_range, check_compatible, feature_module,
-                                    input_spec, open_split, save_scores, topk_accuracy)
+from pcm3.evaluation.common import (EvalContext, InputProtocol, _check_crop_range, feature_module, input_spec,
+                                    open_split, open_splits, save_scores, topk_accuracy)
 from pcm3.evaluation.features import encode, make_clips
 
 DEFAULT_CONFIG = "eval_semi"
@@ -169,9 +169,7 @@ def finetune(module: torch.nn.Module, train_ds, num_classes: int, p: SemiProtoco
 def run(ctx: EvalContext) -> dict:
     """Fine-tune on each fraction for each seed; top-1/top-5 (percent) mean and std."""
     p: SemiProtocol = ctx.protocol
-    train = open_split(ctx.data, ctx.benchmark, "train")
-    test = open_split(ctx.data, ctx.benchmark, "test")
-    check_compatible(ctx.encoder, train.prepared, ctx.encoder_info.get("path", "--encoder"))
+    train, test = open_splits(ctx)
     spec = input_spec(ctx)
     module = feature_module(ctx)
     num_classes = max(train.num_classes, int(train.labels.max()) + 1)
