@@ -45,7 +45,6 @@ from torch import Tensor, nn
 
 from pcm3.errors import ConfigError, DataError
 from pcm3.evaluation.common import EvalContext, SupervisedConfig, check_compatible
-from pcm3.models.encoder import flatten_frames, unflatten_frames
 from pcm3.skeleton import to_stream
 
 DEFAULT_CONFIG = "eval_motion"
@@ -129,6 +128,18 @@ class ResidualGRUDecoder(nn.Module):
         return torch.stack(out, dim=1)  # N x steps x F
 
 
+def _poses(x: Tensor) -> Tensor:
+    """``(N, C, T, V, M)`` -> ``(N, T, C * V * M)``."""
+    n, c, t, v, m = x.shape
+    return x.permute(0, 2, 1, 3, 4).reshape(n, t, c * v * m)
+
+
+def _unposes(y: Tensor, c: int, v: int, m: int) -> Tensor:
+    """``(N, T, C * V * M)`` -> ``(N, C, T, V, M)``."""
+    n, t, _ = y.shape
+    return y.reshape(n, t, c, v, m).permute(0, 2, 1, 3, 4)
+
+
 def joint_mask(obs_last: Tensor, target: Tensor) -> Tensor:
     """``(N, T, V, M)`` float: joints present (non-zero) both in the last observed frame and in the
     target frame. Sensors lose joints (stored as zeros); a lost joint has no position to predict
@@ -185,9 +196,9 @@ def _forward(encoder, decoder, win: Tensor, observed: int, predicted: int, strea
     obs = win[:, :, :observed]
     with torch.set_grad_enabled(grad_encoder and torch.is_grad_enabled()):
         feat = encoder(to_stream(obs, stream, layout))
-    last = flatten_frames(obs[:, :, -1:])[:, 0]
+    last = _poses(obs[:, :, -1:])[:, 0]
     c, _, v, m = obs.shape[1:]
-    return unflatten_frames(decoder(feat, last, predicted), c, v, m)
+    return _unposes(decoder(feat, last, predicted), c, v, m)
 
 
 @torch.no_grad()
