@@ -20,7 +20,6 @@ Linear maps act on the coordinate axis: ``out[n, :, t, v, m] = A[n] @ x[n, :, t,
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
@@ -500,6 +499,10 @@ def bone_scale(x: torch.Tensor, layout, amplitude: float, generator: Optional[to
     (sample, bone), the same in every frame and for both persons. Absent persons and frames
     (all zeros) stay zero.
 
+    The joints are rebuilt one at a time in topological order: a batched form (one matrix
+    product over the bone paths) computes the same up to float rounding, which changes every
+    measured training run, so the measured order of operations is kept.
+
     Shape:
         x: ``(N, C, T, V, M)``; output: the same.
     """
@@ -508,28 +511,33 @@ def bone_scale(x: torch.Tensor, layout, amplitude: float, generator: Optional[to
     if amplitude <= 0:
         return x
     scale = 1 + amplitude * (2 * _rand((n, v), generator, x.device) - 1)  # N x V, the bone into joint v
-    root, path = _bone_paths(tuple(layout.parents))
-    root, path = root.to(x.device), path.to(device=x.device, dtype=x.dtype)
-    bones = (x - x[:, :, :, list(layout.parents)]) * scale.view(n, 1, 1, v, 1)  # root bones are 0
-    out = x[:, :, :, root] + torch.einsum("jk,nctkm->nctjm", path, bones)  # root + scaled bones down to j
+    parents = list(layout.parents)
+    out = x.clone()
     present = (x != 0).any(dim=(1, 3), keepdim=True).to(x.dtype)  # N x 1 x T x 1 x M
+    for j in _topological_order(parents):
+        p = parents[j]
+        if p == j:
+            continue
+        bone = x[:, :, :, j] - x[:, :, :, p]  # N x C x T x M
+        out[:, :, :, j] = out[:, :, :, p] + scale[:, j].view(n, 1, 1, 1) * bone
     return out * present
 
 
-@lru_cache(maxsize=16)
-def _bone_paths(parents: Tuple[int, ...]):
-    """``(root (V,) long, path (V, V) float)``: each joint's root, and ``path[j, k] = 1`` when the
-    bone into joint ``k`` lies on the way from the root to joint ``j``."""
-    v = len(parents)
-    root = torch.empty(v, dtype=torch.long)
-    path = torch.zeros(v, v)
-    for j in range(v):
-        k = j
-        while parents[k] != k:
-            path[j, k] = 1.0
-            k = parents[k]
-        root[j] = k
-    return root, path
+def _topological_order(parents) -> list:
+    """Joints ordered so that every parent comes before its children (roots first)."""
+    order, seen = [], set()
+
+    def visit(j):
+        if j in seen:
+            return
+        if parents[j] != j:
+            visit(parents[j])
+        seen.add(j)
+        order.append(j)
+
+    for j in range(len(parents)):
+        visit(j)
+    return order
 
 
 def make_views(x: torch.Tensor, lengths, cfg: Optional[ViewConfig] = None,
