@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pcm3.losses import info_nce, masked_mse, mix_key, relational_kl
+from pcm3.losses import info_nce, masked_mse, mix_key, nearest_neighbours, relational_kl
 
 SHAPES = [(1, 3, 1), (4, 8, 5), (7, 16, 33)]  # (N, d, K)
 TEMPS = [0.07, 0.2, 1.0]
@@ -170,3 +170,44 @@ def test_variance_covariance_against_a_hand_computation():
     assert v == pytest.approx(0.5 - 0.01, abs=1e-4) and float(c) == 0.0
     with pytest.raises(ValueError):
         variance_covariance(torch.ones(1, 4))
+
+
+def _ref_info_nce_multi(q, k, queue, t, positives, exclude):
+    """-log((exp(q.k/t) + sum_{i in P} exp(q.m_i/t)) / (exp(q.k/t) + sum_{i not excluded} exp(q.m_i/t)))."""
+    total = 0.0
+    for n in range(q.shape[0]):
+        pos = math.exp(float(q[n] @ k[n]) / t)
+        num = pos + sum(math.exp(float(q[n] @ queue[i]) / t) for i in range(queue.shape[0])
+                        if positives[n, i] and not exclude[n, i])
+        den = pos + sum(math.exp(float(q[n] @ queue[i]) / t) for i in range(queue.shape[0]) if not exclude[n, i])
+        total += -math.log(num / den)
+    return total / q.shape[0]
+
+
+@pytest.mark.parametrize("t", [0.07, 0.5])
+def test_info_nce_extra_positives_matches_reference(t):
+    q, k, queue = _unit((5, 8), 1), _unit((5, 8), 2), _unit((12, 8), 3)
+    g = torch.Generator().manual_seed(4)
+    positives = torch.rand(5, 12, generator=g) < 0.3
+    exclude = torch.rand(5, 12, generator=g) < 0.2
+    positives[0, 3], exclude[0, 3] = True, True  # an excluded entry is never a positive
+    got = float(info_nce(q, k, queue, t, exclude=exclude, extra_positives=positives))
+    assert got == pytest.approx(_ref_info_nce_multi(q, k, queue, t, positives, exclude), rel=1e-9)
+    none = torch.zeros(5, 12, dtype=torch.bool)  # no mined positive: the plain InfoNCE
+    assert float(info_nce(q, k, queue, t, extra_positives=none)) == pytest.approx(float(info_nce(q, k, queue, t)), rel=1e-9)
+
+
+def test_nearest_neighbours_picks_the_most_similar_valid_entries():
+    queue = F.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.8, 0.2], [-1.0, 0.0]]), dim=1)
+    k = F.normalize(torch.tensor([[1.0, 0.05], [0.0, 1.0]]), dim=1)
+    got = nearest_neighbours(k, queue, 2)
+    assert got[0].nonzero().flatten().tolist() == [0, 1] and got[1].nonzero().flatten().tolist() == [2, 3]
+    exclude = torch.zeros(2, 5, dtype=torch.bool)
+    exclude[0, 0] = True  # the sample's own older key: never mined
+    valid = torch.tensor([True, False, True, True, True])  # slot 1 never filled
+    got = nearest_neighbours(k, queue, 2, exclude=exclude, valid=valid)
+    assert got[0].nonzero().flatten().tolist() == [2, 3]  # 0 excluded, 1 empty: the next two
+    assert got[1].nonzero().flatten().tolist() == [2, 3]
+    few = nearest_neighbours(k, queue, 4, valid=torch.tensor([True, False, False, False, False]))
+    assert few.sum(dim=1).tolist() == [1, 1]  # fewer eligible entries than asked: only those
+    assert not nearest_neighbours(k, queue, 0).any()

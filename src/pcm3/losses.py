@@ -27,7 +27,7 @@ def _check_exclude(exclude: Optional[Tensor], q: Tensor, queue: Tensor) -> None:
 
 
 def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.07,
-             exclude: Optional[Tensor] = None) -> Tensor:
+             exclude: Optional[Tensor] = None, extra_positives: Optional[Tensor] = None) -> Tensor:
     """InfoNCE against a memory queue (paper Eq. 1-2, MoCo v2), mean over the batch.
 
     ``-log( exp(q.k/t) / (exp(q.k/t) + sum_i exp(q.m_i/t)) )``; the queue gets no gradient.
@@ -40,19 +40,56 @@ def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.07,
         exclude: optional bool ``(N, K)``, True where queue entry ``i`` is not a negative of
             query ``n`` (an older key of the same sample, when the queue is as large as the
             data set); those terms leave the denominator.
+        extra_positives: optional bool ``(N, K)``, True where queue entry ``i`` counts as a
+            further positive of query ``n`` (mined neighbours, :func:`nearest_neighbours`):
+            the numerator becomes ``exp(q.k/t) + sum_{i in P(n)} exp(q.m_i/t)`` (AimCLR's
+            nearest-neighbour mining; not in PCM3). Excluded entries are never positives.
 
     Shape:
-        - q, k: ``(N, d)``; queue: ``(K, d)``; exclude: ``(N, K)``; output: scalar.
+        - q, k: ``(N, d)``; queue: ``(K, d)``; exclude, extra_positives: ``(N, K)``; output: scalar.
     """
     _check_pair(q, k, queue)
     _check_exclude(exclude, q, queue)
+    _check_exclude(extra_positives, q, queue)
     l_pos = (q * k).sum(dim=1, keepdim=True)  # N x 1
     l_neg = q @ queue.detach().t()  # N x K
     if exclude is not None:
         l_neg = l_neg.masked_fill(exclude, float("-inf"))  # exp(-inf) = 0: out of the denominator
     logits = torch.cat([l_pos, l_neg], dim=1) / temperature  # N x (1 + K), positive first
-    labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
-    return F.cross_entropy(logits, labels)
+    if extra_positives is None:
+        labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+        return F.cross_entropy(logits, labels)
+    if exclude is not None:
+        extra_positives = extra_positives & ~exclude
+    is_pos = torch.cat([torch.ones_like(extra_positives[:, :1]), extra_positives], dim=1)  # N x (1 + K)
+    numerator = torch.logsumexp(logits.masked_fill(~is_pos, float("-inf")), dim=1)
+    return (torch.logsumexp(logits, dim=1) - numerator).mean()
+
+
+def nearest_neighbours(k: Tensor, queue: Tensor, count: int, exclude: Optional[Tensor] = None,
+                       valid: Optional[Tensor] = None) -> Tensor:
+    """The ``count`` queue entries most similar to each key, as a bool ``(N, K)`` mask.
+
+    Mined positives for :func:`info_nce` (``extra_positives``; AimCLR's nearest-neighbour
+    mining, Guo et al., AAAI 2022), chosen by the key (the momentum encoder's embedding of the
+    clean view), never among ``exclude`` (the sample's own older keys) or entries not
+    ``valid`` (queue slots not yet filled).
+
+    Shape:
+        - k: ``(N, d)``; queue: ``(K, d)``; exclude: ``(N, K)``; valid: ``(K,)``; output: ``(N, K)``.
+    """
+    _check_pair(k, k, queue)
+    _check_exclude(exclude, k, queue)
+    if count <= 0:
+        return torch.zeros(k.shape[0], queue.shape[0], dtype=torch.bool, device=k.device)
+    sim = k.detach().float() @ queue.detach().float().t()  # N x K
+    blocked = torch.zeros_like(sim, dtype=torch.bool) if exclude is None else exclude.clone()
+    if valid is not None:
+        blocked |= ~valid.view(1, -1)
+    sim = sim.masked_fill(blocked, float("-inf"))
+    top = sim.topk(min(count, queue.shape[0]), dim=1).indices  # N x count
+    chosen = torch.zeros_like(blocked).scatter_(1, top, True)
+    return chosen & ~blocked  # fewer than ``count`` eligible entries: no blocked ones slip in
 
 
 def relational_kl(q: Tensor, k: Tensor, queue: Tensor, tq: float = 0.1, tk: float = 0.05,

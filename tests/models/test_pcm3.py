@@ -155,6 +155,42 @@ def test_own_sample_is_excluded_from_the_negatives():
     torch.testing.assert_close(m(inputs)["con_intra"], info_nce(z, k, m.queue, 0.07))
 
 
+def test_mined_neighbours_are_positives_of_the_plain_key_pairs_only():
+    """``loss.nn_positives``: each key's most similar filled, non-own queue entry joins the
+    numerator of the intra / mask / predict InfoNCE (hand computation), never the mixed pair's."""
+    m = model(LossConfig(nn_positives=1, domain_prompts=False, task_prompts=False))
+    m.eval()
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        m.queue.copy_(torch.nn.functional.normalize(torch.randn(20, 8, generator=g), dim=1))
+    m.queue_index[:] = torch.arange(20)
+    m.queue_index[15:] = -1  # never filled: not eligible
+    index = torch.tensor([7, 8, 9, 10, 11, 12])
+    inputs = make_inputs()
+    inputs["index"] = index
+    out = m(inputs)
+    z, k = out["z_query"], out["z_key"]
+    con = 0.0
+    for n in range(N):
+        eligible = [i for i in range(15) if i != int(index[n])]
+        nn = eligible[int(torch.argmax(m.queue[eligible] @ k[n]))]
+        keep = [i for i in range(20) if i != int(index[n])]
+        pos = torch.logsumexp(torch.stack([(z[n] * k[n]).sum(), z[n] @ m.queue[nn]]) / 0.07, 0)
+        den = torch.logsumexp(torch.cat([(z[n] * k[n]).sum().view(1), m.queue[keep] @ z[n]]) / 0.07, 0)
+        con = con + (den - pos) / N
+    torch.testing.assert_close(out["con_intra"], con)
+    m.loss_config.nn_positives = 0
+    plain = m(inputs)
+    assert float(out["con_intra"].detach()) < float(plain["con_intra"].detach())  # a mined positive lowers the loss
+    torch.testing.assert_close(out["con_inter"], plain["con_inter"])  # the mixed pair: unchanged
+    assert not torch.allclose(out["con_mask"], plain["con_mask"])
+
+
+def test_nn_positives_is_checked():
+    with pytest.raises(ConfigError, match="nn_positives"):
+        LossConfig(nn_positives=-1)
+
+
 def test_mixed_view_excludes_own_and_partner_samples():
     m = model(LossConfig(masked_prediction=False, positives={"mask": False, "predict": False}))
     m.queue_index[:] = torch.arange(20)

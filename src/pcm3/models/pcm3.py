@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pcm3.errors import ConfigError
-from pcm3.losses import info_nce, masked_mse, mix_key, relational_kl, variance_covariance
+from pcm3.losses import info_nce, masked_mse, mix_key, nearest_neighbours, relational_kl, variance_covariance
 from pcm3.models.encoder import Encoder, EncoderConfig, _check_int, chunked_batch_norm, unflatten_frames
 from pcm3.models.heads import Projector, ReconstructionDecoder
 from pcm3.models.prompts import DomainPrompts, TaskPrompts
@@ -126,6 +126,11 @@ class LossConfig:
         w_var, w_cov, var_target: NOT in the paper (0 = off): VICReg's variance and covariance
             terms (:func:`pcm3.losses.variance_covariance`) on the encoder's feature of the
             query view, against dimensional collapse of that feature on small data sets.
+        nn_positives: NOT in the paper (0 = off): each key's ``nn_positives`` most similar
+            queue entries (its own sample's excluded, filled slots only) count as further
+            positives of the pairs whose key is the plain key (intra, mask, predict), AimCLR's
+            nearest-neighbour mining (:func:`pcm3.losses.nearest_neighbours`). On small data
+            sets instance discrimination alone pulls apart clips of one class.
     """
 
     contrast: bool = True
@@ -146,6 +151,7 @@ class LossConfig:
     w_var: float = 0.0
     w_cov: float = 0.0
     var_target: float = 0.5
+    nn_positives: int = 0
 
     def __post_init__(self):
         owner = "loss"
@@ -157,6 +163,9 @@ class LossConfig:
             _check_positive(owner, name, getattr(self, name))
         for name in ("w_mask", "w_kl", "w_con", "w_var", "w_cov"):
             _check_positive(owner, name, getattr(self, name), allow_zero=True)
+        n = self.nn_positives
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ConfigError(f"loss.nn_positives must be an integer >= 0; got {n!r}")
         if self.task_prompt_offset not in TASK_PROMPT_OFFSETS:
             raise ConfigError(f"loss.task_prompt_offset must be one of {', '.join(TASK_PROMPT_OFFSETS)}; "
                               f"got {self.task_prompt_offset!r}")
@@ -347,7 +356,9 @@ class PCM3(nn.Module):
     def enqueue(self, keys: Tensor, index: Optional[Tensor] = None) -> None:
         """First in, first out: write ``keys`` ``(N, proj_dim)`` at the pointer, wrapping around.
 
-        ``index`` ``(N,)`` long: the data set index of each key's sample (-1 when unknown).
+        ``index`` ``(N,)`` long: the data set index of each key's sample. ``queue_index`` holds
+        -1 for a slot never filled (or loaded from a checkpoint without indices) and -2 for a key
+        of unknown sample (``index`` None).
         """
         size = self.queue.shape[0]
         n = keys.shape[0]
@@ -355,7 +366,7 @@ class PCM3(nn.Module):
         idx = (self.queue_ptr + skip + torch.arange(n - skip, device=self.queue.device)) % size
         self.queue.index_copy_(0, idx, keys[skip:].detach().to(self.queue.dtype))
         if index is None:
-            index = torch.full((n,), -1, dtype=torch.long, device=self.queue.device)
+            index = torch.full((n,), -2, dtype=torch.long, device=self.queue.device)
         self.queue_index.index_copy_(0, idx, index[skip:].to(self.queue_index.device, torch.long))
         self.queue_ptr.copy_((self.queue_ptr + n) % size)  # stays a tensor: no host sync
 
@@ -553,13 +564,17 @@ class PCM3(nn.Module):
             first = next(iter(pairs.values()))
             out["z_query"], out["z_key"] = first[0].detach(), k.detach()
         own = self._excluded(index) if pairs else None
+        mined = None
+        if pairs and cfg.nn_positives:  # optional mined positives, chosen by the plain key
+            mined = nearest_neighbours(k, queue, cfg.nn_positives, exclude=own, valid=self.queue_index != -1)
         for name, (z, key) in pairs.items():
             ex = excluded.get(name, own)
+            extra = mined if name != "inter" else None
             # similarities in float32 also under bf16 autocast (train.amp): a cosine of 0.9 has
             # bf16 steps of 0.004, i.e. 0.06 in the logits at temperature 0.07
             with torch.autocast(z.device.type, enabled=False):
                 zf, keyf = z.float(), key.float()
-                out[f"con_{name}"] = info_nce(zf, keyf, queue, cfg.temperature, exclude=ex)
+                out[f"con_{name}"] = info_nce(zf, keyf, queue, cfg.temperature, exclude=ex, extra_positives=extra)
                 if cfg.distill:
                     out[f"kl_{name}"] = relational_kl(zf, keyf, queue, cfg.kl_tq, cfg.kl_tk, exclude=ex)
 
@@ -577,7 +592,7 @@ class PCM3(nn.Module):
         if cfg.contrast and self.training:
             if self.comm is not None:  # every rank enqueues every rank's keys, in rank order
                 if index is None:
-                    index = torch.full((k.shape[0],), -1, dtype=torch.long, device=k.device)
+                    index = torch.full((k.shape[0],), -2, dtype=torch.long, device=k.device)
                 k, index = self.comm.all_gather(k), self.comm.all_gather(index)
             self.enqueue(k, index)  # only the plain key
         return out
