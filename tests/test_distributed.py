@@ -7,11 +7,17 @@
    parameters and queue of 1 process x batch 2B.
 2. ``python -m torch.distributed.run --nproc_per_node=2 -m pcm3 pretrain`` on a small built-in
    data set, then ``--resume`` of the same run in one process.
+3. ``train_one_epoch`` on 2 ranks (the views replaced by the deterministic global batches of 1.):
+   the per-epoch loss terms it returns (what rank 0 logs) are averaged over the ranks and equal
+   those of 1 process x 2B; a NaN loss on rank 1 alone stops both ranks at the same step with
+   the same error, in well under the process group's (short) timeout.
 """
 
 import os
 import subprocess
 import sys
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -164,3 +170,113 @@ def test_torchrun_pretrain_then_resume_in_one_process(synthetic_small, tmp_path)
     # resume with another number of processes (one, in this process)
     assert main(["pretrain", *common, "--set", "train.epochs=2", "--resume"]) == 0
     assert torch.load(run / "checkpoint_last.pt", weights_only=False)["epoch"] == 2
+
+
+# --------------------------------------------------------------------------- train_one_epoch on 2 ranks
+
+def _epoch_setup(monkeypatch_inputs):
+    """A config for ``train_one_epoch`` and the deterministic inputs in place of the views."""
+    import pcm3.pretrain as pretrain
+    from pcm3.config import Config
+
+    cfg = Config()
+    cfg.train.epochs, cfg.train.seed = 1, 0
+
+    def inputs(x, lengths, cfg, layout, generator, index):  # the batch's step and half from its indices
+        step, first = int(index[0]) // (2 * B), int(index[0]) % (2 * B)
+        g = global_inputs(step)
+        return g if len(index) == 2 * B else local_inputs(g, first // B)
+
+    monkeypatch_inputs(pretrain, "make_batch_inputs", inputs)
+    return cfg
+
+
+def _loader(rank=None):
+    """STEPS batches ``(x, lengths, labels, index)``: the global ones, or rank ``rank``'s halves."""
+    out = []
+    for step in range(STEPS):
+        index = torch.arange(2 * B) + step * 2 * B
+        if rank is not None:
+            index = index[rank * B:(rank + 1) * B]
+        out.append((torch.zeros(len(index), 1), torch.ones(len(index)), torch.zeros(len(index)), index))
+    return out
+
+
+class _NanOnRank:
+    """The DDP model, whose loss becomes NaN on rank ``rank`` at call ``at``."""
+
+    def __init__(self, inner, rank, at):
+        self.inner, self.rank, self.at, self.calls = inner, rank, at, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __call__(self, inputs):
+        out = self.inner(inputs)
+        self.calls += 1
+        if dist.get_rank() == self.rank and self.calls == self.at:
+            out = {**out, "loss": out["loss"] * float("nan")}
+        return out
+
+
+def _epoch_worker(rank, port, out):
+    from pcm3.pretrain import TrainingDiverged, train_one_epoch
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=timedelta(seconds=20))
+    result = {}
+    try:
+        cfg = _epoch_setup(lambda mod, name, f: setattr(mod, name, f))
+        model = build()
+        prepare_model(model, "sync", sync_bn=True)
+        ddp = wrap(model, torch.device("cpu"))
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
+        result["metrics"] = train_one_epoch(ddp, _loader(rank), opt, cfg, None, torch.device("cpu"), 0,
+                                            progress=False).metrics
+        model = build()
+        prepare_model(model, "sync", sync_bn=True)
+        ddp = _NanOnRank(wrap(model, torch.device("cpu")), rank=1, at=2)
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
+        start = time.perf_counter()
+        try:
+            train_one_epoch(ddp, _loader(rank), opt, cfg, None, torch.device("cpu"), 0, progress=False)
+            result["nan"] = ("no error", 0.0)
+        except TrainingDiverged as e:
+            result["nan"] = (f"TrainingDiverged: {e}", time.perf_counter() - start)
+        except Exception as e:  # a timeout in a collective: the other rank was left waiting
+            result["nan"] = (f"{type(e).__name__}: {e}", time.perf_counter() - start)
+        torch.save(result, Path(out) / f"epoch{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_train_one_epoch_on_two_ranks(tmp_path, monkeypatch):
+    from pcm3.pretrain import train_one_epoch
+
+    ctx = mp.spawn(_epoch_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=False)
+    deadline = time.monotonic() + 90
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for proc in ctx.processes:
+                proc.kill()
+            pytest.fail("2 ranks did not finish within 90 s (a rank hangs)")
+    r0, r1 = (torch.load(tmp_path / f"epoch{r}.pt") for r in (0, 1))
+    # (a) NaN on rank 1 alone: both ranks stop at step 2 with the same one-line error, at once
+    assert r0["nan"][0] == r1["nan"][0], (r0["nan"], r1["nan"])
+    message = r0["nan"][0]
+    assert message.startswith("TrainingDiverged: epoch 1, step 2: the loss is not finite on rank 1 of 2 (")
+    assert "loss=nan" in message  # rank 1's terms, on both ranks
+    assert "\n" not in message and "last good checkpoint is kept" in message
+    assert max(r0["nan"][1], r1["nan"][1]) < 10  # the process group's timeout is 20 s
+    # (b) the figures rank 0 logs are the global batch's: equal on the ranks, equal to 1 process x 2B
+    assert r0["metrics"] == r1["metrics"]
+    torch.set_num_threads(1)
+    cfg = _epoch_setup(monkeypatch.setattr)
+    model = build()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
+    one = train_one_epoch(model, _loader(), opt, cfg, None, torch.device("cpu"), 0, progress=False).metrics
+    terms = [k for k in one if k not in ("emb_std", "inst_top1")]  # per-batch statistics: per rank's B
+    assert "loss" in terms and "pos_cos" in terms and len(terms) > 3
+    for k in terms:
+        assert r0["metrics"][k] == pytest.approx(one[k], rel=1e-4, abs=1e-6), k

@@ -18,8 +18,23 @@ Semantics under ``G`` processes:
 - The key encoder's BatchNorm: MoCo's shuffle BN (``model.key_bn: shuffle``), synchronised
   statistics (``sync``) or per rank (``local``); the query encoder's and the decoder's:
   synchronised with ``model.sync_bn``.
-- Rank 0 alone writes the run folder (log, metrics, checkpoints) and shows progress; the other
-  ranks' per-epoch figures are not averaged in (the loss terms logged are rank 0's).
+- Rank 0 alone writes the run folder (log, metrics, checkpoints) and shows progress. The
+  per-epoch figures it logs (every loss term and the collapse monitor's ``pos_cos``,
+  ``queue_cos``, ``emb_std``, ``inst_top1``) are the means over all ranks, weighted by their
+  samples (:func:`mean_over_ranks`): the loss terms are those of the global batch;
+  ``emb_std`` and ``inst_top1`` are per-rank-batch statistics averaged over the ranks (chance
+  for ``inst_top1`` is ``1 / (batch_size / G)``). The divergence guard reads these figures,
+  identical on every rank, so every rank decides alike. The progress bar shows rank 0's own.
+- A NaN or infinite loss on any rank stops every rank at the same step, before the backward
+  pass, with the same one-line error (:func:`nonfinite_ranks`: one small all-reduce per step);
+  the last good checkpoint is kept, as in one process.
+- Warnings are printed by rank 0 alone.
+
+The fine-tuning evaluations ``pcm3 eval linear`` and ``pcm3 eval semi`` run under ``torchrun``
+too (:mod:`pcm3.evaluation.linear`, :mod:`pcm3.evaluation.semi`): features are computed on a
+share of the batches per rank and gathered (:func:`all_gather_rows`), the training steps take
+each rank's share of the global batch with DDP, and rank 0 alone writes the output folder;
+errors found by rank 0 alone reach every rank (:func:`raise_from_main`).
 """
 
 from __future__ import annotations
@@ -126,13 +141,111 @@ class RankSampler(torch.utils.data.Sampler):
         return (len(self.sampler) // (self.world_size * self.batch)) * self.batch
 
 
+def ranges(n: int, world_size: int, rank: int) -> Tuple[int, int]:
+    """Rank ``rank``'s contiguous share ``[lo, hi)`` of ``n`` items (sizes differ by at most 1)."""
+    return rank * n // world_size, (rank + 1) * n // world_size
+
+
+def split_batch(batch: Tensor, world_size: int, rank: int) -> Tensor:
+    """Rank ``rank``'s contiguous part of a global batch (of indices or samples) along dim 0."""
+    lo, hi = ranges(batch.shape[0], world_size, rank)
+    return batch[lo:hi]
+
+
 # --------------------------------------------------------------------------- collectives
+
+def _comm_device(t: Tensor) -> torch.device:
+    """Where a collective's tensors must live: CUDA for ``nccl``, else the tensor's device."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return t.device if t.device.type == "cpu" else torch.device("cpu")
 
 def all_gather_cat(t: Tensor) -> Tensor:
     """Concatenate the same-shaped ``t`` of every rank along dim 0, in rank order (no gradient)."""
     out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
     dist.all_gather(out, t.contiguous())
     return torch.cat(out)
+
+
+def all_gather_rows(t: Tensor) -> Tensor:
+    """Concatenate every rank's ``t`` along dim 0 in rank order; the ranks' ``t`` may have
+    different lengths (the other dimensions and the dtype must agree). The result is on
+    ``t``'s device; the collective runs on the backend's device (CUDA for ``nccl``)."""
+    dev = _comm_device(t)
+    x = t.detach().to(dev).contiguous()
+    sizes = all_gather_cat(torch.tensor([x.shape[0]], device=dev)).tolist()
+    longest = max(sizes)
+    if x.shape[0] < longest:
+        x = torch.cat([x, x.new_zeros((longest - x.shape[0], *x.shape[1:]))])
+    parts = all_gather_cat(x).view(len(sizes), longest, *x.shape[1:])
+    return torch.cat([parts[r, :n] for r, n in enumerate(sizes)]).to(t.device)
+
+
+def nonfinite_ranks(loss: Tensor) -> list:
+    """The ranks whose 0-dim ``loss`` is NaN or infinite, the same list on every rank.
+
+    One all-reduce of a ``world_size``-long flag vector; every rank must call it at the same
+    step (before the backward pass, so that no rank is left waiting in DDP's gradient
+    all-reduce when another stops).
+    """
+    flags = torch.zeros(dist.get_world_size(), device=_comm_device(loss))
+    flags[dist.get_rank()] = float(not bool(torch.isfinite(loss.detach()).all()))
+    dist.all_reduce(flags)
+    return [r for r, f in enumerate(flags.tolist()) if f]
+
+
+def rank_values(values) -> list:
+    """Every rank's list of floats ``values`` (the same length on every rank), by rank."""
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    dev = _comm_device(t)
+    return all_gather_cat(t.to(dev)[None]).cpu().tolist()
+
+
+def mean_over_ranks(means, weight: float) -> dict:
+    """Per-rank means ``{name: value}`` -> their mean over ranks weighted by ``weight`` (each
+    rank's number of samples): the figures of all ranks' samples together.
+
+    Every rank passes the same names in the same order; every rank gets the same floats (the
+    sums are broadcast from rank 0 after the all-reduce).
+    """
+    names = list(means)
+    t = torch.tensor([float(means[k]) * weight for k in names] + [float(weight)], dtype=torch.float64)
+    t = t.to(_comm_device(t))
+    dist.all_reduce(t)
+    dist.broadcast(t, 0)
+    total = t[-1].item()
+    return {k: float(v) / total for k, v in zip(names, t[:-1].tolist())}
+
+
+def raise_from_main(error: "BaseException | None") -> None:
+    """Make rank 0's outcome every rank's: rank 0 passes the :class:`~pcm3.errors.Pcm3Error` it
+    caught (or None); every rank raises it (the same one-line message) or returns.
+
+    For checks that only rank 0 makes (its output folder), so that the other ranks do not go on
+    and wait in a collective for a rank that stopped.
+    """
+    from pcm3.errors import Pcm3Error
+
+    box = [None if error is None else str(error)]
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast_object_list(box, src=0)
+    if box[0] is None:
+        return
+    if error is not None:
+        raise error
+    raise Pcm3Error(box[0])
+
+
+def broadcast_module(module: nn.Module, src: int = 0) -> nn.Module:
+    """Copy rank ``src``'s parameters and buffers into ``module`` on every rank, in place."""
+    with torch.no_grad():
+        for t in [*module.parameters(), *module.buffers()]:
+            dev = _comm_device(t)
+            buf = t.data.to(dev)
+            dist.broadcast(buf, src)
+            if buf is not t.data:
+                t.data.copy_(buf)
+    return module
 
 
 def all_reduce_sum(t: Tensor) -> Tensor:
@@ -270,6 +383,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-__all__ = ["DistInfo", "launched", "info", "is_main", "init_from_env", "local_batch", "RankSampler",
-           "all_gather_cat", "all_reduce_sum", "Comm", "SyncBatchNorm1d", "convert_sync_batchnorm",
+__all__ = ["DistInfo", "launched", "info", "is_main", "init_from_env", "local_batch", "RankSampler", "ranges",
+           "split_batch", "all_gather_cat", "all_gather_rows", "nonfinite_ranks", "rank_values", "mean_over_ranks",
+           "raise_from_main", "broadcast_module", "all_reduce_sum", "Comm", "SyncBatchNorm1d", "convert_sync_batchnorm",
            "prepare_model", "DDP", "wrap", "unwrap", "barrier", "shutdown", "free_port"]

@@ -154,6 +154,7 @@ def train_one_epoch(model: PCM3, loader: DataLoader, optimizer: torch.optim.Opti
 
     model.train()
     gen = torch.Generator().manual_seed(epoch_seed(cfg.train.seed, epoch, 2 + 1000 * distributed.info().rank))
+    world = distributed.info().world_size
     sums: Dict[str, torch.Tensor] = {}
     steps = samples = 0
     limit = cfg.train.max_steps_per_epoch or len(loader)
@@ -173,7 +174,9 @@ def train_one_epoch(model: PCM3, loader: DataLoader, optimizer: torch.optim.Opti
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             out = model(inputs)
         loss = out["loss"]
-        if not torch.isfinite(loss):
+        if world > 1:  # every rank learns of a non-finite loss on any rank and stops at this step
+            _stop_if_nonfinite_on_any_rank(loss, out, epoch, steps, world)
+        elif not torch.isfinite(loss):
             terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in out.items() if _is_term(k, v))
             raise TrainingDiverged(f"epoch {epoch + 1}, step {steps + 1}: the loss is not finite ({terms}); "
                                    "the last good checkpoint is kept (lower optim.lr?)")
@@ -198,7 +201,24 @@ def train_one_epoch(model: PCM3, loader: DataLoader, optimizer: torch.optim.Opti
         raise ConfigError(f"no training step: {len(loader.dataset)} samples is fewer than one batch of "
                           f"{cfg.train.batch_size} (lower train.batch_size)")
     seconds = time.perf_counter() - start
-    return EpochResult({k: float(s) / steps for k, s in sums.items()}, samples, seconds)
+    means = {k: float(s) / steps for k, s in sums.items()}
+    if world > 1:  # the logged figures are those of all ranks' samples (the global batch)
+        means = distributed.mean_over_ranks(means, samples)
+    return EpochResult(means, samples, seconds)
+
+
+def _stop_if_nonfinite_on_any_rank(loss: torch.Tensor, out: dict, epoch: int, steps: int, world: int) -> None:
+    """Under ``torchrun``: raise the same :class:`TrainingDiverged` on every rank when the loss
+    of any rank is not finite (one small all-reduce per step, before the backward pass)."""
+    bad = distributed.nonfinite_ranks(loss)
+    if not bad:
+        return
+    names = [k for k, v in out.items() if _is_term(k, v)]
+    values = distributed.rank_values([float(out[k].detach()) for k in names])[bad[0]]
+    terms = ", ".join(f"{k}={v:.4g}" for k, v in zip(names, values))
+    where = f"rank {bad[0]}" if len(bad) == 1 else f"ranks {', '.join(map(str, bad))}"
+    raise TrainingDiverged(f"epoch {epoch + 1}, step {steps + 1}: the loss is not finite on {where} of {world} "
+                           f"({terms}); the last good checkpoint is kept (lower optim.lr?)")
 
 
 def _queue_warning(cfg: Config, samples: int) -> Optional[str]:
@@ -377,7 +397,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
     model = build_model(cfg).to(device)
     num_params = sum(p.numel() for p in model.parameters())
     warning = size_warning(num_params, device)
-    if warning:
+    if warning and dist_info.is_main:
         print(warning, file=sys.stderr, flush=True)
     ensure_checkpoint_space(run, 3 * 4 * num_params)  # weights, optimizer momentum, key encoder (float32)
     if dist_info.is_main:
@@ -445,7 +465,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
                   f"({last['samples_per_s']:.0f} samples/s, {result.seconds:.1f}s)"
                   + (f" [vs epoch 1: {rel}]" if rel else ""), progress)
         for warning in (diverged, monitor.check(epoch + 1, result.metrics)):
-            if warning:  # warnings are printed even with --quiet
+            if warning and dist_info.is_main:  # warnings are printed even with --quiet (by rank 0)
                 _log(run, warning if warning.startswith("warning") else f"warning: {warning}", False)
                 print(warning if warning.startswith("warning") else f"warning: {warning}", file=sys.stderr, flush=True)
     if writer is not None:
