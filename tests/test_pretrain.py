@@ -127,3 +127,47 @@ def test_queue_larger_than_the_data_set_is_warned():
     assert _queue_warning(load_config("msr3d_xsub_joint", ["loss.contrast=false", "loss.positives.mask=false",
                                                            "loss.positives.predict=false", "loss.distill=false",
                                                            "model.queue_size=1024"]), 284) is None
+
+
+def _first_step(data, run, monkeypatch, *extra):
+    """Loss terms of one training step (epoch 1, one step) and whether the forward ran under CPU autocast."""
+    from pcm3.models import PCM3
+
+    seen, real_forward = [], PCM3.forward
+
+    def forward(self, inputs):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return real_forward(self, inputs)
+
+    monkeypatch.setattr(PCM3, "forward", forward)
+    last = fit(tiny_config(data, "train.epochs=1", "train.max_steps_per_epoch=1", "train.device=cpu", *extra), run)
+    monkeypatch.setattr(PCM3, "forward", real_forward)
+    return last, seen
+
+
+def test_bf16_amp_on_cpu_runs_under_autocast_close_to_fp32(synthetic_small, tmp_path, monkeypatch):
+    from pcm3.pretrain import cpu_bf16_supported
+
+    if not cpu_bf16_supported():
+        pytest.skip("this CPU has no bfloat16 support in torch (torch.ops.mkldnn._is_mkldnn_bf16_supported)")
+    fp32, seen32 = _first_step(synthetic_small, tmp_path / "fp32", monkeypatch)
+    bf16, seen16 = _first_step(synthetic_small, tmp_path / "bf16", monkeypatch, "train.amp=bf16")
+    assert seen32 == [False] and seen16 == [True]
+    assert "bfloat16 autocast" in (tmp_path / "bf16" / "log.txt").read_text()
+    assert "bfloat16" not in (tmp_path / "fp32" / "log.txt").read_text()
+    terms = [k for k in fp32 if k == "loss" or k.startswith(("con_", "kl_", "mask_mse"))]
+    assert "con_intra" in terms and "mask_mse" in terms
+    for k in terms:  # the same first step (same weights and batch): bf16 rounding only
+        assert torch.isfinite(torch.tensor(bf16[k])), k
+        assert bf16[k] == pytest.approx(fp32[k], rel=0.03), k
+    assert bf16["loss"] != fp32["loss"]  # it did compute in bfloat16
+
+
+def test_bf16_amp_without_cpu_support_warns_and_trains_fp32(synthetic_small, tmp_path, monkeypatch, capsys):
+    import pcm3.pretrain
+
+    monkeypatch.setattr(pcm3.pretrain, "cpu_bf16_supported", lambda: False)
+    last, seen = _first_step(synthetic_small, tmp_path / "run", monkeypatch, "train.amp=bf16")
+    assert seen == [False] and torch.isfinite(torch.tensor(last["loss"]))
+    err = [line for line in capsys.readouterr().err.splitlines() if "train.amp" in line]
+    assert len(err) == 1 and err[0].startswith("warning: train.amp:") and "float32" in err[0]

@@ -91,8 +91,10 @@ class TrainConfig:
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``...
         save_every: also keep ``checkpoint_epochNNN.pt`` every N epochs (0: never);
             ``checkpoint_last.pt`` is rewritten after every epoch.
-        amp: bfloat16 autocast on CUDA (the release trains in float32): ``true`` or ``bf16``;
-            ``false``, ``fp32`` or ``off`` for float32. Stored as true/false.
+        amp: bfloat16 autocast (the release trains in float32): ``true`` or ``bf16``;
+            ``false``, ``fp32`` or ``off`` for float32 (default). Stored as true/false. On CUDA,
+            and on a CPU with bfloat16 support in torch (otherwise a warning and float32; see
+            :func:`pcm3.pretrain.amp_mode`). The similarities stay float32.
         max_steps_per_epoch: cap steps per epoch (0: no cap), for quick runs.
         divergence_factor: a loss term (other than the distillation terms) whose epoch mean
             exceeds this multiple of its first-epoch mean counts as diverged (0: off).

@@ -24,7 +24,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -63,6 +63,30 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device is {name!r} but no CUDA device is available")
     return dev
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether torch has oneDNN bfloat16 kernels for this CPU (x86 with AVX-512, native with
+    AVX512-BF16 / AMX; Arm with BF16), which bfloat16 matrix products on the CPU use."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without the check: float32
+        return False
+
+
+def amp_mode(requested: bool, device: torch.device) -> Tuple[bool, Optional[str]]:
+    """Whether ``train.amp`` (bfloat16 autocast) runs on ``device``, and a one-line warning when
+    it was asked for but cannot (the run then trains in float32).
+
+    CUDA: as asked. CPU: where :func:`cpu_bf16_supported`. Other devices: float32.
+    """
+    if not requested or device.type == "cuda":
+        return bool(requested), None
+    if device.type == "cpu" and cpu_bf16_supported():
+        return True, None
+    where = "this CPU has no bfloat16 support in torch (oneDNN)" if device.type == "cpu" else \
+        f"bfloat16 autocast is not used on {device.type}"
+    return False, f"warning: train.amp: {where}; training in float32"
 
 
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
@@ -161,7 +185,7 @@ def train_one_epoch(model: PCM3, loader: DataLoader, optimizer: torch.optim.Opti
     steps_per_epoch = min(limit, len(loader))
     total_steps = steps_per_epoch * cfg.train.epochs
     start = time.perf_counter()
-    use_amp = cfg.train.amp and device.type == "cuda"
+    use_amp, _ = amp_mode(cfg.train.amp, device)
     bar = progress_bar(total=min(limit, len(loader)), desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                        unit="step", disable=not progress)
     for x, lengths, _, index in loader:
@@ -399,6 +423,9 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
     warning = size_warning(num_params, device)
     if warning and dist_info.is_main:
         print(warning, file=sys.stderr, flush=True)
+    use_amp, amp_warning = amp_mode(cfg.train.amp, device)
+    if amp_warning and dist_info.is_main:
+        print(amp_warning, file=sys.stderr, flush=True)
     ensure_checkpoint_space(run, 3 * 4 * num_params)  # weights, optimizer momentum, key encoder (float32)
     if dist_info.is_main:
         create_run_dir(run)
@@ -427,7 +454,8 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
     writer = _tensorboard(run) if dist_info.is_main else None
     _log(run, f"{'resume at' if resume else 'start:'} epoch {start_epoch + 1}/{cfg.train.epochs}, "
               f"{len(dataset)} samples ({cfg.data.benchmark}/{cfg.data.part}, {cfg.data.stream} stream), "
-              f"device {device}, {sum(p.numel() for p in model.parameters()):,} parameters", progress)
+              f"device {device}{', bfloat16 autocast' if use_amp else ''}, "
+              f"{sum(p.numel() for p in model.parameters()):,} parameters", progress)
 
     last: dict = history[-1] if history else {}
     guard = DivergenceGuard(cfg.train.divergence_factor, _loss_terms(history[0]) if history else None)
