@@ -11,11 +11,18 @@ step, enqueue) on pre-made random views, for
 
 in the same process, alternating (``--rounds`` rounds of ``--steps`` timed steps each, after
 one warm-up step per variant), median seconds per step. On CUDA also peak memory and, with
-``--amp``, bfloat16 autocast; ``--ntu-epochs`` turns the project's throughput into an
+``--amp``, bfloat16 autocast (``train.amp``); the project's throughput also gives an
 estimate of a full NTU 60 xsub pretraining (40,091 training samples).
 
 Usage (CPU, the issue's size: 3 x 256, batch 32, 64 frames, queue 4096, one thread):
     python benchmarks/bench_step.py
+The same with four variants alternating in one process: project and frame loop, each in fp32
+and under bfloat16 autocast (CPU: where torch has oneDNN bf16 kernels), with the ratios:
+    python benchmarks/bench_step.py --amp-variants --rounds 4 --steps 1
+
+``amp``: loss curves of ``--steps`` SGD steps in fp32 and under bfloat16 autocast, same weights
+and batches, on ``--device`` (the check before recommending ``train.amp``), e.g. on the CPU:
+    python benchmarks/bench_step.py amp --hidden 128 --layers 2 --batch 32 --queue 1024 --steps 40
 On a CUDA machine, as one prepared script (bf16-vs-fp32 loss curves over 60 steps, then the
 CPU size on the GPU and the paper size in fp32 and bf16):
     python benchmarks/bench_step.py --cuda-paper --json /tmp/step_cuda.json
@@ -25,6 +32,10 @@ the built-in data set (validation benchmark ``xsub-val``, carved from the traini
 the test split is not used), then the linear and 1-NN probe of ``pcm3.evaluation.probe`` on
 its held-out training subjects, and the epoch throughput:
     python benchmarks/bench_step.py bn --epochs 6
+
+``amp-learn``: the same pretraining and probe with ``train.amp`` fp32 vs bf16 (loss curves per
+epoch and the validation probe):
+    python benchmarks/bench_step.py amp-learn --epochs 4
 """
 
 from __future__ import annotations
@@ -43,6 +54,7 @@ import torch
 
 from pcm3.models import PCM3, EncoderConfig, LossConfig, ModelConfig
 from pcm3.models.release import release_style
+from pcm3.pretrain import cpu_bf16_supported
 
 NTU60_XSUB_TRAIN = 40091
 
@@ -78,19 +90,25 @@ def step(model: PCM3, opt, inputs: dict, amp: bool, generator_seed: int) -> floa
     return float(out["loss"].detach())
 
 
+AMP_VARIANTS = ("project", "project-bf16", "frame-loop", "frame-loop-bf16")
+
+
 def bench_speed(hidden: int, layers: int, batch: int, frames: int, queue: int, device: str, amp: bool,
                 rounds: int, steps: int, prompts: bool, variants=("project", "frame-loop")) -> dict:
+    """Seconds per step of each variant; a name ending in ``-bf16`` runs under bfloat16
+    autocast whatever ``amp`` says (``--amp-variants``); ``frame-loop*`` is the release's way."""
     device = torch.device(device)
     inputs = make_inputs(batch, frames, device=device)
     models, opts = {}, {}
+    use_amp = {name: amp or name.endswith("-bf16") for name in variants}
     base = build(hidden, layers, queue, prompts, device)
     for name in variants:
         m = copy.deepcopy(base)
-        if name == "frame-loop":
+        if name.startswith("frame-loop"):
             release_style(m)
         models[name] = m.train()
         opts[name] = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
-    first = {name: step(models[name], opts[name], inputs, amp, 0) for name in variants}  # warm-up, same step
+    first = {name: step(models[name], opts[name], inputs, use_amp[name], 0) for name in variants}  # warm-up
     times = {name: [] for name in variants}
     peak = {}
     for r in range(rounds):
@@ -100,7 +118,7 @@ def bench_speed(hidden: int, layers: int, batch: int, frames: int, queue: int, d
             for s in range(steps):
                 _sync(device)
                 t0 = time.perf_counter()
-                step(models[name], opts[name], inputs, amp, 1 + r * steps + s)
+                step(models[name], opts[name], inputs, use_amp[name], 1 + r * steps + s)
                 _sync(device)
                 times[name].append(time.perf_counter() - t0)
             if device.type == "cuda":
@@ -110,13 +128,47 @@ def bench_speed(hidden: int, layers: int, batch: int, frames: int, queue: int, d
               "first_step_loss": first, "variants": {}}
     for name in variants:
         sec = statistics.median(times[name])
-        result["variants"][name] = {"median_s": sec, "samples_per_s": batch / sec, "all_s": times[name],
+        result["variants"][name] = {"median_s": sec, "min_s": min(times[name]), "samples_per_s": batch / sec,
+                                    "all_s": times[name], "amp_bf16": use_amp[name],
                                     "peak_mem_gib": peak.get(name, 0) / 2**30 if peak else None}
     if len(variants) == 2:
         result["speedup"] = result["variants"]["frame-loop"]["median_s"] / result["variants"]["project"]["median_s"]
+    if set(variants) == set(AMP_VARIANTS):
+        result["ratios"] = {f"{slow} / {fast}": ratios(times[slow], times[fast], steps)
+                            for slow, fast in (("frame-loop", "project"), ("frame-loop", "project-bf16"),
+                                               ("frame-loop-bf16", "project-bf16"), ("project", "project-bf16"),
+                                               ("frame-loop", "frame-loop-bf16"))}
     sps = result["variants"]["project"]["samples_per_s"]
     result["ntu60_451_epochs_hours"] = 451 * NTU60_XSUB_TRAIN / sps / 3600
     return result
+
+
+def ratios(slow: list, fast: list, steps: int) -> dict:
+    """How many times faster ``fast`` is than ``slow``: ratio of the medians, of the minima, and
+    the median of the per-round ratios (each round times both back to back, so a change of the
+    machine's load between rounds cancels out)."""
+    per_round = [statistics.median(slow[i:i + steps]) / statistics.median(fast[i:i + steps])
+                 for i in range(0, len(slow), steps)]
+    return {"median": statistics.median(slow) / statistics.median(fast), "min": min(slow) / min(fast),
+            "per_round": per_round, "median_per_round": statistics.median(per_round)}
+
+
+def amp_table(r: dict) -> str:
+    """Markdown tables of an ``--amp-variants`` run: per variant, then the ratios."""
+    rows = [f"size {r['layers']} x {r['hidden']}, batch {r['batch']}, T {r['frames']}, queue {r['queue']}, "
+            f"{r['rounds']} rounds x {r['steps']} steps, device {r['device']}", "",
+            "| variant | steps (s) | median s/step | min s/step |", "|---|---|---|---|"]
+    for name, v in r["variants"].items():
+        rows.append(f"| {name} | {', '.join(f'{x:.2f}' for x in v['all_s'])} | {v['median_s']:.2f} | {v['min_s']:.2f} |")
+    rows += ["", "| comparison (times faster) | of the medians | of the minima | per round (median; all) |",
+             "|---|---|---|---|"]
+    for name, q in r["ratios"].items():
+        rows.append(f"| {name} | {q['median']:.2f}x | {q['min']:.2f}x | {q['median_per_round']:.2f}x; "
+                    f"{', '.join(f'{x:.2f}' for x in q['per_round'])} |")
+    rows.append("")
+    rows.append("first-step losses (same weights and batch): " +
+                ", ".join(f"{k} {v:.6f}" for k, v in r["first_step_loss"].items()))
+    return "\n".join(rows)
 
 
 def machine() -> str:
@@ -169,22 +221,30 @@ def bench_amp(hidden: int, layers: int, batch: int, frames: int, queue: int, dev
 
 def bench_bn(epochs: int, threads: int, seed: int) -> list:
     """Pretrain on the built-in data (xsub-val) with each bn_stats; probe on held-out subjects."""
+    return pretrain_and_probe({bn: [f"model.encoder.bn_stats={bn}"] for bn in ("per_view", "joint")}, "bn_stats",
+                              epochs, threads, seed)
+
+
+def pretrain_and_probe(settings: dict, key: str, epochs: int, threads: int, seed: int) -> list:
+    """The ``demo`` config pretrained on the built-in data (``xsub-val``) once per entry of
+    ``settings`` (label -> overrides), then the linear and 1-NN probe on the held-out training
+    subjects; rows with the final loss, the loss per epoch, throughput and the probe."""
     from pcm3.config import load_config
     from pcm3.data.dataset import SkeletonDataset
     from pcm3.data.synthetic import prepare_synthetic
     from pcm3.evaluation.features import extract_features
     from pcm3.evaluation.probe import probe
     from pcm3.export import export_encoder, load_encoder
-    from pcm3.pretrain import fit
+    from pcm3.pretrain import fit, load_checkpoint
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="pcm3-bench-bn-") as tmp:
         data = Path(tmp) / "data"
         prepare_synthetic(data, seed=0, progress=False)
-        for bn in ("per_view", "joint"):
+        for bn, overrides in settings.items():
             cfg = load_config("demo", [f"data.path={data}", "data.benchmark=xsub-val", f"train.epochs={epochs}",
                                        f"optim.milestones=[{10 * epochs}]", f"train.threads={threads}",
-                                       f"train.seed={seed}", f"model.encoder.bn_stats={bn}", "train.save_every=0"])
+                                       f"train.seed={seed}", "train.save_every=0", *overrides])
             run = Path(tmp) / f"run-{bn}"
             t0 = time.perf_counter()
             last = fit(cfg, run, progress=False)
@@ -194,7 +254,11 @@ def bench_bn(epochs: int, threads: int, seed: int) -> list:
             tr = extract_features(enc, SkeletonDataset(data, "xsub-val", "train"))
             va = extract_features(enc, SkeletonDataset(data, "xsub-val", "test"))
             res = probe(tr[0], tr[1], va[0], va[1], seed=seed)
-            rows.append({"bn_stats": bn, "epochs": epochs, "seed": seed, "final_loss": last["loss"],
+            history = load_checkpoint(run / "checkpoint_last.pt")["history"]
+            rows.append({key: bn, "epochs": epochs, "seed": seed, "final_loss": last["loss"],
+                         "loss_per_epoch": [h["loss"] for h in history],
+                         "terms_per_epoch": [{k: v for k, v in h.items() if k.startswith(("con_", "kl_", "mask"))}
+                                             for h in history],
                          "samples_per_s": last["samples_per_s"], "pretrain_seconds": seconds,
                          "val_linear": res["linear"], "val_knn1": res["knn1"]})
             print(json.dumps(rows[-1]), flush=True)
@@ -203,14 +267,16 @@ def bench_bn(epochs: int, threads: int, seed: int) -> list:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", nargs="?", default="speed", choices=("speed", "bn"))
+    ap.add_argument("mode", nargs="?", default="speed", choices=("speed", "amp", "bn", "amp-learn"))
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--queue", type=int, default=4096)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA)")
+    ap.add_argument("--amp", action="store_true", help="bfloat16 autocast (train.amp) for both variants")
+    ap.add_argument("--amp-variants", action="store_true",
+                    help="four variants alternating: project and frame loop, each fp32 and bf16, with ratios")
     ap.add_argument("--prompts", action="store_true", help="with domain and task prompts (default: none)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=2)
@@ -218,14 +284,33 @@ def main(argv=None) -> int:
     ap.add_argument("--cuda-paper", action="store_true",
                     help="CUDA: paper size (3 x 1024, batch 128, T 64, queue 16384), fp32 and bf16, "
                          "plus the CPU size on the GPU")
-    ap.add_argument("--epochs", type=int, default=6, help="bn mode: pretraining epochs")
+    ap.add_argument("--epochs", type=int, default=6, help="bn, amp-learn: pretraining epochs")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the results as JSON")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"machine: {machine()}; threads {torch.get_num_threads()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    wants_bf16 = args.amp or args.amp_variants or args.mode in ("amp", "amp-learn")
+    if wants_bf16 and args.mode != "bn" and torch.device(args.device).type == "cpu" and not cpu_bf16_supported():
+        print("error: bfloat16 on this CPU: torch has no oneDNN bf16 kernels for it "
+              "(torch.ops.mkldnn._is_mkldnn_bf16_supported() is false)", file=sys.stderr)
+        return 2
     if args.mode == "bn":
         results = bench_bn(args.epochs, args.threads, args.seed)
+    elif args.mode == "amp-learn":
+        results = pretrain_and_probe({"fp32": ["train.amp=fp32"], "bf16": ["train.amp=bf16"]}, "amp",
+                                     args.epochs, args.threads, args.seed)
+        a, b = results[0]["loss_per_epoch"], results[1]["loss_per_epoch"]
+        rel = [abs(x - y) / abs(x) for x, y in zip(a, b)]
+        print(f"amp-learn: max relative difference of the per-epoch loss bf16 vs fp32 {max(rel):.4f} "
+              f"(per epoch: {', '.join(f'{x:.4f}' for x in rel)})")
+    elif args.mode == "amp":
+        results = [bench_amp(args.hidden, args.layers, args.batch, args.frames, args.queue, args.device, args.steps)]
+        r = results[0]
+        print(f"amp check ({args.steps} steps): max relative loss difference bf16 vs fp32 {r['max_rel_diff']:.4f}, "
+              f"mean of the last 10 {r['mean_rel_diff_last_10']:.4f}")
+        print("fp32: " + ", ".join(f"{x:.3f}" for x in r["curves"]["fp32"]))
+        print("bf16: " + ", ".join(f"{x:.3f}" for x in r["curves"]["bf16"]))
     else:
         if args.cuda_paper:
             if not torch.cuda.is_available():
@@ -251,10 +336,13 @@ def main(argv=None) -> int:
                 except Exception as e:  # report and go on with the next size
                     results.append({"device": "cuda", "label": str(plan), "error": f"{type(e).__name__}: {e}"})
                 print(table(results[-1:]), flush=True)
+        elif args.amp_variants:
+            results = [bench_speed(args.hidden, args.layers, args.batch, args.frames, args.queue, args.device,
+                                   False, args.rounds, args.steps, args.prompts, variants=AMP_VARIANTS)]
         else:
             results = [bench_speed(args.hidden, args.layers, args.batch, args.frames, args.queue, args.device,
                                    args.amp, args.rounds, args.steps, args.prompts)]
-        print(table(results))
+        print(amp_table(results[0]) if args.amp_variants else table(results))
         if args.cuda_paper:
             results.append(amp)
     if args.json:
