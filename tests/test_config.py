@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from pcm3.cli import main
 from pcm3.config import CONFIG_DIR, Config, load_config, parse_override, save_config, to_dict
@@ -103,7 +104,7 @@ def test_scientific_notation_in_files_and_overrides(tmp_path):
     ("train.epochs=0", "train.epochs"), ("train.epochs=-2", "train.epochs"),
     ("train.batch_size=0", "train.batch_size"), ("train.batch_size=-8", "train.batch_size"),
     ("optim.lr=-0.1", "optim.lr"), ("data.stream=velocity", "data.stream"),
-    ("optim.schedule=linear", "optim.schedule"), ("train.threads=-1", "train.threads"),
+    ("optim.schedule=linear", "optim.schedule"), ("optim.name=adam", "optim.name"), ("train.threads=-1", "train.threads"),
     ("optim.lr=nan", "optim.lr"), ("optim.lr=fast", "optim.lr"), ("train.epochs=2.5", "train.epochs"),
 ])
 def test_bad_values_name_the_override(item, key):
@@ -161,3 +162,13 @@ def test_amp_spellings():
     assert load_config("demo", ["train.amp=true"]).train.amp is True
     with pytest.raises(ConfigError, match="train.amp"):
         load_config("demo", ["train.amp=fp16"])
+
+
+def test_optimizer_choice():
+    from pcm3.pretrain import build_optimizer
+
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    sgd = build_optimizer(params, load_config(None, []).optim)
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.9  # the paper
+    adamw = build_optimizer(params, load_config(None, ["optim.name=adamw", "optim.lr=1e-3"]).optim)
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["lr"] == 1e-3

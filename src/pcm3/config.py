@@ -56,8 +56,13 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """SGD with the paper's schedule: lr 0.02, x0.1 at epoch 350 (of 450); cosine optional."""
+    """SGD with the paper's schedule: lr 0.02, x0.1 at epoch 350 (of 450); cosine optional.
 
+    ``name``: ``sgd`` (the paper; ``momentum`` is SGD's) or ``adamw`` (not in the paper;
+    ``weight_decay`` decoupled, betas (0.9, 0.999), ``momentum`` unused).
+    """
+
+    name: str = "sgd"
     lr: float = 0.02
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -67,6 +72,8 @@ class OptimConfig:
     warmup_epochs: int = 0
 
     def __post_init__(self):
+        if self.name not in OPTIMIZERS:
+            raise ConfigError(f"optim.name: unknown optimizer {self.name!r}; choose one of {', '.join(OPTIMIZERS)}")
         _at_least("optim.lr", self.lr, 0)
         _at_least("optim.weight_decay", self.weight_decay, 0)
         if not 0 <= self.momentum < 1:
@@ -123,6 +130,7 @@ class TrainConfig:
 
 
 SCHEDULES = ("step", "cosine")
+OPTIMIZERS = ("sgd", "adamw")
 
 
 def _at_least(key: str, value, low) -> None:

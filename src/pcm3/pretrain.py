@@ -167,6 +167,13 @@ class EpochResult:
     seconds: float
 
 
+def build_optimizer(params, o) -> torch.optim.Optimizer:
+    """SGD (the paper) or AdamW, from ``optim`` (:class:`pcm3.config.OptimConfig`)."""
+    if o.name == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+
+
 def train_one_epoch(model: PCM3, loader: DataLoader, optimizer: torch.optim.Optimizer, cfg: Config,
                     layout, device: torch.device, epoch: int, progress: bool = True) -> EpochResult:
     """One pass over ``loader``; returns the mean of every loss term, of the embedding
@@ -432,8 +439,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
         save_config(cfg, run / "config.yaml")
     distributed.barrier()
 
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr,
-                                momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
+    optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg.optim)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
