@@ -201,6 +201,16 @@ def rank_values(values) -> list:
     return all_gather_cat(t.to(dev)[None]).cpu().tolist()
 
 
+def sum_over_ranks(values) -> list:
+    """The sums over ranks of a list of floats (the same length on every rank), as floats,
+    identical on every rank (float64 all-reduce, then rank 0's result broadcast)."""
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    t = t.to(_comm_device(t))
+    dist.all_reduce(t)
+    dist.broadcast(t, 0)
+    return t.cpu().tolist()
+
+
 def mean_over_ranks(means, weight: float) -> dict:
     """Per-rank means ``{name: value}`` -> their mean over ranks weighted by ``weight`` (each
     rank's number of samples): the figures of all ranks' samples together.
@@ -209,12 +219,8 @@ def mean_over_ranks(means, weight: float) -> dict:
     sums are broadcast from rank 0 after the all-reduce).
     """
     names = list(means)
-    t = torch.tensor([float(means[k]) * weight for k in names] + [float(weight)], dtype=torch.float64)
-    t = t.to(_comm_device(t))
-    dist.all_reduce(t)
-    dist.broadcast(t, 0)
-    total = t[-1].item()
-    return {k: float(v) / total for k, v in zip(names, t[:-1].tolist())}
+    sums = sum_over_ranks([float(means[k]) * weight for k in names] + [float(weight)])
+    return {k: v / sums[-1] for k, v in zip(names, sums[:-1])}
 
 
 def raise_from_main(error: "BaseException | None") -> None:
@@ -384,6 +390,6 @@ def free_port() -> int:
 
 
 __all__ = ["DistInfo", "launched", "info", "is_main", "init_from_env", "local_batch", "RankSampler", "ranges",
-           "split_batch", "all_gather_cat", "all_gather_rows", "nonfinite_ranks", "rank_values", "mean_over_ranks",
+           "split_batch", "all_gather_cat", "all_gather_rows", "nonfinite_ranks", "rank_values", "sum_over_ranks", "mean_over_ranks",
            "raise_from_main", "broadcast_module", "all_reduce_sum", "Comm", "SyncBatchNorm1d", "convert_sync_batchnorm",
            "prepare_model", "DDP", "wrap", "unwrap", "barrier", "shutdown", "free_port"]

@@ -2,6 +2,9 @@
 
 Tasks are modules ``pcm3.evaluation.<task>`` (see :data:`TASK_MODULES`); the work is done by
 :func:`pcm3.evaluation.runner.evaluate`, which writes ``OUT/metrics.json`` and ``OUT/results.md``.
+
+``torchrun --nproc_per_node=G -m pcm3 eval linear|semi ...`` runs the evaluation on ``G``
+processes (see :mod:`pcm3.evaluation.runner`); rank 0 alone writes and prints.
 """
 
 from __future__ import annotations
@@ -90,10 +93,19 @@ def run(args) -> int:
             overrides.append("runs=[" + ", ".join(repr(str(s)) for s in args.scores) + "]")
     elif args.scores:
         raise ConfigError("--scores: only for the fusion task")
-    metrics = evaluate(args.task, data=args.data, benchmark=args.benchmark, out=args.out, kind=kind,
-                       encoder_path=args.encoder, run=args.run, pretrain_config=args.pretrain_config,
-                       config=args.config, overrides=overrides, device=resolve_device(args.device),
-                       seed=args.seed, progress=not args.quiet, overwrite=args.overwrite)
+    from pcm3 import distributed
+
+    try:
+        metrics = evaluate(args.task, data=args.data, benchmark=args.benchmark, out=args.out, kind=kind,
+                           encoder_path=args.encoder, run=args.run, pretrain_config=args.pretrain_config,
+                           config=args.config, overrides=overrides, device=resolve_device(args.device),
+                           seed=args.seed, progress=not args.quiet, overwrite=args.overwrite)
+        main = distributed.is_main()
+    finally:
+        if distributed.launched():  # under torchrun: leave the process group
+            distributed.shutdown()
+    if not main:  # rank 0 alone prints
+        return 0
     units = metrics.get("units", {})
     figures = ", ".join(f"{k} {format_figure(k, v, units)}" for k, v in metrics["figures"].items())
     print(f"{args.task} ({metrics['encoder']['kind']}): {figures}")

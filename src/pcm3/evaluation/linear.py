@@ -16,6 +16,15 @@ Files written: ``scores.npy`` (test softmax probabilities, with ``scores_index.n
 ``scores_labels.npy``), ``val_scores.npy``... when a validation split is carved (for fusion
 weights), ``linear_head.pt``, ``test_features.npy`` (float16, for the report's t-SNE),
 ``history.csv`` (per-epoch loss, lr, training and validation accuracy).
+
+Under ``torchrun --nproc_per_node=G -m pcm3 eval linear ...`` (:mod:`pcm3.distributed`): every
+feature pass is shared by the ``G`` processes, each encoding a contiguous run of the batches
+(the same crops as one process) and all of them gathered (:func:`encode_shared`);
+``batch_size`` is the global batch, each step's batch is split over the processes and the
+layer's gradients are averaged by DistributedDataParallel (the loss scaled so that the step is
+the one-process step on the whole batch, the last smaller batch included); the per-epoch
+figures are summed over the processes. The result is the one-process result up to float
+rounding; rank 0 alone writes the files.
 """
 
 from __future__ import annotations
@@ -28,11 +37,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pcm3 import distributed
 from pcm3.errors import ConfigError
 from pcm3.evaluation.common import (EvalContext, InputProtocol, _check_crop_range, carve_validation,
                                     encode_kwargs, feature_module, input_spec, open_split, open_splits,
                                     save_scores, topk_accuracy)
-from pcm3.evaluation.features import encode
+from pcm3.evaluation.features import encode, iter_batches, make_clips
 
 DEFAULT_CONFIG = "eval_linear"
 
@@ -146,6 +156,8 @@ def fit_linear(epoch_features: Callable[[int], torch.Tensor], labels: np.ndarray
     head = head.to(device)
     opt = torch.optim.SGD(head.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
     order = torch.Generator().manual_seed(seed + 1)
+    world = distributed.info().world_size
+    step_head = distributed.wrap(head, device) if world > 1 else head
     history, best, best_acc = [], None, -1.0
     for epoch in track(range(p.epochs), desc="linear", disable=not progress):
         feats = first if epoch == 0 else epoch_features(epoch)
@@ -155,6 +167,9 @@ def fit_linear(epoch_features: Callable[[int], torch.Tensor], labels: np.ndarray
         total, correct, count = torch.zeros((), device=device), torch.zeros((), device=device), 0
         for s in range(0, n, p.batch_size):
             b = perm[s:s + p.batch_size]
+            if world > 1:  # this rank's part of the global batch; the gradient is the whole batch's mean
+                total, correct, count = _rank_step(step_head, opt, feats, y, b, world, device, total, correct, count)
+                continue
             xb, yb = feats[b].to(device, non_blocking=True).float(), y[b].to(device)
             logits = head(xb)
             loss = F.cross_entropy(logits, yb)
@@ -164,6 +179,8 @@ def fit_linear(epoch_features: Callable[[int], torch.Tensor], labels: np.ndarray
             total += loss.detach() * len(b)
             correct += (logits.detach().argmax(1) == yb).sum()
             count += len(b)
+        if world > 1:  # the epoch's figures over every rank's samples
+            total, correct, count = distributed.sum_over_ranks([float(total), float(correct), count])
         row = {"epoch": epoch + 1, "lr": lr_at_epoch(p, epoch), "loss": float(total) / count,
                "train_top1": 100.0 * float(correct) / count}
         if val is not None:
@@ -184,12 +201,98 @@ def fit_linear(epoch_features: Callable[[int], torch.Tensor], labels: np.ndarray
     return head, history
 
 
+def _rank_step(step_head, opt, feats: torch.Tensor, y: torch.Tensor, b: torch.Tensor, world: int,
+               device: torch.device, total, correct, count):
+    """One SGD step of the DDP-wrapped layer on this rank's part of the global batch ``b``.
+
+    The summed cross-entropy of the part, times ``world / len(b)``: DDP's average over the ranks
+    is then the gradient of the mean loss over the whole batch ``b``, however it splits (a rank
+    with no sample contributes zero)."""
+    mine = distributed.split_batch(b, world, distributed.info().rank)
+    xb, yb = feats[mine].to(device, non_blocking=True).float(), y[mine].to(device)
+    logits = step_head(xb)
+    loss = F.cross_entropy(logits, yb, reduction="sum")
+    opt.zero_grad(set_to_none=True)
+    (loss * (world / len(b))).backward()
+    opt.step()
+    return total + loss.detach(), correct + (logits.detach().argmax(1) == yb).sum(), count + len(mine)
+
+
 @torch.no_grad()
 def predict(head: torch.nn.Module, feats, device: torch.device, batch: int = 8192) -> np.ndarray:
     """Logits ``(N, K)`` of features ``(N, D)`` (float32 NumPy)."""
     x = torch.as_tensor(feats, dtype=torch.float32)
     out = [head(x[s:s + batch].to(device)).float().cpu() for s in range(0, x.shape[0], batch)]
     return torch.cat(out).numpy() if out else np.zeros((0, head.out_features), np.float32)
+
+
+@torch.no_grad()
+def encode_shared(module: torch.nn.Module, dataset, *, clip_len: int, stream: str, layout: str,
+                  test_crop: float = 0.95, crops: int = 0, crop_range: Tuple[float, float] = (0.5, 1.0),
+                  min_len: int = 64, seed: int = 0, batch_size: int = 256, device: str | torch.device = "cpu",
+                  num_workers: int = 0, progress: bool = False, desc: str = "features",
+                  dtype: torch.dtype = torch.float32) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`pcm3.evaluation.features.encode` of the whole ``dataset``, on every process.
+
+    One process: ``encode`` itself. Under ``torchrun`` (``G`` processes) rank ``r`` encodes its
+    contiguous run of ``encode``'s batches (:func:`pcm3.distributed.ranges`), with the crops of
+    those batches as ``encode`` draws them (crop ``k`` of batch ``b`` from the generator seeded
+    ``(seed * 1_000_003 + k * 7_919 + b) mod (2**63 - 1)``, as ``encode`` does), and the rows of
+    all ranks are gathered in order: every rank returns what one process's ``encode`` returns.
+
+    Returns:
+        features ``(N, D)`` (``crops == 0``) or ``(K, N, D)`` of ``dtype``, labels ``(N,)`` and
+        prepared-folder indices ``(N,)``, in dataset order.
+    """
+    from pcm3.data.dataset import SkeletonDataset
+    from pcm3.progress import progress_bar
+
+    args = dict(clip_len=clip_len, stream=stream, layout=layout, test_crop=test_crop, crops=crops,
+                crop_range=crop_range, min_len=min_len, seed=seed, batch_size=batch_size, device=device,
+                num_workers=num_workers, progress=progress, desc=desc, dtype=dtype)
+    info = distributed.info()
+    if info.world_size == 1:
+        return encode(module, dataset, **args)
+    device = torch.device(device)
+    batches = -(-len(dataset) // batch_size)
+    lo, hi = distributed.ranges(batches, info.world_size, info.rank)
+    part = SkeletonDataset(dataset.prepared, indices=dataset.indices[lo * batch_size:hi * batch_size])
+    if len(part) == 0:  # fewer batches than ranks: one sample tells this rank the feature shape
+        probe, _, _ = encode(module, SkeletonDataset(dataset.prepared, indices=dataset.indices[:1]),
+                             **{**args, "progress": False})
+        feats = torch.from_numpy(probe)[..., :0, :]
+        labels = index = torch.zeros(0, dtype=torch.int64)
+    else:
+        was_training = module.training
+        module.eval().to(device)
+        passes = max(1, crops)
+        out = [[] for _ in range(passes)]
+        labels, index = [], []
+        bar = progress_bar(total=len(part), desc=desc, disable=not progress)
+        for j, (x, lengths, y, idx) in enumerate(iter_batches(part, batch_size, num_workers)):
+            b = lo + j  # the batch's number in one process's encode
+            x, lengths = x.to(device, non_blocking=True), lengths.to(device)
+            for k in range(passes):
+                if crops:
+                    g = torch.Generator(device=device).manual_seed((seed * 1_000_003 + k * 7_919 + b) % (2 ** 63 - 1))
+                    clip = make_clips(x, lengths, clip_len=clip_len, stream=stream, layout=layout,
+                                      crop_range=crop_range, min_len=min_len, generator=g)
+                else:
+                    clip = make_clips(x, lengths, clip_len=clip_len, stream=stream, layout=layout, crop=test_crop)
+                out[k].append(module(clip).to(dtype).cpu())
+            labels.append(y)
+            index.append(idx)
+            bar.update(len(y))
+        bar.close()
+        module.train(was_training)
+        feats = torch.stack([torch.cat(f) for f in out]) if crops else torch.cat(out[0])
+        labels, index = torch.cat(labels).long(), torch.cat(index).long()
+    if crops:  # K x N x D: gathered per crop (one crop's rows at a time in flight)
+        feats = torch.stack([distributed.all_gather_rows(feats[k]) for k in range(feats.shape[0])])
+    else:
+        feats = distributed.all_gather_rows(feats)
+    return (feats.numpy(), distributed.all_gather_rows(labels).numpy().astype(np.int64),
+            distributed.all_gather_rows(index).numpy().astype(np.int64))
 
 
 def prepare_linear(ctx: EvalContext, p: LinearProtocol) -> Dict[str, object]:
@@ -210,7 +313,7 @@ def prepare_linear(ctx: EvalContext, p: LinearProtocol) -> Dict[str, object]:
     common = encode_kwargs(ctx, spec, p)
     crop = dict(crop_range=p.crop_range, min_len=p.min_len or spec["clip_len"])
     if p.crops > 0:
-        pool, train_labels, _ = encode(module, train, crops=p.crops, seed=ctx.seed, desc=f"train features x{p.crops}",
+        pool, train_labels, _ = encode_shared(module, train, crops=p.crops, seed=ctx.seed, desc=f"train features x{p.crops}",
                                        dtype=torch.float16 if p.crop_dtype == "float16" else torch.float32,
                                        **crop, **common)
         pool_t = torch.from_numpy(pool)  # K x N x D
@@ -223,12 +326,12 @@ def prepare_linear(ctx: EvalContext, p: LinearProtocol) -> Dict[str, object]:
         train_labels = train.labels.astype(np.int64)
 
         def epoch_features(epoch: int) -> torch.Tensor:
-            f, _, _ = encode(module, train, crops=1, seed=ctx.seed * 1009 + epoch, desc=f"epoch {epoch + 1} features",
+            f, _, _ = encode_shared(module, train, crops=1, seed=ctx.seed * 1009 + epoch, desc=f"epoch {epoch + 1} features",
                              **crop, **common)
             return torch.from_numpy(f[0])
     val_feats = val_labels = None
     if val is not None:
-        val_feats, val_labels, val_index = encode(module, val, desc="validation features", **common)
+        val_feats, val_labels, val_index = encode_shared(module, val, desc="validation features", **common)
     else:
         val_index = None
     num_classes = max(int(train.num_classes), int(train.labels.max()) + 1 if len(train) else 0)
@@ -245,21 +348,26 @@ def run(ctx: EvalContext) -> dict:
     val = (torch.from_numpy(prep["val_feats"]), prep["val_labels"]) if prep["val"] is not None else None
     head, history = fit_linear(prep["epoch_features"], prep["train_labels"], prep["num_classes"], p,
                                device=ctx.device, seed=ctx.seed, val=val, progress=ctx.progress)
-    test_feats, test_labels, test_index = encode(prep["module"], prep["test"], desc="test features", **prep["common"])
+    test_feats, test_labels, test_index = encode_shared(prep["module"], prep["test"], desc="test features", **prep["common"])
     logits = predict(head, test_feats, ctx.device)
     probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
     figures = topk_accuracy(logits, test_labels, (1, 5))
     figures["train_top1_last_epoch"] = history[-1]["train_top1"]
     out = Path(ctx.out)
-    save_scores(out, probs, test_index, test_labels)
+    writes = distributed.is_main()  # under torchrun rank 0 alone writes
+    if writes:
+        save_scores(out, probs, test_index, test_labels)
     if val is not None:
         vlog = predict(head, prep["val_feats"], ctx.device)
-        save_scores(out, torch.softmax(torch.from_numpy(vlog), 1).numpy(), prep["val_index"], prep["val_labels"], "val_")
+        if writes:
+            save_scores(out, torch.softmax(torch.from_numpy(vlog), 1).numpy(), prep["val_index"], prep["val_labels"],
+                        "val_")
         figures["val_top1"] = topk_accuracy(vlog, prep["val_labels"], (1,))["top1"]
-    if p.save_features:
-        np.save(out / "test_features.npy", test_feats.astype(np.float16))
-    torch.save({"weight": head.weight.detach().cpu(), "bias": head.bias.detach().cpu()}, out / "linear_head.pt")
-    write_history(out / "history.csv", history)
+    if writes:
+        if p.save_features:
+            np.save(out / "test_features.npy", test_feats.astype(np.float16))
+        torch.save({"weight": head.weight.detach().cpu(), "bias": head.bias.detach().cpu()}, out / "linear_head.pt")
+        write_history(out / "history.csv", history)
     selected = next((r["epoch"] for r in reversed(history) if r.get("selected")), history[-1]["epoch"])
     return {"figures": figures, "splits": prep["splits"], "input": prep["spec"], "selected_epoch": selected,
             "num_classes": prep["num_classes"],

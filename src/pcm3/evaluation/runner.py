@@ -3,10 +3,17 @@
 :func:`evaluate` loads the task's protocol (packaged YAML + overrides), builds the encoder row
 (pretrained, random init, raw input, supervised), runs the task inside
 :func:`pcm3.outputs.output_dir` and writes ``metrics.json`` and ``results.md``.
+
+Under ``torchrun`` (``WORLD_SIZE > 1``) the tasks of :data:`DISTRIBUTED_TASKS` (the ones that
+train a network: ``linear``, ``semi``) run on every process (:mod:`pcm3.distributed`): rank 0
+checks the output folder (every rank stops with its error), the encoder is rank 0's on every
+rank, rank 0 alone writes the output folder (with ``processes`` in ``metrics.json``). The
+``--supervised`` row's own training runs whole in each process. Other tasks refuse torchrun.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import os
@@ -17,7 +24,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
-from pcm3.errors import ConfigError
+from pcm3 import distributed
+from pcm3.errors import ConfigError, Pcm3Error
 from pcm3.evaluation.common import (ENCODER_KINDS, EvalContext, assemble_metrics, config_hash, load_protocol,
                                     seed_everything, write_results)
 
@@ -31,6 +39,8 @@ TASK_MODULES: Dict[str, str] = {
     "motion": "pcm3.evaluation.motion",
 }
 NO_ENCODER_TASKS = ("fusion",)
+#: the tasks that run under ``torchrun`` (several processes, DistributedDataParallel)
+DISTRIBUTED_TASKS = ("linear", "semi")
 
 
 def task_module(task: str):
@@ -229,8 +239,16 @@ def evaluate(task: str, *, data, benchmark: Optional[str], out, kind: str = "pre
     device = torch.device(device)
     data = Path(data) if data is not None else None
     protect = [p for p in (data, encoder_path, run) if p is not None]
+    world = 1
+    if distributed.launched():
+        if task not in DISTRIBUTED_TASKS:
+            raise ConfigError(f"eval {task}: runs in one process; under torchrun: {', '.join(DISTRIBUTED_TASKS)}")
+        dist_info, device = distributed.init_from_env(device)
+        world, progress = dist_info.world_size, progress and dist_info.is_main
     t0 = time.perf_counter()
-    with output_dir(out, "eval", overwrite=overwrite, protect=protect) as tmp:
+    folder = (output_dir(out, "eval", overwrite=overwrite, protect=protect) if world == 1
+              else _rank_output(out, overwrite, protect))
+    with folder as tmp:
         seed_everything(seed)
         if task in NO_ENCODER_TASKS:
             enc, info, kind = None, {}, "none"
@@ -242,13 +260,39 @@ def evaluate(task: str, *, data, benchmark: Optional[str], out, kind: str = "pre
                                       device=device, seed=seed, progress=progress, out=tmp)
             if enc is not None:
                 enc = enc.to(device).eval()
+                if world > 1:  # every rank evaluates rank 0's encoder
+                    distributed.broadcast_module(enc)
         ctx = EvalContext(task=task, data=data, benchmark=benchmark, encoder=enc, encoder_kind=kind,
                           encoder_info=info, protocol=protocol, out=tmp, device=device, seed=seed, progress=progress)
         seed_everything(seed)
         result = module.run(ctx)
         metrics = assemble_metrics(ctx, result, wall_seconds=time.perf_counter() - t0)
-        write_results(tmp, metrics)
+        if world > 1:
+            metrics["processes"] = world
+        if distributed.is_main():
+            write_results(tmp, metrics)
     return metrics
+
+
+@contextlib.contextmanager
+def _rank_output(out, overwrite: bool, protect):
+    """Under ``torchrun``: rank 0's :func:`~pcm3.outputs.output_dir`; the other ranks get a
+    private temporary folder that is removed. Rank 0's refusal of ``out`` stops every rank."""
+    from pcm3.outputs import check_output_dir, output_dir
+
+    error = None
+    if distributed.is_main():
+        try:
+            check_output_dir(out, "eval", overwrite=overwrite, protect=protect)
+        except Pcm3Error as e:
+            error = e
+    distributed.raise_from_main(error)
+    if distributed.is_main():
+        with output_dir(out, "eval", overwrite=overwrite, protect=protect) as tmp:
+            yield tmp
+    else:
+        with tempfile.TemporaryDirectory(prefix="pcm3-eval-rank") as tmp:
+            yield Path(tmp)
 
 
 def resolve_device(name: str) -> torch.device:

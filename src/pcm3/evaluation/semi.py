@@ -15,6 +15,16 @@ Subsets are deterministic from ``(seed, fraction)``:
 Each fraction runs with ``seeds`` (default 3: mean and std). Files: ``subset_frac<p>_seed<s>.npy``
 (prepared-folder indices of the labelled samples), ``frac<p>_seed<s>_scores.npy`` (+ index, labels;
 test softmax probabilities) for fusion.
+
+Under ``torchrun --nproc_per_node=G -m pcm3 eval semi ...`` (:mod:`pcm3.distributed`):
+``batch_size`` is the global batch. Every process draws the same batches and crops as one
+process (it loads and crops the whole batch), encodes and back-propagates its contiguous part
+of it; DistributedDataParallel averages the gradients of the loss scaled so that the step is
+the one-process step on the whole batch, and the encoder's BatchNorm statistics are those of
+the whole batch (synchronised). A batch smaller than ``G`` (an epoch's last, at most) is not
+trained on (one process does train on it). The test features are shared out and gathered as in
+the linear evaluation; rank 0 alone writes the files. The result is the one-process result up
+to float rounding.
 """
 
 from __future__ import annotations
@@ -28,10 +38,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from pcm3 import distributed
 from pcm3.errors import ConfigError, DataError
 from pcm3.evaluation.common import (EvalContext, InputProtocol, _check_crop_range, feature_module, input_spec,
                                     open_split, open_splits, save_scores, topk_accuracy)
-from pcm3.evaluation.features import encode, make_clips
+from pcm3.evaluation.features import make_clips
+from pcm3.evaluation.linear import encode_shared
 
 DEFAULT_CONFIG = "eval_semi"
 
@@ -143,6 +155,9 @@ def finetune(module: torch.nn.Module, train_ds, num_classes: int, p: SemiProtoco
     opt = torch.optim.SGD(groups, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
     order = torch.Generator().manual_seed(seed)
     crops = torch.Generator(device=device).manual_seed(seed + 1)
+    if distributed.info().world_size > 1:
+        _finetune_ranks(module, head, opt, train_ds, p, spec, order, crops, device, progress)
+        return module.eval(), head.eval()
     loader = DataLoader(train_ds, batch_size=p.batch_size, shuffle=True, generator=order, num_workers=p.num_workers)
     module.train()
     head.train()
@@ -166,6 +181,60 @@ def finetune(module: torch.nn.Module, train_ds, num_classes: int, p: SemiProtoco
     return module.eval(), head.eval()
 
 
+class _Classifier(torch.nn.Module):
+    """``head(module(clip))``: the encoder and its new layer as one module for DDP."""
+
+    def __init__(self, module: torch.nn.Module, head: torch.nn.Linear):
+        super().__init__()
+        self.module, self.head = module, head
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.head(self.module(clip))
+
+
+def _finetune_ranks(module, head, opt, train_ds, p: SemiProtocol, spec: dict, order: torch.Generator,
+                    crops: torch.Generator, device: torch.device, progress: bool) -> None:
+    """The epochs of :func:`finetune` under ``torchrun``, in place (see the module docstring).
+
+    The global batches are those of one process's loader (an index loader with the same
+    generator), and each batch's crops are drawn on the whole batch from the same generator,
+    so every rank and one process see the same clips."""
+    from torch.utils.data import default_collate
+
+    from pcm3.progress import track
+
+    world, rank = distributed.info().world_size, distributed.info().rank
+    distributed.convert_sync_batchnorm(module)  # BatchNorm statistics of the whole batch (eval mode: unchanged)
+    model = distributed.wrap(_Classifier(module, head), device)
+    batches = DataLoader(range(len(train_ds)), batch_size=p.batch_size, shuffle=True, generator=order)
+    module.train()
+    head.train()
+    last = None
+    for epoch in track(range(p.epochs), desc="semi", disable=not progress):
+        lr = p.lr * p.gamma ** sum(epoch >= m for m in p.milestones)
+        for g in opt.param_groups:
+            g["lr"] = lr * g["factor"]
+        for positions in batches:
+            if len(positions) < 2:  # as one process: BatchNorm in training mode needs two samples
+                continue
+            x, lengths, y, _ = default_collate([train_ds[int(i)] for i in positions])
+            x, lengths, y = x.to(device), lengths.to(device), y.to(device)
+            clip = make_clips(x, lengths, clip_len=spec["clip_len"], stream=spec["stream"], layout=spec["layout"],
+                              crop_range=p.crop_range, min_len=p.min_len or spec["clip_len"], generator=crops)
+            if len(y) < world:  # a rank would have no sample
+                continue
+            lo, hi = distributed.ranges(len(y), world, rank)
+            loss = F.cross_entropy(model(clip[lo:hi]), y[lo:hi], reduction="sum")
+            opt.zero_grad(set_to_none=True)
+            (loss * (world / len(y))).backward()  # DDP's mean over ranks: the whole batch's mean loss
+            opt.step()
+            last = loss.detach() / len(y)
+        if last is not None:  # the last batch's loss over all ranks, as one process checks it
+            total = distributed.sum_over_ranks([float(last)])[0]
+            if not np.isfinite(total):
+                raise FloatingPointError("semi-supervised training diverged (non-finite loss); lower lr")
+
+
 def run(ctx: EvalContext) -> dict:
     """Fine-tune on each fraction for each seed; top-1/top-5 (percent) mean and std."""
     p: SemiProtocol = ctx.protocol
@@ -183,17 +252,19 @@ def run(ctx: EvalContext) -> dict:
             seed = ctx.seed + i
             idx = train.indices[subsets[(f, i)]]
             tag = f"frac{f:g}_seed{seed}"
-            np.save(ctx.out / f"subset_{tag}.npy", idx)
+            if distributed.is_main():  # under torchrun rank 0 alone writes
+                np.save(ctx.out / f"subset_{tag}.npy", idx)
             sub = open_split(ctx.data, ctx.benchmark, "train", indices=idx)
             tuned, head = finetune(module, sub, num_classes, p, spec, device=ctx.device, seed=seed,
                                    progress=ctx.progress)
-            feats, tey, tei = encode(tuned, test, clip_len=spec["clip_len"], stream=spec["stream"],
+            feats, tey, tei = encode_shared(tuned, test, clip_len=spec["clip_len"], stream=spec["stream"],
                                      layout=spec["layout"], test_crop=spec["test_crop"],
                                      batch_size=p.feature_batch_size, device=ctx.device, num_workers=p.num_workers)
             with torch.no_grad():
                 logits = head(torch.from_numpy(feats).to(ctx.device)).float().cpu()
             acc = topk_accuracy(logits, tey, (1, 5))
-            save_scores(ctx.out, torch.softmax(logits, 1).numpy(), tei, tey, prefix=f"{tag}_")
+            if distributed.is_main():
+                save_scores(ctx.out, torch.softmax(logits, 1).numpy(), tei, tey, prefix=f"{tag}_")
             per_seed.append({"fraction": f, "seed": seed, "labelled": int(len(idx)), **acc})
             tops.append(acc)
         label = fraction_label(f)
