@@ -278,21 +278,19 @@ def evaluate(task: str, *, data, benchmark: Optional[str], out, kind: str = "pre
 def _rank_output(out, overwrite: bool, protect):
     """Under ``torchrun``: rank 0's :func:`~pcm3.outputs.output_dir`; the other ranks get a
     private temporary folder that is removed. Rank 0's refusal of ``out`` stops every rank."""
-    from pcm3.outputs import check_output_dir, output_dir
+    from pcm3.outputs import output_dir
 
-    error = None
-    if distributed.is_main():
-        try:
-            check_output_dir(out, "eval", overwrite=overwrite, protect=protect)
-        except Pcm3Error as e:
-            error = e
-    distributed.raise_from_main(error)
-    if distributed.is_main():
-        with output_dir(out, "eval", overwrite=overwrite, protect=protect) as tmp:
-            yield tmp
-    else:
-        with tempfile.TemporaryDirectory(prefix="pcm3-eval-rank") as tmp:
-            yield Path(tmp)
+    with contextlib.ExitStack() as stack:
+        error = tmp = None
+        if distributed.is_main():
+            try:  # the refusals and the temporary folder's creation
+                tmp = stack.enter_context(output_dir(out, "eval", overwrite=overwrite, protect=protect))
+            except Pcm3Error as e:
+                error = e
+        else:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pcm3-eval-rank")))
+        distributed.raise_from_main(error)
+        yield tmp
 
 
 def resolve_device(name: str) -> torch.device:
