@@ -188,8 +188,9 @@ def nonfinite_ranks(loss: Tensor) -> list:
     step (before the backward pass, so that no rank is left waiting in DDP's gradient
     all-reduce when another stops).
     """
-    flags = torch.zeros(dist.get_world_size(), device=_comm_device(loss))
-    flags[dist.get_rank()] = float(not bool(torch.isfinite(loss.detach()).all()))
+    dev = _comm_device(loss)
+    flags = torch.zeros(dist.get_world_size(), device=dev)
+    flags[dist.get_rank()] = (~torch.isfinite(loss.detach().to(dev))).any().float()  # no host sync before the reduce
     dist.all_reduce(flags)
     return [r for r, f in enumerate(flags.tolist()) if f]
 
