@@ -160,6 +160,7 @@ def _comm_device(t: Tensor) -> torch.device:
         return torch.device("cuda", torch.cuda.current_device())
     return t.device if t.device.type == "cpu" else torch.device("cpu")
 
+
 def all_gather_cat(t: Tensor) -> Tensor:
     """Concatenate the same-shaped ``t`` of every rank along dim 0, in rank order (no gradient)."""
     out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
@@ -250,7 +251,7 @@ def broadcast_module(module: nn.Module, src: int = 0) -> nn.Module:
             dev = _comm_device(t)
             buf = t.data.to(dev)
             dist.broadcast(buf, src)
-            if buf is not t.data:
+            if buf.data_ptr() != t.data_ptr():  # broadcast on another device: copy back
                 t.data.copy_(buf)
     return module
 
@@ -391,6 +392,7 @@ def free_port() -> int:
 
 
 __all__ = ["DistInfo", "launched", "info", "is_main", "init_from_env", "local_batch", "RankSampler", "ranges",
-           "split_batch", "all_gather_cat", "all_gather_rows", "nonfinite_ranks", "rank_values", "sum_over_ranks", "mean_over_ranks",
-           "raise_from_main", "broadcast_module", "all_reduce_sum", "Comm", "SyncBatchNorm1d", "convert_sync_batchnorm",
+           "split_batch", "all_gather_cat", "all_gather_rows", "nonfinite_ranks", "rank_values", "sum_over_ranks",
+           "mean_over_ranks", "raise_from_main", "broadcast_module", "all_reduce_sum", "Comm", "SyncBatchNorm1d",
+           "convert_sync_batchnorm",
            "prepare_model", "DDP", "wrap", "unwrap", "barrier", "shutdown", "free_port"]

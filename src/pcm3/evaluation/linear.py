@@ -313,9 +313,10 @@ def prepare_linear(ctx: EvalContext, p: LinearProtocol) -> Dict[str, object]:
     common = encode_kwargs(ctx, spec, p)
     crop = dict(crop_range=p.crop_range, min_len=p.min_len or spec["clip_len"])
     if p.crops > 0:
-        pool, train_labels, _ = encode_shared(module, train, crops=p.crops, seed=ctx.seed, desc=f"train features x{p.crops}",
-                                       dtype=torch.float16 if p.crop_dtype == "float16" else torch.float32,
-                                       **crop, **common)
+        pool, train_labels, _ = encode_shared(module, train, crops=p.crops, seed=ctx.seed,
+                                              desc=f"train features x{p.crops}",
+                                              dtype=torch.float16 if p.crop_dtype == "float16" else torch.float32,
+                                              **crop, **common)
         pool_t = torch.from_numpy(pool)  # K x N x D
         picker = torch.Generator().manual_seed(ctx.seed + 7)
 
@@ -326,8 +327,8 @@ def prepare_linear(ctx: EvalContext, p: LinearProtocol) -> Dict[str, object]:
         train_labels = train.labels.astype(np.int64)
 
         def epoch_features(epoch: int) -> torch.Tensor:
-            f, _, _ = encode_shared(module, train, crops=1, seed=ctx.seed * 1009 + epoch, desc=f"epoch {epoch + 1} features",
-                             **crop, **common)
+            f, _, _ = encode_shared(module, train, crops=1, seed=ctx.seed * 1009 + epoch,
+                                    desc=f"epoch {epoch + 1} features", **crop, **common)
             return torch.from_numpy(f[0])
     val_feats = val_labels = None
     if val is not None:
@@ -348,7 +349,8 @@ def run(ctx: EvalContext) -> dict:
     val = (torch.from_numpy(prep["val_feats"]), prep["val_labels"]) if prep["val"] is not None else None
     head, history = fit_linear(prep["epoch_features"], prep["train_labels"], prep["num_classes"], p,
                                device=ctx.device, seed=ctx.seed, val=val, progress=ctx.progress)
-    test_feats, test_labels, test_index = encode_shared(prep["module"], prep["test"], desc="test features", **prep["common"])
+    test_feats, test_labels, test_index = encode_shared(prep["module"], prep["test"], desc="test features",
+                                                        **prep["common"])
     logits = predict(head, test_feats, ctx.device)
     probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
     figures = topk_accuracy(logits, test_labels, (1, 5))

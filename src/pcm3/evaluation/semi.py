@@ -258,8 +258,9 @@ def run(ctx: EvalContext) -> dict:
             tuned, head = finetune(module, sub, num_classes, p, spec, device=ctx.device, seed=seed,
                                    progress=ctx.progress)
             feats, tey, tei = encode_shared(tuned, test, clip_len=spec["clip_len"], stream=spec["stream"],
-                                     layout=spec["layout"], test_crop=spec["test_crop"],
-                                     batch_size=p.feature_batch_size, device=ctx.device, num_workers=p.num_workers)
+                                            layout=spec["layout"], test_crop=spec["test_crop"],
+                                            batch_size=p.feature_batch_size, device=ctx.device,
+                                            num_workers=p.num_workers)
             with torch.no_grad():
                 logits = head(torch.from_numpy(feats).to(ctx.device)).float().cpu()
             acc = topk_accuracy(logits, tey, (1, 5))
