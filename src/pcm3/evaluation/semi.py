@@ -198,7 +198,8 @@ def _finetune_ranks(module, head, opt, train_ds, p: SemiProtocol, spec: dict, or
 
     The global batches are those of one process's loader (an index loader with the same
     generator), and each batch's crops are drawn on the whole batch from the same generator,
-    so every rank and one process see the same clips."""
+    so every rank and one process see the same clips. Each rank reads the whole batch's
+    samples itself (``num_workers`` is not used here)."""
     from torch.utils.data import default_collate
 
     from pcm3.progress import track
