@@ -22,6 +22,7 @@ def main(argv=None) -> int:
     p.add_argument("--benchmark", default="xsub-val")
     p.add_argument("--pool", choices=("last", "mean", "ends"), help="override the encoder's read-out")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--key", action="store_true", help="probe the momentum (key) encoder instead of the query encoder")
     args = p.parse_args(argv)
     if not args.benchmark.endswith("-val"):
         p.error("probe validation benchmarks only (<benchmark>-val)")
@@ -37,10 +38,18 @@ def main(argv=None) -> int:
     train = SkeletonDataset(args.data, args.benchmark, "train")
     test = SkeletonDataset(args.data, args.benchmark, "test")
     with tempfile.TemporaryDirectory() as tmp:
-        for ck in args.checkpoints:
+        for name in args.checkpoints:
+            ck = name
             path = Path(tmp) / "enc.pt"
             if path.exists():
                 path.unlink()
+            if args.key:  # the key encoder's weights under the query encoder's names
+                state = torch.load(ck, map_location="cpu", weights_only=False)
+                model = state["model"]
+                for name in [k for k in model if k.startswith("encoder_k.")]:
+                    model["encoder_q." + name[len("encoder_k."):]] = model[name]
+                ck = Path(tmp) / "key.pt"
+                torch.save(state, ck)
             export_encoder(ck, path)
             enc = load_encoder(path)
             if args.pool:
@@ -49,7 +58,7 @@ def main(argv=None) -> int:
             a, ya = extract_features(enc, train, **kw)
             b, yb = extract_features(enc, test, **kw)
             r = probe(a, ya, b, yb)
-            print(f"{ck}\tlinear {100 * r['linear']:.1f}\t1-NN {100 * r['knn1']:.1f}", flush=True)
+            print(f"{name}{' (key encoder)' if args.key else ''}\tlinear {100 * r['linear']:.1f}\t1-NN {100 * r['knn1']:.1f}", flush=True)
     return 0
 
 

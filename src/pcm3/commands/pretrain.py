@@ -37,10 +37,13 @@ def run(args) -> int:
         overrides.append(f"data.path={args.data}")
     if args.threads is not None:
         overrides.append(f"train.threads={args.threads}")
+    import os
+
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 prints
     if config is None:
         from pcm3.config import CONFIG_DIR
 
-        if not args.quiet:  # on stdout with the run's other lines: stderr is for the one-line errors
+        if not args.quiet and main_rank:  # on stdout with the run's other lines: stderr is for the one-line errors
             print("note: no --config: using the paper's configuration 'pcm3' (3 x 1024 GRU, about 100M "
                   "parameters, 450 epochs); small ones: --config demo, msr3d_xsub_joint, nwucla_xview_joint "
                   f"(all packaged configs: {CONFIG_DIR})", flush=True)
@@ -51,6 +54,6 @@ def run(args) -> int:
     if args.quiet:
         cfg.train.progress = False
     last = fit(cfg, args.out, resume=args.resume)
-    if not args.quiet and last:
+    if not args.quiet and last and main_rank:
         print(f"done: {args.out} (epoch {last['epoch']}, loss {last['loss']:.4f})")
     return 0
