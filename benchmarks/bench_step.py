@@ -159,7 +159,8 @@ def amp_table(r: dict) -> str:
             f"{r['rounds']} rounds x {r['steps']} steps, device {r['device']}", "",
             "| variant | steps (s) | median s/step | min s/step |", "|---|---|---|---|"]
     for name, v in r["variants"].items():
-        rows.append(f"| {name} | {', '.join(f'{x:.2f}' for x in v['all_s'])} | {v['median_s']:.2f} | {v['min_s']:.2f} |")
+        steps = ", ".join(f"{x:.2f}" for x in v["all_s"])
+        rows.append(f"| {name} | {steps} | {v['median_s']:.2f} | {v['min_s']:.2f} |")
     rows += ["", "| comparison (times faster) | of the medians | of the minima | per round (median; all) |",
              "|---|---|---|---|"]
     for name, q in r["ratios"].items():
@@ -302,8 +303,13 @@ def main(argv=None) -> int:
                                      args.epochs, args.threads, args.seed)
         a, b = results[0]["loss_per_epoch"], results[1]["loss_per_epoch"]
         rel = [abs(x - y) / abs(x) for x, y in zip(a, b)]
+        terms = [(k, abs(tb[k] - ta[k]) / abs(ta[k])) for ta, tb in zip(results[0]["terms_per_epoch"],
+                                                                      results[1]["terms_per_epoch"]) for k in ta]
+        worst = max(terms, key=lambda kv: kv[1])
         print(f"amp-learn: max relative difference of the per-epoch loss bf16 vs fp32 {max(rel):.4f} "
-              f"(per epoch: {', '.join(f'{x:.4f}' for x in rel)})")
+              f"(per epoch: {', '.join(f'{x:.4f}' for x in rel)}); of any loss term {worst[1]:.4f} ({worst[0]}); "
+              f"val linear {results[0]['val_linear']:.3f} vs {results[1]['val_linear']:.3f}, "
+              f"1-NN {results[0]['val_knn1']:.3f} vs {results[1]['val_knn1']:.3f}")
     elif args.mode == "amp":
         results = [bench_amp(args.hidden, args.layers, args.batch, args.frames, args.queue, args.device, args.steps)]
         r = results[0]
