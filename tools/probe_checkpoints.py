@@ -46,8 +46,8 @@ def main(argv=None) -> int:
             if args.key:  # the key encoder's weights under the query encoder's names
                 state = torch.load(ck, map_location="cpu", weights_only=False)
                 model = state["model"]
-                for name in [k for k in model if k.startswith("encoder_k.")]:
-                    model["encoder_q." + name[len("encoder_k."):]] = model[name]
+                for key in [k for k in model if k.startswith("encoder_k.")]:
+                    model["encoder_q." + key[len("encoder_k."):]] = model[key]
                 ck = Path(tmp) / "key.pt"
                 torch.save(state, ck)
             export_encoder(ck, path)
