@@ -171,3 +171,5 @@ def test_bf16_amp_without_cpu_support_warns_and_trains_fp32(synthetic_small, tmp
     assert seen == [False] and torch.isfinite(torch.tensor(last["loss"]))
     err = [line for line in capsys.readouterr().err.splitlines() if "train.amp" in line]
     assert len(err) == 1 and err[0].startswith("warning: train.amp:") and "float32" in err[0]
+    assert pcm3.pretrain.amp_mode(False, torch.device("cpu")) == (False, None)  # fp32: nothing to say
+    assert pcm3.pretrain.amp_mode(True, torch.device("meta"))[0] is False
