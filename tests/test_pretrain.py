@@ -173,3 +173,22 @@ def test_bf16_amp_without_cpu_support_warns_and_trains_fp32(synthetic_small, tmp
     assert len(err) == 1 and err[0].startswith("warning: train.amp:") and "float32" in err[0]
     assert pcm3.pretrain.amp_mode(False, torch.device("cpu")) == (False, None)  # fp32: nothing to say
     assert pcm3.pretrain.amp_mode(True, torch.device("meta"))[0] is False
+
+
+def test_clip_grad_norm_bounds_the_step(synthetic_small, tmp_path, monkeypatch):
+    """``optim.clip_grad_norm``: the global gradient norm seen by the optimizer is at most the bound."""
+    norms = []
+    real_step = torch.optim.SGD.step
+
+    def step(self, *args, **kwargs):
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", step)
+    base = ["train.epochs=1", "train.max_steps_per_epoch=2", "train.device=cpu"]
+    fit(tiny_config(synthetic_small, *base), tmp_path / "free")
+    free, norms[:] = list(norms), []
+    fit(tiny_config(synthetic_small, *base, "optim.clip_grad_norm=0.01"), tmp_path / "clipped")
+    assert min(free) > 0.02  # the bound below is active
+    assert len(norms) == 2 and max(norms) <= 0.01 * (1 + 1e-4)

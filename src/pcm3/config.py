@@ -60,6 +60,8 @@ class OptimConfig:
 
     ``name``: ``sgd`` (the paper; ``momentum`` is SGD's) or ``adamw`` (not in the paper;
     ``weight_decay`` decoupled, betas (0.9, 0.999), ``momentum`` unused).
+    ``clip_grad_norm``: not in the paper (0 = off): the global gradient norm is clipped to
+    this value before each step (the masked branch's GRU decoder can blow up at high lr).
     """
 
     name: str = "sgd"
@@ -70,6 +72,7 @@ class OptimConfig:
     milestones: List[int] = field(default_factory=lambda: [350])
     gamma: float = 0.1
     warmup_epochs: int = 0
+    clip_grad_norm: float = 0.0
 
     def __post_init__(self):
         if self.name not in OPTIMIZERS:
@@ -85,6 +88,7 @@ class OptimConfig:
         if not self.gamma > 0:
             raise ConfigError(f"optim.gamma: must be positive, got {self.gamma!r}")
         _at_least("optim.warmup_epochs", self.warmup_epochs, 0)
+        _at_least("optim.clip_grad_norm", self.clip_grad_norm, 0)
 
 
 @dataclass

@@ -213,6 +213,9 @@ def train_one_epoch(model: PCM3, loader: DataLoader, optimizer: torch.optim.Opti
                                    "the last good checkpoint is kept (lower optim.lr?)")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.optim.clip_grad_norm:  # not in the paper: bounds the masked branch's rare blow-ups
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                           cfg.optim.clip_grad_norm)
         optimizer.step()
         terms = {k: v for k, v in out.items() if _is_term(k, v)}
         if "z_query" in out:
