@@ -47,3 +47,13 @@ def test_divergence_guard_fires_on_an_exploding_term_only():
     assert DivergenceGuard(0).check(1, {"loss": 1.0}) is None
     off = DivergenceGuard(0, {"loss": 1.0})
     assert off.check(2, {"loss": 1e9}) is None
+
+
+def test_divergence_guard_ignores_regularisers_that_start_at_zero():
+    """``feat_cov`` from 2e-4 to 0.07 in a healthy run (measured on MSR with center_time) is not a
+    divergence; the same blow-up reaching the total loss is."""
+    guard = DivergenceGuard(100.0)
+    assert guard.check(0, {"loss": 24.0, "mask_mse": 0.11, "feat_var": 0.01, "feat_cov": 0.0002}) is None
+    assert guard.check(3, {"loss": 20.0, "mask_mse": 0.05, "feat_var": 0.3, "feat_cov": 0.074}) is None
+    msg = guard.check(4, {"loss": 1e5, "mask_mse": 0.05, "feat_var": 0.3, "feat_cov": 1e4})
+    assert msg is not None and "loss=" in msg and "feat_cov" not in msg

@@ -88,7 +88,10 @@ class DivergenceGuard:
     """Flags a loss term that grew ``factor`` times beyond its first-epoch value.
 
     The distillation terms (``kl_*``) start near 0 by construction (random embeddings give
-    near-uniform distributions) and are not guarded; every other term is.
+    near-uniform distributions), and so do the optional variance / covariance regularisers
+    (``feat_var``, ``feat_cov``: hinge and off-diagonal terms, about 0 for an uncollapsed
+    random encoder); these are not guarded on their own (a blow-up of any of them shows in the
+    total ``loss``, which is). Every other term is.
 
     Args:
         factor: growth that counts as divergence (0 disables the guard).
@@ -100,7 +103,7 @@ class DivergenceGuard:
 
     @staticmethod
     def guarded(name: str) -> bool:
-        return not name.startswith("kl_") and name not in STAT_NAMES
+        return not name.startswith("kl_") and name not in ("feat_var", "feat_cov") and name not in STAT_NAMES
 
     def check(self, epoch: int, terms: Dict[str, float]) -> Optional[str]:
         """Record the first epoch's values; later, a message naming each diverged term, or None."""

@@ -206,3 +206,17 @@ def test_input_norm_none_feeds_coordinates_as_they_are():
     assert enc(x).shape == (3, 16)
     with pytest.raises(Exception, match="input_norm"):
         EncoderConfig(input_norm="layer")
+
+
+@pytest.mark.parametrize("variant", ["bigru", "stepwise"])
+def test_center_time_reads_the_motion_about_the_mean_pose(variant):
+    """``center_time``: a pose offset constant over the clip changes nothing; the same motion
+    about another mean pose gives the same feature, and a different motion a different one."""
+    torch.manual_seed(0)
+    cfg = dict(num_joints=5, hidden=8, layers=2, variant=variant, pool="mean")
+    enc, plain = Encoder(EncoderConfig(**cfg, center_time=True)).eval(), Encoder(EncoderConfig(**cfg)).eval()
+    x = torch.randn(3, 3, 12, 5, 2)
+    offset = torch.randn(3, 3, 1, 5, 2)  # per sample, coordinate, joint, person; constant in time
+    torch.testing.assert_close(enc(x + offset), enc(x), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(plain(x + offset), plain(x), atol=1e-3)  # without it the pose matters
+    assert not torch.allclose(enc(x.flip(2)), enc(x), atol=1e-3)  # the motion still matters

@@ -90,6 +90,9 @@ class EncoderConfig:
             standardisation gives nearly static joints the weight of moving ones; on small data
             sets the unnormalised input keeps the GRU near its linear regime at the start, where
             its features preserve the input's geometry (see docs/learning-small-data.md).
+        center_time: NOT in the paper (False = off): subtract each sample's mean over the clip's
+            frames from every input feature before the input norm, so the GRU reads the motion
+            about the clip's mean pose and not the pose itself (see docs/learning-small-data.md).
     """
 
     in_channels: int = 3
@@ -102,6 +105,7 @@ class EncoderConfig:
     domain_prompt_position: str = "after"
     bn_stats: str = "per_view"
     input_norm: str = "batch"
+    center_time: bool = False
 
     def __post_init__(self):
         owner = "encoder"
@@ -186,6 +190,8 @@ class Encoder(nn.Module):
         if domain_prompt is not None and domain_prompt.dim() == 2:
             domain_prompt = domain_prompt.unsqueeze(1)  # N x 1 x F, broadcast over T
         seq = flatten_frames(x)  # N x T x F
+        if cfg.center_time:
+            seq = seq - seq.mean(dim=1, keepdim=True)  # motion about the clip's mean pose
         if domain_prompt is not None and cfg.domain_prompt_position == "before":
             seq = seq + domain_prompt
         seq = self.normalize(seq, chunks)  # BatchNorm over F, stats over (chunk) samples and T
