@@ -57,3 +57,13 @@ def test_divergence_guard_ignores_regularisers_that_start_at_zero():
     assert guard.check(3, {"loss": 20.0, "mask_mse": 0.05, "feat_var": 0.3, "feat_cov": 0.074}) is None
     msg = guard.check(4, {"loss": 1e5, "mask_mse": 0.05, "feat_var": 0.3, "feat_cov": 1e4})
     assert msg is not None and "loss=" in msg and "feat_cov" not in msg
+
+
+def test_a_recovery_after_a_warning_is_said_once():
+    collapsed, healthy = {"emb_std": 0.001, "inst_top1": 0.0}, {"emb_std": 0.05, "inst_top1": 0.3}
+    mon = CollapseMonitor(128, 64, patience=2)
+    lines = [mon.check(e, m) for e, m in enumerate([collapsed, collapsed, collapsed, healthy, healthy], 1)]
+    assert lines[0] is None and lines[1].startswith("warning") and lines[2].startswith("warning")
+    assert lines[3].startswith("note: epoch 4") and "recovered" in lines[3] and lines[4] is None
+    quiet = CollapseMonitor(128, 64, patience=2)  # no warning given: no note either
+    assert [quiet.check(e, m) for e, m in enumerate([collapsed, healthy, healthy], 1)] == [None, None, None]

@@ -61,9 +61,13 @@ class CollapseMonitor:
         self.patience = patience
         self.low_epochs = 0
         self.collapsed_epochs = 0
+        self.warned = False  # a warning was given and the run has not recovered since
 
     def check(self, epoch: int, metrics: Dict[str, float]) -> Optional[str]:
-        """One epoch's means (``emb_std``, ``inst_top1``...) -> a warning line, or None."""
+        """One epoch's means (``emb_std``, ``inst_top1``...) -> a warning line, or None.
+
+        After a warning, the first epoch where neither condition holds any more gives one
+        ``note:`` line saying the embeddings recovered (early dips that recover are common)."""
         problems: List[str] = []
         std = metrics.get("emb_std")
         if std is not None:
@@ -77,7 +81,12 @@ class CollapseMonitor:
             if self.low_epochs >= self.patience:
                 problems.append(f"instance top-1 {top1:.3f} at chance ({self.chance:.3f}) for {self.low_epochs} epochs")
         if not problems:
+            if self.warned and not self.collapsed_epochs and not self.low_epochs:
+                self.warned = False
+                return (f"note: epoch {epoch}: the contrastive embeddings recovered (std {std:.4f}, instance "
+                        f"top-1 {top1:.3f}; chance {self.chance:.3f})")
             return None
+        self.warned = True
         return (f"warning: epoch {epoch}: contrastive collapse? {'; '.join(problems)}. Likely causes: views too "
                 "strong for the data (views.corrupt_ratio, views.shear_amplitude), key encoder too slow "
                 "(model.momentum, model.momentum_schedule: cosine), learning rate too high, queue too large "

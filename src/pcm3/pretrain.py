@@ -503,8 +503,9 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
                   + (f" [vs epoch 1: {rel}]" if rel else ""), progress)
         for warning in (diverged, monitor.check(epoch + 1, result.metrics)):
             if warning and dist_info.is_main:  # warnings are printed even with --quiet (by rank 0)
-                _log(run, warning if warning.startswith("warning") else f"warning: {warning}", False)
-                print(warning if warning.startswith("warning") else f"warning: {warning}", file=sys.stderr, flush=True)
+                line = warning if warning.startswith(("warning", "note")) else f"warning: {warning}"
+                _log(run, line, False)
+                print(line, file=sys.stderr, flush=True)
     if writer is not None:
         writer.close()
     return last
