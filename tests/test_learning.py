@@ -6,10 +6,10 @@ and 1-NN of frozen features on the cross-subject test split, for the pretrained 
 same encoder randomly initialised and the raw input (the supervised bound is left out for
 time). About a minute and a half on 2 CPU cores.
 
-What it asserts is what was measured at this setting (seed 0, see the comments), with a
-margin for platform noise: pretraining beats random init on both probes and the raw input on
-the linear probe. It does not assert 1-NN above the raw input: at this scale it is not (see
-docs/learning-small-data.md).
+What it asserts is what was measured at this setting (seed 0, see the comments), with about
+half of each measured gap kept as the margin for platform noise: pretraining beats random init
+and the raw input on both probes. It does not assert the issue's "+15 over random init": at
+this scale it is not reached (+11.5 / +5.0 here; see docs/learning-small-data.md).
 """
 
 import pytest
@@ -26,8 +26,10 @@ def test_pretrained_beats_random_init_and_the_raw_input(tmp_path):
                  rows=("pretrained", "random_init", "raw_input"))
     assert m["final_loss"] < 40  # finite and trained
     pre, rand, raw = m["pretrained"], m["random_init"], m["raw_input"]
-    # measured at this setting (seed 0, 2026-11-30): linear / 1-NN pretrained 62.7 / 52.2,
-    # random init 61.7 / 49.4, raw input 59.8 / 55.8 (93 s of pretraining)
-    assert pre["knn1"] > rand["knn1"] + 0.015, m
-    assert pre["linear"] > rand["linear"], m
-    assert pre["linear"] > raw["linear"] + 0.015, m
+    # measured at this setting (seed 0, 2026-11-30, demo config with encoder.center_time):
+    # linear / 1-NN pretrained 76.9 / 63.6, random init 65.4 / 58.6, raw input 59.8 / 55.8
+    # (95 s of pretraining)
+    assert pre["linear"] > rand["linear"] + 0.06, m
+    assert pre["knn1"] > rand["knn1"] + 0.025, m
+    assert pre["linear"] > raw["linear"] + 0.08, m
+    assert pre["knn1"] > raw["knn1"] + 0.04, m
