@@ -67,3 +67,16 @@ def test_a_recovery_after_a_warning_is_said_once():
     assert lines[3].startswith("note: epoch 4") and "recovered" in lines[3] and lines[4] is None
     quiet = CollapseMonitor(128, 64, patience=2)  # no warning given: no note either
     assert [quiet.check(e, m) for e, m in enumerate([collapsed, healthy, healthy], 1)] == [None, None, None]
+
+
+def test_a_low_but_rising_std_is_a_slow_start_not_a_collapse():
+    """The demo's measured start with center_time: std 0.012, 0.009, 0.016, 0.020, 0.022,
+    0.028 (threshold 0.022) and instance top-1 above twice chance from epoch 3: no warning. The
+    same low std held flat is a collapse."""
+    stds = [0.0116, 0.0085, 0.0158, 0.0199, 0.0219, 0.0276, 0.0325]
+    tops = [0.0187, 0.0271, 0.0365, 0.0312, 0.0323, 0.0354, 0.0542]
+    mon = CollapseMonitor(128, 64, patience=5)
+    assert [mon.check(e, {"emb_std": s, "inst_top1": t}) for e, (s, t) in enumerate(zip(stds, tops), 1)] == [None] * 7
+    flat = CollapseMonitor(128, 64, patience=5)
+    lines = [flat.check(e, {"emb_std": 0.012, "inst_top1": 0.05}) for e in range(1, 6)]
+    assert lines[:4] == [None] * 4 and "embedding std" in lines[4]
