@@ -93,6 +93,8 @@ class EncoderConfig:
         center_time: NOT in the paper (False = off): subtract each sample's mean over the clip's
             frames from every input feature before the input norm, so the GRU reads the motion
             about the clip's mean pose and not the pose itself (see docs/learning-small-data.md).
+        mean_pose_weight: with ``center_time``, the share of the mean pose left in the input
+            (0: none; 1: the input unchanged), for classes told apart by a held posture.
     """
 
     in_channels: int = 3
@@ -106,6 +108,7 @@ class EncoderConfig:
     bn_stats: str = "per_view"
     input_norm: str = "batch"
     center_time: bool = False
+    mean_pose_weight: float = 0.0
 
     def __post_init__(self):
         owner = "encoder"
@@ -121,6 +124,9 @@ class EncoderConfig:
         _check_choice(owner, "domain_prompt_position", self.domain_prompt_position, PROMPT_POSITIONS)
         _check_choice(owner, "bn_stats", self.bn_stats, BN_STATS)
         _check_choice(owner, "input_norm", self.input_norm, INPUT_NORMS)
+        w = self.mean_pose_weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 1:
+            raise ConfigError(f"encoder.mean_pose_weight must be in [0, 1]; got {w!r}")
 
     @property
     def in_features(self) -> int:
@@ -191,7 +197,7 @@ class Encoder(nn.Module):
             domain_prompt = domain_prompt.unsqueeze(1)  # N x 1 x F, broadcast over T
         seq = flatten_frames(x)  # N x T x F
         if cfg.center_time:
-            seq = seq - seq.mean(dim=1, keepdim=True)  # motion about the clip's mean pose
+            seq = seq - (1.0 - cfg.mean_pose_weight) * seq.mean(dim=1, keepdim=True)  # motion about the mean pose
         if domain_prompt is not None and cfg.domain_prompt_position == "before":
             seq = seq + domain_prompt
         seq = self.normalize(seq, chunks)  # BatchNorm over F, stats over (chunk) samples and T
