@@ -220,3 +220,21 @@ def test_center_time_reads_the_motion_about_the_mean_pose(variant):
     torch.testing.assert_close(enc(x + offset), enc(x), rtol=1e-5, atol=1e-5)
     assert not torch.allclose(plain(x + offset), plain(x), atol=1e-3)  # without it the pose matters
     assert not torch.allclose(enc(x.flip(2)), enc(x), atol=1e-3)  # the motion still matters
+
+
+def test_mean_pose_weight_keeps_a_share_of_the_pose():
+    torch.manual_seed(0)
+    cfg = dict(num_joints=5, hidden=8, layers=1, variant="bigru", pool="mean")
+    plain = Encoder(EncoderConfig(**cfg)).eval()
+    whole = Encoder(EncoderConfig(**cfg, center_time=True, mean_pose_weight=1.0)).eval()
+    whole.load_state_dict(plain.state_dict())
+    half = Encoder(EncoderConfig(**cfg, center_time=True, mean_pose_weight=0.5)).eval()
+    half.load_state_dict(plain.state_dict())
+    x = torch.randn(3, 3, 12, 5, 2)
+    offset = torch.randn(3, 3, 1, 5, 2)
+    torch.testing.assert_close(whole(x), plain(x))  # weight 1: the input unchanged
+    # weight 0.5: the clip minus half its mean pose, i.e. the plain encoder on that input
+    torch.testing.assert_close(half(x), plain(x - 0.5 * x.mean(dim=2, keepdim=True)), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(half(x + offset), half(x), atol=1e-3)  # the pose is still seen
+    with pytest.raises(ConfigError, match="mean_pose_weight"):
+        EncoderConfig(**cfg, center_time=True, mean_pose_weight=1.5)
