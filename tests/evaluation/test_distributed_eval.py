@@ -57,12 +57,13 @@ def _worker(rank, ports, data, enc, root):
 
 def _count_rows() -> dict:
     """Count, in this process, the samples it encodes and trains on (the work is shared out)."""
+    import pcm3.evaluation.features as features
     import pcm3.evaluation.linear as linear
     import pcm3.evaluation.semi as semi
     from pcm3 import distributed
 
     rows = {"encoded": 0, "linear_steps": 0, "semi_steps": 0}
-    iter_batches, rank_step, forward = linear.iter_batches, linear._rank_step, semi._Classifier.forward
+    iter_batches, rank_step, forward = features.iter_batches, linear._rank_step, semi._Classifier.forward
 
     def counted_batches(dataset, *args, **kwargs):
         for batch in iter_batches(dataset, *args, **kwargs):
@@ -77,7 +78,7 @@ def _count_rows() -> dict:
         rows["semi_steps"] += clip.shape[0]
         return forward(self, clip)
 
-    linear.iter_batches, linear._rank_step, semi._Classifier.forward = counted_batches, counted_step, counted_forward
+    features.iter_batches, linear._rank_step, semi._Classifier.forward = counted_batches, counted_step, counted_forward
     return rows
 
 

@@ -71,7 +71,7 @@ def encode(module: torch.nn.Module, dataset: SkeletonDataset, *, clip_len: int, 
            test_crop: float = 0.95, crops: int = 0, crop_range: Tuple[float, float] = (0.5, 1.0),
            min_len: int = 64, seed: int = 0, batch_size: int = 256, device: str | torch.device = "cpu",
            num_workers: int = 0, progress: bool = False, desc: str = "features",
-           dtype: torch.dtype = torch.float32) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+           dtype: torch.dtype = torch.float32, first_batch: int = 0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features of every sample of ``dataset``: the centre crop, or ``crops`` random crops each.
 
     The module runs in eval mode under ``torch.no_grad`` in batches on ``device``; the data is
@@ -82,6 +82,9 @@ def encode(module: torch.nn.Module, dataset: SkeletonDataset, *, clip_len: int, 
         crops: 0 for the deterministic centre crop of ``test_crop``; ``K > 0`` for K random
             crops ``U(crop_range)`` per sample, drawn from ``seed`` (crop ``k`` of batch ``b``
             from its own generator, so the result does not depend on ``num_workers``).
+        first_batch: the number ``b`` of ``dataset``'s first batch, when ``dataset`` is a run
+            of a larger data set's batches (:func:`pcm3.evaluation.linear.encode_shared`): its
+            crops are then the ones the whole data set's call draws for those batches.
 
         dtype: storage type of the features (``torch.float16`` halves the memory of a crop pool).
 
@@ -99,7 +102,7 @@ def encode(module: torch.nn.Module, dataset: SkeletonDataset, *, clip_len: int, 
     feats = [[] for _ in range(passes)]
     labels, index = [], []
     bar = progress_bar(total=len(dataset), desc=desc, disable=not progress)
-    for b, (x, lengths, y, idx) in enumerate(loader):
+    for b, (x, lengths, y, idx) in enumerate(loader, start=first_batch):
         x, lengths = x.to(device, non_blocking=True), lengths.to(device)
         for k in range(passes):
             if crops:

@@ -42,7 +42,7 @@ from pcm3.errors import ConfigError
 from pcm3.evaluation.common import (EvalContext, InputProtocol, _check_crop_range, carve_validation,
                                     encode_kwargs, feature_module, input_spec, open_split, open_splits,
                                     save_scores, topk_accuracy)
-from pcm3.evaluation.features import encode, iter_batches, make_clips
+from pcm3.evaluation.features import encode
 
 DEFAULT_CONFIG = "eval_linear"
 
@@ -235,17 +235,15 @@ def encode_shared(module: torch.nn.Module, dataset, *, clip_len: int, stream: st
     """:func:`pcm3.evaluation.features.encode` of the whole ``dataset``, on every process.
 
     One process: ``encode`` itself. Under ``torchrun`` (``G`` processes) rank ``r`` encodes its
-    contiguous run of ``encode``'s batches (:func:`pcm3.distributed.ranges`), with the crops of
-    those batches as ``encode`` draws them (crop ``k`` of batch ``b`` from the generator seeded
-    ``(seed * 1_000_003 + k * 7_919 + b) mod (2**63 - 1)``, as ``encode`` does), and the rows of
-    all ranks are gathered in order: every rank returns what one process's ``encode`` returns.
+    contiguous run of ``encode``'s batches (:func:`pcm3.distributed.ranges`), with the crops one
+    process draws for those batches (``encode``'s ``first_batch``), and the rows of all ranks
+    are gathered in order: every rank returns what one process's ``encode`` returns.
 
     Returns:
         features ``(N, D)`` (``crops == 0``) or ``(K, N, D)`` of ``dtype``, labels ``(N,)`` and
         prepared-folder indices ``(N,)``, in dataset order.
     """
     from pcm3.data.dataset import SkeletonDataset
-    from pcm3.progress import progress_bar
 
     args = dict(clip_len=clip_len, stream=stream, layout=layout, test_crop=test_crop, crops=crops,
                 crop_range=crop_range, min_len=min_len, seed=seed, batch_size=batch_size, device=device,
@@ -253,7 +251,6 @@ def encode_shared(module: torch.nn.Module, dataset, *, clip_len: int, stream: st
     info = distributed.info()
     if info.world_size == 1:
         return encode(module, dataset, **args)
-    device = torch.device(device)
     batches = -(-len(dataset) // batch_size)
     lo, hi = distributed.ranges(batches, info.world_size, info.rank)
     part = SkeletonDataset(dataset.prepared, indices=dataset.indices[lo * batch_size:hi * batch_size])
@@ -262,31 +259,9 @@ def encode_shared(module: torch.nn.Module, dataset, *, clip_len: int, stream: st
                              **{**args, "progress": False})
         feats = torch.from_numpy(probe)[..., :0, :]
         labels = index = torch.zeros(0, dtype=torch.int64)
-    else:
-        was_training = module.training
-        module.eval().to(device)
-        passes = max(1, crops)
-        out = [[] for _ in range(passes)]
-        labels, index = [], []
-        bar = progress_bar(total=len(part), desc=desc, disable=not progress)
-        for j, (x, lengths, y, idx) in enumerate(iter_batches(part, batch_size, num_workers)):
-            b = lo + j  # the batch's number in one process's encode
-            x, lengths = x.to(device, non_blocking=True), lengths.to(device)
-            for k in range(passes):
-                if crops:
-                    g = torch.Generator(device=device).manual_seed((seed * 1_000_003 + k * 7_919 + b) % (2 ** 63 - 1))
-                    clip = make_clips(x, lengths, clip_len=clip_len, stream=stream, layout=layout,
-                                      crop_range=crop_range, min_len=min_len, generator=g)
-                else:
-                    clip = make_clips(x, lengths, clip_len=clip_len, stream=stream, layout=layout, crop=test_crop)
-                out[k].append(module(clip).to(dtype).cpu())
-            labels.append(y)
-            index.append(idx)
-            bar.update(len(y))
-        bar.close()
-        module.train(was_training)
-        feats = torch.stack([torch.cat(f) for f in out]) if crops else torch.cat(out[0])
-        labels, index = torch.cat(labels).long(), torch.cat(index).long()
+    else:  # this rank's batches, with the crops one process draws for them
+        f, y, idx = encode(module, part, **args, first_batch=lo)
+        feats, labels, index = torch.from_numpy(f), torch.from_numpy(y), torch.from_numpy(idx)
     if crops:  # K x N x D: gathered per crop (one crop's rows at a time in flight)
         feats = torch.stack([distributed.all_gather_rows(feats[k]) for k in range(feats.shape[0])])
     else:
