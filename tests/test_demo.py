@@ -55,3 +55,35 @@ def test_refuses_a_folder_it_did_not_make(tiny, tmp_path, capsys):
     assert sorted(p.name for p in box.iterdir()) == ["thesis.tex"]
     assert main(["demo", "--data", str(tiny), "--out", str(tmp_path / "d"), "--steps", "probe,plots", *FAST]) == 2
     assert "--steps" in capsys.readouterr().err
+
+
+def test_the_supervised_bound_trained_alongside_equals_the_serial_one(tiny, tmp_path):
+    """``pcm3 demo`` trains the supervised bound in a second process during pretraining; that
+    encoder is the one the probe would have trained in this process."""
+    import torch
+
+    from pcm3.commands import demo
+    from pcm3.config import load_config
+    from pcm3.data.dataset import SkeletonDataset
+    from pcm3.data.prepared import Prepared
+    from pcm3.evaluation.baselines import random_init_encoder, train_supervised
+    from pcm3.pretrain import data_shape_into_config
+
+    cfg = load_config("demo", [f"data.path={tiny}", "model.encoder.hidden=8", "views.out_len=16", "views.min_len=16"])
+    proc, path = demo._start_supervised(tmp_path, tiny, cfg, epochs=2)
+    shaped = load_config("demo", [f"data.path={tiny}", "model.encoder.hidden=8", "views.out_len=16", "views.min_len=16"])
+    data_shape_into_config(shaped, Prepared(tiny))
+    pretrained = random_init_encoder(shaped.model.encoder, 5, layout=Prepared(tiny).layout, clip_len=16)
+    background = demo._collect_supervised(proc, path, cfg, pretrained)
+    assert background is not None and background.supervised_trained and path.exists()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial = train_supervised(pretrained.config, SkeletonDataset(tiny, "xsub", "train"),
+                                  **demo.supervised_kwargs(cfg, 16, pretrained.layout, 2))
+    finally:
+        torch.set_num_threads(threads)
+    for (name, a), (_, b) in zip(background.state_dict().items(), serial.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=name)
+    assert not torch.equal(background.state_dict()["input_norm.running_mean"],
+                           pretrained.state_dict()["input_norm.running_mean"])  # it did train

@@ -93,15 +93,16 @@ ROWS = ("pretrained", "random_init", "raw_input", "supervised")
 
 
 def probe_rows(data: Path, cfg, pretrained, rows=ROWS, supervised_epochs: int = 60, progress: bool = False,
-               keep_supervised: bool = False):
+               keep_supervised: bool = False, supervised=None):
     """Linear probe and 1-NN of each row on ``cfg.data.benchmark`` (train -> test).
 
     Rows (issue 6's baselines, the same probe for each): ``pretrained`` (the given encoder),
     ``random_init`` (its architecture, fresh weights from ``train.seed``), ``raw_input`` (no
     network: the valid frames centre-cropped, resized to 64, centred, flattened) and
     ``supervised`` (the architecture trained with labels on the training part, Adam, crop-resize,
-    ``supervised_epochs`` epochs: an upper bound). Returns ``{row: {"linear", "knn1", ...}}``, and
-    with ``keep_supervised`` also the supervised encoder (or None).
+    ``supervised_epochs`` epochs: an upper bound; ``supervised``, when given, is that encoder
+    already trained). Returns ``{row: {"linear", "knn1", ...}}``, and with ``keep_supervised``
+    also the supervised encoder (or None).
     """
     from pcm3.data.dataset import SkeletonDataset
     from pcm3.evaluation.baselines import random_init_encoder, raw_input_features, train_supervised
@@ -112,7 +113,7 @@ def probe_rows(data: Path, cfg, pretrained, rows=ROWS, supervised_epochs: int = 
     train = SkeletonDataset(data, bench, "train")
     test = SkeletonDataset(data, bench, "test")
     kw = dict(stream=cfg.data.stream, layout=pretrained.layout, clip_len=pretrained.clip_len, crop=pretrained.test_crop)
-    results, supervised = {}, None
+    results = {}
     for name in rows:
         t0 = time.perf_counter()
         if name == "raw_input":
@@ -123,14 +124,79 @@ def probe_rows(data: Path, cfg, pretrained, rows=ROWS, supervised_epochs: int = 
                 enc = pretrained
             elif name == "random_init":
                 enc = random_init_encoder(pretrained.config, cfg.train.seed, layout=pretrained.layout)
+            elif supervised is not None:
+                enc = supervised
             else:
-                enc = supervised = train_supervised(pretrained.config, train, epochs=supervised_epochs, clip_len=pretrained.clip_len,
-                                       min_len=min(cfg.views.min_len, pretrained.clip_len), stream=cfg.data.stream,
-                                       layout=pretrained.layout, seed=cfg.train.seed, progress=progress)
+                enc = supervised = train_supervised(pretrained.config, train, **supervised_kwargs(
+                    cfg, pretrained.clip_len, pretrained.layout, supervised_epochs), progress=progress)
             trx, try_ = extract_features(enc, train, **kw)
             tex, tey = extract_features(enc, test, **kw)
         results[name] = {**probe(trx, try_, tex, tey, seed=cfg.train.seed), "seconds": time.perf_counter() - t0}
     return (results, supervised) if keep_supervised else results
+
+
+def supervised_kwargs(cfg, clip_len: int, layout: str, epochs: int) -> dict:
+    """Arguments of :func:`pcm3.evaluation.baselines.train_supervised` for the demo's bound."""
+    return dict(epochs=epochs, clip_len=clip_len, min_len=min(cfg.views.min_len, clip_len), stream=cfg.data.stream,
+                layout=layout, seed=cfg.train.seed)
+
+
+def _train_supervised_to(path: str, encoder_config: dict, data: str, benchmark: str, kwargs: dict) -> None:
+    """Child process: train the supervised bound with one thread and save it to ``path``."""
+    import torch
+
+    from pcm3.data.dataset import SkeletonDataset
+    from pcm3.evaluation.baselines import train_supervised
+    from pcm3.io import atomic_path
+
+    torch.set_num_threads(1)
+    encoder = train_supervised(encoder_config, SkeletonDataset(data, benchmark, "train"), **kwargs)
+    with atomic_path(Path(path)) as tmp:
+        torch.save({"encoder_config": encoder_config, "state_dict": encoder.state_dict()}, tmp)
+
+
+def _start_supervised(out: Path, data: Path, cfg, epochs: int):
+    """Train the supervised bound in a second process while this one pretrains (the demo's two
+    halves are independent; on a machine with two cores the bound then costs no wall time).
+    Returns ``(process, path)``; the process trains exactly what :func:`probe_rows` would."""
+    import copy
+    import multiprocessing
+    from dataclasses import asdict
+
+    from pcm3.data.prepared import Prepared
+    from pcm3.pretrain import data_shape_into_config
+
+    prepared = Prepared(data)
+    local = copy.deepcopy(cfg)
+    data_shape_into_config(local, prepared)
+    path = out / "supervised_encoder.pt"
+    kwargs = supervised_kwargs(cfg, cfg.views.out_len, prepared.layout, epochs)
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_train_supervised_to, args=(str(path), asdict(local.model.encoder), str(data), cfg.data.benchmark, kwargs),
+        daemon=True)
+    proc.start()
+    return proc, path
+
+
+def _collect_supervised(proc, path: Path, cfg, pretrained):
+    """The background bound as an encoder like ``train_supervised``'s, or None if it failed
+    (the probe then trains it in this process)."""
+    import torch
+
+    from pcm3.evaluation.baselines import random_init_encoder
+
+    proc.join()
+    if proc.exitcode != 0 or not path.exists():
+        return None
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    encoder = random_init_encoder(pretrained.config, cfg.train.seed, layout=pretrained.layout,
+                                  stream=cfg.data.stream, clip_len=pretrained.clip_len, test_crop=0.95)
+    try:
+        encoder.load_state_dict(saved["state_dict"])
+    except RuntimeError:  # not the pretrained architecture (cannot happen with one config): retrain here
+        return None
+    encoder.supervised_trained = True
+    return encoder.eval()
 
 
 def run_demo(out: Path, data: Path, config: str, overrides, progress: bool = True, rows=ROWS,
@@ -154,7 +220,11 @@ def run_demo(out: Path, data: Path, config: str, overrides, progress: bool = Tru
     resume = (run_dir / "checkpoint_last.pt").exists()
     t0 = time.perf_counter()
     done = load_checkpoint(run_dir / "checkpoint_last.pt") if resume else None
-    if done is not None and int(done["epoch"]) >= cfg.train.epochs:  # a rerun: pretraining is finished
+    background = None
+    finished = done is not None and int(done["epoch"]) >= cfg.train.epochs
+    if "probe" in steps and "supervised" in rows and supervised_epochs and not finished:
+        background = _start_supervised(out, data, cfg, supervised_epochs)  # alongside pretraining
+    if finished:  # a rerun: pretraining is finished
         last = done["history"][-1] if done["history"] else {}
         pretrain_seconds = sum(float(r.get("seconds", 0.0)) for r in done["history"])
     else:
@@ -177,8 +247,10 @@ def run_demo(out: Path, data: Path, config: str, overrides, progress: bool = Tru
     }
     supervised = None
     if "probe" in steps:
+        if background is not None:
+            supervised = _collect_supervised(*background, cfg, pretrained)
         results, supervised = probe_rows(data, cfg, pretrained, rows=rows, supervised_epochs=supervised_epochs,
-                                         progress=progress, keep_supervised=True)
+                                         progress=progress, keep_supervised=True, supervised=supervised)
         metrics.update(results)
         for base in ("random_init", "raw_input"):
             if base in results and "pretrained" in results:
