@@ -6,7 +6,8 @@ Steps (each resumable: a rerun with the same ``--out`` continues where it stoppe
 2. pretrain a small PCM3 model (packaged ``demo`` config) and export its encoder;
 3. probe four rows side by side with the same code (linear classifier and 1-NN on frozen
    features): the pretrained encoder, the same encoder randomly initialised, the raw input (no
-   network) and the same encoder trained with labels (an upper bound);
+   network) and the same encoder trained with labels (an upper bound, trained in a second
+   process during step 2: on two cores it costs no wall time);
 4. the recognition suite (``pcm3 eval`` linear, kNN, occlusion, 1%/10% semi-supervised) for
    every row, with small-data settings stated in the results;
 5. the dense tasks (temporal action detection on the untrimmed videos, motion prediction) for
