@@ -27,6 +27,8 @@ import torch.multiprocessing as mp
 
 from pcm3.cli import main
 from pcm3.distributed import RankSampler, free_port, prepare_model, wrap
+
+from .ranks import run_two_ranks
 from pcm3.models import PCM3, EncoderConfig, LossConfig, ModelConfig
 
 B, C, T, V, M, STEPS = 4, 3, 6, 5, 2, 3
@@ -254,13 +256,7 @@ def _epoch_worker(rank, port, out):
 def test_train_one_epoch_on_two_ranks(tmp_path, monkeypatch):
     from pcm3.pretrain import train_one_epoch
 
-    ctx = mp.spawn(_epoch_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=False)
-    deadline = time.monotonic() + 90
-    while not ctx.join(timeout=1):
-        if time.monotonic() > deadline:
-            for proc in ctx.processes:
-                proc.kill()
-            pytest.fail("2 ranks did not finish within 90 s (a rank hangs)")
+    run_two_ranks(_epoch_worker, (free_port(), str(tmp_path)), 90)
     r0, r1 = (torch.load(tmp_path / f"epoch{r}.pt") for r in (0, 1))
     # (a) NaN on rank 1 alone: both ranks stop at step 2 with the same one-line error, at once
     assert r0["nan"][0] == r1["nan"][0], (r0["nan"], r1["nan"])

@@ -89,8 +89,9 @@ class CollapseMonitor:
         if not problems:
             if self.warned and not self.collapsed_epochs and not self.low_epochs:
                 self.warned = False
-                return (f"note: epoch {epoch}: the contrastive embeddings recovered (std {std:.4f}, instance "
-                        f"top-1 {top1:.3f}; chance {self.chance:.3f})")
+                seen = [f"std {std:.4f}"] if std is not None else []
+                seen += [f"instance top-1 {top1:.3f}; chance {self.chance:.3f}"] if top1 is not None else []
+                return f"note: epoch {epoch}: the contrastive embeddings recovered ({', '.join(seen)})"
             return None
         self.warned = True
         return (f"warning: epoch {epoch}: contrastive collapse? {'; '.join(problems)}. Likely causes: views too "

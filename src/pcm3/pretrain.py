@@ -193,6 +193,7 @@ def train_one_epoch(model: PCM3, loader: DataLoader, optimizer: torch.optim.Opti
     total_steps = steps_per_epoch * cfg.train.epochs
     start = time.perf_counter()
     use_amp, _ = amp_mode(cfg.train.amp, device)
+    clipped = [p for g in optimizer.param_groups for p in g["params"]] if cfg.optim.clip_grad_norm else None
     bar = progress_bar(total=min(limit, len(loader)), desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                        unit="step", disable=not progress)
     for x, lengths, _, index in loader:
@@ -213,9 +214,8 @@ def train_one_epoch(model: PCM3, loader: DataLoader, optimizer: torch.optim.Opti
                                    "the last good checkpoint is kept (lower optim.lr?)")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.optim.clip_grad_norm:  # not in the paper: bounds the masked branch's rare blow-ups
-            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                           cfg.optim.clip_grad_norm)
+        if clipped:  # not in the paper: bounds the masked branch's rare blow-ups
+            torch.nn.utils.clip_grad_norm_(clipped, cfg.optim.clip_grad_norm)
         optimizer.step()
         terms = {k: v for k, v in out.items() if _is_term(k, v)}
         if "z_query" in out:
@@ -464,7 +464,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
     _log(run, f"{'resume at' if resume else 'start:'} epoch {start_epoch + 1}/{cfg.train.epochs}, "
               f"{len(dataset)} samples ({cfg.data.benchmark}/{cfg.data.part}, {cfg.data.stream} stream), "
               f"device {device}{', bfloat16 autocast' if use_amp else ''}, "
-              f"{sum(p.numel() for p in model.parameters()):,} parameters", progress)
+              f"{num_params:,} parameters", progress)
 
     last: dict = history[-1] if history else {}
     guard = DivergenceGuard(cfg.train.divergence_factor, _loss_terms(history[0]) if history else None)

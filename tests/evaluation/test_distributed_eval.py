@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from pcm3.distributed import free_port
 
+from ..ranks import run_two_ranks
 from .tiny import encoder_file, tiny_data
 
 LINEAR = ["epochs=4", "milestones=[2]", "crops=2", "min_len=8", "batch_size=15", "feature_batch_size=20",
@@ -88,14 +88,7 @@ def two_ranks(tmp_path_factory):
     root = tmp_path_factory.mktemp("dist_eval")
     (root / "foreign").mkdir()
     (root / "foreign" / "mine.txt").write_text("not pcm3's")
-    ctx = mp.spawn(_worker, args=([free_port() for _ in range(4)], str(data), str(enc), str(root)), nprocs=2,
-                   join=False)
-    deadline = time.monotonic() + 120
-    while not ctx.join(timeout=1):
-        if time.monotonic() > deadline:
-            for proc in ctx.processes:
-                proc.kill()
-            pytest.fail("2 ranks did not finish within 120 s (a rank hangs)")
+    run_two_ranks(_worker, ([free_port() for _ in range(4)], str(data), str(enc), str(root)), 120)
     codes = [json.loads((root / f"codes{r}.json").read_text()) for r in (0, 1)]
     return data, enc, root, codes
 

@@ -43,7 +43,7 @@ from pcm3.errors import ConfigError, DataError
 from pcm3.evaluation.common import (EvalContext, InputProtocol, _check_crop_range, feature_module, input_spec,
                                     open_split, open_splits, save_scores, topk_accuracy)
 from pcm3.evaluation.features import make_clips
-from pcm3.evaluation.linear import encode_shared
+from pcm3.evaluation.linear import encode_shared, lr_at_epoch
 
 DEFAULT_CONFIG = "eval_semi"
 
@@ -163,9 +163,7 @@ def finetune(module: torch.nn.Module, train_ds, num_classes: int, p: SemiProtoco
     head.train()
     loss = None
     for epoch in track(range(p.epochs), desc="semi", disable=not progress):
-        lr = p.lr * p.gamma ** sum(epoch >= m for m in p.milestones)
-        for g in opt.param_groups:
-            g["lr"] = lr * g["factor"]
+        _set_lr(opt, p, epoch)
         for x, lengths, y, _ in loader:
             if len(y) < 2:  # BatchNorm in training mode needs two samples
                 continue
@@ -179,6 +177,13 @@ def finetune(module: torch.nn.Module, train_ds, num_classes: int, p: SemiProtoco
         if loss is not None and not torch.isfinite(loss.detach()).item():
             raise FloatingPointError("semi-supervised training diverged (non-finite loss); lower lr")
     return module.eval(), head.eval()
+
+
+def _set_lr(opt: torch.optim.Optimizer, p: SemiProtocol, epoch: int) -> None:
+    """The protocol's step schedule at ``epoch``, times each parameter group's ``factor``."""
+    lr = lr_at_epoch(p, epoch)
+    for g in opt.param_groups:
+        g["lr"] = lr * g["factor"]
 
 
 class _Classifier(torch.nn.Module):
@@ -212,9 +217,7 @@ def _finetune_ranks(module, head, opt, train_ds, p: SemiProtocol, spec: dict, or
     head.train()
     last = None
     for epoch in track(range(p.epochs), desc="semi", disable=not progress):
-        lr = p.lr * p.gamma ** sum(epoch >= m for m in p.milestones)
-        for g in opt.param_groups:
-            g["lr"] = lr * g["factor"]
+        _set_lr(opt, p, epoch)
         for positions in batches:
             if len(positions) < 2:  # as one process: BatchNorm in training mode needs two samples
                 continue
