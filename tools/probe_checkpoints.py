@@ -24,8 +24,10 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--key", action="store_true", help="probe the momentum (key) encoder instead of the query encoder")
     args = p.parse_args(argv)
-    if not args.benchmark.endswith("-val"):
-        p.error("probe validation benchmarks only (<benchmark>-val)")
+    from pcm3.data.prepared import parse_validation_benchmark
+
+    if parse_validation_benchmark(args.benchmark) is None:
+        p.error("probe validation benchmarks only (<benchmark>-val or <benchmark>-val<K>)")
 
     import torch
 

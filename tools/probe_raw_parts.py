@@ -17,8 +17,10 @@ def main(argv=None) -> int:
     p.add_argument("--data", required=True)
     p.add_argument("--benchmark", default="xsub-val")
     args = p.parse_args(argv)
-    if not args.benchmark.endswith("-val"):
-        p.error("probe validation benchmarks only (<benchmark>-val)")
+    from pcm3.data.prepared import parse_validation_benchmark
+
+    if parse_validation_benchmark(args.benchmark) is None:
+        p.error("probe validation benchmarks only (<benchmark>-val or <benchmark>-val<K>)")
 
     import numpy as np
     import torch

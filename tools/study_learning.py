@@ -26,13 +26,15 @@ def main(argv=None) -> int:
     p.add_argument("--config", required=True)
     p.add_argument("--name", required=True)
     p.add_argument("--set", dest="overrides", action="append", default=[])
-    p.add_argument("--benchmark", default="xsub-val", help="a -val benchmark (default xsub-val)")
+    p.add_argument("--benchmark", default="xsub-val", help="a validation benchmark, <benchmark>-val or -val<K> (default xsub-val)")
     p.add_argument("--rows", default="pretrained,random_init,raw_input")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--results", default="study.jsonl")
     args = p.parse_args(argv)
-    if not args.benchmark.endswith("-val"):
-        p.error("the study runs on validation benchmarks only (<benchmark>-val)")
+    from pcm3.data.prepared import parse_validation_benchmark
+
+    if parse_validation_benchmark(args.benchmark) is None:
+        p.error("the study runs on validation benchmarks only (<benchmark>-val or <benchmark>-val<K>)")
 
     import torch
 

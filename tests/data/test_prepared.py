@@ -101,3 +101,39 @@ def test_info_command(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "non-finite" in err[0] and "[3]" in err[0]
     assert main(["info", str(tmp_path / "nowhere")]) == 2
+
+
+def test_validation_benchmarks_hold_out_training_subjects(tmp_path):
+    """``B-val`` and ``B-val<K>``: disjoint by subject, inside B's training part, seeded draws."""
+    n = 40
+    data = np.zeros((n, 3, 4, 25, 2), np.float32)
+    with PreparedWriter(tmp_path / "p", kind="clips", shape=data.shape, dataset="toy", layout="ntu25",
+                        class_names=["a", "b"]) as w:
+        for i in range(n):
+            w.set(i, data[i], label=i % 2, length=4, name=f"s{i}", subject=i // 4)  # 10 subjects
+        w.set_splits({"xsub": {"train": list(range(32)), "test": list(range(32, 40))}})
+    ds = Prepared(tmp_path / "p")
+    subject = np.array([int(r["subject"]) for r in ds.rows])
+    held = {}
+    for name in ("xsub-val", "xsub-val0", "xsub-val1", "xsub-val2"):
+        train, val = ds.split(name, "train"), ds.split(name, "test")
+        assert set(train) | set(val) == set(range(32))  # the training part, all of it, never the test part
+        assert not set(subject[train]) & set(subject[val])  # held out by subject
+        held[name] = frozenset(subject[val].tolist())
+        assert len(held[name]) == 2  # 30% of the 8 training subjects
+    assert held["xsub-val"] == held["xsub-val0"]  # -val is draw 0
+    assert len({held["xsub-val0"], held["xsub-val1"], held["xsub-val2"]}) == 3  # other draws, other subjects
+    assert ds.split("xsub-val1", "test").tolist() == Prepared(tmp_path / "p").split("xsub-val1", "test").tolist()
+    with pytest.raises(DataError, match="no benchmark 'xview' to carve 'xview-val1' from"):
+        ds.split("xview-val1", "train")
+    with pytest.raises(DataError, match="no benchmark 'xsub-valx'"):
+        ds.split("xsub-valx", "train")
+
+
+@pytest.mark.parametrize("name, parsed", [("xsub-val", ("xsub", 0)), ("xsub-val2", ("xsub", 2)),
+                                          ("my-set-val10", ("my-set", 10)), ("xsub", None), ("xsub-val02", None),
+                                          ("xsub-valx", None), ("-val", None), (None, None)])
+def test_parse_validation_benchmark(name, parsed):
+    from pcm3.data.prepared import parse_validation_benchmark
+
+    assert parse_validation_benchmark(name) == parsed

@@ -28,7 +28,7 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -41,6 +41,20 @@ KINDS = ("clips", "sequences")
 
 
 VAL_SUFFIX = "-val"
+
+
+def parse_validation_benchmark(name: Optional[str]) -> Optional[Tuple[str, int]]:
+    """``"xsub-val"`` -> ``("xsub", 0)``, ``"xsub-val2"`` -> ``("xsub", 2)``; None for any other name.
+
+    ``<benchmark>-val<K>`` holds out another draw of the training subjects (seed ``K``) than
+    ``<benchmark>-val`` (seed 0), so a setting can be checked on several validation splits.
+    """
+    if not name or VAL_SUFFIX not in name:
+        return None
+    base, _, draw = name.rpartition(VAL_SUFFIX)
+    if not base or (draw and not (draw.isdigit() and draw == str(int(draw)))):
+        return None
+    return base, int(draw or 0)
 
 
 class PreparedWriter:
@@ -308,12 +322,19 @@ class Prepared:
         training part of ``<benchmark>`` (:meth:`validation_split`): its ``train`` is the
         training part less the held-out subjects, its ``test`` the held-out subjects. The
         test part of ``<benchmark>`` is never touched: choose settings on ``-val``.
+        ``<benchmark>-val<K>`` (``xsub-val1``, ``xsub-val2``, ...) holds out another draw of
+        subjects (seed ``K``; ``-val`` is ``-val0``): with few subjects one validation split is
+        a noisy guide (docs/learning-small-data.md, round 3), so check a choice on several.
         """
         if benchmark in (None, "all"):
             return np.arange(len(self), dtype=np.int64)
-        if benchmark.endswith(VAL_SUFFIX) and benchmark not in self.splits:
-            base = benchmark[: -len(VAL_SUFFIX)]
-            train, val = self.validation_split(base)
+        val_of = parse_validation_benchmark(benchmark)
+        if val_of is not None and benchmark not in self.splits:
+            base, draw = val_of
+            if base not in self.splits:
+                raise DataError(self.root, f"no benchmark {base!r} to carve {benchmark!r} from; this folder has: "
+                                           f"{', '.join(self.benchmarks) or 'none'}")
+            train, val = self.validation_split(base, seed=draw)
             if part not in ("train", "test"):
                 raise DataError(self.root, f"benchmark {benchmark!r} has no part {part!r} (has train, test)")
             return train if part == "train" else val
