@@ -14,6 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _validation import require_validation, validation_parts
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -24,21 +26,16 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--key", action="store_true", help="probe the momentum (key) encoder instead of the query encoder")
     args = p.parse_args(argv)
-    from pcm3.data.prepared import parse_validation_benchmark
-
-    if parse_validation_benchmark(args.benchmark) is None:
-        p.error("probe validation benchmarks only (<benchmark>-val or <benchmark>-val<K>)")
+    require_validation(p, args.benchmark)
 
     import torch
 
-    from pcm3.data.dataset import SkeletonDataset
     from pcm3.evaluation.features import extract_features
     from pcm3.evaluation.probe import probe
     from pcm3.export import export_encoder, load_encoder
 
     torch.set_num_threads(args.threads)
-    train = SkeletonDataset(args.data, args.benchmark, "train")
-    test = SkeletonDataset(args.data, args.benchmark, "test")
+    train, test = validation_parts(args.data, args.benchmark)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.checkpoints:
             ck = name

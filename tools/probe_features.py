@@ -62,6 +62,8 @@ def recalibrated(encoder, dataset, extract):
         encoder.eval = eval_mode
     return encoder.eval()
 
+from _validation import require_validation, validation_parts
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -70,21 +72,16 @@ def main(argv=None) -> int:
     p.add_argument("--benchmark", default="xsub-val", help="a validation benchmark, <benchmark>-val or -val<K> (default xsub-val)")
     p.add_argument("--confusion", action="store_true", help="per-class 1-NN accuracy and confusions")
     args = p.parse_args(argv)
-    from pcm3.data.prepared import parse_validation_benchmark
-
-    if parse_validation_benchmark(args.benchmark) is None:
-        p.error("this diagnostic runs on validation benchmarks only (<benchmark>-val or <benchmark>-val<K>)")
+    require_validation(p, args.benchmark)
 
     import torch
 
-    from pcm3.data.dataset import SkeletonDataset
     from pcm3.evaluation.baselines import random_init_encoder
     from pcm3.evaluation.features import extract_features
     from pcm3.export import load_encoder
 
     torch.set_num_threads(1)
-    train = SkeletonDataset(args.data, args.benchmark, "train")
-    test = SkeletonDataset(args.data, args.benchmark, "test")
+    train, test = validation_parts(args.data, args.benchmark)
     enc = load_encoder(args.encoder)
     rnd = random_init_encoder(dataclasses.asdict(enc.config), 0, layout=enc.layout, stream=enc.stream,
                               clip_len=enc.clip_len, test_crop=enc.test_crop)

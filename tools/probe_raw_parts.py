@@ -11,27 +11,24 @@ only), and the frame-to-frame velocity; each with the demo's linear probe and 1-
 import argparse
 import sys
 
+from _validation import require_validation, validation_parts
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True)
     p.add_argument("--benchmark", default="xsub-val")
     args = p.parse_args(argv)
-    from pcm3.data.prepared import parse_validation_benchmark
-
-    if parse_validation_benchmark(args.benchmark) is None:
-        p.error("probe validation benchmarks only (<benchmark>-val or <benchmark>-val<K>)")
+    require_validation(p, args.benchmark)
 
     import numpy as np
     import torch
 
-    from pcm3.data.dataset import SkeletonDataset
     from pcm3.evaluation.baselines import raw_input_features
     from pcm3.evaluation.probe import probe
 
     torch.set_num_threads(1)
-    train = SkeletonDataset(args.data, args.benchmark, "train")
-    test = SkeletonDataset(args.data, args.benchmark, "test")
+    train, test = validation_parts(args.data, args.benchmark)
     a, ya = raw_input_features(train)
     b, yb = raw_input_features(test)
     a, b = a.reshape(len(a), 3, 64, -1), b.reshape(len(b), 3, 64, -1)  # N x C x T x (V M)

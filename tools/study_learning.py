@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _validation import require_validation
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -31,10 +33,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--results", default="study.jsonl")
     args = p.parse_args(argv)
-    from pcm3.data.prepared import parse_validation_benchmark
-
-    if parse_validation_benchmark(args.benchmark) is None:
-        p.error("the study runs on validation benchmarks only (<benchmark>-val or <benchmark>-val<K>)")
+    require_validation(p, args.benchmark)
 
     import torch
 
