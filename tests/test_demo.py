@@ -87,3 +87,30 @@ def test_the_supervised_bound_trained_alongside_equals_the_serial_one(tiny, tmp_
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=name)
     assert not torch.equal(background.state_dict()["input_norm.running_mean"],
                            pretrained.state_dict()["input_norm.running_mean"])  # it did train
+
+
+def test_the_dense_tasks_run_alongside_and_equal_the_serial_ones(tiny, tmp_path, monkeypatch):
+    """``pcm3 demo`` runs the dense tasks in a second process during the probe and the suite;
+    its folders hold what one process computes, and the later call only reads them."""
+    from pcm3.commands import demo
+    from pcm3.config import load_config
+
+    monkeypatch.setitem(demo.DENSE_OVERRIDES, "motion", ["observed=20", "predicted=5", "epochs=1", "milestones=[1]",
+                                                        "max_train=32", "max_test=32"])  # reaches the child too
+    run, enc = tmp_path / "run", tmp_path / "enc.pt"
+    assert main(["pretrain", "--config", "demo", "--data", str(tiny), "--out", str(run), "--quiet",
+                 "--set", "train.epochs=1", "--set", "train.max_steps_per_epoch=1", "--set", "train.batch_size=16",
+                 "--set", "model.encoder.hidden=8", "--set", "model.prompt_dim=8", "--set", "model.queue_size=16"]) == 0
+    assert main(["export", str(run), "--out", str(enc)]) == 0
+    cfg = load_config("demo", [f"data.path={tiny}"])
+    proc = demo._start_dense(tmp_path / "a", tiny, cfg, enc, builtin=False)
+    proc.join()
+    assert proc.exitcode == 0
+    done = tmp_path / "a" / "dense" / "pretrained" / "motion" / "metrics.json"
+    assert done.exists() and json.loads(done.read_text())["protocol"]["epochs"] == 1
+    stamp = done.stat().st_mtime_ns
+    alongside, _ = demo.run_dense(tmp_path / "a" / "dense", tiny, "xsub", cfg.train.seed, enc, False, progress=False)
+    assert done.stat().st_mtime_ns == stamp  # read, not computed again
+    serial, _ = demo.run_dense(tmp_path / "b" / "dense", tiny, "xsub", cfg.train.seed, enc, False, progress=False)
+    assert set(alongside["motion"]) == {"pretrained", "random_init"}
+    assert alongside == serial

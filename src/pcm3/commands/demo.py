@@ -11,7 +11,8 @@ Steps (each resumable: a rerun with the same ``--out`` continues where it stoppe
 4. the recognition suite (``pcm3 eval`` linear, kNN, occlusion, 1%/10% semi-supervised) for
    every row, with small-data settings stated in the results;
 5. the dense tasks (temporal action detection on the untrimmed videos, motion prediction) for
-   the pretrained and the random-init encoder;
+   the pretrained and the random-init encoder, in a second process during steps 3-4 (with
+   ``probe`` or ``suite`` among the steps; the same folders as one process writes);
 6. ``report.md`` / ``report.html`` with every table and picture, and ``metrics.json``.
 
 ``--data DIR --config NAME`` runs steps 2-6 on another prepared clip folder (e.g. MSR Action3D
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Optional
 
 DEMO_CONFIG = "demo"
 STEPS = ("probe", "suite", "dense", "report")
@@ -247,9 +249,12 @@ def run_demo(out: Path, data: Path, config: str, overrides, progress: bool = Tru
         "threads": torch.get_num_threads(),
     }
     supervised = None
+    if background is not None:  # before the dense tasks start: one background process at a time
+        supervised = _collect_supervised(*background, cfg, pretrained)
+    dense_proc = None
+    if "dense" in steps and ("probe" in steps or "suite" in steps):  # something to overlap it with
+        dense_proc = _start_dense(out, data, cfg, encoder_path, builtin)
     if "probe" in steps:
-        if background is not None:
-            supervised = _collect_supervised(*background, cfg, pretrained)
         results, supervised = probe_rows(data, cfg, pretrained, rows=rows, supervised_epochs=supervised_epochs,
                                          progress=progress, keep_supervised=True, supervised=supervised)
         metrics.update(results)
@@ -263,7 +268,10 @@ def run_demo(out: Path, data: Path, config: str, overrides, progress: bool = Tru
                                                  supervised_epochs, progress)
         folders += suite_dirs
     if "dense" in steps:
-        metrics["dense"], dense_dirs = run_dense(out / "dense", data, cfg, encoder_path, builtin, progress)
+        if dense_proc is not None:
+            dense_proc.join()
+        metrics["dense"], dense_dirs = run_dense(out / "dense", data, bench, cfg.train.seed, encoder_path, builtin,
+                                                 progress)
         folders += dense_dirs
     folders = [d for d in (out / "eval", out / "dense") if d.is_dir() and any(d.iterdir())]  # this run's and earlier
     if "report" in steps and folders:
@@ -337,6 +345,30 @@ def _headline(task: str, m: dict) -> dict:
     return out
 
 
+def _run_dense_child(root: str, data: str, benchmark: Optional[str], seed: int, encoder_path: str,
+                     builtin: bool, overrides: dict) -> None:
+    """Child process: :func:`run_dense` with one thread and no progress output."""
+    import torch
+
+    torch.set_num_threads(1)
+    run_dense(Path(root), Path(data), benchmark, seed, Path(encoder_path), builtin, progress=False,
+              overrides=overrides)
+
+
+def _start_dense(out: Path, data: Path, cfg, encoder_path: Path, builtin: bool):
+    """Run the dense tasks in a second process while this one runs the probe and the suite (they
+    read the exported encoder only; on two cores they cost no wall time). The later
+    :func:`run_dense` call in this process reads the folders it finished and computes any it did
+    not (a failed child costs time, not results). Returns the process."""
+    import multiprocessing
+
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_run_dense_child, args=(str(out / "dense"), str(data), cfg.data.benchmark, cfg.train.seed,
+                                       str(encoder_path), builtin, dict(DENSE_OVERRIDES)), daemon=True)
+    proc.start()
+    return proc
+
+
 # The dense tasks' demo settings (``detection.demo_protocol()``, ``motion.demo_protocol()``) as
 # protocol overrides, so that the demo's folders are the same as ``pcm3 eval`` writes.
 DENSE_OVERRIDES = {
@@ -345,17 +377,22 @@ DENSE_OVERRIDES = {
 }
 
 
-def run_dense(root: Path, data: Path, cfg, encoder_path: Path, builtin: bool, progress: bool):
+def run_dense(root: Path, data: Path, benchmark: Optional[str], seed: int, encoder_path: Path, builtin: bool,
+              progress: bool, overrides: Optional[dict] = None):
     """Detection (built-in untrimmed videos only) and motion prediction, pretrained and random init,
     through ``pcm3 eval`` (:func:`pcm3.evaluation.runner.evaluate`) into ``root/<row>/<task>``.
 
-    Returns ``({task: {row: figures}}, [folders])``; a finished folder is reused (resume).
+    Returns ``({task: {row: figures}}, [folders])``; a finished folder is reused (resume), so a
+    call after :func:`_start_dense`'s process has finished only reads its folders.
+    ``overrides``: ``{task: [protocol overrides]}`` (default :data:`DENSE_OVERRIDES`).
     """
     import json
 
     from pcm3.evaluation.runner import evaluate
 
-    tasks = {"motion": (data, "xsub" if cfg.data.benchmark is None else cfg.data.benchmark)}
+    overrides = DENSE_OVERRIDES if overrides is None else overrides
+
+    tasks = {"motion": (data, "xsub" if benchmark is None else benchmark)}
     if builtin:
         from pcm3.data.synthetic import prepare_synthetic_untrimmed
 
@@ -371,7 +408,7 @@ def run_dense(root: Path, data: Path, cfg, encoder_path: Path, builtin: bool, pr
             if not (folder / "metrics.json").exists():
                 folder.parent.mkdir(parents=True, exist_ok=True)
                 evaluate(task, data=task_data, benchmark=bench, out=folder, kind=row, encoder_path=encoder_path,
-                         overrides=DENSE_OVERRIDES[task], seed=cfg.train.seed, progress=progress)
+                         overrides=overrides[task], seed=seed, progress=progress)
             m = json.loads((folder / "metrics.json").read_text())
             results[task][row] = m.get("figures", m)
             folders.append(folder)
