@@ -114,3 +114,22 @@ def test_the_dense_tasks_run_alongside_and_equal_the_serial_ones(tiny, tmp_path,
     serial, _ = demo.run_dense(tmp_path / "b" / "dense", tiny, "xsub", cfg.train.seed, enc, False, progress=False)
     assert set(alongside["motion"]) == {"pretrained", "random_init"}
     assert alongside == serial
+
+
+def test_a_failing_background_task_exits_quietly(tmp_path, capfd):
+    """The demo's children fail with exit 1 and no traceback; the parent redoes the work and
+    reports any error itself in one line."""
+    from pcm3.commands import demo
+
+    missing = tmp_path / "nothing"
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    dense = ctx.Process(target=demo._run_dense_child, args=(str(tmp_path / "dense"), str(missing), "xsub", 0,
+                                                           str(missing / "enc.pt"), False, dict(demo.DENSE_OVERRIDES)))
+    sup = ctx.Process(target=demo._train_supervised_to, args=(str(tmp_path / "s.pt"), {}, str(missing), "xsub", {}))
+    for p in (dense, sup):
+        p.start()
+        p.join()
+        assert p.exitcode == 1
+    assert "Traceback" not in capfd.readouterr().err

@@ -145,7 +145,8 @@ def supervised_kwargs(cfg, clip_len: int, layout: str, epochs: int) -> dict:
 
 
 def _train_supervised_to(path: str, encoder_config: dict, data: str, benchmark: str, kwargs: dict) -> None:
-    """Child process: train the supervised bound with one thread and save it to ``path``."""
+    """Child process: train the supervised bound with one thread and save it to ``path``. It
+    fails quietly (exit 1, no traceback): the probe then trains the bound and reports."""
     import torch
 
     from pcm3.data.dataset import SkeletonDataset
@@ -153,9 +154,12 @@ def _train_supervised_to(path: str, encoder_config: dict, data: str, benchmark: 
     from pcm3.io import atomic_path
 
     torch.set_num_threads(1)
-    encoder = train_supervised(encoder_config, SkeletonDataset(data, benchmark, "train"), **kwargs)
-    with atomic_path(Path(path)) as tmp:
-        torch.save({"encoder_config": encoder_config, "state_dict": encoder.state_dict()}, tmp)
+    try:
+        encoder = train_supervised(encoder_config, SkeletonDataset(data, benchmark, "train"), **kwargs)
+        with atomic_path(Path(path)) as tmp:
+            torch.save({"encoder_config": encoder_config, "state_dict": encoder.state_dict()}, tmp)
+    except (Exception, KeyboardInterrupt):
+        raise SystemExit(1) from None
 
 
 def _start_supervised(out: Path, data: Path, cfg, epochs: int):
@@ -347,12 +351,16 @@ def _headline(task: str, m: dict) -> dict:
 
 def _run_dense_child(root: str, data: str, benchmark: Optional[str], seed: int, encoder_path: str,
                      builtin: bool, overrides: dict) -> None:
-    """Child process: :func:`run_dense` with one thread and no progress output."""
+    """Child process: :func:`run_dense` with one thread and no progress output. It fails
+    quietly (exit 1, no traceback): the parent's own call then computes and reports."""
     import torch
 
     torch.set_num_threads(1)
-    run_dense(Path(root), Path(data), benchmark, seed, Path(encoder_path), builtin, progress=False,
-              overrides=overrides)
+    try:
+        run_dense(Path(root), Path(data), benchmark, seed, Path(encoder_path), builtin, progress=False,
+                  overrides=overrides)
+    except (Exception, KeyboardInterrupt):
+        raise SystemExit(1) from None
 
 
 def _start_dense(out: Path, data: Path, cfg, encoder_path: Path, builtin: bool):
