@@ -24,10 +24,11 @@ import numpy as np
 
 
 def nn1(train_x, train_y, test_x, test_y) -> float:
-    """Cosine 1-NN top-1 accuracy (fraction)."""
-    a = train_x / np.linalg.norm(train_x, axis=1, keepdims=True).clip(1e-12)
-    b = test_x / np.linalg.norm(test_x, axis=1, keepdims=True).clip(1e-12)
-    return float((train_y[(b @ a.T).argmax(1)] == test_y).mean())
+    """Cosine 1-NN top-1 accuracy (fraction), the probe's own (:func:`pcm3.evaluation.probe.knn_accuracy`)."""
+    from pcm3.evaluation.probe import knn_accuracy
+
+    return knn_accuracy(np.ascontiguousarray(train_x, np.float32), train_y,
+                        np.ascontiguousarray(test_x, np.float32), test_y, k=1)
 
 
 def geometry_rows(xa, ya, xb, yb) -> dict:
