@@ -119,11 +119,11 @@ def test_the_dense_tasks_run_alongside_and_equal_the_serial_ones(tiny, tmp_path,
 def test_a_failing_background_task_exits_quietly(tmp_path, capfd):
     """The demo's children fail with exit 1 and no traceback; the parent redoes the work and
     reports any error itself in one line."""
+    import multiprocessing
+
     from pcm3.commands import demo
 
     missing = tmp_path / "nothing"
-    import multiprocessing
-
     ctx = multiprocessing.get_context("spawn")
     dense = ctx.Process(target=demo._run_dense_child, args=(str(tmp_path / "dense"), str(missing), "xsub", 0,
                                                            str(missing / "enc.pt"), False, dict(demo.DENSE_OVERRIDES)))

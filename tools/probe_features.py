@@ -22,6 +22,8 @@ import dataclasses
 
 import numpy as np
 
+from _validation import require_validation, validation_parts
+
 
 def nn1(train_x, train_y, test_x, test_y) -> float:
     """Cosine 1-NN top-1 accuracy (fraction), the probe's own (:func:`pcm3.evaluation.probe.knn_accuracy`)."""
@@ -44,26 +46,26 @@ def geometry_rows(xa, ya, xb, yb) -> dict:
     return rows
 
 
-def recalibrated(encoder, dataset, extract):
+def recalibrated(encoder, dataset):
     """The encoder with its input BatchNorm's running statistics re-estimated (cumulative
-    average) on the clean clips of ``dataset``, as the feature extractor prepares them."""
+    average) on the clean clips of ``dataset``, prepared as :func:`extract_features` prepares
+    them: the encoder stays in eval mode, only the BatchNorm collects statistics."""
     import torch
+
+    from pcm3.evaluation.features import iter_batches, make_clips
 
     bn = encoder.input_norm
     if not isinstance(bn, torch.nn.BatchNorm1d):
         return encoder
     bn.reset_running_stats()
     bn.momentum = None
-    eval_mode = encoder.eval
-    encoder.eval = lambda: encoder.train(True)  # the extractor calls eval(); keep BatchNorm training
-    try:
-        with torch.no_grad():
-            extract(encoder, dataset)
-    finally:
-        encoder.eval = eval_mode
+    encoder.eval()
+    bn.train()
+    with torch.no_grad():
+        for x, lengths, _, _ in iter_batches(dataset, 256):
+            encoder(make_clips(x, lengths, clip_len=encoder.clip_len, stream=encoder.stream, layout=encoder.layout,
+                               crop=encoder.test_crop))
     return encoder.eval()
-
-from _validation import require_validation, validation_parts
 
 
 def main(argv=None) -> int:
@@ -79,6 +81,7 @@ def main(argv=None) -> int:
 
     from pcm3.evaluation.baselines import random_init_encoder
     from pcm3.evaluation.features import extract_features
+    from pcm3.evaluation.knn import knn_accuracies
     from pcm3.export import load_encoder
 
     torch.set_num_threads(1)
@@ -90,14 +93,13 @@ def main(argv=None) -> int:
     for name, e in (("encoder", enc), ("random init", rnd)):
         feats[name] = (*extract_features(e, train), *extract_features(e, test))
         rows = geometry_rows(*feats[name])
-        rows["input BN re-estimated"] = nn1(*(extract_features(recalibrated(e, train, extract_features), d)[i]
-                                             for d in (train, test) for i in (0, 1)))
+        recal = recalibrated(e, train)
+        rows["input BN re-estimated"] = nn1(*extract_features(recal, train), *extract_features(recal, test))
         print(f"{name}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in rows.items()))
     if args.confusion:
         xa, ya, xb, yb = feats["encoder"]
         names = train.prepared.meta.get("class_names") or [str(c) for c in range(int(ya.max()) + 1)]
-        pred = ya[(xb / np.linalg.norm(xb, axis=1, keepdims=True)
-                   @ (xa / np.linalg.norm(xa, axis=1, keepdims=True)).T).argmax(1)]
+        pred = knn_accuracies(xa, ya, xb, yb, (1,))[1][1]  # the probe's 1-NN predictions
         for c, cname in enumerate(names):
             sel = yb == c
             if not sel.any():
