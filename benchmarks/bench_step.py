@@ -36,6 +36,13 @@ its held-out training subjects, and the epoch throughput:
 ``amp-learn``: the same pretraining and probe with ``train.amp`` fp32 vs bf16 (loss curves per
 epoch and the validation probe):
     python benchmarks/bench_step.py amp-learn --epochs 4
+
+``gemm``: how close each variant's step is to its matrix-product floor: the FLOPs of its
+matrix products (``mm``, ``addmm``, ``bmm``; counted by ``torch.profiler`` on one step) at the
+rate of a large reference GEMM on the same thread, beside the ``speed`` timings. The frame
+loop's step divided by the project's floor bounds the speed-up of any step that computes the
+same products (the function fixes them), however little everything else costs:
+    python benchmarks/bench_step.py gemm --rounds 3 --steps 2
 """
 
 from __future__ import annotations
@@ -197,6 +204,84 @@ def table(results) -> str:
     return "\n".join(rows)
 
 
+# --------------------------------------------------------------------------- GEMM floor
+
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addbmm")
+
+
+def reference_gflops(device, n: int = 1024, repeats: int = 10) -> float:
+    """GFLOP/s of an ``n x n x n`` float32 matrix product on ``device`` (this process's threads):
+    about the best rate this machine's GEMM reaches."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * n ** 3 * repeats / (time.perf_counter() - t0) / 1e9
+
+
+def step_flops(model: PCM3, inputs: dict) -> dict:
+    """FLOPs and calls of the matrix products (:data:`GEMM_OPS`) in one training step (forward,
+    backward, SGD step), counted by ``torch.profiler`` (its timings are not used: the profiler's
+    per-call cost would inflate the frame loop's many small products)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        step(model, opt, inputs, False, 0)
+    events = [e for e in prof.key_averages() if e.key in GEMM_OPS]
+    return {"gflop": sum(e.flops or 0 for e in events) / 1e9, "calls": sum(e.count for e in events)}
+
+
+def bench_gemm(hidden: int, layers: int, batch: int, frames: int, queue: int, device: str, rounds: int, steps: int,
+               prompts: bool) -> dict:
+    """How far the CPU (or GPU) step is from its matrix-product floor, per variant.
+
+    The floor of a variant is its matrix-product FLOPs per step (:func:`step_flops`) at the rate
+    of a large reference GEMM on the same thread (:func:`reference_gflops`, measured before and
+    after the timed steps; the higher is used). The step times are :func:`bench_speed`'s
+    (alternating, no profiler). ``bound`` = frame-loop step / project floor: the most any
+    rewrite of the project's step could gain over the frame loop while computing the same
+    products, even if every other operation cost nothing."""
+    device = torch.device(device)
+    inputs = make_inputs(batch, frames, device=device)
+    base = build(hidden, layers, queue, prompts, device)
+    counts = {}
+    for name in ("project", "frame-loop"):
+        m = copy.deepcopy(base).train()
+        if name == "frame-loop":
+            release_style(m)
+        counts[name] = step_flops(m, inputs)
+    ref = reference_gflops(device)
+    timed = bench_speed(hidden, layers, batch, frames, queue, str(device), False, rounds, steps, prompts)
+    ref = max(ref, reference_gflops(device))
+    out = {k: timed[k] for k in ("hidden", "layers", "batch", "frames", "queue", "device", "rounds", "steps")}
+    out.update(reference_gflops_per_s=ref, variants={}, speedup=timed["speedup"])
+    for name, c in counts.items():
+        sec = timed["variants"][name]["median_s"]
+        floor = c["gflop"] / ref
+        out["variants"][name] = {"step_s": sec, "gemm_gflop": c["gflop"], "gemm_calls": c["calls"], "floor_s": floor,
+                                 "floor_share": floor / sec, "all_s": timed["variants"][name]["all_s"]}
+    out["bound"] = out["variants"]["frame-loop"]["step_s"] / out["variants"]["project"]["floor_s"]
+    return out
+
+
+def gemm_table(r: dict) -> str:
+    rows = [f"size {r['layers']} x {r['hidden']}, batch {r['batch']}, T {r['frames']}, queue {r['queue']}, "
+            f"{r['rounds']} rounds x {r['steps']} steps, device {r['device']}; reference GEMM "
+            f"{r['reference_gflops_per_s']:.0f} GFLOP/s", "",
+            "| variant | median s/step | matrix products per step | GFLOP per step | floor at the reference rate (s) | "
+            "floor / step |", "|---|---|---|---|---|---|"]
+    for name, v in r["variants"].items():
+        rows.append(f"| {name} | {v['step_s']:.2f} | {v['gemm_calls']} | {v['gemm_gflop']:.1f} | {v['floor_s']:.2f} | "
+                    f"{100 * v['floor_share']:.0f}% |")
+    rows += ["", f"speed-up (frame loop / project, medians): {r['speedup']:.2f}x; the most a step computing the same "
+                 f"products could reach (frame-loop step / project floor): {r['bound']:.2f}x"]
+    return "\n".join(rows)
+
+
 # --------------------------------------------------------------------------- amp check
 
 def bench_amp(hidden: int, layers: int, batch: int, frames: int, queue: int, device: str, steps: int) -> dict:
@@ -268,7 +353,7 @@ def pretrain_and_probe(settings: dict, key: str, epochs: int, threads: int, seed
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", nargs="?", default="speed", choices=("speed", "amp", "bn", "amp-learn"))
+    ap.add_argument("mode", nargs="?", default="speed", choices=("speed", "amp", "bn", "amp-learn", "gemm"))
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--batch", type=int, default=32)
@@ -298,6 +383,10 @@ def main(argv=None) -> int:
         return 2
     if args.mode == "bn":
         results = bench_bn(args.epochs, args.threads, args.seed)
+    elif args.mode == "gemm":
+        results = [bench_gemm(args.hidden, args.layers, args.batch, args.frames, args.queue, args.device,
+                              args.rounds, args.steps, args.prompts)]
+        print(gemm_table(results[0]))
     elif args.mode == "amp-learn":
         results = pretrain_and_probe({"fp32": ["train.amp=fp32"], "bf16": ["train.amp=bf16"]}, "amp",
                                      args.epochs, args.threads, args.seed)
