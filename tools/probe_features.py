@@ -9,7 +9,11 @@ encoder and for the same architecture randomly initialised:
 - 1-NN after re-estimating the input BatchNorm's running statistics on the clean training
   clips (pretraining estimates them on augmented and masked views);
 - with ``--confusion``, the encoder's per-class 1-NN accuracy and the classes it takes for
-  each (class names from the prepared folder's ``meta.json``).
+  each (class names from the prepared folder's ``meta.json``);
+- with ``--readouts``, the linear probe and 1-NN of other read-outs of the same GRU (each
+  layer's mean over time, all layers, the top layer's standard deviation or maximum over time,
+  mean and standard deviation together) for the encoder and random init side by side: does
+  the margin over random init depend on how the feature is read out?
 
     pcm3 export RUN --out enc.pt
     python tools/probe_features.py enc.pt --data syn --confusion
@@ -47,13 +51,16 @@ def geometry_rows(xa, ya, xb, yb) -> dict:
 
 
 def recalibrated(encoder, dataset):
-    """The encoder with its input BatchNorm's running statistics re-estimated (cumulative
-    average) on the clean clips of ``dataset``, prepared as :func:`extract_features` prepares
-    them: the encoder stays in eval mode, only the BatchNorm collects statistics."""
+    """A copy of the encoder with its input BatchNorm's running statistics re-estimated
+    (cumulative average) on the clean clips of ``dataset``, prepared as :func:`extract_features`
+    prepares them: the copy stays in eval mode, only the BatchNorm collects statistics."""
+    import copy
+
     import torch
 
     from pcm3.evaluation.features import iter_batches, make_clips
 
+    encoder = copy.deepcopy(encoder)
     bn = encoder.input_norm
     if not isinstance(bn, torch.nn.BatchNorm1d):
         return encoder
@@ -68,12 +75,79 @@ def recalibrated(encoder, dataset):
     return encoder.eval()
 
 
+def layer_outputs(encoder, clip):
+    """Per-frame outputs ``(N, T, 2H)`` of every GRU layer of ``encoder`` on ``clip``
+    ``(N, C, T, V, M)``, computed as :meth:`pcm3.models.encoder.Encoder.forward` computes the
+    top one (centring, input norm, then layer by layer), eval mode, no prompts."""
+    import torch
+
+    from pcm3.models.encoder import flatten_frames
+
+    cfg = encoder.config
+    seq = flatten_frames(clip)
+    if cfg.center_time:
+        seq = seq - (1.0 - cfg.mean_pose_weight) * seq.mean(dim=1, keepdim=True)
+    out, outs = encoder.normalize(seq), []
+    for layer in range(cfg.layers):
+        fwd, bwd = encoder._direction_weights(layer, ""), encoder._direction_weights(layer, "_reverse")
+        if cfg.variant == "bigru":
+            h0 = out.new_zeros(2, out.shape[0], cfg.hidden)
+            out = torch._VF.gru(out, h0, fwd + bwd, True, 1, 0.0, False, True, True)[0]
+        else:  # stepwise: two causal GRUs per layer
+            h0 = out.new_zeros(1, out.shape[0], cfg.hidden)
+            out = torch.cat([torch._VF.gru(out, h0, w, True, 1, 0.0, False, False, True)[0] for w in (fwd, bwd)], 2)
+        outs.append(out)
+    return outs
+
+
+def readout_features(encoder, dataset) -> tuple:
+    """``({read-out name: (N, D) features}, labels)`` of :func:`layer_outputs` on the test-time
+    clips of ``dataset`` (centre crop, resized, as :func:`extract_features` prepares them)."""
+    import torch
+
+    from pcm3.evaluation.features import iter_batches, make_clips
+
+    encoder.eval()
+    parts, labels = {}, []
+    with torch.no_grad():
+        for x, lengths, y, _ in iter_batches(dataset, 256):
+            layers = layer_outputs(encoder, make_clips(x, lengths, clip_len=encoder.clip_len, stream=encoder.stream,
+                                                       layout=encoder.layout, crop=encoder.test_crop))
+            top = layers[-1]
+            feats = {"top mean (the encoder's)": top.mean(1), "top std": top.std(1), "top max": top.amax(1),
+                     "top mean + std": torch.cat([top.mean(1), top.std(1)], 1),
+                     "all layers mean": torch.cat([h.mean(1) for h in layers], 1)}
+            feats.update({f"layer {k + 1} mean": h.mean(1) for k, h in enumerate(layers[:-1])})
+            for k, v in feats.items():
+                parts.setdefault(k, []).append(v)
+            labels.append(y)
+    return {k: torch.cat(v).numpy() for k, v in parts.items()}, torch.cat(labels).numpy()
+
+
+def readout_rows(encoders: dict, train, test) -> None:
+    """Print linear / 1-NN of every read-out for each encoder, and the margin of the first over
+    the second (the probe of ``pcm3 demo``)."""
+    from pcm3.evaluation.probe import probe
+
+    res = {}
+    for name, e in encoders.items():
+        (fa, ya), (fb, yb) = readout_features(e, train), readout_features(e, test)
+        res[name] = {k: probe(fa[k], ya, fb[k], yb) for k in fa}
+    (a, ra), (b, rb) = list(res.items())
+    print(f"read-outs (linear / 1-NN): {a} | {b} | margin")
+    for k in ra:
+        p, q = ra[k], rb[k]
+        print(f"  {k:26s} {100 * p['linear']:5.1f} / {100 * p['knn1']:5.1f} | {100 * q['linear']:5.1f} / "
+              f"{100 * q['knn1']:5.1f} | {100 * (p['linear'] - q['linear']):+5.1f} / {100 * (p['knn1'] - q['knn1']):+5.1f}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("encoder", help="a file written by `pcm3 export`")
     p.add_argument("--data", required=True)
     p.add_argument("--benchmark", default="xsub-val", help="a validation benchmark, <benchmark>-val or -val<K> (default xsub-val)")
     p.add_argument("--confusion", action="store_true", help="per-class 1-NN accuracy and confusions")
+    p.add_argument("--readouts", action="store_true", help="other read-outs of the GRU, encoder vs random init")
     args = p.parse_args(argv)
     require_validation(p, args.benchmark)
 
@@ -96,6 +170,8 @@ def main(argv=None) -> int:
         recal = recalibrated(e, train)
         rows["input BN re-estimated"] = nn1(*extract_features(recal, train), *extract_features(recal, test))
         print(f"{name}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in rows.items()))
+    if args.readouts:
+        readout_rows({"encoder": enc, "random init": rnd}, train, test)
     if args.confusion:
         xa, ya, xb, yb = feats["encoder"]
         names = train.prepared.meta.get("class_names") or [str(c) for c in range(int(ya.max()) + 1)]
