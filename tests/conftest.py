@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,24 @@ def synthetic_small(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synthetic") / "data"
     prepare_synthetic(out, seed=0, samples_per_class=24, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def repo_script():
+    """``repo_script(folder, name)``: the module ``name`` of a script folder of the repository
+    (``benchmarks``, ``tools``), imported with that folder on ``sys.path`` for the session."""
+    added = []
+
+    def load(folder: str, name: str):
+        path = str(REPO / folder)
+        if path not in sys.path:
+            sys.path.insert(0, path)
+            added.append(path)
+        return importlib.import_module(name)
+
+    yield load
+    for path in added:
+        sys.path.remove(path)
 
 
 def pytest_configure(config):

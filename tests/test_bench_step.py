@@ -1,22 +1,14 @@
 """``benchmarks/bench_step.py gemm``: the matrix-product count behind the CPU speed bound."""
 
-import sys
-from pathlib import Path
+import copy
 
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
-def bench_step():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import bench_step
-        yield bench_step
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+def bench_step(repo_script):
+    return repo_script("benchmarks", "bench_step")
 
 
 def test_both_variants_compute_the_same_products(bench_step):
@@ -26,7 +18,7 @@ def test_both_variants_compute_the_same_products(bench_step):
     base = bench_step.build(16, 2, 32, False, "cpu")
     counts = {}
     for name in ("project", "frame-loop"):
-        m = bench_step.copy.deepcopy(base).train()
+        m = copy.deepcopy(base).train()
         if name == "frame-loop":
             bench_step.release_style(m)
         counts[name] = bench_step.step_flops(m, inputs)

@@ -1,24 +1,14 @@
 """``tools/probe_features.py``: the per-layer read-outs are the encoder's own layers."""
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from pcm3.models.encoder import Encoder, EncoderConfig
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
-
 
 @pytest.fixture(scope="module")
-def probe_features():
-    sys.path.insert(0, str(TOOLS))
-    try:
-        import probe_features
-        yield probe_features
-    finally:
-        sys.path.remove(str(TOOLS))
+def probe_features(repo_script):
+    return repo_script("tools", "probe_features")
 
 
 @pytest.mark.parametrize("variant,center", [("bigru", True), ("stepwise", False)])
