@@ -77,17 +77,12 @@ def recalibrated(encoder, dataset):
 
 def layer_outputs(encoder, clip):
     """Per-frame outputs ``(N, T, 2H)`` of every GRU layer of ``encoder`` on ``clip``
-    ``(N, C, T, V, M)``, computed as :meth:`pcm3.models.encoder.Encoder.forward` computes the
-    top one (centring, input norm, then layer by layer), eval mode, no prompts."""
+    ``(N, C, T, V, M)``: the encoder's own input (:meth:`~pcm3.models.encoder.Encoder.input_sequence`),
+    then its GRU layer by layer, eval mode, no prompts."""
     import torch
 
-    from pcm3.models.encoder import flatten_frames
-
     cfg = encoder.config
-    seq = flatten_frames(clip)
-    if cfg.center_time:
-        seq = seq - (1.0 - cfg.mean_pose_weight) * seq.mean(dim=1, keepdim=True)
-    out, outs = encoder.normalize(seq), []
+    out, outs = encoder.input_sequence(clip), []
     for layer in range(cfg.layers):
         fwd, bwd = encoder._direction_weights(layer, ""), encoder._direction_weights(layer, "_reverse")
         if cfg.variant == "bigru":

@@ -193,6 +193,15 @@ class Encoder(nn.Module):
                              f"got {tuple(x.shape)}")
         if chunks < 1 or x.shape[0] % chunks:
             raise ValueError(f"a batch of {x.shape[0]} does not split into {chunks} equal view chunks")
+        seq = self.input_sequence(x, domain_prompt, chunks)  # N x T x F
+        out = self._stepwise(seq) if cfg.variant == "stepwise" else self.gru(seq)[0]  # N x T x D
+        feat = self.pool(out)  # N x D
+        return (feat, out) if return_sequence else feat
+
+    def input_sequence(self, x: Tensor, domain_prompt: Optional[Tensor] = None, chunks: int = 1) -> Tensor:
+        """What the GRU reads: ``(N, C, T, V, M)`` -> frames ``(N, T, F)``, centred over time
+        (``center_time``), through the input norm, with the domain prompt added where configured."""
+        cfg = self.config
         if domain_prompt is not None and domain_prompt.dim() == 2:
             domain_prompt = domain_prompt.unsqueeze(1)  # N x 1 x F, broadcast over T
         seq = flatten_frames(x)  # N x T x F
@@ -203,9 +212,7 @@ class Encoder(nn.Module):
         seq = self.normalize(seq, chunks)  # BatchNorm over F, stats over (chunk) samples and T
         if domain_prompt is not None and cfg.domain_prompt_position == "after":
             seq = seq + domain_prompt
-        out = self._stepwise(seq) if cfg.variant == "stepwise" else self.gru(seq)[0]  # N x T x D
-        feat = self.pool(out)  # N x D
-        return (feat, out) if return_sequence else feat
+        return seq
 
     def normalize(self, seq: Tensor, chunks: int = 1) -> Tensor:
         """The input BatchNorm of ``(N, T, F)`` frames, statistics per view chunk or joint.
