@@ -84,7 +84,7 @@ def test_segments_by_hand():
 def test_run_end_to_end(videos, tmp_path):
     result = run(ctx(videos, tmp_path, tiny_encoder()))
     figs = result["figures"]
-    for m in ("official", "voc"):
+    for m in ("authors", "official", "voc"):
         for t in ("0.1", "0.3", "0.5"):
             assert 0 <= figs[f"mAP_a@{t} ({m})"] <= 100 and 0 <= figs[f"mAP_v@{t} ({m})"] <= 100
     assert 0 <= figs["frame accuracy"] <= 100

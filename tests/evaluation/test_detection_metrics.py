@@ -7,8 +7,8 @@ class 3 is absent from the ground truth.
 
 import pytest
 
-from pcm3.evaluation.detection_metrics import (detection_metrics, iou, official_ap, official_metrics,
-                                               official_overlap, voc_ap, voc_metrics)
+from pcm3.evaluation.detection_metrics import (authors_metrics, authors_video_ap, detection_metrics, iou, official_ap,
+                                               official_metrics, official_overlap, voc_ap, voc_metrics)
 
 VIDEOS = ["a", "b"]
 GT = [{"video": v, "label": c, "start": s, "end": e}
@@ -147,6 +147,60 @@ def test_official_ap_and_voc_ap_directly():
 
 def test_detection_metrics_keys():
     out = detection_metrics(GT, perfect(), VIDEOS, 3)
-    assert set(out) == {"official", "voc"} and set(out["voc"]) == {"0.1", "0.3", "0.5"}
+    assert set(out) == {"authors", "official", "voc"} and set(out["voc"]) == {"0.1", "0.3", "0.5"}
     with pytest.raises(ValueError):
         detection_metrics(GT, [], VIDEOS, 3, metrics=["coco"])
+
+
+# --------------------------------------------------------------------------- authors (PCM3 authors' detection code)
+
+def authors(dets, threshold=0.5, gt=GT, videos=VIDEOS, classes=3):
+    return authors_metrics(gt, dets, videos, classes, threshold)
+
+
+def test_authors_single_and_perfect():
+    gt = [{"video": "s", "label": 1, "start": 10, "end": 20}]
+    a = authors([det("s", 1, 10, 20, 0.9)], gt=gt, videos=["s"], classes=1)
+    assert close(a["mAP_a"], 1.0) and close(a["mAP_v"], 1.0)  # unlike official's quirk (AP 0)
+    a = authors(perfect())
+    assert close(a["mAP_a"], 1.0) and close(a["mAP_v"], 1.0) and 3 not in a["per_class"]  # classes present only
+
+
+def test_authors_video_ap_duplicates_count_once():
+    # video a: ground truths class 1 and 2; two copies of the class-1 detection, class 2 missed.
+    # Start: 1 ground truth hit of 2, 2 detections -> precision 1/2, recall 1/2. Ascending removal:
+    # the .8 copy (its ground truth still hit by the .9 one): precision 1/1, recall 1/2, +1 x 0;
+    # the .9 copy: nothing left -> recall 0, + 1 x 1/2. AP = 1/2 (official would count 2 hits).
+    dets = [det("a", 1, 0, 100, 0.9), det("a", 1, 0, 100, 0.8)]
+    gt_a = [g for g in GT if g["video"] == "a"]
+    assert close(authors_video_ap(dets, gt_a, 0.5), 0.5)
+    assert close(official_metrics(gt_a, dets, ["a"], 3, 0.5)["per_video"]["a"], 1.0)
+
+
+def test_authors_video_ap_false_positive_between_hits():
+    # video a, descending: hit (.95, class 1), false positive (.9, class 3), hit (.8, class 2).
+    # Start: 2 hits, 3 detections -> precision 2/3, recall 1. Ascending removal: the .8 hit ->
+    # 1/2, recall 1/2, + 2/3 x 1/2; the miss is skipped (its removal never raises the precision
+    # taken); the .95 hit -> nothing left, recall 0, + 2/3 x 1/2. AP = 2/3, where VOC's
+    # all-point AP is 1/2 x 1 + 1/2 x 2/3 = 5/6.
+    dets = [det("a", 1, 0, 100, 0.95), det("a", 3, 0, 100, 0.9), det("a", 2, 200, 300, 0.8)]
+    gt_a = [g for g in GT if g["video"] == "a"]
+    assert close(authors_video_ap(dets, gt_a, 0.5), 2 / 3)
+    assert close(voc_metrics(gt_a, dets, ["a"], 3, 0.5)["per_video"]["a"], 5 / 6)
+
+
+def test_authors_mAP_v_counts_videos_without_detections():
+    a = authors([d for d in perfect() if d["video"] == "a"])
+    assert close(a["per_video"]["a"], 1.0) and a["per_video"]["b"] == 0.0 and close(a["mAP_v"], 0.5)
+
+
+def test_authors_mAP_a_devkit_matching():
+    # Two ground truths of class 1: [0, 100) and [60, 160). Detections by confidence: D1 = [0, 100)
+    # (IoU 1 with G1), D2 = [10, 110) (IoU 90/110 = .82 with G1, 50/150 = .33 with G2).
+    # At 0.3 the devkit takes D2's best ground truth G1, already matched -> false positive: AP 1/2.
+    # voc (best unmatched) gives D2 to G2 (.33 >= .3) -> both matched: AP 1.
+    gt = [{"video": "m", "label": 1, "start": 0, "end": 100}, {"video": "m", "label": 1, "start": 60, "end": 160}]
+    dets = [det("m", 1, 0, 100, 0.9), det("m", 1, 10, 110, 0.8)]
+    assert close(authors(dets, 0.3, gt=gt, videos=["m"], classes=1)["mAP_a"], 0.5)
+    assert close(voc_metrics(gt, dets, ["m"], 1, 0.3)["mAP_a"], 1.0)
+

@@ -88,6 +88,26 @@ def test_refusals(synthetic_small, tmp_path):
         MotionProtocol(predicted=0)
 
 
+def test_benchmark_never_falls_back_to_train_on_test(synthetic_small, tmp_path):
+    # a folder without xsub (as NW-UCLA: xview only) and no --benchmark: refused, not every clip
+    # for both parts; `all` says so explicitly and the result carries the note
+    data = tmp_path / "xview_only"
+    data.mkdir()
+    for f in synthetic_small.iterdir():
+        if f.name != "splits.json":
+            (data / f.name).symlink_to(f)
+    splits = json.loads((synthetic_small / "splits.json").read_text())
+    (data / "splits.json").write_text(json.dumps({"xview": splits["xview"]}))
+    c = ctx(data, tmp_path / "o1", tiny_encoder(), small_protocol(epochs=1, milestones=[], max_train=16, max_test=8))
+    c.benchmark = None
+    with pytest.raises(ConfigError, match="--benchmark: required.*xview"):
+        run(c)
+    c.benchmark = "all"
+    assert any("smoke test" in n for n in run(c)["notes"])
+    c.benchmark, c.out = "xview", tmp_path / "o2"
+    assert not any("smoke test" in n for n in run(c)["notes"])
+
+
 def test_cli(synthetic_small, tmp_path):
     from pcm3.evaluation.runner import save_encoder
 

@@ -460,8 +460,9 @@ def format_dense(dense: dict) -> str:
     for task, by_row in dense.items():
         for row, f in by_row.items():
             if task == "detection":
-                rows.append(f"  detection {row:<12} mAP_a / mAP_v @0.5 (official) {_pct(f.get('mAP_a@0.5 (official)'))} / "
-                            f"{_pct(f.get('mAP_v@0.5 (official)'))}, voc mAP_a@0.5 {_pct(f.get('mAP_a@0.5 (voc)'))}")
+                rows.append(f"  detection {row:<12} mAP_a / mAP_v @0.5 {_pct(f.get('mAP_a@0.5 (authors)'))} / "
+                            f"{_pct(f.get('mAP_v@0.5 (authors)'))} (official {_pct(f.get('mAP_a@0.5 (official)'))} / "
+                            f"{_pct(f.get('mAP_v@0.5 (official)'))})")
             else:
                 mine = next((v for k, v in f.items() if k.startswith("MPJPE (") and "zero" not in k), None)
                 rows.append(f"  motion    {row:<12} MPJPE {_pct(mine)} mm (zero-velocity {_pct(f.get('MPJPE (zero-velocity)'))} mm)")

@@ -16,7 +16,8 @@ The protocol of the PCM3 authors' detection code (Simple-Skeleton-Detection), as
   weight decay, 60 epochs, x0.1 at epoch 40, batch 64. The last epoch is reported; the
   authors' code keeps the best epoch *on the test set*, which is not offered: with
   ``val_fraction > 0`` a validation part is carved from the training subjects and
-  ``select: best_val`` keeps the epoch with the best validation mAP_a@0.5 (official).
+  ``select: best_val`` keeps the epoch with the best validation mAP_a@0.5 (``authors`` where
+  computed, else the first metric listed).
 - **Post-processing**: per-frame probabilities smoothed by a mean filter over ``smooth_k`` = 10
   frames on each side (``[t - k, t + k]``, clamped at the ends; ``smoothing: release`` uses the
   authors' window ``[t - k, t + k)`` with the end clamped to the last frame, which leaves it
@@ -24,7 +25,9 @@ The protocol of the PCM3 authors' detection code (Simple-Skeleton-Detection), as
   frames is a segment, its class the argmax of the mean non-background probability over the
   segment and its confidence that mean.
 - **Metrics** (:mod:`pcm3.evaluation.detection_metrics`): mAP_a and mAP_v at IoU 0.1 / 0.3 /
-  0.5, ``official`` (PKU-MMD's evaluate.py, quirks included) and ``voc``.
+  0.5, ``authors`` (the PCM3 authors' detection code: VOC devkit mAP_a, mAP_v with duplicates
+  counted once; the headline, and where the report puts the paper's figures), ``official``
+  (PKU-MMD's evaluate.py, quirks included) and ``voc`` (ActivityNet-style matching).
 
 Outputs in the eval folder: ``detections.csv`` (``video,class,start,end,confidence``: the
 video's name, the data set's own label number ``1..K`` (1..51 for PKU-MMD), 0-based frames
@@ -76,7 +79,7 @@ class DetectionProtocol:
         smoothing: ``centred`` (``[t-k, t+k]``) or ``release`` (the authors' ``[t-k, t+k)``).
         threshold: a frame is active where ``1 - P(background) >= threshold`` (0.4).
         iou_thresholds: IoU thresholds of the metrics (0.1, 0.3, 0.5).
-        metrics: ``official`` and/or ``voc``.
+        metrics: any of ``authors``, ``official``, ``voc``.
         val_fraction: share of the training subjects held out for validation (0: none).
         val_by: ``samples.csv`` column the validation part is carved by (``subject``).
         val_every: epochs between validation passes.
@@ -508,7 +511,7 @@ def run(ctx: EvalContext) -> dict:
     if len(val_idx):
         def validate(head):
             _, _, m = _evaluate_split(encoder, head, videos, val_idx, p, stream, layout, ctx.device)
-            key = "official" if "official" in m else next(iter(m))
+            key = "authors" if "authors" in m else next(iter(m))
             return 100.0 * m[key][f"{max(p.iou_thresholds):g}" if 0.5 not in p.iou_thresholds else "0.5"]["mAP_a"]
 
     t0 = time.perf_counter()
@@ -538,9 +541,14 @@ def run(ctx: EvalContext) -> dict:
     figures["frame accuracy"] = 100.0 * frame_hits / float(videos.lengths[test_idx].sum())
     per_class = {m: {t: {str(c): 100.0 * ap for c, ap in r["per_class"].items()} for t, r in by_t.items()}
                  for m, by_t in metrics.items()}
-    notes.append("official = PKU-MMD evaluate.py (best overlap with any ground truth, duplicates count, AP by removal "
-                 f"from the lowest confidence, mAP_a over {videos.num_classes + 1} label slots); voc = one-to-one "
-                 "matching, all-point AP over the classes present")
+    notes.append("encoder fine-tuned with the head (the paper's text)" if p.finetune else
+                 "encoder frozen, linear head only (the authors' detection code; the paper's text fine-tunes the "
+                 "whole model: --set finetune=true)")
+    notes.append("authors = the PCM3 authors' detection code (Simple-Skeleton-Detection: VOC devkit mAP_a over the "
+                 "classes present; mAP_v by removal with duplicates of a ground truth counted once); official = "
+                 "PKU-MMD evaluate.py (best overlap with any ground truth, duplicates count, AP by removal from the "
+                 f"lowest confidence, mAP_a over {videos.num_classes + 1} label slots); voc = one-to-one matching "
+                 "with the best unmatched ground truth, all-point AP over the classes present")
     return {"figures": figures, "per_class_ap": per_class, "history": history, "notes": notes,
             "splits": {"train": int(len(train_idx)), "val": int(len(val_idx)), "test": int(len(test_idx))},
             "detections": len(dets), "train_seconds": train_s, "test_seconds": test_s,

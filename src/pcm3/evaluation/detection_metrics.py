@@ -1,6 +1,6 @@
 """Temporal action detection metrics: mAP_a (per action class) and mAP_v (per video).
 
-Two definitions, both reported and named as such:
+Three definitions, all reported and named as such:
 
 ``official``
     What PKU-MMD's ``evaluate.py`` (github.com/ECHO960/PKU-MMD, the script behind the paper's
@@ -38,6 +38,34 @@ Two definitions, both reported and named as such:
     AP (all classes of the video pooled, matching still within a class) over the videos with
     ground truth.
 
+``authors``
+    What the PCM3 authors' detection code computes (github.com/JHang2020/Simple-Skeleton-Detection,
+    ``processor/evaluate_metrics.py``, the code behind the group's skeleton detection results):
+    **mAP_a** is the Pascal VOC devkit's rule: per class, detections by descending confidence,
+    each compared with the ground truth of its class in its video that it overlaps most; a true
+    positive if that overlap reaches the threshold and that ground truth is not matched yet,
+    otherwise a false positive (``voc`` instead tries the best *unmatched* ground truth, as
+    ActivityNet's evaluation does; the two differ only when a detection's best ground truth is
+    taken and another one also passes the threshold); all-point AP, averaged over the classes
+    present in the ground truth (their IoU of inclusive frame numbers ``[s, e - 1]`` is our
+    frame IoU of ``[s, e)``). **mAP_v** is a per-video AP with many-to-one matching in which
+    duplicates count once:
+
+    1. each detection is assigned the ground truth of its class in its video with the highest
+       ``official`` overlap (``evaluate.py``'s formula on the raw numbers, here the frame IoU of
+       ``[s, e)`` intervals) at or above the threshold; ``hits`` = ground truths assigned at
+       least once;
+    2. AP by removal, as ``official``, but precision and recall count *ground truths still
+       hit* (a ground truth stops counting when its last assigned detection is removed), the
+       running maximum of the precision starts at the list's overall precision, and the loop
+       runs to the end (a list with one correct detection scores AP 1);
+    3. mAP_v is the mean over every video given (a video without detections scores 0).
+
+    This matches the protocol of ``method-and-protocols.md`` (a detection is correct with an
+    *unmatched* ground truth of its class) for mAP_a; PCM3's Table 5 does not name its
+    definition, and its authors' code is the closest evidence, so the report puts the paper's
+    figures under these columns.
+
 Inputs are plain lists of dicts: ground truth ``{"video", "label", "start", "end"}`` and
 detections ``{"video", "label", "start", "end", "confidence"}``, labels being class numbers
 ``1..num_classes`` (0 = background, never a detection), frames 0-based with ``end`` exclusive.
@@ -50,7 +78,7 @@ from typing import Dict, Iterable, List, Mapping, Sequence
 
 import numpy as np
 
-METRICS = ("official", "voc")
+METRICS = ("authors", "official", "voc")
 DEFAULT_THRESHOLDS = (0.1, 0.3, 0.5)
 
 
@@ -151,8 +179,12 @@ def voc_ap(tp: Sequence[bool], num_ground: int) -> float:
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
 
 
-def _voc_tp(ground_truth: Sequence[Mapping], detections: Sequence[Mapping], threshold: float) -> List[bool]:
-    """One-to-one matching of ``detections`` (sorted, descending confidence) within (video, class)."""
+def _voc_tp(ground_truth: Sequence[Mapping], detections: Sequence[Mapping], threshold: float,
+            devkit: bool = False) -> List[bool]:
+    """One-to-one matching of ``detections`` (sorted, descending confidence) within (video, class).
+
+    ``devkit=False``: the best *unmatched* ground truth (ActivityNet); ``True``: the best ground
+    truth, a false positive if it is already matched (Pascal VOC devkit, the ``authors`` mAP_a)."""
     gts = defaultdict(list)
     for g in ground_truth:
         gts[(g["video"], int(g["label"]))].append([g["start"], g["end"], False])
@@ -160,12 +192,12 @@ def _voc_tp(ground_truth: Sequence[Mapping], detections: Sequence[Mapping], thre
     for d in detections:
         best, best_iou = None, -1.0
         for g in gts.get((d["video"], int(d["label"])), ()):
-            if g[2]:
+            if g[2] and not devkit:
                 continue
             o = iou(d["start"], d["end"], g[0], g[1])
             if o > best_iou:
                 best, best_iou = g, o
-        ok = best is not None and best_iou >= threshold
+        ok = best is not None and best_iou >= threshold and not best[2]
         if ok:
             best[2] = True
         tp.append(ok)
@@ -176,16 +208,23 @@ def _sorted_desc(dets: Iterable[Mapping]) -> List[Mapping]:
     return sorted(dets, key=lambda d: -d["confidence"])  # stable: ties keep the input order
 
 
-def voc_metrics(ground_truth: Sequence[Mapping], detections: Sequence[Mapping], videos: Sequence[str],
-                num_classes: int, threshold: float) -> dict:
-    """mAP_a (classes present in the ground truth) and mAP_v (videos with ground truth), VOC-style."""
+def _class_aps(ground_truth: Sequence[Mapping], detections: Sequence[Mapping], num_classes: int, threshold: float,
+               devkit: bool = False) -> Dict[int, float]:
+    """All-point AP of every class present in the ground truth (:func:`_voc_tp` matching)."""
     per_class = {}
     for c in range(1, num_classes + 1):
         gt = [g for g in ground_truth if int(g["label"]) == c]
         if not gt:
             continue
         dets = _sorted_desc(d for d in detections if int(d["label"]) == c)
-        per_class[c] = voc_ap(_voc_tp(gt, dets, threshold), len(gt))
+        per_class[c] = voc_ap(_voc_tp(gt, dets, threshold, devkit), len(gt))
+    return per_class
+
+
+def voc_metrics(ground_truth: Sequence[Mapping], detections: Sequence[Mapping], videos: Sequence[str],
+                num_classes: int, threshold: float) -> dict:
+    """mAP_a (classes present in the ground truth) and mAP_v (videos with ground truth), VOC-style."""
+    per_class = _class_aps(ground_truth, detections, num_classes, threshold)
     per_video = {}
     for v in videos:
         gt = [g for g in ground_truth if g["video"] == v]
@@ -198,14 +237,67 @@ def voc_metrics(ground_truth: Sequence[Mapping], detections: Sequence[Mapping], 
             "per_class": per_class, "per_video": per_video}
 
 
-# --------------------------------------------------------------------------- both
+# --------------------------------------------------------------------------- authors
+
+def authors_video_ap(detections: Sequence[Mapping], ground_truth: Sequence[Mapping], threshold: float) -> float:
+    """The PCM3 authors' per-video AP (module docstring, ``authors`` points 1-2) of one video's
+    ``detections`` against its ``ground_truth`` (plain dicts as :func:`detection_metrics`)."""
+    num_ground = len(ground_truth)
+    if not detections or num_ground == 0:
+        return 0.0
+    order = sorted(detections, key=lambda d: d["confidence"])  # ascending, stable
+    assigned = []  # index of the ground truth each detection counts for, or -1
+    for d in order:
+        best, best_o = -1, -1.0
+        for j, g in enumerate(ground_truth):
+            if int(g["label"]) != int(d["label"]):
+                continue
+            o = iou(d["start"], d["end"], g["start"], g["end"])
+            if o >= threshold and o >= best_o:  # ties: the later ground truth, as their loop
+                best, best_o = j, o
+        assigned.append(best)
+    count = [0] * num_ground
+    for j in assigned:
+        if j >= 0:
+            count[j] += 1
+    hits = sum(1 for c in count if c > 0)
+    left = len(order)
+    old_precision, old_recall = hits / left, hits / num_ground
+    score = 0.0
+    for j in assigned:
+        left -= 1
+        if j < 0:
+            continue
+        count[j] -= 1
+        if count[j] == 0:
+            hits -= 1
+        precision, recall = (hits / left, hits / num_ground) if left else (0.0, 0.0)
+        old_precision = max(old_precision, precision)
+        score += old_precision * (old_recall - recall)
+        old_recall = recall
+    return score
+
+
+def authors_metrics(ground_truth: Sequence[Mapping], detections: Sequence[Mapping], videos: Sequence[str],
+                    num_classes: int, threshold: float) -> dict:
+    """mAP_a (VOC devkit matching, classes present) and mAP_v (:func:`authors_video_ap` averaged
+    over ``videos``) as the PCM3 authors' detection code computes them."""
+    per_class = _class_aps(ground_truth, detections, num_classes, threshold, devkit=True)
+    per_video = {v: authors_video_ap([d for d in detections if d["video"] == v],
+                                     [g for g in ground_truth if g["video"] == v], threshold) for v in videos}
+    return {"mAP_a": float(np.mean(list(per_class.values()))) if per_class else 0.0,
+            "mAP_v": float(np.mean(list(per_video.values()))) if per_video else 0.0,
+            "per_class": per_class, "per_video": per_video}
+
+
+# --------------------------------------------------------------------------- all
 
 def detection_metrics(ground_truth: Sequence[Mapping], detections: Sequence[Mapping], videos: Sequence[str],
                       num_classes: int, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
                       metrics: Sequence[str] = METRICS) -> Dict[str, Dict[str, dict]]:
     """``{metric: {"0.5": {"mAP_a", "mAP_v", "per_class", "per_video"}, ...}}`` for each metric
-    (``official``, ``voc``) and IoU threshold."""
-    fns = {"official": official_metrics, "voc": voc_metrics}
+    (``authors``, ``official``, ``voc``) and IoU threshold."""
+    fns = {"authors": authors_metrics, "official": official_metrics, "voc": voc_metrics}
     out: Dict[str, Dict[str, dict]] = {}
     for m in metrics:
         if m not in fns:
