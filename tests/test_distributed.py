@@ -151,7 +151,7 @@ def test_rank_sampler_splits_each_global_batch():
         assert parts[0][4 * s:4 * s + 4] + parts[1][4 * s:4 * s + 4] == order[8 * s:8 * s + 8]
 
 
-def test_torchrun_pretrain_then_resume_in_one_process(synthetic_small, tmp_path):
+def test_torchrun_pretrain_resume_exactly_then_in_one_process(synthetic_small, tmp_path):
     run = tmp_path / "run"
     common = ["--data", str(synthetic_small), "--out", str(run), "--quiet",
               "--set", "model.encoder.hidden=8", "--set", "model.encoder.layers=1", "--set", "model.queue_size=32",
@@ -169,9 +169,23 @@ def test_torchrun_pretrain_then_resume_in_one_process(synthetic_small, tmp_path)
     idx = ckpt["model"]["queue_index"]
     assert int((idx >= 0).sum()) == 16 and len(set(idx[idx >= 0].tolist())) == 16
     assert (run / "log.txt").read_text().count("epoch 1/1 lr=") == 1  # rank 0 alone writes
+    # resumed on 2 processes it equals an uninterrupted 2-epoch run, key shuffles included
+    # (MoCo's shuffle BN draws from a generator the checkpoint keeps)
+    done = subprocess.run(cmd[:-1] + ["train.epochs=2", "--resume"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    whole = tmp_path / "whole"
+    straight = [a if a != str(run) else str(whole) for a in cmd[:-1]] + ["train.epochs=2"]
+    done = subprocess.run(straight, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = torch.load(run / "checkpoint_last.pt", weights_only=False)
+    uninterrupted = torch.load(whole / "checkpoint_last.pt", weights_only=False)
+    assert resumed["epoch"] == uninterrupted["epoch"] == 2
+    for k, v in uninterrupted["model"].items():
+        assert torch.equal(resumed["model"][k], v), k
     # resume with another number of processes (one, in this process)
-    assert main(["pretrain", *common, "--set", "train.epochs=2", "--resume"]) == 0
-    assert torch.load(run / "checkpoint_last.pt", weights_only=False)["epoch"] == 2
+    assert main(["pretrain", *common, "--set", "train.epochs=3", "--resume"]) == 0
+    assert torch.load(run / "checkpoint_last.pt", weights_only=False)["epoch"] == 3
 
 
 # --------------------------------------------------------------------------- train_one_epoch on 2 ranks

@@ -49,6 +49,18 @@ def test_divergence_guard_fires_on_an_exploding_term_only():
     assert off.check(2, {"loss": 1e9}) is None
 
 
+def test_a_resumed_guard_guards_what_a_fresh_one_does():
+    """A resumed run passes its first epoch's terms in; the KL and regulariser terms stay
+    unguarded there too (a resume must not stop where the uninterrupted run goes on)."""
+    first = {"loss": 24.0, "mask_mse": 0.11, "kl_intra": 0.01, "feat_cov": 0.0002, "emb_std": 0.01}
+    fresh = DivergenceGuard(100.0)
+    fresh.check(1, first)
+    resumed = DivergenceGuard(100.0, first)
+    later = {"loss": 25.0, "mask_mse": 0.1, "kl_intra": 2.0, "feat_cov": 0.07, "emb_std": 5.0}
+    assert fresh.check(5, later) is None and resumed.check(5, later) is None
+    assert resumed.first == fresh.first == {"loss": 24.0, "mask_mse": 0.11}
+
+
 def test_divergence_guard_ignores_regularisers_that_start_at_zero():
     """``feat_cov`` from 2e-4 to 0.07 in a healthy run (measured on MSR with center_time) is not a
     divergence; the same blow-up reaching the total loss is."""

@@ -280,6 +280,14 @@ class Comm:
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self._gen = torch.Generator().manual_seed(seed)
 
+    def state_dict(self) -> dict:
+        """The shuffle generator's state (the same on every rank): a checkpoint keeps it so that
+        a resumed run draws the permutations an uninterrupted one would."""
+        return {"shuffle_rng": self._gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._gen.set_state(state["shuffle_rng"])
+
     def all_gather(self, t: Tensor) -> Tensor:
         return all_gather_cat(t.detach())
 

@@ -115,7 +115,12 @@ class DivergenceGuard:
 
     def __init__(self, factor: float = 100.0, first: Optional[Dict[str, float]] = None):
         self.factor = factor
-        self.first: Dict[str, float] = dict(first or {})
+        self.first: Dict[str, float] = self._reference(first or {})
+
+    @classmethod
+    def _reference(cls, terms: Dict[str, float]) -> Dict[str, float]:
+        """The first epoch's values of the guarded terms (a resumed run passes them in)."""
+        return {k: v for k, v in terms.items() if cls.guarded(k) and math.isfinite(v)}
 
     @staticmethod
     def guarded(name: str) -> bool:
@@ -124,7 +129,7 @@ class DivergenceGuard:
     def check(self, epoch: int, terms: Dict[str, float]) -> Optional[str]:
         """Record the first epoch's values; later, a message naming each diverged term, or None."""
         if not self.first:
-            self.first = {k: v for k, v in terms.items() if self.guarded(k) and math.isfinite(v)}
+            self.first = self._reference(terms)
             return None
         if self.factor <= 0:
             return None

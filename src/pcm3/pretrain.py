@@ -302,7 +302,8 @@ def save_checkpoint(path: Path, model: PCM3, optimizer, cfg: Config, epoch: int,
         return
     state = {"format": CHECKPOINT_FORMAT, "version": 1, "epoch": epoch, "model": model.state_dict(),
              "optimizer": optimizer.state_dict(), "config": to_dict(cfg), "history": history,
-             "rng": _rng_state(), "data": data_info}
+             "rng": _rng_state(), "data": data_info,
+             "comm": model.comm.state_dict() if model.comm is not None else None}
     try:
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
@@ -454,6 +455,8 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
         batch = distributed.local_batch(batch, dist_info.world_size)
         sampler = distributed.RankSampler(sampler, dist_info.rank, dist_info.world_size, batch)
         distributed.prepare_model(model, cfg.model.key_bn, cfg.model.sync_bn, cfg.train.seed)
+        if ckpt is not None and ckpt.get("comm"):  # the key shuffles continue where they stopped
+            model.comm.load_state_dict(ckpt["comm"])
         train_model = distributed.wrap(model, device)
     loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True,
                         num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
