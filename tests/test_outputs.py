@@ -4,13 +4,20 @@ tests/test_bad_input.py)."""
 from __future__ import annotations
 
 import errno
+import json
 import os
+from pathlib import Path
 
 import pytest
 
 from pcm3.errors import ConfigError, DataError
 from pcm3.outputs import (MARKER, check_output_dir, check_writable, create_run_dir, ensure_free_space, folder_kind,
-                          open_run_dir, output_dir, reserve)
+                          foreign_entries, open_run_dir, output_dir, reserve, write_marker)
+
+
+def _tree(root: Path) -> dict:
+    """Every file (-> content) and folder (-> 'dir') below ``root``, hidden ones too."""
+    return {str(p.relative_to(root)): "dir" if p.is_dir() else p.read_bytes() for p in root.rglob("*")}
 
 
 def test_new_empty_and_foreign_folders(tmp_path):
@@ -52,21 +59,115 @@ def test_failed_swap_puts_the_old_folder_back(tmp_path, monkeypatch):
     dest = tmp_path / "out"
     with output_dir(dest, "eval") as tmp:
         (tmp / "v1").write_text("1")
+    before = _tree(dest)
     real = os.replace
-    calls = []
 
     def flaky(a, b):
-        calls.append((a, b))
-        if len(calls) == 2:  # the new folder cannot be moved into place
+        if Path(b) == dest / "v2":  # the old entries are moved aside, the new marker in, then this fails
             raise OSError(errno.EIO, "I/O error")
         return real(a, b)
 
     monkeypatch.setattr(os, "replace", flaky)
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match="I/O error"):
         with output_dir(dest, "eval", overwrite=True) as tmp:
             (tmp / "v2").write_text("2")
     monkeypatch.setattr(os, "replace", real)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (dest / "v1").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and _tree(dest) == before
+
+
+def test_overwrite_replaces_only_what_pcm3_wrote(tmp_path):
+    dest = tmp_path / "out"
+    with output_dir(dest, "eval") as tmp:
+        (tmp / "v1").write_text("1")
+        (tmp / "plots").mkdir()
+        (tmp / "plots" / "a.png").write_text("a")
+    record = json.loads((dest / MARKER).read_text())
+    assert record["kind"] == "eval" and record["entries"] == ["plots/", "plots/a.png", "v1"]
+    (dest / "my_notes.txt").write_text("keep")
+    (dest / "my_results").mkdir()
+    (dest / "my_results" / "r.txt").write_text("keep")
+    (dest / "plots" / "mine.png").write_text("keep")  # inside a folder pcm3 wrote
+    before = _tree(tmp_path)
+    with pytest.raises(DataError) as err:
+        check_output_dir(dest, "eval", overwrite=True)
+    msg = str(err.value)
+    assert "my_notes.txt" in msg and "my_results/" in msg and "plots/mine.png" in msg
+    assert "did not write" in msg and "move them out" in msg and "nothing was changed" in msg and "\n" not in msg
+    with pytest.raises(DataError, match="my_notes.txt"):
+        with output_dir(dest, "eval", overwrite=True) as tmp:
+            (tmp / "v2").write_text("2")
+    assert _tree(tmp_path) == before  # nothing written, no temporary folder left
+    for p in (dest / "my_notes.txt", dest / "my_results" / "r.txt", dest / "my_results", dest / "plots" / "mine.png"):
+        p.unlink() if p.is_file() else p.rmdir()
+    with output_dir(dest, "eval", overwrite=True) as tmp:
+        (tmp / "v2").write_text("2")
+    assert sorted(p.name for p in dest.iterdir()) == [MARKER, "v2"] and os.listdir(tmp_path) == ["out"]
+
+
+def test_files_added_while_writing_are_kept(tmp_path):
+    dest = tmp_path / "out"
+    with output_dir(dest, "eval") as tmp:
+        (tmp / "v1").write_text("1")
+    with pytest.raises(DataError, match="late.txt"):
+        with output_dir(dest, "eval", overwrite=True) as tmp:
+            (tmp / "v2").write_text("2")
+            (dest / "late.txt").write_text("the user's")  # while the (long) block runs
+    assert sorted(p.name for p in dest.iterdir()) == [MARKER, "late.txt", "v1"] and os.listdir(tmp_path) == ["out"]
+
+
+def test_folders_without_a_record_of_their_entries(tmp_path):
+    """Written by an older pcm3: only the prepared format's own files count as pcm3's."""
+    old = tmp_path / "old"
+    old.mkdir()
+    write_marker(old, "prepared")
+    for name in ("meta.json", "data.npy", "skipped.csv"):
+        (old / name).write_text("x")
+    assert foreign_entries(old, "prepared") == ([], False)
+    with output_dir(old, "prepared", overwrite=True) as tmp:
+        (tmp / "meta.json").write_text("new")
+    assert sorted(p.name for p in old.iterdir()) == [MARKER, "meta.json"] and (old / "meta.json").read_text() == "new"
+
+    legacy = tmp_path / "legacy"  # no marker at all, recognised by meta.json
+    legacy.mkdir()
+    (legacy / "meta.json").write_text(json.dumps({"format": "pcm3-prepared"}))
+    (legacy / "notes.txt").write_text("keep")
+    (legacy / "extra").mkdir()
+    with pytest.raises(DataError, match=r"older pcm3.*holds extra/ and notes.txt"):
+        check_output_dir(legacy, "prepared", overwrite=True)
+
+    ev = tmp_path / "eval"  # no fixed list of files: nothing counts as pcm3's
+    ev.mkdir()
+    write_marker(ev, "eval")
+    (ev / "metrics.json").write_text("{}")
+    with pytest.raises(DataError, match="older pcm3 that did not record its files.*metrics.json"):
+        check_output_dir(ev, "eval", overwrite=True)
+    assert sorted(p.name for p in ev.iterdir()) == [MARKER, "metrics.json"]
+
+
+def test_out_dot_fills_the_current_folder_in_place(tmp_path, monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    inode = os.stat(".").st_ino
+    with output_dir(".", "eval") as tmp:
+        (tmp / "metrics.json").write_text("1")
+    assert os.stat(".").st_ino == inode and Path(os.getcwd()) == here  # the same folder, not a new one
+    assert sorted(os.listdir(".")) == [MARKER, "metrics.json"] and os.listdir(tmp_path) == ["here"]
+    with output_dir(".", "eval", overwrite=True) as tmp:
+        (tmp / "metrics.json").write_text("2")
+    assert os.stat(".").st_ino == inode and Path("metrics.json").read_text() == "2"
+    assert os.listdir(tmp_path) == ["here"]
+
+
+def test_prepare_into_the_current_empty_folder(tmp_path, monkeypatch, capsys):
+    from pcm3.cli import main
+    from pcm3.data.prepared import Prepared
+
+    monkeypatch.chdir(tmp_path)
+    inode = os.stat(".").st_ino
+    assert main(["prepare", "synthetic", "--out", ".", "--samples-per-class", "1", "--quiet"]) == 0
+    assert "error" not in capsys.readouterr().err
+    assert os.stat(".").st_ino == inode and Prepared(".").validate() == [] and len(Prepared(tmp_path)) == 16
 
 
 def test_protected_inputs(tmp_path):

@@ -4,16 +4,21 @@ The promise to users: ``pcm3`` never removes or changes a file it did not create
 
 - Every folder ``pcm3`` creates holds a marker file, ``.pcm3`` (one line of JSON:
   ``{"kind": ..., "version": 1}``). ``kind`` is ``prepared``, ``run``, ``eval``, ``report``,
-  ``demo``...
+  ``demo``... Folders written whole by :func:`output_dir` also record what was written in
+  them: ``"entries"``, every file and folder below it (relative paths, folders ending in ``/``).
 - An output folder may be written when it does not exist or is empty. A non-empty folder is
-  refused unless it is a ``pcm3`` folder of the same kind *and* the user asked to overwrite.
-  Prepared data folders written before the marker existed are recognised by their
-  ``meta.json`` (format ``pcm3-prepared``).
+  refused unless it is a ``pcm3`` folder of the same kind *and* the user asked to overwrite
+  *and* it holds nothing but what ``pcm3`` wrote there (its recorded entries; for a folder
+  without a record, written by an older ``pcm3``, only the files of the prepared format
+  count as ``pcm3``'s). Prepared data folders written before the marker existed are
+  recognised by their ``meta.json`` (format ``pcm3-prepared``).
 - An output must never be, lie inside, or contain one of the inputs (``protect``).
-- :func:`output_dir` writes into a hidden temporary folder beside the destination and renames
-  it into place only when the block succeeded; the previous ``pcm3`` folder (``overwrite``) is
-  removed only after the new one is complete. On any failure the temporary folder is removed
-  and the destination is left as it was.
+- :func:`output_dir` writes into a hidden temporary folder beside the destination and moves
+  it into place only when the block succeeded. An existing destination folder (empty, or
+  replaced with ``overwrite``) is kept and filled in place (it may be the user's current
+  folder): the previous ``pcm3`` entries are moved aside and removed only after the new
+  ones are all in. On any failure the temporary folder is removed and the destination is left
+  as it was.
 """
 
 from __future__ import annotations
@@ -25,16 +30,95 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 from pcm3.errors import ConfigError, DataError
 
 MARKER = ".pcm3"
 
 
-def write_marker(folder: str | os.PathLike, kind: str) -> None:
-    """Mark ``folder`` as created by ``pcm3`` with the given ``kind``."""
-    Path(folder, MARKER).write_text(json.dumps({"kind": kind, "version": 1}) + "\n")
+# Files pcm3 writes in a prepared folder (:mod:`pcm3.data.prepared`, and ``skipped.csv``, which
+# some preparers add after the folder is in place): taken as pcm3's even where the marker records
+# no entries (folders of older versions). Other kinds have no fixed list.
+_FORMAT_FILES = {"prepared": frozenset(("meta.json", "data.npy", "labels.npy", "lengths.npy", "samples.csv",
+                                        "splits.json", "offsets.npy", "intervals.csv", "skipped.csv"))}
+
+
+def write_marker(folder: str | os.PathLike, kind: str, entries: Optional[Sequence[str]] = None) -> None:
+    """Mark ``folder`` as created by ``pcm3`` with the given ``kind``.
+
+    ``entries``: what ``pcm3`` wrote in it (:func:`list_entries`), recorded so that a later
+    ``--overwrite`` can tell its own files from the user's. None for folders that grow over
+    time (runs, caches): they record nothing and are never overwritten wholesale.
+    """
+    record = {"kind": kind, "version": 1}
+    if entries is not None:
+        record["entries"] = sorted(entries)
+    Path(folder, MARKER).write_text(json.dumps(record) + "\n")
+
+
+def list_entries(folder: str | os.PathLike) -> List[str]:
+    """Every file and folder below ``folder``, as relative paths with ``/``; folders end in
+    ``/``. Symbolic links are listed, not followed; the top-level marker is left out."""
+    out: List[str] = []
+
+    def walk(d: str, prefix: str) -> None:
+        with os.scandir(d) as it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    out.append(prefix + e.name + "/")
+                    walk(e.path, prefix + e.name + "/")
+                elif prefix or e.name != MARKER:
+                    out.append(prefix + e.name)
+
+    walk(os.fspath(folder), "")
+    return out
+
+
+def _recorded_entries(folder: Path) -> Optional[set]:
+    """The entries the marker of ``folder`` records, or None when it records none."""
+    try:
+        entries = json.loads((folder / MARKER).read_text()).get("entries")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        return None
+    return set(entries)
+
+
+def foreign_entries(folder: str | os.PathLike, kind: str, limit: int = 3) -> Tuple[List[str], bool]:
+    """Up to ``limit`` entries of the ``pcm3`` folder ``folder`` that ``pcm3`` did not write, and
+    whether its marker records what was written (False: an older folder, judged by the names
+    of its format alone; then any subfolder counts as foreign).
+
+    A folder counts as ``pcm3``'s only if recorded as a folder, a file only if recorded as a
+    file; the contents of a foreign folder are not looked into.
+    """
+    folder = Path(folder)
+    recorded = _recorded_entries(folder)
+    known = (recorded or set()) | _FORMAT_FILES.get(kind, frozenset())
+    found: List[str] = []
+
+    def walk(d: str, prefix: str) -> None:
+        with os.scandir(d) as it:
+            for e in sorted(it, key=lambda e: e.name):
+                if len(found) >= limit:
+                    return
+                if not prefix and e.name == MARKER:
+                    continue
+                is_dir = e.is_dir(follow_symlinks=False)
+                rel = prefix + e.name + ("/" if is_dir else "")
+                if rel not in known:
+                    found.append(rel)
+                elif is_dir:
+                    walk(e.path, rel)
+
+    walk(os.fspath(folder), "")
+    return found, recorded is not None
+
+
+def _listing(names: Sequence[str]) -> str:
+    return ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + names[-1]
 
 
 def folder_kind(folder: str | os.PathLike) -> Optional[str]:
@@ -69,7 +153,8 @@ def check_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = Fa
     Args:
         path: the folder to be written.
         kind: what ``pcm3`` will write there (``prepared``, ``run``, ``eval``...).
-        overwrite: an existing ``pcm3`` folder of the same kind may be replaced.
+        overwrite: an existing ``pcm3`` folder of the same kind may be replaced, if it holds
+            nothing but what ``pcm3`` wrote there (:func:`foreign_entries`).
         protect: inputs of the command; the output may not be, lie in, or contain any of them.
         option: the flag that named ``path``, for the message.
 
@@ -94,6 +179,17 @@ def check_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = Fa
             raise DataError(path, f"{option} holds a pcm3 {found} folder, not a {kind} folder; choose another folder")
         if not overwrite:
             raise DataError(path, f"{option} already holds a pcm3 {kind} folder; pass --overwrite to replace it")
+        foreign, recorded = foreign_entries(path, kind)
+        if foreign:
+            them = "it" if len(foreign) == 1 else "them"
+            if recorded:
+                raise DataError(path, f"{option} holds {_listing(foreign)}, which pcm3 did not write there and "
+                                      f"--overwrite would remove; move {them} out of the folder or choose another "
+                                      "folder (nothing was changed)")
+            raise DataError(path, f"{option} was written by an older pcm3 that did not record its files, and "
+                                  f"holds {_listing(foreign)}, which may not be pcm3's; move {them} out of the "
+                                  "folder, or remove the folder yourself, or choose another folder "
+                                  "(nothing was changed)")
     check_writable(path, option)
     return path
 
@@ -228,16 +324,41 @@ def create_run_dir(path: str | os.PathLike) -> Path:
     return path
 
 
-def _into_empty(tmp: Path, path: Path) -> None:
-    """Put the finished ``tmp`` in place of the empty folder ``path`` (which may be a mount
-    point or otherwise not removable: then its contents are moved into it)."""
+def _fill_in_place(tmp: Path, path: Path, parent: Path) -> None:
+    """Make the existing folder ``path`` hold what the finished ``tmp`` holds, keeping ``path``
+    itself (it may be the current folder of the user's shell).
+
+    Entries already in ``path`` (all written by ``pcm3``: checked just before) are moved to a
+    hidden folder beside it, then the new ones are moved in, the marker first and ``meta.json``
+    last (readers take it as the sign of a complete prepared folder); the old entries are
+    removed only once all new ones are in. On a failure every move is undone.
+    """
+    old = None
+    moved_out: List[str] = []
+    moved_in: List[str] = []
     try:
-        os.rmdir(path)
+        current = sorted(os.listdir(path), key=lambda n: n == MARKER)  # the old marker goes last
+        if current:
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=parent))
+        for name in current:
+            os.replace(path / name, old / name)
+            moved_out.append(name)
+        for name in sorted(os.listdir(tmp), key=lambda n: (n != MARKER, n == "meta.json")):
+            os.replace(tmp / name, path / name)
+            moved_in.append(name)
     except OSError:
-        for child in tmp.iterdir():
-            os.replace(child, path / child.name)
-        return
-    os.replace(tmp, path)
+        undone = True
+        for src, dst, names in ((path, tmp, moved_in), (old, path, moved_out)):
+            for name in reversed(names):
+                try:
+                    os.replace(src / name, dst / name)
+                except OSError:  # pragma: no cover - a second failure; keep what is left in ``old``
+                    undone = False
+        if old is not None and undone:
+            shutil.rmtree(old, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -246,8 +367,11 @@ def output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = False,
     """Check ``path`` (:func:`check_output_dir`), yield a temporary folder, then move it into place.
 
     The block writes its files into the yielded folder. When it returns, the folder gets its
-    marker and replaces ``path``; the old ``pcm3`` folder there (if ``overwrite``) is removed only
-    then. When it raises, the temporary folder is removed and ``path`` is untouched.
+    marker (recording the entries written) and ``path`` is checked again (the block may have run
+    for hours); a new ``path`` is the renamed temporary folder, an existing one (empty, or with
+    ``overwrite`` a ``pcm3`` folder) is filled in place (:func:`_fill_in_place`), and the old
+    ``pcm3`` entries there are removed only then. When it raises, the temporary folder is removed
+    and ``path`` is untouched.
     """
     path = check_output_dir(path, kind, overwrite=overwrite, protect=protect, option=option)
     parent = path.absolute().parent
@@ -259,18 +383,10 @@ def output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = False,
         raise DataError(path, f"cannot create the output folder ({e.strerror or e})") from None
     try:
         yield tmp
-        write_marker(tmp, kind)
-        if path.is_dir() and not any(path.iterdir()):
-            _into_empty(tmp, path)
-        elif path.is_dir():  # a pcm3 folder of this kind, --overwrite: swap, then remove the old one
-            old = parent / f".{path.name}.old-{os.getpid()}"
-            os.replace(path, old)
-            try:
-                os.replace(tmp, path)
-            except OSError:
-                os.replace(old, path)  # put it back: the destination stays as it was
-                raise
-            shutil.rmtree(old, ignore_errors=True)
+        write_marker(tmp, kind, list_entries(tmp))
+        check_output_dir(path, kind, overwrite=overwrite, option=option)  # the user may have added files since
+        if path.is_dir():
+            _fill_in_place(tmp, path, parent)
         else:
             os.replace(tmp, path)
     except OSError as e:

@@ -99,6 +99,9 @@ def _bad_texts():
         "bad_number": (_edit_line(good, 8, lambda s: "1-2 " + s.split(" ", 1)[1]), 8, "non-numeric value ('1-2')"),
         "joint_count": (_edit_line(good, 4, lambda s: "24"), 4, "wrong joint count (expected 25, found 24)"),
         "value_count": (_edit_line(good, 9, lambda s: s.rsplit(" ", 1)[0]), 9, "wrong number of values on a joint line"),
+        # one line short of its x, a later one with a value too many: the file's total is right
+        "value_count_cancels": (_edit_line(_edit_line(good, 5, lambda s: s.split(" ", 1)[1]), 20, lambda s: s + " 7"),
+                                5, "wrong number of values on a joint line (expected 12, found 11)"),
         "nan": (_edit_line(good, 33, lambda s: "NaN " + s.split(" ", 1)[1]), 33, "non-finite coordinate"),
         "inf": (_edit_line(good, 34, lambda s: s.split(" ")[0] + " -inf " + s.split(" ", 2)[2]), 34,
                 "non-finite coordinate"),
@@ -165,6 +168,31 @@ def test_read_bad_file_names_file_and_line(tmp_path, case):
     assert fragment in err.value.message
     where = f"{path}:{line}: " if line else f"{path}: "
     assert str(err.value).startswith(where) and "\n" not in str(err.value)
+
+
+def test_read_real_file_with_shifted_values_is_an_error(raw_dir, tmp_path):
+    """A joint line that lost its x and another that gained a value do not go unnoticed."""
+    lines = (raw_dir / "S001C001P001R001A011.skeleton").read_bytes().split(b"\n")
+    lines[4] = lines[4].split(b" ", 1)[1]                     # frame 1, joint 1: x gone
+    lines[100] = lines[100].replace(b"\r", b" 1\r")          # a later joint line: one value more
+    path = tmp_path / "S001C001P001R001A011.skeleton"
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(DataError) as err:
+        ntu.read_skeleton(path)
+    assert err.value.line == 5 and "wrong number of values on a joint line (expected 12, found 11)" in str(err.value)
+
+
+def test_values_are_counted_per_line_like_split(tmp_path):
+    text = "2\r\n \t1 2  3\t\v4 \r\n\n5\f6\r7  \n\n   \n8"
+    raw = text.encode()
+    assert ntu._values_per_line(raw).tolist() == [len(line.split()) for line in raw.split(b"\n")]
+    assert ntu._values_per_line(b"1\n").tolist() == [1, 0]
+    frames = _one_person(3, 2)                                # irregular spacing, 12 values a line
+    text = "\r\n".join(line.replace(" ", "  \t", 3) + " " if line.count(" ") == 11 else line
+                        for line in _skeleton_text(frames).split("\r\n"))
+    path = tmp_path / "S001C001P001R001A001.skeleton"
+    path.write_text(text, newline="")
+    np.testing.assert_allclose(ntu.read_skeleton(path)["slots"][0], np.array([b for [(_, b)] in frames]), rtol=1e-6)
 
 
 def test_tracking_ids_and_slots(tmp_path):
@@ -398,7 +426,7 @@ def test_prepare_stops_at_bad_file(tmp_path, capsys, case):
     line = _bad_texts()[case][1]
     assert err.startswith(f"error: {raw / 'S002C001P001R001A010.skeleton'}" + (f":{line}:" if line else ":"))
     assert "\n" not in err
-    assert not out.exists()
+    assert not out.exists() and not ntu.work_dir(out).exists()  # nothing cached: no cache folder left
 
 
 def test_prepare_skip_bad_reports(tmp_path, capsys):
@@ -449,9 +477,10 @@ def test_prepare_raw_folder_errors(tmp_path, capsys):
 def test_prepare_resumes_from_cache(tmp_path, monkeypatch):
     raw = _raw_with(tmp_path, 6, ["truncated"])                              # the bad file sorts last
     out = tmp_path / "out"
-    with pytest.raises(DataError, match="file ends early"):
+    with pytest.raises(DataError, match="file ends early") as err:
         ntu.prepare_ntu(raw, out, workers=1, progress=False, shard_size=2)
     assert not out.exists() and len(list(ntu.work_dir(out).glob("shard-*.npz"))) == 3
+    assert f"stay cached in {ntu.work_dir(out)}" in str(err.value) and err.value.line == 40
 
     reads = []
     real_read = ntu.read_skeleton
@@ -466,3 +495,72 @@ def test_prepare_resumes_from_cache(tmp_path, monkeypatch):
     assert ds.lengths.tolist()[0] == 5
     x, _ = ntu.preprocess(real_read(first))
     np.testing.assert_array_equal(ds.sample(0), x)
+
+
+def _tree(root: Path) -> dict:
+    """Every file (-> content) and folder (-> 'dir') below ``root``, hidden ones too."""
+    return {str(p.relative_to(root)): "dir" if p.is_dir() else p.read_bytes() for p in root.rglob("*")}
+
+
+def test_overwrite_refuses_a_folder_holding_the_users_files(tmp_path, capsys):
+    raw = _raw_with(tmp_path, 2)
+    out = tmp_path / "out"
+    assert _cli("ntu60", "--raw", str(raw), "--out", str(out), "--workers", "1") == 0
+    (out / "my_notes.txt").write_text("notes")
+    (out / "my_results").mkdir()
+    (out / "my_results" / "r.txt").write_text("x")
+    capsys.readouterr()
+    before = _tree(tmp_path)
+    assert _cli("ntu60", "--raw", str(raw), "--out", str(out), "--workers", "1", "--overwrite") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {out}: ") and "\n" not in err
+    assert "my_notes.txt" in err and "my_results/" in err and "move them out" in err and "nothing was changed" in err
+    assert _tree(tmp_path) == before                                          # no cache folder either
+    (out / "my_notes.txt").unlink()
+    (out / "my_results" / "r.txt").unlink()
+    (out / "my_results").rmdir()
+    assert _cli("ntu60", "--raw", str(raw), "--out", str(out), "--workers", "1", "--overwrite") == 0
+    assert len(Prepared(out)) == 2 and sorted(os.listdir(tmp_path)) == ["out", "raw"]
+
+
+@pytest.mark.parametrize("content", [[], ["shard-notes.txt"], ["shard-00000-0123456789abcdef.npz"]])
+def test_a_cache_folder_pcm3_did_not_make_is_left_alone(tmp_path, capsys, content):
+    raw = _raw_with(tmp_path, 2)
+    out = tmp_path / "o6"
+    work = ntu.work_dir(out)
+    work.mkdir()
+    for name in content:
+        (work / name).write_text("the user's")
+    before = _tree(tmp_path)
+    assert _cli("ntu60", "--raw", str(raw), "--out", str(out), "--workers", "1") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {work}: exists and was not made by pcm3") and "\n" not in err
+    assert _tree(tmp_path) == before
+
+
+def test_success_removes_only_the_cache_files_pcm3_wrote(tmp_path):
+    raw = _raw_with(tmp_path, 3, ["truncated"])
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match="stay cached in"):
+        ntu.prepare_ntu(raw, out, workers=1, progress=False, shard_size=2)
+    work = ntu.work_dir(out)
+    (work / "shard-notes.txt").write_text("the user's")                       # put in pcm3's cache folder
+    res = ntu.prepare_ntu(raw, out, workers=1, progress=False, shard_size=2, skip_bad=True)
+    assert res["reused"] == 2 and res["samples"] == 3
+    assert os.listdir(work) == ["shard-notes.txt"]                            # the shards and marker are gone
+
+
+def test_disk_full_while_caching_names_the_file(tmp_path, capsys, monkeypatch):
+    import errno
+
+    raw = _raw_with(tmp_path, 2)
+    out = tmp_path / "out"
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ntu.np, "savez", full)
+    assert _cli("ntu60", "--raw", str(raw), "--out", str(out), "--workers", "1") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {ntu.work_dir(out) / 'shard-00000-'}") and ".npz: disk full while writing" in err
+    assert "\n" not in err and sorted(os.listdir(tmp_path)) == ["raw"]       # no output, no temporary, no cache

@@ -3,8 +3,9 @@
 Reading (:func:`read_skeleton`) is one bulk read of the file: it is split into lines in C,
 one ``bytes.translate`` pass checks that every value is made of number characters, a short
 Python walk over the frame and body headers (3 lines per body per frame) checks the
-structure, and the joint lines are only split and their x, y, z converted. Every malformed
-file raises :class:`pcm3.errors.DataError` naming the file and the 1-based line.
+structure, a few numpy passes count the values on every line, and the joint lines are only
+split and their x, y, z converted. Every malformed file raises :class:`pcm3.errors.DataError`
+naming the file and the 1-based line.
 
 Preprocessing (:func:`preprocess`) follows the recipe of the skeleton-contrast / CMD / PCM3 /
 2s-AGCN line of work (``ntu_gendata.py`` + ``preprocess.pre_normalization``; method doc,
@@ -38,6 +39,7 @@ Differences from the field's code, all deliberate and small:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -53,7 +55,7 @@ from pcm3.data.common import (REPORT_NAME, BadFiles, add_output_options, iter_fi
                               print_prepared_summary, read_text, require_dir)
 from pcm3.data.prepared import PreparedWriter
 from pcm3.errors import ConfigError, DataError
-from pcm3.outputs import _overlaps, check_output_dir, folder_kind, write_error, write_marker
+from pcm3.outputs import MARKER, _overlaps, check_output_dir, folder_kind, write_error, write_marker
 from pcm3.io import atomic_path
 
 NUM_JOINTS = 25
@@ -329,29 +331,39 @@ def _joint_lines(lines: List[bytes], starts: Sequence[int]) -> Tuple[List[bytes]
     return joint, numbers
 
 
-def _check_value_counts(path, raw: bytes, joint: List[bytes], numbers: np.ndarray, last: int,
-                        bodies: int) -> None:
-    """Every joint line holds exactly 12 values.
+def _values_per_line(raw: bytes) -> np.ndarray:
+    """How many values each line of ``raw.split(b"\\n")`` holds, ``(L,)`` int64; a few numpy passes.
 
-    Fast path, one C-speed count: when values are separated by single spaces (as the
-    recorder writes them) and the file holds exactly the spaces of ``bodies`` body-info lines
-    (9) and their joint lines (11 each), no line is short. Otherwise each joint line is split
-    and counted, and the first wrong one is reported. (A short line and a long one could in
-    principle cancel out in the count; x, y, z are the first three values of a line anyway.)
+    Counts what ``len(line.split())`` would, once :func:`_check_number_bytes` has passed: every
+    byte up to 32 (space) is then ASCII whitespace (``float`` rejects the other control
+    characters), so a value starts at each such byte followed by another byte.
     """
-    regular = not (b"  " in raw or b"\t" in raw or b"\n " in raw or raw.startswith(b" "))
-    expected = bodies * (BODY_VALUES - 1) + len(joint) * (JOINT_VALUES - 1)
-    if regular and raw.count(b" ") == expected:
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    if not buf.size:
+        return np.zeros(1, dtype=np.int64)
+    blank = buf <= 32
+    starts = np.empty(buf.size, dtype=bool)                      # where a value starts
+    starts[0] = not blank[0]
+    np.greater(blank[:-1], blank[1:], out=starts[1:])
+    first = np.concatenate(([0], np.flatnonzero(buf == 10) + 1))  # where each line starts
+    counts = np.zeros(first.size, dtype=np.int64)
+    inside = first < buf.size                                    # a final "\n" ends with an empty line
+    counts[inside] = np.add.reduceat(starts, first[inside], dtype=np.int64)
+    return counts
+
+
+def _check_value_counts(path, raw: bytes, numbers: np.ndarray, last: int) -> None:
+    """Every joint line (0-based line ``numbers``) holds exactly 12 values; raises on the first
+    that does not. Counted for each line (:func:`_values_per_line`), so a short line and a long
+    one cannot cancel out."""
+    found = _values_per_line(raw)[numbers]
+    wrong = np.flatnonzero(found != JOINT_VALUES)
+    if not wrong.size:
         return
-    for j, line in enumerate(joint):
-        found = len(line.split())
-        if found != JOINT_VALUES:
-            n = int(numbers[j])
-            if n == last and found < JOINT_VALUES:
-                raise DataError(path, f"file ends early (last joint line has {found} of {JOINT_VALUES} values)",
-                                n + 1)
-            raise DataError(path, f"wrong number of values on a joint line (expected {JOINT_VALUES}, "
-                                  f"found {found})", n + 1)
+    n, count = int(numbers[wrong[0]]), int(found[wrong[0]])
+    if n == last and count < JOINT_VALUES:
+        raise DataError(path, f"file ends early (last joint line has {count} of {JOINT_VALUES} values)", n + 1)
+    raise DataError(path, f"wrong number of values on a joint line (expected {JOINT_VALUES}, found {count})", n + 1)
 
 
 def _joint_xyz(path, joint: List[bytes], numbers: np.ndarray) -> np.ndarray:
@@ -406,7 +418,7 @@ def read_skeleton(path) -> dict:
     _check_number_bytes(path, raw, lines)
     num_frames, blocks, last = _walk(path, lines)
     joint, numbers = _joint_lines(lines, [b[3] for b in blocks])
-    _check_value_counts(path, raw, joint, numbers, last, len(blocks))
+    _check_value_counts(path, raw, numbers, last)
     joints = _joint_xyz(path, joint, numbers).reshape(-1, NUM_JOINTS, 3)
     frame = np.array([b[0] for b in blocks], dtype=np.int64)
     slot = np.array([b[1] for b in blocks], dtype=np.int64)
@@ -670,29 +682,63 @@ def _shard_key(files: Sequence[Path], max_frames: int, bodies: str) -> str:
 
 
 def _check_work_dir(work: Path, protect) -> Path:
-    """``<out>.work`` is pcm3's cache (removed after a successful run): refuse a folder of that
-    name that pcm3 did not make, and mark the one it makes."""
+    """``<out>.work`` is pcm3's cache: refuse a folder of that name without the cache's marker
+    (pcm3 did not make it, or an older pcm3 did: it is neither used nor removed), and make and
+    mark a new one."""
     for p in protect:
         if p is not None and _overlaps(work, Path(p)):
             raise DataError(work, f"the cache folder beside --out is, lies inside, or contains the input {p}; "
                                   "choose another --out")
     if work.exists():
-        entries = list(work.iterdir()) if work.is_dir() else None
-        ours = entries is not None and (folder_kind(work) == CACHE_KIND or all(
-            e.name.startswith(("shard-", ".shard-")) for e in entries))
-        if not ours:
-            raise DataError(work, "exists and was not made by pcm3 (it would hold the cache of this run and be "
-                                  "removed after it); move it or choose another --out")
-    else:
-        try:
-            work.mkdir(parents=True)
-            write_marker(work, CACHE_KIND)
-        except OSError as e:
-            raise write_error(work, e, "the cache folder") from None
+        if not work.is_dir() or folder_kind(work) != CACHE_KIND:
+            raise DataError(work, "exists and was not made by pcm3 (no pcm3 cache marker; this run would keep its "
+                                  "cache there); move it or choose another --out")
+        return work
+    try:
+        work.mkdir(parents=True)
+    except OSError as e:
+        raise write_error(work, e, "the cache folder") from None
+    try:
+        write_marker(work, CACHE_KIND)
+    except OSError as e:
+        shutil.rmtree(work, ignore_errors=True)  # just made, holds nothing else
+        raise write_error(work / MARKER, e, "the cache folder's marker") from None
     return work
 
 
 CACHE_KIND = "ntu-cache"
+# The files pcm3 writes in ``<out>.work``: shards, and (after a crash) the temporary files of
+# :func:`pcm3.io.atomic_path`. Only these, the marker and the folder itself are ever removed.
+_SHARD_FILE = re.compile(r"shard-(\d{5})-[0-9a-f]{16}\.npz")
+_SHARD_TEMP = re.compile(r"\.shard-\d{5}-[0-9a-f]{16}\.npz\.[A-Za-z0-9_]+\.tmp")
+
+
+def _cached_shards(work: Path) -> List[Path]:
+    """The shard files in the cache folder ``work`` (none if it is absent)."""
+    try:
+        return sorted(p for p in work.iterdir() if _SHARD_FILE.fullmatch(p.name) and p.is_file())
+    except OSError:
+        return []
+
+
+def _remove_cache(work: Path, keep_shards: bool = False) -> None:
+    """Remove what pcm3 wrote in its cache folder ``work`` (shards unless ``keep_shards``,
+    temporary files), then, when no shard is left, its marker and the folder if it is then
+    empty. Anything else in it is left alone, and so is the folder holding it."""
+    if folder_kind(work) != CACHE_KIND:
+        return
+    try:
+        names = list(work.iterdir())
+    except OSError:  # cannot look: leave it
+        return
+    for p in names:
+        if _SHARD_TEMP.fullmatch(p.name) or (not keep_shards and _SHARD_FILE.fullmatch(p.name)):
+            with contextlib.suppress(OSError):
+                p.unlink()
+    if not _cached_shards(work):
+        with contextlib.suppress(OSError):
+            (work / MARKER).unlink()
+            work.rmdir()
 
 
 def _plan_shards(samples, work: Path, max_frames: int, bodies: str, size: int) -> List[_Shard]:
@@ -718,7 +764,10 @@ def _shard_matches(shard: _Shard) -> bool:
 
 
 def _write_shard(shard: _Shard, results: Sequence[tuple]) -> None:
-    """Atomically save one shard: clips concatenated over frames, and bad-file records."""
+    """Atomically save one shard: clips concatenated over frames, and bad-file records.
+
+    Raises :class:`DataError` naming the shard file when it cannot be written (disk full...).
+    """
     ok = np.array([r[0] == "ok" for r in results], dtype=bool)
     clips = [r[1] for r in results if r[0] == "ok"]
     frames = (np.concatenate(clips) if clips
@@ -726,13 +775,16 @@ def _write_shard(shard: _Shard, results: Sequence[tuple]) -> None:
     lengths = np.array([r[1].shape[0] if r[0] == "ok" else 0 for r in results], dtype=np.int64)
     err_line = np.array([(r[1] or 0) if r[0] == "bad" else 0 for r in results], dtype=np.int64)
     err_msg = np.array([r[2] if r[0] == "bad" else "" for r in results], dtype=str)
-    shard.path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(shard.path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, names=np.array(shard.names, dtype=str), ok=ok, lengths=lengths,
-                 frames=frames, err_line=err_line, err_msg=err_msg)
-    for old in shard.path.parent.glob(f"shard-{shard.index:05d}-*.npz"):
-        if old != shard.path:
-            old.unlink()
+    try:
+        with atomic_path(shard.path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, names=np.array(shard.names, dtype=str), ok=ok, lengths=lengths,
+                     frames=frames, err_line=err_line, err_msg=err_msg)
+        for old in shard.path.parent.iterdir():  # this shard's results for other files / settings
+            m = _SHARD_FILE.fullmatch(old.name)
+            if m and int(m.group(1)) == shard.index and old != shard.path:
+                old.unlink()
+    except OSError as e:
+        raise write_error(shard.path, e, "the cache of finished samples") from None
     shard.done = True
 
 
@@ -839,8 +891,11 @@ def prepare_ntu(raw, out, variant: str = "ntu60", workers: Optional[int] = None,
         shard_size: samples per cache shard.
 
     Finished work is cached in ``<out>.work/`` (shards of ``shard_size`` samples, keyed by
-    the files and settings), so a rerun after an interruption or a bad file only reads what
-    is left; the folder is removed after a successful run.
+    the files and settings, beside pcm3's marker), so a rerun after an interruption or a bad
+    file only reads what is left; the error then says where the cache is. The folder is
+    removed after a successful run, and after a failed one that cached nothing; only the
+    files pcm3 wrote there are removed, and a folder of that name without the marker is
+    refused.
 
     Returns:
         ``{"out", "variant", "samples", "files", "read", "reused", "skipped",
@@ -863,19 +918,26 @@ def prepare_ntu(raw, out, variant: str = "ntu60", workers: Optional[int] = None,
     if not samples:
         raise DataError(raw, f"none of the {len(files)} .skeleton files is a {variant} sample")
     work = _check_work_dir(work_dir(out), protect)
-    shards = _plan_shards(samples, work, max_frames, bodies, shard_size)
-    reused = sum(len(s.names) for s in shards if s.done)
-    if reused and progress:
-        print(f"reusing {reused} samples cached in {work}", file=sys.stderr)
-    read = _compute_shards(shards, max_frames, bodies, workers, progress, skip_bad, f"{variant}: read")
-    good = _collect(shards, bad)
-    if not good:
-        raise DataError(raw, f"no usable {variant} samples ({bad.summary()})")
-    infos = {name: info for name, _, info in samples}
-    _write_output(out, good, infos, variant, raw, max_frames, bodies, bad, progress,
-                  {"missing_list": str(missing) if missing else None, "skipped_files": len(bad.items)},
-                  overwrite=overwrite, protect=protect)
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        shards = _plan_shards(samples, work, max_frames, bodies, shard_size)
+        reused = sum(len(s.names) for s in shards if s.done)
+        if reused and progress:
+            print(f"reusing {reused} samples cached in {work}", file=sys.stderr)
+        read = _compute_shards(shards, max_frames, bodies, workers, progress, skip_bad, f"{variant}: read")
+        good = _collect(shards, bad)
+        if not good:
+            raise DataError(raw, f"no usable {variant} samples ({bad.summary()})")
+        infos = {name: info for name, _, info in samples}
+        _write_output(out, good, infos, variant, raw, max_frames, bodies, bad, progress,
+                      {"missing_list": str(missing) if missing else None, "skipped_files": len(bad.items)},
+                      overwrite=overwrite, protect=protect)
+    except BaseException as e:
+        _remove_cache(work, keep_shards=True)  # a cache with no finished shard is of no use
+        if isinstance(e, DataError) and e.path and _cached_shards(work):
+            raise DataError(e.path, f"{e.message} (the samples read so far stay cached in {work}; "
+                                    "a rerun continues from there)", e.line) from None
+        raise
+    _remove_cache(work)
     return {"out": str(out), "variant": variant, "samples": len(good), "files": len(files), "read": read,
             "reused": reused, "skipped": len(bad.items), "skipped_summary": bad.summary(),
             "report": str(out / REPORT_NAME) if bad.items else None,
