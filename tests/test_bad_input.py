@@ -232,6 +232,110 @@ def test_scientific_notation_is_accepted(tmp_path, capsys, data):
     capsys.readouterr()
 
 
+def test_config_file_that_is_not_text(box, capsys, data):
+    cfg = box / "badbin.yaml"
+    cfg.write_bytes(bytes(range(128, 256)) * 2 + b"\x00\xff")  # like `head -c 300 /dev/urandom`
+    fails(capsys, ["pretrain", "--config", cfg, "--data", data, "--out", box / "run"], "badbin.yaml", "not a text file",
+          root=box)
+
+
+@pytest.mark.parametrize("items, blamed", [
+    (["model.momentum=0.99", "model.momentum_schedule=bogus"], "model.momentum_schedule=bogus"),
+    (["train.epochs=2", "train.epochs=abc"], "train.epochs=abc"),
+])
+def test_set_errors_name_the_override_at_fault(box, capsys, data, items, blamed):
+    sets = [a for item in items for a in ("--set", item)]
+    msg = fails(capsys, ["pretrain", "--config", "demo", "--data", data, "--out", box / "run", *sets], root=box)
+    assert msg.startswith(f"error: --set {blamed}: "), msg
+
+
+def test_threads_option_is_named_as_typed(box, capsys, data):
+    msg = fails(capsys, ["pretrain", "--config", "demo", "--data", data, "--out", box / "run", "--threads", "-1"],
+                "--threads", "-1", root=box)
+    assert "--set" not in msg and "train.threads" not in msg
+
+
+def test_data_path_is_taken_as_typed(box, capsys):
+    """``--data 2024.10`` is the folder 2024.10, not the number 2024.1 (nor YAML of any kind)."""
+    for name in ("2024.10", "[draft"):
+        msg = fails(capsys, ["pretrain", "--config", "demo", "--data", name, "--out", box / "run"], name,
+                    "no such folder", root=box)
+        assert "--set" not in msg
+
+
+# --------------------------------------------------------------------------- prepared folders
+
+
+def _meta_list(root):
+    (root / "meta.json").write_text("[1, 2]")
+    return "meta.json", "JSON object"
+
+
+def _meta_without_kind(root):
+    meta = json.loads((root / "meta.json").read_text())
+    del meta["kind"]
+    (root / "meta.json").write_text(json.dumps(meta))
+    return "meta.json", "'kind'"
+
+
+def _meta_version_string(root):
+    meta = json.loads((root / "meta.json").read_text())
+    meta["version"] = "1"
+    (root / "meta.json").write_text(json.dumps(meta))
+    return "meta.json", "'version'"
+
+
+def _splits_names(root):
+    (root / "splits.json").write_text(json.dumps({"xsub": {"train": ["a"], "test": [1]}}))
+    return "splits.json", "'a'"
+
+
+def _splits_half_index(root):
+    (root / "splits.json").write_text(json.dumps({"xsub": {"train": [0.5, 1, 2], "test": [3]}}))
+    return "splits.json", "0.5"
+
+
+@pytest.mark.parametrize("case", [_meta_list, _meta_without_kind, _meta_version_string, _splits_names,
+                                  _splits_half_index], ids=lambda f: f.__name__.strip("_"))
+def test_malformed_prepared_folder(box, capsys, data, case):
+    bad = box / "bad"
+    shutil.copytree(data, bad)
+    name, needle = case(bad)
+    fails(capsys, ["info", bad], f"{name}:", needle, root=box)
+    fails(capsys, ["pretrain", "--config", "demo", "--data", bad, "--out", box / "run", *SETS], f"{name}:", needle,
+          root=box)
+
+
+def test_train_test_overlap_fails_validation(box, capsys, data):
+    bad = box / "overlap"
+    shutil.copytree(data, bad)
+    (bad / "splits.json").write_text(json.dumps({"xsub": {"train": list(range(32)), "test": [5, 32, 33]}}))
+    fails(capsys, ["info", bad], "splits.json", "xsub", "1 sample in both train and test", root=box)
+
+
+# --------------------------------------------------------------------------- prepare: options
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--seed", "-1"], "--seed"), (["--subjects", "0"], "--subjects"), (["--subjects", "1"], "--subjects"),
+    (["--untrimmed", "--subjects", "0"], "--subjects"), (["--untrimmed", "--seed", "-2"], "--seed"),
+])
+def test_synthetic_options(box, capsys, argv, needle):
+    fails(capsys, ["prepare", "synthetic", "--out", box / "syn", "--quiet", *argv], needle, root=box)
+
+
+@pytest.mark.parametrize("target", ["ntu60", "pku1", "msr3d", "nwucla"])
+@pytest.mark.parametrize("workers", ["0", "-3"])
+def test_workers_must_be_positive(box, capsys, target, workers):
+    fails(capsys, ["prepare", target, "--raw", box / "raw", "--out", box / "out", "--workers", workers], "--workers",
+          workers, root=box)
+
+
+def test_missing_pku_split_file_is_named(box, capsys):
+    fails(capsys, ["prepare", "pku1", "--raw", box / "raw", "--out", box / "out", "--split-file", "foo.txt"],
+          "foo.txt: no such split file", root=box)
+
+
 # --------------------------------------------------------------------------- pretrain: data and run folder
 
 def test_untrimmed_folder_needs_trimmed_clips(box, capsys):

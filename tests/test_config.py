@@ -172,3 +172,32 @@ def test_optimizer_choice():
     assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.9  # the paper
     adamw = build_optimizer(params, load_config(None, ["optim.name=adamw", "optim.lr=1e-3"]).optim)
     assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["lr"] == 1e-3
+
+
+# ----------------------------------------------------------------------------- review: bad input
+
+def test_config_file_that_is_not_text(tmp_path):
+    path = tmp_path / "badbin.yaml"
+    path.write_bytes(bytes(range(128, 256)) * 2)  # not UTF-8
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value).startswith(f"{path}: not a text file") and "\n" not in str(e.value)
+    (tmp_path / "child.yaml").write_text("base: badbin.yaml\n")  # also when inherited
+    with pytest.raises(ConfigError, match="badbin.yaml: not a text file"):
+        load_config(tmp_path / "child.yaml")
+
+
+@pytest.mark.parametrize("items, blamed", [
+    # a key that starts another key's name is not that key
+    (["model.momentum=0.99", "model.momentum_schedule=bogus"], "model.momentum_schedule=bogus"),
+    (["model.momentum_schedule=bogus", "model.momentum=0.99"], "model.momentum_schedule=bogus"),
+    # a key given twice: the value in force is the last one
+    (["train.epochs=2", "train.epochs=abc"], "train.epochs=abc"),
+    (["train.epochs=abc", "train.epochs=0"], "train.epochs=0"),
+    # a section set whole is blamed for a key inside it
+    (["optim.lr=0.1", "optim={lr: -1}"], "optim={lr: -1}"),
+])
+def test_the_override_at_fault_is_named(items, blamed):
+    with pytest.raises(ConfigError) as e:
+        load_config("demo", items)
+    assert str(e.value).startswith(f"--set {blamed}: "), str(e.value)

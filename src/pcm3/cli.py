@@ -15,7 +15,7 @@ import sys
 from typing import List, Optional
 
 from pcm3 import __version__
-from pcm3.errors import Pcm3Error
+from pcm3.errors import ConfigError, Pcm3Error
 
 # Modules that define ``add_prepare_parsers(subparsers)``.
 PREPARE_MODULES = (
@@ -86,6 +86,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        _check_shared_options(args)
         code = args.func(args)
         sys.stdout.flush()
     except BrokenPipeError:
@@ -102,6 +103,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return int(code or 0)
+
+
+def _check_shared_options(args) -> None:
+    """Options that several subcommands define the same way, checked once here:
+    ``--workers`` (the ``prepare`` targets' reader processes) must be at least 1."""
+    workers = getattr(args, "workers", None) if args.command == "prepare" else None
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers: must be at least 1 (1: read in this process), got {workers}")
 
 
 def _close_bars() -> None:

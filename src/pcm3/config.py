@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -397,7 +398,9 @@ def read_yaml(path: str | os.PathLike) -> Dict[str, Any]:
         raise ConfigError(f"{path}: no such config file (nor a packaged config of that name; "
                           f"see {CONFIG_DIR})")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (not UTF-8): expected a YAML config") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(tree, dict):
@@ -426,12 +429,13 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: Sequence[st
     try:
         return from_dict(Config, tree, "--set:")
     except ConfigError as final:
-        # Name the override at fault: the one whose key the message names, else the first one
-        # after which the config no longer builds.
+        # Name the override at fault: the last one whose key (or a section above it) the message
+        # names (the last one of a key repeated is the value in force), else the first one after
+        # which the config no longer builds.
         message = str(final)[len("--set:"):].strip()
-        for item in overrides:
+        for item in reversed(overrides):
             key = item.split("=", 1)[0].strip()
-            if key and key in message:
+            if key and _names_key(message, key):
                 raise ConfigError(f"--set {item}: {message}") from None
         partial = read_yaml(path) if path else {}
         for item in overrides:
@@ -443,6 +447,13 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: Sequence[st
                 raise e from None
         raise final from None
 
+
+
+def _names_key(message: str, key: str) -> bool:
+    """Whether ``message`` names the dotted ``key`` or a key below it, as a whole word:
+    ``model.momentum`` is named by ``model.momentum: ...`` and ``model.momentum.x``, not by
+    ``model.momentum_schedule`` nor ``xmodel.momentum``."""
+    return re.search(rf"(?<![\w.]){re.escape(key)}(?!\w)", message) is not None
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:

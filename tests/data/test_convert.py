@@ -14,7 +14,7 @@ import pytest
 
 from pcm3.cli import main
 from pcm3.data.convert import (class_names_for, convert, detect_format, guess_benchmark, guess_dataset,
-                               open_npz_member)
+                               motion_energy, open_npz_member)
 from pcm3.data.pku import PKU_CLASSES
 from pcm3.data.prepared import Prepared
 from pcm3.errors import DataError
@@ -155,9 +155,58 @@ def test_pyskl_roundtrip(tmp_path):
     assert not ds.data[0, :, 50:].any() and not ds.data[0, ..., 1].any()
     np.testing.assert_array_equal(ds.data[1], annos[1]["keypoint"].transpose(3, 1, 2, 0))
     kp3 = annos[3]["keypoint"]
-    np.testing.assert_array_equal(ds.data[3, :, :40], kp3[[0, 2]].transpose(3, 1, 2, 0))
+    energy = [motion_energy(p) for p in kp3]
+    assert energy[1] < min(energy[0], energy[2])
+    keep = [0, 2] if energy[0] >= energy[2] else [2, 0]
+    np.testing.assert_array_equal(ds.data[3, :, :40], kp3[keep].transpose(3, 1, 2, 0))
     assert ds.lengths.tolist() == [50, 300, 20, 40, 300] and ds.rows[4]["source_length"] == "330"
     assert ds.labels.tolist() == [0, 2, 4, 6, 8] and ds.names[2] == annos[2]["frame_dir"]
+
+
+def three_persons() -> np.ndarray:
+    """``(3, 4, 25, 3)``: persons whose motion energies are easy to compute by hand.
+
+    Person 0 walks: every joint at (1, 1, 1) in frames 0-1 and at (1.2, 1, 1) in frames 2-3;
+        x takes 1 and 1.2 equally often: std 0.1; y, z constant. Energy 0.1.
+    Person 1 stands still, arms out: y is 0 at joints 0-1, 2 at joints 2-3, 1 at the 21 others,
+        in every frame: variance (4 x 1) / 25, std 0.4; x, z constant. Energy 0.4.
+    Person 2 fidgets, then leaves: x 1 in frame 0, 1.02 in frame 1, absent (zeros) in frames
+        2-3, which do not count: std 0.01 (counting them, about 1.5). Energy 0.01.
+
+    The NTU rule keeps persons 1 then 0. Ranking by each joint's own std over time (summed
+    over joints and coordinates) would give 2.5, 0, 0.25 and keep persons 0 and 2.
+    """
+    kp = np.ones((3, 4, 25, 3), np.float32)
+    kp[0, 2:, :, 0] = 1.2
+    kp[1, :, 0:2, 1] = 0.0
+    kp[1, :, 2:4, 1] = 2.0
+    kp[2, 1, :, 0] = 1.02
+    kp[2, 2:] = 0.0
+    return kp
+
+
+def test_motion_energy_by_hand_and_as_the_ntu_recipe():
+    kp = three_persons()
+    np.testing.assert_allclose([motion_energy(p) for p in kp], [0.1, 0.4, 0.01], rtol=1e-5)
+    ntu = pytest.importorskip("pcm3.data.ntu")
+    rng = np.random.default_rng(0)
+    for person in [*kp, rng.normal(size=(30, 25, 3)), np.zeros((5, 25, 3))]:
+        person = np.asarray(person, np.float64)
+        assert motion_energy(person) == pytest.approx(ntu.motion_energy(person), rel=1e-12, abs=1e-12)
+
+
+def test_pyskl_keeps_the_two_most_energetic_persons_most_energetic_first(tmp_path):
+    kp = three_persons()
+    obj = {"split": {"xsub_train": ["three"], "xsub_val": ["one"]},
+           "annotations": [{"frame_dir": "three", "label": 0, "total_frames": 4, "keypoint": kp},
+                           {"frame_dir": "one", "label": 1, "total_frames": 4, "keypoint": kp[2:]}]}
+    path = tmp_path / "three_3danno.pkl"
+    with open(path, "wb") as f:
+        pickle.dump(obj, f)
+    ds = Prepared(convert(path, tmp_path / "o", frames=4, log=lambda s: None))
+    np.testing.assert_array_equal(ds.data[0], kp[[1, 0]].transpose(3, 1, 2, 0))
+    np.testing.assert_array_equal(ds.data[1, ..., 0], kp[2].transpose(2, 0, 1))  # one person: as it is
+    assert not ds.data[1, ..., 1].any()
 
 
 def test_class_names_from_the_ntu_module_or_fallback(monkeypatch):
@@ -227,6 +276,12 @@ def _cmd_cases():
         np.save(src / "train_num_frame.npy", np.full(N_TR, T + 1))
         return src / "train_num_frame.npy", "outside 1..300"
 
+    def fractional_num_frame(src):
+        lengths = np.load(src / "train_num_frame.npy").astype(np.float64)
+        lengths[3] = 50.5
+        np.save(src / "train_num_frame.npy", lengths)
+        return src / "train_num_frame.npy", "frame count 50.5 of sample 3 is not a whole number"
+
     def not_npy(src):
         (src / "train_data_joint.npy").write_bytes(b"hello")
         return src / "train_data_joint.npy", "unreadable .npy"
@@ -237,7 +292,7 @@ def _cmd_cases():
         return src / "val_label.pkl", "negative label"
 
     return [wrong_shape, other_part_shape, label_count, not_a_pair, unreadable_pickle, non_finite, all_zero_sample,
-            bad_num_frame, not_npy, negative_label]
+            bad_num_frame, fractional_num_frame, not_npy, negative_label]
 
 
 @pytest.mark.parametrize("case", _cmd_cases(), ids=lambda f: f.__name__)

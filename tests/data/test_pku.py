@@ -334,8 +334,15 @@ def test_missing_paths_and_split_file(tmp_path, capsys):
                          str(tmp_path / "cross_subject.txt")], capsys)
     assert code == 2 and "cross_subject.txt: no such split file" in err and not out.exists()
     code, err = run_cli(["prepare", "pku1", "--raw", str(raw), "--out", str(out), "--split-file",
+                         str(tmp_path / "splits.txt")], capsys)  # missing: named, whatever its name says
+    assert code == 2 and "splits.txt: no such split file" in err and not out.exists()
+    (tmp_path / "splits.txt").write_text("Training videos: 0001-L\nValidation videos: 0001-M\n")
+    code, err = run_cli(["prepare", "pku1", "--raw", str(raw), "--out", str(out), "--split-file",
                          str(tmp_path / "splits.txt")], capsys)
-    assert code == 2 and "--xsub-split" in err
+    assert code == 2 and "splits.txt: cannot tell the benchmark" in err and "--xsub-split" in err
+    code, err = run_cli(["prepare", "pku1", "--raw", str(raw), "--out", str(out), "--split-file",
+                         str(raw / "skeleton")], capsys)
+    assert code == 2 and "is a folder" in err and not out.exists()
     (raw / "skeleton2").mkdir()
     (raw / "skeleton2" / "0009-L.txt").write_text("1 2 3\n")
     code, err = run_cli(["prepare", "pku1", "--raw", str(raw), "--out", str(out)], capsys)

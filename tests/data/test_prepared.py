@@ -137,3 +137,43 @@ def test_parse_validation_benchmark(name, parsed):
     from pcm3.data.prepared import parse_validation_benchmark
 
     assert parse_validation_benchmark(name) == parsed
+
+
+def _edit_json(path, edit):
+    obj = json.loads(path.read_text())
+    path.write_text(json.dumps(edit(obj)))
+
+
+@pytest.mark.parametrize("name, edit, msg", [
+    ("meta.json", lambda m: [1, 2], "expected a JSON object"),
+    ("meta.json", lambda m: {k: v for k, v in m.items() if k != "kind"}, "no 'kind'"),
+    ("meta.json", lambda m: {**m, "kind": "frames"}, "'kind' is 'frames'"),
+    ("meta.json", lambda m: {k: v for k, v in m.items() if k != "layout"}, "no 'layout'"),
+    ("meta.json", lambda m: {**m, "version": "1"}, "'version' is '1', expected an integer"),
+    ("meta.json", lambda m: {**m, "num_samples": "6"}, "'num_samples' is '6'"),
+    ("meta.json", lambda m: {k: v for k, v in m.items() if k != "shape"}, "no 'shape'"),
+    ("meta.json", lambda m: {**m, "class_names": 3}, "'class_names'"),
+    ("splits.json", lambda s: [0, 1], "malformed"),
+    ("splits.json", lambda s: {"xsub": [0, 1]}, "benchmark 'xsub' is not a mapping"),
+    ("splits.json", lambda s: {"xsub": {"train": 3}}, "xsub/train is not a list"),
+    ("splits.json", lambda s: {"xsub": {"train": ["a"], "test": [4]}}, "xsub/train: index 'a' is not a whole number"),
+    ("splits.json", lambda s: {"xsub": {"train": [0, 0.5], "test": [4]}}, "xsub/train: index 0.5 is not a whole"),
+    ("splits.json", lambda s: {"xsub": {"train": [0, True], "test": [4]}}, "index True"),
+    ("splits.json", lambda s: {"xsub": {"train": [2 ** 70]}}, "too large"),
+])
+def test_malformed_meta_and_splits_name_the_file(tmp_path, name, edit, msg):
+    write_clips(tmp_path / "p")
+    _edit_json(tmp_path / "p" / name, edit)
+    with pytest.raises(DataError) as e:
+        Prepared(tmp_path / "p")
+    assert str(e.value).startswith(f"{tmp_path / 'p' / name}: ") and msg in str(e.value), str(e.value)
+
+
+def test_train_test_overlap_is_a_validation_problem(tmp_path, capsys):
+    write_clips(tmp_path / "p")
+    _edit_json(tmp_path / "p" / "splits.json", lambda s: {"xsub": {"train": [0, 1, 2, 3, 4], "test": [4, 5]},
+                                                           "xview": {"train": [0, 1], "test": [2, 3]}})
+    assert Prepared(tmp_path / "p").validate() == ["splits.json: xsub: 1 sample in both train and test (e.g. 4)"]
+    assert main(["info", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "both train and test" in err[0]

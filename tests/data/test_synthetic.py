@@ -192,13 +192,30 @@ def test_cli_default_size_is_as_documented():
     assert DEFAULT_SUBJECTS == 20
 
 
-@pytest.mark.parametrize("argv", [["--samples-per-class", "0"], ["--subjects", "1"]])
+@pytest.mark.parametrize("argv", [["--samples-per-class", "0"], ["--subjects", "1"], ["--subjects", "0"],
+                                  ["--seed", "-1"], ["--untrimmed", "--subjects", "0"],
+                                  ["--untrimmed", "--videos-per-camera", "0"],
+                                  ["--untrimmed", "--actions-per-video", "99"]])
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys, argv):
     out = tmp_path / "bad"
     assert cli.main(["prepare", "synthetic", "--out", str(out), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err
+    assert argv[-2] in err  # the option at fault
     assert not out.exists()
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True])
+def test_seed_must_be_a_whole_number_not_below_zero(tmp_path, seed):
+    from pcm3.data.synthetic import iter_untrimmed
+
+    with pytest.raises(ConfigError, match="seed"):
+        generate(seed=seed, samples_per_class=1)
+    with pytest.raises(ConfigError, match="seed"):
+        prepare_synthetic(tmp_path / "bad", seed=seed, samples_per_class=1, progress=False)
+    with pytest.raises(ConfigError, match="seed"):
+        next(iter_untrimmed(seed, num_subjects=2, videos_per_view=1, actions_per_video=1))
+    assert not (tmp_path / "bad").exists()
 
 
 # --------------------------------------------------------------------------- difficulty

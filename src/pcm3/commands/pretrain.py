@@ -33,9 +33,9 @@ def run(args) -> int:
     if args.resume and config is None and (Path(args.out) / "config.yaml").exists():
         config = Path(args.out) / "config.yaml"
     overrides = list(args.overrides)
-    if args.data:
-        overrides.append(f"data.path={args.data}")
     if args.threads is not None:
+        if args.threads < 0:  # checked here: as an override the error would name a --set the user never typed
+            raise ConfigError(f"--threads: must be 0 (automatic) or more, got {args.threads}")
         overrides.append(f"train.threads={args.threads}")
     import os
 
@@ -49,6 +49,8 @@ def run(args) -> int:
                   f"(all packaged configs: {CONFIG_DIR})", flush=True)
         config = "pcm3"
     cfg = load_config(config, overrides)
+    if args.data:  # as typed: as a --set value the path would be read as YAML (2024.10 -> 2024.1)
+        cfg.data.path = str(args.data)
     if not cfg.data.path:
         raise ConfigError("no data: give --data DIR (a folder made by `pcm3 prepare`)")
     if args.quiet:

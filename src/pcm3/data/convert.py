@@ -18,7 +18,8 @@
     "label", "total_frames", "keypoint" (M, T, V, C)}]}`` (``ntu60_3danno.pkl`` ...). Clips are
     fitted to ``--frames`` (300; longer ones resampled, see :func:`pcm3.data.common.fit_length`,
     the original length in ``samples.csv`` ``source_length``) and zero-padded; more than 2
-    persons are reduced to the 2 with the largest motion energy (the NTU recipe's rule).
+    persons are reduced to the 2 with the largest motion energy, the most energetic first (the
+    NTU recipe's rule, :func:`motion_energy`); samples of 1 or 2 persons keep their order.
 
 Samples are otherwise kept as they are (no re-centring; ``--center`` subtracts the layout's
 centre joint of person 1 in every frame, useful for pyskl's raw camera coordinates).
@@ -372,7 +373,14 @@ def convert_cmd(src: Path, out: Path, *, dataset=None, benchmark=None, layout=No
             lengths = np.asarray(open_npy(nf_path))
             if lengths.shape != (n,):
                 raise DataError(nf_path, f"shape {lengths.shape}, expected ({n},)")
-            if not np.issubdtype(lengths.dtype, np.number) or (lengths < 1).any() or (lengths > shape[1]).any():
+            if not np.issubdtype(lengths.dtype, np.number) or np.issubdtype(lengths.dtype, np.complexfloating):
+                raise DataError(nf_path, f"dtype {lengths.dtype}: expected whole-number frame counts")
+            if not np.issubdtype(lengths.dtype, np.integer):
+                whole = np.isfinite(lengths) & (lengths == np.round(lengths))
+                if not whole.all():
+                    i = int(np.argmin(whole))
+                    raise DataError(nf_path, f"frame count {lengths[i]} of sample {i} is not a whole number")
+            if (lengths < 1).any() or (lengths > shape[1]).any():
                 raise DataError(nf_path, f"frame counts outside 1..{shape[1]}")
             lengths = lengths.astype(np.int64)
         parts.append(_Part(stem, part, data, labels, names, data_path, lengths))
@@ -438,13 +446,26 @@ def convert_ctrgcn(src: Path, out: Path, *, dataset=None, benchmark=None, layout
                         overwrite=overwrite)
 
 
+def motion_energy(person: np.ndarray) -> float:
+    """The NTU recipe's body score, as :func:`pcm3.data.ntu.motion_energy`: over the frames
+    where the person is present (any non-zero value), the standard deviation (population, as
+    ``np.std``) of each coordinate over all joints of those frames, summed over the coordinates.
+
+    Args:
+        person: ``(T, V, C)`` keypoints, zeros where the person is absent. 0 if never present.
+    """
+    present = person.any(axis=(1, 2))
+    if not present.any():
+        return 0.0
+    s = np.asarray(person[present], dtype=np.float64)
+    return float(sum(s[..., c].std() for c in range(s.shape[-1])))
+
+
 def _two_persons(kp: np.ndarray) -> np.ndarray:
-    """``(M, T, V, C)`` with M > 2 -> the 2 persons with the largest motion energy."""
-    energy = []
-    for person in kp:
-        valid = person[np.any(person != 0, axis=(1, 2))]
-        energy.append(float(valid.std(axis=0).sum()) if len(valid) > 1 else 0.0)
-    keep = sorted(np.argsort(energy)[::-1][:2])
+    """``(M, T, V, C)`` with M > 2 -> the 2 persons of largest :func:`motion_energy`, the most
+    energetic first (as the NTU recipe orders them); ties keep the file order."""
+    energy = [motion_energy(person) for person in kp]
+    keep = sorted(range(len(kp)), key=lambda i: -energy[i])[:2]
     return kp[keep]
 
 

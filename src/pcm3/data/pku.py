@@ -536,7 +536,11 @@ def _run(args) -> int:
         kind = "sequences"
     splits: Dict[str, Path] = {}
     for f in args.split_file:
-        splits[_benchmark_of(Path(f))] = Path(f)
+        path = Path(f)
+        if not path.is_file():  # named before its benchmark is guessed from the name
+            raise DataError(path, "is a folder, expected a split file (--split-file)" if path.is_dir()
+                            else "no such split file (--split-file)")
+        splits[_benchmark_of(path)] = path
     if args.xsub_split:
         splits["xsub"] = Path(args.xsub_split)
     if args.xview_split:

@@ -211,6 +211,73 @@ def _open_array(path: Path, shape: Sequence[int], out: Path) -> np.ndarray:
     return arr
 
 
+def _read_json(path: Path):
+    """The JSON value in ``path``, or a :class:`DataError` naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(path, f"not valid JSON ({e})") from None
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_meta(path: Path, meta) -> dict:
+    """``meta.json``'s object, its keys checked: format, version, kind, layout, shape, sample count."""
+    if not isinstance(meta, dict):
+        raise DataError(path, f"expected a JSON object {{\"format\": ..., \"kind\": ...}}, got {type(meta).__name__}")
+    if meta.get("format") != FORMAT:
+        raise DataError(path, f"not a {FORMAT} folder")
+    version = meta.get("version", 0)
+    if not _is_int(version):
+        raise DataError(path, f"'version' is {version!r}, expected an integer")
+    if version > VERSION:
+        raise DataError(path, f"format version {version} is newer than this pcm3 reads ({VERSION})")
+    for key in ("kind", "layout"):
+        if key not in meta:
+            raise DataError(path, f"no {key!r}")
+    if meta["kind"] not in KINDS:
+        raise DataError(path, f"'kind' is {meta['kind']!r}, expected one of {', '.join(KINDS)}")
+    if not isinstance(meta["layout"], str):
+        raise DataError(path, f"'layout' is {meta['layout']!r}, expected a layout name")
+    for key in ("num_samples", "shape"):
+        if key not in meta:
+            raise DataError(path, f"no {key!r}")
+    n, shape = meta["num_samples"], meta["shape"]
+    if not _is_int(n) or n < 0:
+        raise DataError(path, f"'num_samples' is {n!r}, expected a count")
+    if not (isinstance(shape, list) and shape and all(_is_int(d) and d >= 0 for d in shape)):
+        raise DataError(path, f"'shape' is {shape!r}, expected a list of sizes")
+    names = meta.get("class_names", [])
+    if not (isinstance(names, list) and all(isinstance(c, str) for c in names)):
+        raise DataError(path, "'class_names' is not a list of names")
+    return meta
+
+
+def _parse_splits(path: Path, obj) -> Dict[str, Dict[str, np.ndarray]]:
+    """``splits.json``'s ``{benchmark: {part: [indices]}}`` as int64 arrays; the indices must be
+    whole numbers (a ``0.5`` is refused, not truncated). Their range is checked with the shapes."""
+    if not isinstance(obj, dict):
+        raise DataError(path, "malformed: expected {benchmark: {part: [indices]}}")
+    splits = {}
+    for b, parts in obj.items():
+        if not isinstance(parts, dict):
+            raise DataError(path, f"malformed: benchmark {b!r} is not a mapping {{part: [indices]}}")
+        splits[b] = {}
+        for p, idx in parts.items():
+            if not isinstance(idx, list):
+                raise DataError(path, f"malformed: {b}/{p} is not a list of indices")
+            bad = [i for i in idx if type(i) is not int]  # noqa: E721 (a bool or 0.5 is not an index)
+            if bad:
+                raise DataError(path, f"{b}/{p}: index {bad[0]!r} is not a whole number")
+            try:
+                splits[b][p] = np.asarray(idx, dtype=np.int64)
+            except OverflowError:
+                raise DataError(path, f"{b}/{p} has an index too large for a sample number") from None
+    return splits
+
+
 class Prepared:
     """Read a prepared folder lazily; ``data`` is memory-mapped on first use in each process.
 
@@ -230,24 +297,13 @@ class Prepared:
         for name in self.REQUIRED:
             if not (self.root / name).exists():
                 raise DataError(self.root / name, "missing: not a complete prepared folder (run `pcm3 prepare`)")
-        try:
-            self.meta = json.loads((self.root / "meta.json").read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DataError(self.root / "meta.json", f"not valid JSON ({e})") from None
-        if self.meta.get("format") != FORMAT:
-            raise DataError(self.root / "meta.json", f"not a {FORMAT} folder")
-        if self.meta.get("version", 0) > VERSION:
-            raise DataError(self.root / "meta.json", f"format version {self.meta['version']} is newer than this pcm3 reads ({VERSION})")
+        self.meta = _check_meta(self.root / "meta.json", _read_json(self.root / "meta.json"))
         self.kind = self.meta["kind"]
         self.layout = self.meta["layout"]
         self.class_names = list(self.meta.get("class_names", []))
         self.labels = self._load("labels.npy")
         self.lengths = self._load("lengths.npy")
-        try:
-            self.splits = {b: {p: np.asarray(i, dtype=np.int64) for p, i in parts.items()}
-                           for b, parts in json.loads((self.root / "splits.json").read_text()).items()}
-        except (json.JSONDecodeError, AttributeError) as e:
-            raise DataError(self.root / "splits.json", f"malformed ({e})") from None
+        self.splits = _parse_splits(self.root / "splits.json", _read_json(self.root / "splits.json"))
         self.offsets = self._load("offsets.npy") if self.kind == "sequences" else None
         self._data = None
         self._rows = None
@@ -417,6 +473,13 @@ class Prepared:
             problems.append(f"labels.npy: label {int(self.labels.max())} >= {self.num_classes} classes")
         if (self.lengths <= 0).any():
             problems.append(f"lengths.npy: {int((self.lengths <= 0).sum())} samples with no frames")
+        for b in self.benchmarks:
+            parts = self.splits[b]
+            if "train" in parts and "test" in parts:
+                both = np.intersect1d(parts["train"], parts["test"])
+                if both.size:
+                    problems.append(f"splits.json: {b}: {both.size} sample{'s' if both.size > 1 else ''} in both "
+                                    f"train and test (e.g. {int(both[0])})")
         data = self.data
         for s in range(0, data.shape[0], chunk):
             block = np.asarray(data[s:s + chunk])

@@ -830,7 +830,13 @@ def sample_grid(num_samples: int, num_subjects: int, num_views: int = 3):
     return subject, view, rep
 
 
-def _check_args(samples_per_class, num_subjects, repetitions, frames):
+def _check_seed(seed) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed must be a whole number, 0 or more (got {seed!r})")
+
+
+def _check_args(samples_per_class, num_subjects, repetitions, frames, seed=0):
+    _check_seed(seed)
     if num_subjects is None or int(num_subjects) < 2:
         raise ConfigError(f"num_subjects must be at least 2 (got {num_subjects})")
     if repetitions is None or int(repetitions) < 1:
@@ -926,7 +932,7 @@ def generate(seed: int = 0, samples_per_class: Optional[int] = None, *, num_subj
 
 
 def _iter_classes(seed, samples_per_class, num_subjects, repetitions, frames) -> Iterator[dict]:
-    _check_args(samples_per_class, num_subjects, repetitions, frames)
+    _check_args(samples_per_class, num_subjects, repetitions, frames, seed)
     seed = int(seed)
     subjects = subject_table(np.random.default_rng([seed, 0]), int(num_subjects))
     k = _per_class(samples_per_class, num_subjects, repetitions)
@@ -973,7 +979,7 @@ def prepare_synthetic(out: str | os.PathLike, seed: int = 0, samples_per_class: 
 
     from pcm3.data.prepared import PreparedWriter
 
-    _check_args(samples_per_class, num_subjects, repetitions, FRAMES)
+    _check_args(samples_per_class, num_subjects, repetitions, FRAMES, seed)
     t0 = time.perf_counter()
     n = _per_class(samples_per_class, num_subjects, repetitions) * len(CLASS_NAMES)
     meta = {"seed": int(seed), "num_subjects": int(num_subjects), "views_deg": list(VIEW_YAW_DEG),
@@ -1069,6 +1075,7 @@ def iter_untrimmed(seed: int = 0, *, num_subjects: int = UNTRIMMED_SUBJECTS,
         "view" (0-based), "video" (0-based, per subject and view), "intervals": [(label, start,
         end, 1.0)]}``, label 0-based, frames 0-based with ``end`` exclusive.
     """
+    _check_seed(seed)
     _untrimmed_args(num_subjects, videos_per_view, actions_per_video)
     S, views, K = int(num_subjects), len(VIEW_YAW_DEG), len(CLASS_NAMES)
     per_pair = int(videos_per_view) * int(actions_per_video)   # clips needed per (subject, camera)
@@ -1134,6 +1141,7 @@ def prepare_synthetic_untrimmed(out: str | os.PathLike, seed: int = 0, *, num_su
 
     from pcm3.data.prepared import PreparedWriter
 
+    _check_seed(seed)
     _untrimmed_args(num_subjects, videos_per_view, actions_per_video)
     t0 = time.perf_counter()
     n = int(num_subjects) * len(VIEW_YAW_DEG) * int(videos_per_view)
@@ -1189,21 +1197,31 @@ def _run(args) -> int:
     from pcm3.data.common import print_prepared_summary
     from pcm3.outputs import check_output_dir
 
+    if args.seed < 0:
+        raise ConfigError(f"--seed: must be 0 or more (got {args.seed})")
+    if args.subjects is not None and args.subjects < 2:  # 0 too: it is not "the default"
+        raise ConfigError(f"--subjects: must be at least 2 (got {args.subjects})")
+    if args.samples_per_class is not None and args.samples_per_class < 1 and not args.untrimmed:
+        raise ConfigError(f"--samples-per-class: must be at least 1 (got {args.samples_per_class})")
+    if args.untrimmed and args.videos_per_camera < 1:
+        raise ConfigError(f"--videos-per-camera: must be at least 1 (got {args.videos_per_camera})")
+    if args.untrimmed and not 1 <= args.actions_per_video <= len(CLASS_NAMES):
+        raise ConfigError(f"--actions-per-video: must be in 1..{len(CLASS_NAMES)} (got {args.actions_per_video})")
     check_output_dir(args.out, "prepared", overwrite=args.overwrite)
     if args.untrimmed:
         if args.samples_per_class is not None:
             raise ConfigError("--samples-per-class: not used with --untrimmed (see --videos-per-camera, "
                               "--actions-per-video)")
         summary = prepare_synthetic_untrimmed(
-            args.out, seed=args.seed, num_subjects=args.subjects or UNTRIMMED_SUBJECTS,
+            args.out, seed=args.seed, num_subjects=UNTRIMMED_SUBJECTS if args.subjects is None else args.subjects,
             videos_per_view=args.videos_per_camera, actions_per_video=args.actions_per_video,
             progress=not args.quiet, overwrite=args.overwrite)
         print_prepared_summary(args.out)
         print(f"  generated {summary['videos']} videos ({summary['frames']} frames) in {summary['seconds']:.1f} s")
         return 0
     summary = prepare_synthetic(args.out, seed=args.seed, samples_per_class=args.samples_per_class,
-                                num_subjects=args.subjects or DEFAULT_SUBJECTS, progress=not args.quiet,
-                                overwrite=args.overwrite)
+                                num_subjects=DEFAULT_SUBJECTS if args.subjects is None else args.subjects,
+                                progress=not args.quiet, overwrite=args.overwrite)
     print_prepared_summary(args.out)
     print(format_counts(summary))
     print(f"  generated {summary['samples']} samples in {summary['seconds']:.1f} s")
