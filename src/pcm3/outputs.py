@@ -37,9 +37,9 @@ from pcm3.errors import ConfigError, DataError
 MARKER = ".pcm3"
 
 
-# Files pcm3 writes in a prepared folder (:mod:`pcm3.data.prepared`, and ``skipped.csv``, which
-# some preparers add after the folder is in place): taken as pcm3's even where the marker records
-# no entries (folders of older versions). Other kinds have no fixed list.
+# Files pcm3 writes in a prepared folder (:mod:`pcm3.data.prepared`, and the preparers'
+# ``skipped.csv``): taken as pcm3's even where the marker records no entries (folders of older
+# versions, some of which added ``skipped.csv`` after the record). Other kinds have no fixed list.
 _FORMAT_FILES = {"prepared": frozenset(("meta.json", "data.npy", "labels.npy", "lengths.npy", "samples.csv",
                                         "splits.json", "offsets.npy", "intervals.csv", "skipped.csv"))}
 

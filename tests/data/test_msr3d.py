@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 from pathlib import Path
@@ -95,6 +96,7 @@ def test_all_files_flags_the_broken_recording(tmp_path, capsys):
     assert sorted(Prepared(out).names) == ["a01_s01_e01", "a02_s02_e01"]
     with open(out / "skipped.csv") as f:
         assert [r["problem"] for r in csv.DictReader(f)] == ["all-zero recording (broken)"]
+    assert "skipped.csv" in json.loads((out / ".pcm3").read_text())["entries"]  # recorded as pcm3's
 
 
 # ---------------------------------------------------------------------------------------------

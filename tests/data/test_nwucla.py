@@ -154,6 +154,7 @@ def test_bad_input_stops_or_is_skipped(tmp_path, capsys, case):
         rows = list(csv.DictReader(f))
     assert [r["path"] for r in rows] == [str(path)]
     assert len(Prepared(out)) == 12
+    assert "skipped.csv" in json.loads((out / ".pcm3").read_text())["entries"]  # recorded as pcm3's
 
 
 def test_missing_or_empty_folder(tmp_path, capsys):

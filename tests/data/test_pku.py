@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -318,6 +319,7 @@ def test_bad_input_stops_or_is_skipped(tmp_path, capsys, case, kind):
     with open(out / "skipped.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["path"], r["line"]) for r in rows] == [(str(path), str(line) if line else "")]
+    assert "skipped.csv" in json.loads((out / ".pcm3").read_text())["entries"]  # recorded as pcm3's
     ds = Prepared(out)
     if path.parent.name == "skeleton" or case.__name__ == "no_label_file":
         assert not any(n.startswith("0001-M") for n in ds.names)

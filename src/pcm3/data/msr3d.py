@@ -66,7 +66,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from pcm3.data.common import (align_note, DEFAULT_FRAMES, BadFiles, add_clip_options, center_frames, fit_length, parallel_map,
+from pcm3.data.common import (align_note, DEFAULT_FRAMES, REPORT_NAME, BadFiles, add_clip_options, center_frames, fit_length, parallel_map,
                               print_prepared_summary, read_table, read_text, require_dir)
 from pcm3.data.prepared import PreparedWriter
 from pcm3.errors import DataError
@@ -194,7 +194,8 @@ def prepare_msr3d(raw, out, *, use_list: bool = True, frames: int = DEFAULT_FRAM
                   untracked=s["untracked"])
         w.set_splits({"xsub": {"train": [i for i, s in enumerate(samples) if s["subject"] in TRAIN_SUBJECTS],
                                "test": [i for i, s in enumerate(samples) if s["subject"] in TEST_SUBJECTS]}})
-    report = bad.report(out)
+        bad.report(w.tmp)  # inside the folder as it is written: the marker records it as pcm3's
+    report = out / REPORT_NAME if bad.items else None
     log(f"wrote {out}: {len(samples)} clips" + (f" (listed in {listing.name})" if listing else ""))
     if report:
         log(f"{bad.summary()}; see {report}")

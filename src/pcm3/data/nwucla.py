@@ -38,7 +38,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from pcm3.data.common import (align_note, DEFAULT_FRAMES, BadFiles, add_clip_options, center_frames, fit_length, iter_files,
+from pcm3.data.common import (align_note, DEFAULT_FRAMES, REPORT_NAME, BadFiles, add_clip_options, center_frames, fit_length, iter_files,
                               parallel_map, print_prepared_summary, read_text, require_dir)
 from pcm3.data.prepared import PreparedWriter
 from pcm3.errors import DataError
@@ -163,7 +163,8 @@ def prepare_nwucla(raw, out, *, frames: int = DEFAULT_FRAMES, long: str = "resam
                   subject=s["subject"], episode=s["episode"], view=s["view"], source_length=s["source_length"])
         w.set_splits({"xview": {"train": [i for i, s in enumerate(samples) if s["view"] in TRAIN_VIEWS],
                                 "test": [i for i, s in enumerate(samples) if s["view"] in TEST_VIEWS]}})
-    report = bad.report(out)
+        bad.report(w.tmp)  # inside the folder as it is written: the marker records it as pcm3's
+    report = out / REPORT_NAME if bad.items else None
     log(f"wrote {out}: {len(samples)} clips")
     if report:
         log(f"{bad.summary()}; see {report}")

@@ -68,7 +68,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from pcm3.skeleton import NTU25, align_view
-from pcm3.data.common import (align_note, DEFAULT_FRAMES, BadFiles, add_clip_options, center_frames, fit_length, parallel_map,
+from pcm3.data.common import (align_note, DEFAULT_FRAMES, REPORT_NAME, BadFiles, add_clip_options, center_frames, fit_length, parallel_map,
                               print_prepared_summary, read_table, read_text, require_dir)
 from pcm3.data.prepared import PreparedWriter
 from pcm3.errors import DataError
@@ -408,7 +408,7 @@ def prepare_pku(raw: Optional[str | os.PathLike], out: str | os.PathLike, *, par
     with contextlib.closing(results):  # closes the progress bar before an error is printed
         count = _write(out, kind, results, bad, jobs, frames, dataset, source, meta, split_lists, skel_dir,
                        dict(overwrite=overwrite, protect=protect))
-    report = bad.report(out)
+    report = out / REPORT_NAME if bad.items else None
     _summary(log, out, count, bad, report, split_lists, skels, labels)
     return out
 
@@ -428,6 +428,7 @@ def _write(out, kind, results, bad, jobs, frames, dataset, source, meta, split_l
             if not videos:
                 raise DataError(skel_dir, "no usable video")
             w.set_splits(_make_splits(videos, split_lists))
+            bad.report(w.tmp)  # inside the folder as it is written: the marker records it as pcm3's
         return f"{len(videos)} videos"
     return _write_clips(out, results, bad, frames, dataset, source, meta, split_lists, skel_dir, opts)
 
@@ -474,6 +475,7 @@ def _write_clips(out: Path, results: Iterable, bad: BadFiles, frames: int, datas
                       video=r["video"], view=_view_of(r["video"]), start=r["start"], end=r["end"],
                       source_length=r["source_length"], confidence=r["confidence"])
             w.set_splits(_make_splits([r["video"] for r in rows], split_lists))
+            bad.report(w.tmp)
         del data
     return f"{len(rows)} clips"
 
