@@ -5,7 +5,8 @@ Every index here is 0-based. Arrays follow the field's layout ``(..., C, T, V, M
 coordinates, frames, joints, persons (any leading batch axes).
 
 Streams (method doc, section 1):
-    bone   ``b[v] = x[v] - x[parent(v)]`` (the centre joint's own bone is zero);
+    bone   ``b[v] = x[v] - x[parent(v)]`` (the root joint, its own parent, has a zero bone:
+           spine_shoulder in NTU, as 2s-AGCN's pairs);
     motion ``m[t] = x[t+1] - x[t]``, the last frame 0.
 Both work on NumPy arrays and on torch tensors, batched or not.
 """

@@ -158,3 +158,14 @@ def test_unknown_and_missing_keys_are_one_line_errors(tmp_path, capsys):
     assert "absent.pth" in capsys.readouterr().err
     assert main(["import-release", str(ckpt), "--out", str(ckpt), "--overwrite"]) == 2  # never the input
     assert "checkpoint itself" in capsys.readouterr().err and ckpt.stat().st_size > 0
+
+
+def test_a_layout_with_other_joints_is_refused(tmp_path, capsys):
+    """A 25-joint release checkpoint imported as Kinect v1 (20 joints) is a one-line error, not a
+    file that claims a layout its weights cannot read."""
+    ckpt = tmp_path / "r.pth.tar"
+    torch.save({"state_dict": release_state_dict()}, ckpt)
+    assert main(["import-release", str(ckpt), "--out", str(tmp_path / "e.pt"), "--layout", "kinect_v1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "25 joints" in err and "kinect_v1 has 20 joints" in err and "r.pth.tar" in err
+    assert not (tmp_path / "e.pt").exists()

@@ -54,3 +54,18 @@ def test_tables_put_the_paper_beside_matching_data_only():
     assert "| paper: PCM3 | joint | 83.9 | - |" in md and "| paper: 3s-PCM3 | 3s fusion | 87.4 | - |" in md
     knn = md[md.index("Table 3"):]
     assert "paper" not in knn.split("\n\n")[1]   # no NTU k-NN run: no paper row in Table 3
+
+
+def test_runs_that_share_a_cell_each_get_a_row():
+    """Two pretrained joint encoders (seeds, ablation variants) on the same data: both shown,
+    labelled by folder, neither overwriting the other; a lone run keeps the plain label."""
+    from pcm3.evaluation.report import recognition_tables
+
+    def run(folder, top1, dataset="ntu60"):
+        return {"task": "linear", "dataset": dataset, "benchmark": "xsub", "encoder": {"kind": "pretrained"},
+                "input": {"stream": "joint"}, "figures": {"top1": top1}, "_dir": f"/runs/{folder}"}
+
+    md = "\n".join(recognition_tables([run("lin_a", 80.0), run("lin_b", 70.0), run("lin_c", 60.0, "ntu120")]))
+    assert "| encoder | stream | ntu120 xsub | ntu60 xsub |" in md
+    assert "| pretrained (`lin_a`) | joint | - | 80.0 |" in md and "| pretrained (`lin_b`) | joint | - | 70.0 |" in md
+    assert "| pretrained | joint | 60.0 | - |" in md

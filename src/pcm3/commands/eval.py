@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
                                                "for --random-init/--supervised without an encoder")
     rows = src.add_mutually_exclusive_group()
     rows.add_argument("--random-init", action="store_true", help="the same architecture, fresh weights (seeded)")
-    rows.add_argument("--raw-input", action="store_true", help="no network: valid frames resized, centred, flattened")
+    rows.add_argument("--raw-input", action="store_true", help="no network: the valid frames centre-cropped (95%%, as the encoders), resized, centred, flattened")
     rows.add_argument("--supervised", action="store_true", help="the same architecture trained with labels (upper bound)")
     p.add_argument("--data", help="prepared data folder")
     p.add_argument("--benchmark", default=None, help="split of the data (xsub, xview, xset, ...)")

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Union
 
-from pcm3.errors import ConfigError
+from pcm3.errors import ConfigError, DataError
 
 STREAMS = ("joint", "bone", "motion")
 
@@ -53,7 +53,7 @@ def import_release(checkpoint: Union[str, os.PathLike, Mapping[str, Any]], out: 
 
     if stream not in STREAMS:
         raise ConfigError(f"--stream must be one of {', '.join(STREAMS)}; got {stream!r}")
-    get_layout(layout)  # an unknown layout is a user error raised there
+    joints = get_layout(layout).num_joints  # an unknown layout is a user error raised there
     if not isinstance(checkpoint, Mapping):
         src = Path(checkpoint)
         if Path(out).exists() and src.exists() and Path(out).resolve() == src.resolve():
@@ -61,6 +61,11 @@ def import_release(checkpoint: Union[str, os.PathLike, Mapping[str, Any]], out: 
     _check_out_file(Path(out), overwrite)
     encoder, epoch = load_release_encoder(checkpoint, channels, persons)  # every key checked
     enc_cfg = encoder.config
+    if enc_cfg.num_joints != joints:
+        where = "<state dict>" if isinstance(checkpoint, Mapping) else checkpoint
+        raise DataError(where, f"its encoder reads {enc_cfg.num_joints} joints x {channels} coordinates x {persons} "
+                               f"persons per frame, but --layout {layout} has {joints} joints; give the layout it "
+                               "was trained on")
     payload = {
         "format": ENCODER_FORMAT, "version": 1,
         "encoder_config": {f: getattr(enc_cfg, f) for f in enc_cfg.__dataclass_fields__},

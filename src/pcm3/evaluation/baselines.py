@@ -1,7 +1,9 @@
 """The baseline rows of every table: raw input (no network), random init, supervised.
 
 - **Raw input**: the valid frames, centre-cropped (95%), resized to the clip length (64 by
-  default), centred, flattened (issue 6's definition). :class:`RawInput` is that mapping as a
+  default), centred, flattened: issue 6's definition ("the valid frames resampled to 64,
+  centred, flattened") with the encoders' test-time centre crop, so that every row of a table
+  reads the same frames of each clip. :class:`RawInput` is that mapping as a
   module, so it goes through the same feature code as an encoder.
 - **Random init**: the encoder architecture with fresh weights (:func:`random_init_encoder`).
 - **Supervised**: the same encoder trained with labels on the training split

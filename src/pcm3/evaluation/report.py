@@ -23,6 +23,7 @@ import html
 import os
 import re
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -149,14 +150,18 @@ def recognition_tables(runs: List[dict]) -> List[str]:
         nonlocal paper_used
         sel = [m for m in runs if m.get("task") in task_names]
         cols = sorted({_column(m) for m in sel})
+        # Runs that would fill the same cell (two seeds, two ablation variants...) each get a row
+        # of their own, labelled by their folder, instead of one overwriting the other.
+        clash = Counter((_row_key(m), m.get("task"), _column(m)) for m in sel)
         rows: Dict[tuple, Dict[tuple, str]] = {}
         for m in sel:
-            key = (_row_key(m), m.get("task"))
-            rows.setdefault(key, {})[_column(m)] = cell(m)
+            tag = Path(m.get("_dir", "")).name if clash[(_row_key(m), m.get("task"), _column(m))] > 1 else ""
+            rows.setdefault((_row_key(m), m.get("task"), tag), {})[_column(m)] = cell(m)
         body = []
-        for (rk, task), cells in sorted(rows.items()):
+        for (rk, task, tag), cells in sorted(rows.items()):
             _, _, stream, kind = rk
-            body.append([KIND_LABEL.get(kind, kind), stream] + [cells.get(c, "-") for c in cols])
+            label = KIND_LABEL.get(kind, kind) + (f" (`{tag}`)" if tag else "")
+            body.append([label, stream] + [cells.get(c, "-") for c in cols])
         if paper_cell is not None:
             paper = [paper_cell(c) for c in cols]
             if any(p != "-" for p in paper):
