@@ -45,6 +45,7 @@ def test_real_prepare_all_listed(msr_prepared):
     assert "a13_s09_e02" not in ds.names and ds.lengths.max() == 76
     i = ds.names.index("a13_s02_e02")  # 12 untracked frames dropped
     assert int(ds.rows[i]["untracked"]) == 12 and ds.lengths[i] == 18
+    assert ds.meta["fps"] == 15  # motion prediction reads it (ms per predicted frame)
     assert not ds.validate()
 
 

@@ -158,3 +158,28 @@ def test_refusals_reach_every_rank(two_ranks):
         code, err, _, _ = codes[rank]["knn"]
         assert code == 2 and "eval knn: runs in one process; under torchrun: linear, semi" in err
     assert not (root / "knn2").exists() and not (root / "linear2" / ".." / "semi2" / "missing").exists()
+
+
+def test_every_option_passes_through_torchrun():
+    """torchrun parses its own options out of the whole command line, prefixes included: an
+    option of `pcm3 pretrain` / `pcm3 eval` that is a prefix of one of torchrun's never reaches
+    pcm3 (`--run` is taken for torchrun's `--run-path`; the README's torchrun lines use
+    `--run-dir`). Every other long option must pass through unchanged."""
+    from torch.distributed.run import get_args_parser
+
+    from pcm3.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    commands = {"pretrain": ["pretrain"], "eval": ["eval", "semi"]}
+    torchrun = get_args_parser()
+    checked = 0
+    for name, words in commands.items():
+        for opt in (o for a in sub.choices[name]._actions for o in a.option_strings if o.startswith("--")):
+            if opt in ("--run", "--help"):
+                continue
+            args = torchrun.parse_args(["--nproc_per_node=2", "-m", "pcm3", *words, opt, "x"])
+            assert args.training_script_args == [*words, opt, "x"], (name, opt)
+            checked += 1
+    assert checked > 20
+    with pytest.raises(SystemExit):  # the documented reason for --run-dir
+        torchrun.parse_args(["--nproc_per_node=2", "-m", "pcm3", "eval", "semi", "--run", "r"])

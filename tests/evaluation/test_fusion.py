@@ -78,6 +78,13 @@ def test_cli_fusion_weights_given_and_searched(tmp_path, capsys):
     assert cli("eval", "fusion", "--scores", *dirs, "--out", str(tmp_path / "f2")) == 0
     m2 = json.loads((tmp_path / "f2" / "metrics.json").read_text())
     assert m2["weights_searched"] and sum(m2["weights"]) == pytest.approx(1) and "val_top1" in m2["figures"]
+    # two runs of one stream: each keeps its own top-1 (neither overwrites the other)
+    fake_run(tmp_path / "joint2", runs[1], idx, y, "joint")
+    assert cli("eval", "fusion", "--scores", dirs[0], str(tmp_path / "joint2"), "--out", str(tmp_path / "f4"),
+               "--set", "weights=[1, 1]") == 0
+    f4 = json.loads((tmp_path / "f4" / "metrics.json").read_text())["figures"]
+    assert f4["run1_joint_top1"] == pytest.approx(100 * (runs[0].argmax(1) == y).mean())
+    assert f4["run2_joint_top1"] == pytest.approx(100 * (runs[1].argmax(1) == y).mean())
     capsys.readouterr()
     fake_run(tmp_path / "noval", runs[0], idx, y, "joint")
     assert cli("eval", "fusion", "--scores", dirs[0], str(tmp_path / "noval"), "--out", str(tmp_path / "f3")) == 2

@@ -105,7 +105,11 @@ def test_benchmark_never_falls_back_to_train_on_test(synthetic_small, tmp_path):
     c.benchmark = "all"
     assert any("smoke test" in n for n in run(c)["notes"])
     c.benchmark, c.out = "xview", tmp_path / "o2"
-    assert not any("smoke test" in n for n in run(c)["notes"])
+    result = run(c)
+    assert not any("smoke test" in n for n in result["notes"]) and result["benchmark_used"] == "xview"
+    c.benchmark = None
+    c.data = synthetic_small                    # xsub present: taken by default, and recorded
+    assert run(c)["benchmark_used"] == "xsub"
 
 
 def test_cli(synthetic_small, tmp_path):

@@ -23,7 +23,9 @@ def add_parser(sub) -> None:
     p.add_argument("task", metavar="TASK", help="linear, semi, knn, occlusion, fusion, detection, motion")
     src = p.add_argument_group("encoder (one of --encoder/--run, optionally with a baseline flag)")
     src.add_argument("--encoder", help="encoder file written by `pcm3 export`")
-    src.add_argument("--run", help="pretraining run folder (its last checkpoint)")
+    src.add_argument("--run", "--run-dir", dest="run",
+                     help="pretraining run folder (its last checkpoint); under torchrun write --run-dir "
+                          "(torchrun takes --run for its own --run-path)")
     src.add_argument("--pretrain-config", help="pretraining config NAME|FILE giving the architecture "
                                                "for --random-init/--supervised without an encoder")
     rows = src.add_mutually_exclusive_group()

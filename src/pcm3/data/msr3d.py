@@ -181,7 +181,8 @@ def prepare_msr3d(raw, out, *, use_list: bool = True, frames: int = DEFAULT_FRAM
             samples.append(s)
     if not samples:
         raise DataError(raw, "no usable recording")
-    meta = {"units": "metres", "frames": frames, "file_list": str(listing) if listing else None,
+    # fps: the recordings' rate (15 frames per second, Li, Zhang, Liu 2010)
+    meta = {"units": "metres", "frames": frames, "fps": 15, "file_list": str(listing) if listing else None,
             "centering": "per frame: minus the spine joint (joint 4, 1-based)" if center else "none",
             "alignment": align_note(align),
             "axes": "x to the subject's right (facing the camera), y up, z depth (as recorded)"}

@@ -403,7 +403,7 @@ def assemble_metrics(ctx: EvalContext, result: dict, *, wall_seconds: float, spl
             pass
     metrics = {
         "task": ctx.task, "data": str(ctx.data), "dataset": dataset, "class_names": class_names,
-        "benchmark": ctx.benchmark,
+        "benchmark": result.get("benchmark_used") or ctx.benchmark,  # a task's default split, when it chose one
         "splits": {**(splits or {}), **result.get("splits", {})},
         "encoder": {"kind": ctx.encoder_kind, **dict(ctx.encoder_info or {})},
         "protocol": protocol_dict(ctx.protocol), "seed": ctx.seed, "device": str(ctx.device),

@@ -118,9 +118,11 @@ def run(ctx: EvalContext) -> dict:
         weights = weights / weights.sum()
     fused = fuse(scores, weights)
     figures = topk_accuracy(fused, labels, (1, 5))
-    for k, (name, meta, s) in enumerate(zip(names, metas, scores)):
-        stream = (meta.get("input") or {}).get("stream") or f"run{k + 1}"
-        figures[f"{stream}_top1"] = topk_accuracy(s, labels, (1,))["top1"]
+    labels_of = [(meta.get("input") or {}).get("stream") or f"run{k + 1}" for k, meta in enumerate(metas)]
+    for k, (label, s) in enumerate(zip(labels_of, scores)):
+        if labels_of.count(label) > 1:  # two runs of one stream (a pretrained and a random-init joint...)
+            label = f"run{k + 1}_{label}"
+        figures[f"{label}_top1"] = topk_accuracy(s, labels, (1,))["top1"]
     if searched:
         figures["val_top1"] = val_top1
     save_scores(ctx.out, fused, index, labels)

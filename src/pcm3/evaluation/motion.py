@@ -399,6 +399,7 @@ def run(ctx: EvalContext) -> dict:
     return {"figures": figures, "units": units, "notes": notes, "history": history,
             "mpjpe_per_horizon": {label: errors["model"].tolist(), "zero_velocity": errors["zero_velocity"].tolist()},
             "splits": {"train": len(train), "test": len(test)}, "train_seconds": train_s, "fps": fps,
+            "benchmark_used": benchmark,
             "stream": stream}
 
 
