@@ -63,7 +63,7 @@ def test_failed_swap_puts_the_old_folder_back(tmp_path, monkeypatch):
     real = os.replace
 
     def flaky(a, b):
-        if Path(b) == dest / "v2":  # the old entries are moved aside, the new marker in, then this fails
+        if Path(b) == dest and ".old-" not in Path(a).name:  # the old folder went aside; the new one fails
             raise OSError(errno.EIO, "I/O error")
         return real(a, b)
 
@@ -73,6 +73,46 @@ def test_failed_swap_puts_the_old_folder_back(tmp_path, monkeypatch):
             (tmp / "v2").write_text("2")
     monkeypatch.setattr(os, "replace", real)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and _tree(dest) == before
+
+
+def test_failed_fill_in_place_puts_the_old_entries_back(tmp_path, monkeypatch):
+    """``--out .`` with --overwrite: the folder is the shell's, so it is filled in place; a
+    failure half-way puts every old entry back."""
+    dest = tmp_path / "out"
+    with output_dir(dest, "eval") as tmp:
+        (tmp / "v1").write_text("1")
+    before = _tree(dest)
+    monkeypatch.chdir(dest)
+    real = os.replace
+
+    def flaky(a, b):
+        if Path(b).name == "v2":  # the old entries are moved aside, the new marker in, then this fails
+            raise OSError(errno.EIO, "I/O error")
+        return real(a, b)
+
+    monkeypatch.setattr(os, "replace", flaky)
+    with pytest.raises(DataError, match="I/O error"):
+        with output_dir(Path("."), "eval", overwrite=True) as tmp:
+            (tmp / "v2").write_text("2")
+    monkeypatch.setattr(os, "replace", real)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and _tree(dest) == before
+    assert Path.cwd() == dest.resolve() and dest.exists()
+
+
+def test_overwrite_swaps_the_folder_and_out_dot_keeps_it(tmp_path, monkeypatch):
+    dest = tmp_path / "out"
+    with output_dir(dest, "eval") as tmp:
+        (tmp / "v1").write_text("1")
+    inode = dest.stat().st_ino
+    with output_dir(dest, "eval", overwrite=True) as tmp:   # elsewhere: a swap (a new folder)
+        (tmp / "v2").write_text("2")
+    assert sorted(p.name for p in dest.iterdir()) == [MARKER, "v2"] and dest.stat().st_ino != inode
+    inode = dest.stat().st_ino
+    monkeypatch.chdir(dest)
+    with output_dir(Path("."), "eval", overwrite=True) as tmp:  # the current folder: kept, filled in place
+        (tmp / "v3").write_text("3")
+    assert sorted(p.name for p in dest.iterdir()) == [MARKER, "v3"] and dest.stat().st_ino == inode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_overwrite_replaces_only_what_pcm3_wrote(tmp_path):

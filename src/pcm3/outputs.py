@@ -14,11 +14,12 @@ The promise to users: ``pcm3`` never removes or changes a file it did not create
   recognised by their ``meta.json`` (format ``pcm3-prepared``).
 - An output must never be, lie inside, or contain one of the inputs (``protect``).
 - :func:`output_dir` writes into a hidden temporary folder beside the destination and moves
-  it into place only when the block succeeded. An existing destination folder (empty, or
-  replaced with ``overwrite``) is kept and filled in place (it may be the user's current
-  folder): the previous ``pcm3`` entries are moved aside and removed only after the new
-  ones are all in. On any failure the temporary folder is removed and the destination is left
-  as it was.
+  it into place only when the block succeeded. A ``pcm3`` folder replaced with ``overwrite``
+  is renamed aside, the new one renamed in, and the old one removed only then; an empty
+  destination folder, or one that holds the current folder (``--out .``: the user's shell is
+  there), is kept and filled in place, its previous ``pcm3`` entries moved aside and removed
+  only after the new ones are all in. On any failure the temporary folder is removed and the
+  destination is left as it was.
 """
 
 from __future__ import annotations
@@ -324,6 +325,28 @@ def create_run_dir(path: str | os.PathLike) -> Path:
     return path
 
 
+def _holds_cwd(path: Path) -> bool:
+    """Whether this process's current folder is ``path`` or lies inside it (``--out .``)."""
+    try:
+        return Path.cwd().resolve().is_relative_to(path.resolve())
+    except OSError:  # the current folder is gone: nothing to keep valid
+        return False
+
+
+def _swap(tmp: Path, path: Path, parent: Path) -> None:
+    """Replace the ``pcm3`` folder ``path`` by the finished ``tmp`` with two renames (the old one
+    aside, the new one in), then remove the old one; on a failure the old one is put back."""
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=parent))
+    os.rmdir(old)
+    os.replace(path, old)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        os.replace(old, path)  # put it back: the destination stays as it was
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def _fill_in_place(tmp: Path, path: Path, parent: Path) -> None:
     """Make the existing folder ``path`` hold what the finished ``tmp`` holds, keeping ``path``
     itself (it may be the current folder of the user's shell).
@@ -368,9 +391,9 @@ def output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = False,
 
     The block writes its files into the yielded folder. When it returns, the folder gets its
     marker (recording the entries written) and ``path`` is checked again (the block may have run
-    for hours); a new ``path`` is the renamed temporary folder, an existing one (empty, or with
-    ``overwrite`` a ``pcm3`` folder) is filled in place (:func:`_fill_in_place`), and the old
-    ``pcm3`` entries there are removed only then. When it raises, the temporary folder is removed
+    for hours); a new ``path`` is the renamed temporary folder, a ``pcm3`` folder replaced with
+    ``overwrite`` is swapped for it (:func:`_swap`), an empty one or the current folder is
+    filled in place (:func:`_fill_in_place`); the old ``pcm3`` files are removed only then. When it raises, the temporary folder is removed
     and ``path`` is untouched.
     """
     path = check_output_dir(path, kind, overwrite=overwrite, protect=protect, option=option)
@@ -385,8 +408,10 @@ def output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = False,
         yield tmp
         write_marker(tmp, kind, list_entries(tmp))
         check_output_dir(path, kind, overwrite=overwrite, option=option)  # the user may have added files since
-        if path.is_dir():
-            _fill_in_place(tmp, path, parent)
+        if path.is_dir() and any(path.iterdir()) and not _holds_cwd(path):
+            _swap(tmp, path, parent)          # --overwrite: one rename puts the whole new folder in place
+        elif path.is_dir():
+            _fill_in_place(tmp, path, parent)  # empty, or the user's current folder: keep the folder itself
         else:
             os.replace(tmp, path)
     except OSError as e:
