@@ -89,6 +89,8 @@ def main() -> None:
     ap.add_argument("--no-paper", action="store_true", help="skip the paper size on CUDA")
     ap.add_argument("--json", help="also write the rows to this JSON file")
     args = ap.parse_args()
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: no CUDA device here")
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("--subjects", type=int, default=20, help="built-in data size (20: 1,920 clips)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: no CUDA device here")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 

@@ -199,6 +199,8 @@ def main(argv=None):
                                                        "report peak resident memory over one epoch")
     ap.add_argument("--tmp", default="/tmp", help="memory mode: where the array is generated (deleted after)")
     args = ap.parse_args(argv)
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: no CUDA device here")
     if args.memory_gb:
         print("| array | workers | samples read | seconds | peak RssAnon GiB | peak RssFile GiB | peak RssShmem GiB "
               "| peak VmRSS GiB |\n|---|---|---|---|---|---|---|---|", flush=True)

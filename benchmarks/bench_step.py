@@ -77,7 +77,9 @@ def make_inputs(n: int, t: int, v: int = 25, m: int = 2, device="cpu", seed: int
 
 def build(hidden: int, layers: int, queue: int, prompts: bool, device, seed: int = 0) -> PCM3:
     torch.manual_seed(seed)
-    cfg = ModelConfig(encoder=EncoderConfig(hidden=hidden, layers=layers), queue_size=queue)
+    # prompts may not be wider than the encoder: the paper's 128, or the hidden size below it
+    cfg = ModelConfig(encoder=EncoderConfig(hidden=hidden, layers=layers), queue_size=queue,
+                      prompt_dim=min(ModelConfig().prompt_dim, hidden))
     loss = LossConfig(domain_prompts=prompts, task_prompts=prompts)
     return PCM3(cfg, loss).to(device)
 
@@ -374,6 +376,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the results as JSON")
     args = ap.parse_args(argv)
+    if args.cuda_paper and args.mode != "speed":
+        ap.error("--cuda-paper: only in the speed mode")
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: no CUDA device here")
     torch.set_num_threads(args.threads)
     print(f"machine: {machine()}; threads {torch.get_num_threads()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     wants_bf16 = args.amp or args.amp_variants or args.mode in ("amp", "amp-learn")

@@ -1,6 +1,21 @@
-"""What the study tools share: they run on validation benchmarks only (the test split is never read)."""
+"""What the study tools share: they run on validation benchmarks only (the test split is never
+read), and a user mistake is one line and exit 2, as in the ``pcm3`` CLI."""
 
 from __future__ import annotations
+
+import sys
+
+
+def run_main(main) -> int:
+    """``main()``'s exit code; a :class:`~pcm3.errors.Pcm3Error` (a missing ``--data`` folder...)
+    becomes ``error: ...`` on one line and exit 2, not a traceback."""
+    from pcm3.errors import Pcm3Error
+
+    try:
+        return main()
+    except Pcm3Error as e:
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)
+        return 2
 
 
 def require_validation(parser, benchmark: str) -> None:

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _validation import require_validation, validation_parts
+from _validation import run_main, require_validation, validation_parts
 
 
 def main(argv=None) -> int:
@@ -62,4 +62,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -26,7 +26,7 @@ import dataclasses
 
 import numpy as np
 
-from _validation import require_validation, validation_parts
+from _validation import run_main, require_validation, validation_parts
 
 
 def nn1(train_x, train_y, test_x, test_y) -> float:
@@ -182,4 +182,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

@@ -11,7 +11,7 @@ only), and the frame-to-frame velocity; each with the demo's linear probe and 1-
 import argparse
 import sys
 
-from _validation import require_validation, validation_parts
+from _validation import run_main, require_validation, validation_parts
 
 
 def main(argv=None) -> int:
@@ -46,4 +46,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _validation import require_validation
+from _validation import run_main, require_validation
 
 
 def main(argv=None) -> int:
@@ -63,4 +63,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

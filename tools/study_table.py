@@ -3,12 +3,18 @@
     python tools/study_table.py study.jsonl
 """
 
+import argparse
 import json
-import sys
 
 
-def main(path: str) -> None:
-    rows = [json.loads(line) for line in open(path) if line.strip()]
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Markdown table of a study results file (tools/study_learning.py)")
+    parser.add_argument("results", help="the .jsonl file written by study_learning.py --results")
+    path = parser.parse_args(argv).results
+    try:
+        rows = [json.loads(line) for line in open(path) if line.strip()]
+    except (OSError, ValueError) as e:
+        parser.error(f"{path}: {e}")
     print("| run | data | changes (--set) | pretrained linear / 1-NN | random init | raw input | emb_std | pretrain s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -17,7 +23,8 @@ def main(path: str) -> None:
         cell = lambda k: f"{r[k]['linear']:.1f} / {r[k]['knn1']:.1f}" if k in r else "-"
         print(f"| {r['name']} | {data} | `{sets}` | {cell('pretrained')} | {cell('random_init')} | {cell('raw_input')} | "
               f"{r['last_epoch'].get('emb_std', float('nan')):.3f} | {r['pretrain_seconds']:.0f} |")
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    raise SystemExit(main())
