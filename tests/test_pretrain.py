@@ -32,6 +32,22 @@ def test_lr_schedules():
         lr_at(load_config(None, ["optim.schedule=linear"]), 0)
 
 
+def test_loss_figure_is_redrawn_at_most_every_so_often(synthetic_small, tmp_path, monkeypatch):
+    """metrics.csv after every epoch; loss.png after the first, the last, and when PLOT_EVERY_S
+    has passed (here never in between)."""
+    import pcm3.pretrain as pretrain
+
+    drawn = []
+    monkeypatch.setattr(pretrain, "PLOT_EVERY_S", 1e9)
+    monkeypatch.setattr(pretrain, "plot_losses", lambda history, path: drawn.append(len(history)))
+    fit(tiny_config(synthetic_small, "train.epochs=3", "train.max_steps_per_epoch=1"), tmp_path / "run")
+    assert drawn == [1, 3] and len(list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))) == 3
+    monkeypatch.setattr(pretrain, "PLOT_EVERY_S", 0.0)
+    drawn.clear()
+    fit(tiny_config(synthetic_small, "train.epochs=3", "train.max_steps_per_epoch=1"), tmp_path / "run2")
+    assert drawn == [1, 2, 3]
+
+
 def test_run_folder_contents(synthetic_small, tmp_path):
     run = tmp_path / "run"
     last = fit(tiny_config(synthetic_small, "train.epochs=2"), run)
