@@ -466,6 +466,19 @@ class Prepared:
             out["intervals"] = len(self.intervals())
         return out
 
+    def split_problems(self, benchmarks: Optional[Sequence[str]] = None) -> List[str]:
+        """Samples in both the train and the test part of a benchmark (of ``benchmarks``, default
+        all), as problem lines naming ``splits.json``; cheap (no data is read)."""
+        problems = []
+        for b in self.benchmarks if benchmarks is None else benchmarks:
+            parts = self.splits.get(b, {})
+            if "train" in parts and "test" in parts:
+                both = np.intersect1d(parts["train"], parts["test"])
+                if both.size:
+                    problems.append(f"splits.json: {b}: {both.size} sample{'s' if both.size > 1 else ''} in both "
+                                    f"train and test (e.g. {int(both[0])})")
+        return problems
+
     def validate(self, chunk: int = 1024) -> List[str]:
         """Scan every value; return a list of problems (empty when the folder is sound)."""
         problems = []
@@ -473,13 +486,7 @@ class Prepared:
             problems.append(f"labels.npy: label {int(self.labels.max())} >= {self.num_classes} classes")
         if (self.lengths <= 0).any():
             problems.append(f"lengths.npy: {int((self.lengths <= 0).sum())} samples with no frames")
-        for b in self.benchmarks:
-            parts = self.splits[b]
-            if "train" in parts and "test" in parts:
-                both = np.intersect1d(parts["train"], parts["test"])
-                if both.size:
-                    problems.append(f"splits.json: {b}: {both.size} sample{'s' if both.size > 1 else ''} in both "
-                                    f"train and test (e.g. {int(both[0])})")
+        problems += self.split_problems()
         data = self.data
         for s in range(0, data.shape[0], chunk):
             block = np.asarray(data[s:s + chunk])

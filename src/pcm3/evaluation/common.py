@@ -276,6 +276,10 @@ def open_splits(ctx: EvalContext):
     """The ``train`` and ``test`` parts of ``ctx.benchmark``, after checking the encoder fits them."""
     train = open_split(ctx.data, ctx.benchmark, "train")
     test = open_split(ctx.data, ctx.benchmark, "test")
+    shared = np.intersect1d(train.indices, test.indices)
+    if shared.size:  # a hand-edited splits.json: evaluating on training samples is no evaluation
+        raise DataError(Path(ctx.data) / "splits.json", f"benchmark {ctx.benchmark!r}: {shared.size} sample{'s' if shared.size > 1 else ''} in both "
+                                                        f"train and test (e.g. {int(shared[0])})")
     check_compatible(ctx.encoder, train.prepared, ctx.encoder_info.get("path", "--encoder"))
     return train, test
 
