@@ -93,28 +93,18 @@ def foreign_entries(folder: str | os.PathLike, kind: str, limit: int = 3) -> Tup
     of its format alone; then any subfolder counts as foreign).
 
     A folder counts as ``pcm3``'s only if recorded as a folder, a file only if recorded as a
-    file; the contents of a foreign folder are not looked into.
+    file; the contents of a foreign folder are not listed on their own.
     """
     folder = Path(folder)
     recorded = _recorded_entries(folder)
     known = (recorded or set()) | _FORMAT_FILES.get(kind, frozenset())
     found: List[str] = []
-
-    def walk(d: str, prefix: str) -> None:
-        with os.scandir(d) as it:
-            for e in sorted(it, key=lambda e: e.name):
-                if len(found) >= limit:
-                    return
-                if not prefix and e.name == MARKER:
-                    continue
-                is_dir = e.is_dir(follow_symlinks=False)
-                rel = prefix + e.name + ("/" if is_dir else "")
-                if rel not in known:
-                    found.append(rel)
-                elif is_dir:
-                    walk(e.path, rel)
-
-    walk(os.fspath(folder), "")
+    for rel in sorted(list_entries(folder)):
+        if rel in known or any(f.endswith("/") and rel.startswith(f) for f in found):
+            continue  # pcm3's, or inside a folder already named
+        found.append(rel)
+        if len(found) >= limit:
+            break
     return found, recorded is not None
 
 
