@@ -234,16 +234,13 @@ def _check_meta(path: Path, meta) -> dict:
         raise DataError(path, f"'version' is {version!r}, expected an integer")
     if version > VERSION:
         raise DataError(path, f"format version {version} is newer than this pcm3 reads ({VERSION})")
-    for key in ("kind", "layout"):
+    for key in ("kind", "layout", "num_samples", "shape"):
         if key not in meta:
             raise DataError(path, f"no {key!r}")
     if meta["kind"] not in KINDS:
         raise DataError(path, f"'kind' is {meta['kind']!r}, expected one of {', '.join(KINDS)}")
     if not isinstance(meta["layout"], str):
         raise DataError(path, f"'layout' is {meta['layout']!r}, expected a layout name")
-    for key in ("num_samples", "shape"):
-        if key not in meta:
-            raise DataError(path, f"no {key!r}")
     n, shape = meta["num_samples"], meta["shape"]
     if not _is_int(n) or n < 0:
         raise DataError(path, f"'num_samples' is {n!r}, expected a count")
