@@ -25,7 +25,7 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -272,14 +272,19 @@ def input_spec(ctx: EvalContext) -> Dict[str, Any]:
     return spec
 
 
+def smoke_test_notes(train_idx, test_idx, unit: str) -> List[str]:
+    """The note a dense task adds when its train and test parts share ``unit`` (videos, clips):
+    ``--benchmark all`` or a folder without a split, a smoke test of the pipeline only."""
+    shared = np.intersect1d(np.asarray(train_idx), np.asarray(test_idx)).size
+    return [f"train and test share {shared} {unit}: a smoke test, not an evaluation"] if shared else []
+
+
 def open_splits(ctx: EvalContext):
     """The ``train`` and ``test`` parts of ``ctx.benchmark``, after checking the encoder fits them."""
     train = open_split(ctx.data, ctx.benchmark, "train")
     test = open_split(ctx.data, ctx.benchmark, "test")
-    shared = np.intersect1d(train.indices, test.indices)
-    if shared.size:  # a hand-edited splits.json: evaluating on training samples is no evaluation
-        raise DataError(Path(ctx.data) / "splits.json", f"benchmark {ctx.benchmark!r}: {shared.size} sample{'s' if shared.size > 1 else ''} in both "
-                                                        f"train and test (e.g. {int(shared[0])})")
+    for problem in train.prepared.split_problems([ctx.benchmark]):  # a hand-edited splits.json
+        raise DataError(ctx.data, f"{problem}: evaluating on training samples is no evaluation")
     check_compatible(ctx.encoder, train.prepared, ctx.encoder_info.get("path", "--encoder"))
     return train, test
 

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from pcm3.errors import ConfigError, DataError
-from pcm3.evaluation.common import EvalContext, SupervisedConfig, carve_validation
+from pcm3.evaluation.common import EvalContext, SupervisedConfig, carve_validation, smoke_test_notes
 from pcm3.evaluation.detection_metrics import METRICS, detection_metrics
 from pcm3.skeleton import to_stream
 
@@ -495,9 +495,7 @@ def run(ctx: EvalContext) -> dict:
         raise DataError(ctx.data, f"benchmark {benchmark!r} has no training or no test videos "
                                   "(--benchmark all trains and tests on every video: a smoke test only)")
     notes = []
-    shared = len(set(train_idx.tolist()) & set(test_idx.tolist()))
-    if shared:
-        notes.append(f"train and test share {shared} videos: a smoke test, not an evaluation")
+    notes += smoke_test_notes(train_idx, test_idx, "videos")
     val_idx = np.zeros(0, dtype=np.int64)
     if p.val_fraction > 0:
         train_idx, val_idx = carve_validation(SimpleNamespace(prepared=prepared, indices=train_idx), p.val_fraction,

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from pcm3.errors import ConfigError, DataError
-from pcm3.evaluation.common import EvalContext, SupervisedConfig, check_compatible
+from pcm3.evaluation.common import EvalContext, SupervisedConfig, check_compatible, smoke_test_notes
 from pcm3.skeleton import to_stream
 
 DEFAULT_CONFIG = "eval_motion"
@@ -393,9 +393,7 @@ def run(ctx: EvalContext) -> dict:
     units = {k: "mm" for k in figures}
     notes = [f"{p.observed} observed, {p.predicted} predicted frames ({1000 * p.predicted / fps:.0f} ms at {fps:g} "
              "fps); the paper gives no horizons, these defaults follow Martinez et al. 2017 (50 -> 10 at 25 fps)"]
-    shared = len(set(np.asarray(train_idx).tolist()) & set(np.asarray(test_idx).tolist()))
-    if shared:
-        notes.append(f"train and test share {shared} clips: a smoke test, not an evaluation")
+    notes += smoke_test_notes(train_idx, test_idx, "clips")
     return {"figures": figures, "units": units, "notes": notes, "history": history,
             "mpjpe_per_horizon": {label: errors["model"].tolist(), "zero_velocity": errors["zero_velocity"].tolist()},
             "splits": {"train": len(train), "test": len(test)}, "train_seconds": train_s, "fps": fps,
