@@ -7,8 +7,8 @@ class 3 is absent from the ground truth.
 
 import pytest
 
-from pcm3.evaluation.detection_metrics import (authors_metrics, authors_video_ap, detection_metrics, iou, official_ap,
-                                               official_metrics, official_overlap, voc_ap, voc_metrics)
+from pcm3.evaluation.detection_metrics import (authors_iou, authors_metrics, authors_video_ap, detection_metrics, iou,
+                                               official_ap, official_metrics, official_overlap, voc_ap, voc_metrics)
 
 VIDEOS = ["a", "b"]
 GT = [{"video": v, "label": c, "start": s, "end": e}
@@ -204,3 +204,21 @@ def test_authors_mAP_a_devkit_matching():
     assert close(authors(dets, 0.3, gt=gt, videos=["m"], classes=1)["mAP_a"], 0.5)
     assert close(voc_metrics(gt, dets, ["m"], 1, 0.3)["mAP_a"], 1.0)
 
+
+
+def test_authors_mAP_a_overlap_is_the_devkit_formula_on_exclusive_ends():
+    # Their evaluate_metrics.py: mAP_a's iou_ratio adds 1 to widths and intersection (the devkit's
+    # inclusive ends) but is given get_segments' end-exclusive segments and the label numbers as
+    # they stand; mAP_v's match() takes (min e - max s) / (max e - min s), no + 1.
+    # G = [0, 10), D = [5, 15): iou_ratio = (10 - 5 + 1) / (11 + 11 - 6) = 6/16 = .375; the frame
+    # IoU (and mAP_v's overlap) is 5/15 = .333. At 0.35: mAP_a hit (AP 1), mAP_v miss (AP 0).
+    assert close(authors_iou(5, 15, 0, 10), 6 / 16) and close(authors_iou(0, 10, 0, 10), 1.0)
+    assert close(authors_iou(0, 1, 1, 2), 1 / 3) and authors_iou(0, 10, 11, 20) == 0.0  # touching: 1/3
+    gt = [{"video": "x", "label": 1, "start": 0, "end": 10}]
+    a = authors([det("x", 1, 5, 15, 0.9)], 0.35, gt=gt, videos=["x"], classes=1)
+    assert close(a["mAP_a"], 1.0) and a["mAP_v"] == 0.0
+    assert voc_metrics(gt, [det("x", 1, 5, 15, 0.9)], ["x"], 1, 0.35)["mAP_a"] == 0.0
+    # one-frame intervals that only touch: iou_ratio 1/3 >= .3, a hit for mAP_a
+    gt = [{"video": "t", "label": 1, "start": 0, "end": 1}]
+    a = authors([det("t", 1, 1, 2, 0.9)], 0.3, gt=gt, videos=["t"], classes=1)
+    assert close(a["mAP_a"], 1.0) and a["mAP_v"] == 0.0

@@ -47,9 +47,12 @@ Three definitions, all reported and named as such:
     otherwise a false positive (``voc`` instead tries the best *unmatched* ground truth, as
     ActivityNet's evaluation does; the two differ only when a detection's best ground truth is
     taken and another one also passes the threshold); all-point AP, averaged over the classes
-    present in the ground truth (their IoU of inclusive frame numbers ``[s, e - 1]`` is our
-    frame IoU of ``[s, e)``). **mAP_v** is a per-video AP with many-to-one matching in which
-    duplicates count once:
+    present in the ground truth. The overlap is the devkit's ``iou_ratio``, written for inclusive
+    ends (``+ 1`` on widths and intersection), which their code applies to the end-exclusive
+    numbers of its segments and labels as they stand: :func:`authors_iou`, the frame IoU of
+    ``[s, e + 1)``, a little above ``iou`` (a perfect detection still scores 1; intervals that
+    only touch score ``1 / (L1 + L2 + 1)``). **mAP_v** is a per-video AP with many-to-one
+    matching in which duplicates count once:
 
     1. each detection is assigned the ground truth of its class in its video with the highest
        ``official`` overlap (``evaluate.py``'s formula on the raw numbers, here the frame IoU of
@@ -179,12 +182,24 @@ def voc_ap(tp: Sequence[bool], num_ground: int) -> float:
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
 
 
+def authors_iou(a_start: float, a_end: float, b_start: float, b_end: float) -> float:
+    """The ``authors`` mAP_a overlap: the VOC devkit's inclusive-end IoU (``iou_ratio`` in their
+    ``evaluate_metrics.py``) applied to end-exclusive intervals as their code does, i.e. the frame
+    IoU of ``[start, end + 1)``; 0 when they do not overlap."""
+    inter = min(a_end, b_end) - max(a_start, b_start) + 1
+    if inter <= 0:
+        return 0.0
+    return inter / ((a_end - a_start + 1) + (b_end - b_start + 1) - inter)
+
+
 def _voc_tp(ground_truth: Sequence[Mapping], detections: Sequence[Mapping], threshold: float,
             devkit: bool = False) -> List[bool]:
     """One-to-one matching of ``detections`` (sorted, descending confidence) within (video, class).
 
     ``devkit=False``: the best *unmatched* ground truth (ActivityNet); ``True``: the best ground
-    truth, a false positive if it is already matched (Pascal VOC devkit, the ``authors`` mAP_a)."""
+    truth, a false positive if it is already matched (Pascal VOC devkit, the ``authors`` mAP_a, with
+    its overlap :func:`authors_iou`)."""
+    overlap = authors_iou if devkit else iou
     gts = defaultdict(list)
     for g in ground_truth:
         gts[(g["video"], int(g["label"]))].append([g["start"], g["end"], False])
@@ -194,7 +209,7 @@ def _voc_tp(ground_truth: Sequence[Mapping], detections: Sequence[Mapping], thre
         for g in gts.get((d["video"], int(d["label"])), ()):
             if g[2] and not devkit:
                 continue
-            o = iou(d["start"], d["end"], g[0], g[1])
+            o = overlap(d["start"], d["end"], g[0], g[1])
             if o > best_iou:
                 best, best_iou = g, o
         ok = best is not None and best_iou >= threshold and not best[2]
