@@ -2,12 +2,16 @@
 
 import json
 
+import pytest
+
 from pcm3.cli import main
+from pcm3.errors import DataError
+from pcm3.evaluation import report
 
 from .tiny import cli, encoder_file, fast, tiny_data
 
 
-def test_report_from_eval_folders(tmp_path_factory, tmp_path, capsys):
+def test_report_from_eval_folders(tmp_path_factory, tmp_path, capsys, monkeypatch):
     data, enc = tiny_data(tmp_path_factory), encoder_file(tmp_path_factory)
     base = ["--data", str(data), "--benchmark", "xsub"]
     runs = tmp_path / "runs"
@@ -36,6 +40,18 @@ def test_report_from_eval_folders(tmp_path_factory, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "not written by pcm3 report" in err and "holds no eval results" in err
     assert json.loads((runs / "lin" / "metrics.json").read_text())["encoder"]["kind"] == "pretrained"
+    # an error after the images are drawn leaves no part of the report, and an old report as it was
+    before = {p.name: p.read_bytes() for p in (tmp_path / "rep").rglob("*") if p.is_file()}
+
+    def broken(md, images):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report, "to_html", broken)
+    for target, overwrite in ((tmp_path / "rep3" / "report.md", False), (out, True)):
+        with pytest.raises(DataError, match="disk full"):
+            report.write_report([runs], target, overwrite=overwrite, embedding="pca")
+    assert not (tmp_path / "rep3").exists() or not any((tmp_path / "rep3").iterdir())
+    assert {p.name: p.read_bytes() for p in (tmp_path / "rep").rglob("*") if p.is_file()} == before
 
 
 def test_tables_put_the_paper_beside_matching_data_only():

@@ -641,7 +641,7 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *, o
     Returns:
         ``{"markdown", "html", "images"}`` paths.
     """
-    from pcm3.io import write_text
+    from pcm3.io import atomic_path
     from pcm3.outputs import output_dir
 
     out = Path(out)
@@ -663,7 +663,10 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *, o
     linear = [m for m in runs if m.get("task") == "linear"]
     occ = [m for m in runs if m.get("task") == "occlusion"]
     pictures: List[Tuple[str, Path]] = []
-    with output_dir(images, "report", overwrite=overwrite, protect=[Path(m["_dir"]) for m in runs]) as tmp:
+    # Every byte of the three outputs is written under temporary names first; only then are they
+    # renamed into place (images, HTML, markdown), so an error leaves none of them half-made.
+    with atomic_path(out) as md_tmp, atomic_path(html_path) as html_tmp, \
+            output_dir(images, "report", overwrite=overwrite, protect=[Path(m["_dir"]) for m in runs]) as tmp:
         main = next((m for m in linear if _kind(m) == "pretrained"), linear[0] if linear else None)
         made = [("Confusion matrix", main and plot_confusion(main, tmp / "confusion.png")),
                 ("Per-class accuracy", linear and plot_per_class(linear, tmp / "per_class.png")),
@@ -674,15 +677,16 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *, o
         for title, p in made:
             if p:
                 pictures.append((title, images / Path(p).name))
-    if pictures:
-        lines += ["## Figures", ""]
-        for title, p in pictures:
-            lines += [f"### {title}", "", f"![{title}]({images.name}/{p.name})", ""]
-    lines += ["## Runs", ""] + [f"- `{m['_dir']}`: {m.get('task')}, {KIND_LABEL.get(_kind(m), _kind(m))}, "
-                                f"{_stream(m)}, seed {m.get('seed')}, {m.get('wall_seconds') or 0:.0f} s" for m in runs]
-    md = "\n".join(lines) + "\n"
-    write_text(out, md)
-    write_text(html_path, to_html(md, images))
+        if pictures:
+            lines += ["## Figures", ""]
+            for title, p in pictures:
+                lines += [f"### {title}", "", f"![{title}]({images.name}/{p.name})", ""]
+        lines += ["## Runs", ""] + [f"- `{m['_dir']}`: {m.get('task')}, {KIND_LABEL.get(_kind(m), _kind(m))}, "
+                                    f"{_stream(m)}, seed {m.get('seed')}, {m.get('wall_seconds') or 0:.0f} s"
+                                    for m in runs]
+        md = "\n".join(lines) + "\n"
+        md_tmp.write_text(md)
+        html_tmp.write_text(to_html(md, tmp))  # the images as drawn, before they move into place
     return {"markdown": out, "html": html_path, "images": images}
 
 
