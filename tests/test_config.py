@@ -106,6 +106,9 @@ def test_scientific_notation_in_files_and_overrides(tmp_path):
     ("optim.lr=-0.1", "optim.lr"), ("data.stream=velocity", "data.stream"),
     ("optim.schedule=linear", "optim.schedule"), ("optim.name=adam", "optim.name"), ("train.threads=-1", "train.threads"),
     ("optim.lr=nan", "optim.lr"), ("optim.lr=fast", "optim.lr"), ("train.epochs=2.5", "train.epochs"),
+    # beyond what torch or the machine can take: a traceback, a segfault or a hang before
+    ("train.seed=1e30", "train.seed"), ("train.seed=-1", "train.seed"), ("train.threads=100000", "train.threads"),
+    ("data.num_workers=1e9", "data.num_workers"),
 ])
 def test_bad_values_name_the_override(item, key):
     with pytest.raises(ConfigError) as e:
@@ -201,3 +204,31 @@ def test_the_override_at_fault_is_named(items, blamed):
     with pytest.raises(ConfigError) as e:
         load_config("demo", items)
     assert str(e.value).startswith(f"--set {blamed}: "), str(e.value)
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("train:\n  epochs: 1\ntrain:\n  seed: 2\n", "key 'train' set twice (lines 1 and 3)"),
+    ("train:\n  epochs: 1\n  epochs: 2\n", "key 'epochs' set twice (lines 2 and 3)"),
+    ("[]\n", "expected a mapping at the top level"),
+    ("0\n", "expected a mapping at the top level"),
+    ("base: c.yaml\n", "a cycle"),
+    ('"1": 3\n1: 2\n', "unknown key"),
+])
+def test_malformed_config_files_are_one_line(tmp_path, text, needle):
+    """A key set twice was silently the last one; ``[]`` or ``0`` were read as an empty config
+    (the paper's 100M-parameter model); ``base:`` naming the file itself recursed until a
+    RecursionError; number and string keys together met a TypeError while sorting them."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value).startswith(str(path)) and needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_base_cycle_through_two_files(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="a cycle"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "empty.yaml").write_text("# nothing set\n")  # an empty file is still the defaults
+    assert to_dict(load_config(tmp_path / "empty.yaml")) == to_dict(Config())

@@ -107,10 +107,17 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _check_shared_options(args) -> None:
     """Options that several subcommands define the same way, checked once here:
-    ``--workers`` (the ``prepare`` targets' reader processes) must be at least 1."""
+    ``--workers`` (the ``prepare`` targets' reader processes) must be at least 1; ``--threads``
+    and ``--workers`` at most :data:`pcm3.config.MAX_PROCESSES` (more crash or hang)."""
+    from pcm3.config import MAX_PROCESSES
+
     workers = getattr(args, "workers", None) if args.command == "prepare" else None
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers: must be at least 1 (1: read in this process), got {workers}")
+    for option in ("threads", "workers"):
+        value = getattr(args, option, None)
+        if isinstance(value, int) and value > MAX_PROCESSES:
+            raise ConfigError(f"--{option}: must be at most {MAX_PROCESSES}, got {value}")
 
 
 def _close_bars() -> None:

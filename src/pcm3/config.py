@@ -53,6 +53,7 @@ class DataConfig:
         if not self.part:
             raise ConfigError("data.part: empty (train or test)")
         _at_least("data.num_workers", self.num_workers, 0)
+        _at_most("data.num_workers", self.num_workers, MAX_PROCESSES)
 
 
 @dataclass
@@ -143,6 +144,18 @@ def _at_least(key: str, value, low) -> None:
         raise ConfigError(f"{key}: must be at least {low}, got {value!r}")
 
 
+#: the most CPU threads or worker processes a setting may ask for (beyond any machine's cores:
+#: 100000 threads crash the OpenMP runtime, a billion workers never start)
+MAX_PROCESSES = 1024
+#: the largest seed (torch's generators take a 64-bit integer)
+MAX_SEED = 2**63 - 1
+
+
+def _at_most(key: str, value, high) -> None:
+    if value > high:
+        raise ConfigError(f"{key}: must be at most {high}, got {value!r}")
+
+
 AMP_SPELLINGS = {"bf16": True, "bfloat16": True, "fp32": False, "float32": False, "off": False, "none": False}
 
 
@@ -155,6 +168,9 @@ def _check_train(t: "TrainConfig") -> None:
     _at_least("train.batch_size", t.batch_size, 1)
     for key in ("save_every", "max_steps_per_epoch", "threads"):
         _at_least(f"train.{key}", getattr(t, key), 0)
+    _at_most("train.threads", t.threads, MAX_PROCESSES)
+    _at_least("train.seed", t.seed, 0)
+    _at_most("train.seed", t.seed, MAX_SEED)
     if not t.device or not str(t.device).strip():
         raise ConfigError("train.device: empty (auto, cpu, cuda, cuda:1...)")
     if hasattr(t, "divergence_factor"):
@@ -299,7 +315,7 @@ def from_dict(cls, data: Dict[str, Any], where: str = "config"):
     """Build dataclass ``cls`` from a nested dict; unknown keys are an error."""
     hints = _hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(set(data) - names, key=str)  # YAML keys may be numbers too
     if unknown:
         raise ConfigError(f"{where.rstrip(':')}: unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
     kwargs = {k: _coerce(v, hints[k], _join(where, k)) for k, v in data.items()}
@@ -388,7 +404,27 @@ def resolve_config_path(path: str | os.PathLike) -> Path:
     return p
 
 
-def read_yaml(path: str | os.PathLike) -> Dict[str, Any]:
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key set twice in one mapping (PyYAML keeps the last
+    one silently: an edit of the first would do nothing)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            try:
+                key = self.construct_object(key_node, deep=True)
+                hash(key)
+            except (TypeError, yaml.YAMLError):
+                continue  # the base class reports unhashable keys
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} set twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str | os.PathLike, _chain: Tuple[Path, ...] = ()) -> Dict[str, Any]:
     """Read a YAML mapping; supports ``base: other.yaml`` for inheritance (a path relative to
     this file, or the name of a packaged config such as ``demo``)."""
     path = resolve_config_path(path)
@@ -398,17 +434,26 @@ def read_yaml(path: str | os.PathLike) -> Dict[str, Any]:
         raise ConfigError(f"{path}: no such config file (nor a packaged config of that name; "
                           f"see {CONFIG_DIR})")
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        tree = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file (not UTF-8): expected a YAML config") from None
     except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) if getattr(e, "problem_mark", None) is not None else None
+        if problem and "set twice" in problem:
+            raise ConfigError(f"{path}: {problem}") from None
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if tree is None:  # an empty file (or only comments): no settings; a 0 or [] is no mapping
+        tree = {}
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     base = tree.pop("base", None)
     if base is not None:  # beside this file, else a packaged config of that name
+        chain = (*_chain, path.resolve())
         beside = path.parent / str(base)
-        tree = _merge(read_yaml(beside if beside.exists() else str(base)), tree)
+        parent = resolve_config_path(beside if beside.exists() else str(base))
+        if parent.resolve() in chain:
+            raise ConfigError(f"{path}: base: {base} is this config or one it is based on (a cycle)")
+        tree = _merge(read_yaml(parent, chain), tree)
     return tree
 
 
