@@ -48,6 +48,45 @@ def test_loss_figure_is_redrawn_at_most_every_so_often(synthetic_small, tmp_path
     assert drawn == [1, 2, 3]
 
 
+def test_loss_figure_is_current_after_an_interrupt(synthetic_small, tmp_path, monkeypatch):
+    """Ctrl-C (or a stop on divergence) between two redraws left loss.png showing the first
+    epoch only while metrics.csv and the checkpoint held more: the figure is drawn on the way
+    out with the epochs the checkpoint holds."""
+    import pcm3.pretrain as pretrain
+
+    drawn = []
+    real = pretrain.train_one_epoch
+
+    def interrupted(*args, **kwargs):
+        if args[6] == 2:  # the third epoch
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pretrain, "PLOT_EVERY_S", 1e9)
+    monkeypatch.setattr(pretrain, "plot_losses", lambda history, path: drawn.append(len(history)))
+    monkeypatch.setattr(pretrain, "train_one_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_config(synthetic_small, "train.epochs=4", "train.max_steps_per_epoch=1"), tmp_path / "run")
+    assert drawn == [1, 2] and len(list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))) == 2
+
+
+def test_resume_from_a_checkpoint_without_the_shuffle_state_warns():
+    """A checkpoint written before the key-shuffle generator was saved resumed a multi-process
+    shuffle-BN run silently with fresh shuffles (not the uninterrupted run): a warning says so."""
+    from types import SimpleNamespace
+
+    from pcm3.pretrain import _restore_comm
+
+    loaded = []
+    comm = SimpleNamespace(shuffle_keys=True, load_state_dict=loaded.append)
+    model = SimpleNamespace(comm=comm)
+    assert "no key-shuffle state" in _restore_comm(model, {"epoch": 1})  # an older checkpoint
+    assert _restore_comm(model, {"epoch": 1, "comm": {"shuffle_rng": 1}}) is None and loaded == [{"shuffle_rng": 1}]
+    assert _restore_comm(model, {"epoch": 1, "comm": None}) is None  # from a one-process run: another G
+    assert _restore_comm(SimpleNamespace(comm=SimpleNamespace(shuffle_keys=False)), {"epoch": 1}) is None
+    assert _restore_comm(model, None) is None
+
+
 def test_run_folder_contents(synthetic_small, tmp_path):
     run = tmp_path / "run"
     last = fit(tiny_config(synthetic_small, "train.epochs=2"), run)
@@ -83,6 +122,26 @@ def test_resume_refuses_changed_method(synthetic_small, tmp_path):
     fit(tiny_config(synthetic_small, "train.epochs=1"), run)
     with pytest.raises(ConfigError, match="loss.w_mask"):
         fit(tiny_config(synthetic_small, "train.epochs=2", "loss.w_mask=1"), run, resume=True)
+
+
+def test_resume_refuses_other_data(synthetic_small, tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    fit(tiny_config(synthetic_small, "train.epochs=1"), run)
+    other = tmp_path / "other"  # the same clips, a training part one sample shorter
+    other.mkdir()
+    for f in synthetic_small.iterdir():
+        if f.name != "splits.json":
+            (other / f.name).symlink_to(f)
+    splits = json.loads((synthetic_small / "splits.json").read_text())
+    splits["xsub"]["train"] = splits["xsub"]["train"][:-1]
+    (other / "splits.json").write_text(json.dumps(splits))
+    cfg = tiny_config(synthetic_small, "train.epochs=2")
+    cfg.data.path = str(other)
+    with pytest.raises(ConfigError, match="training samples here, .* in the interrupted run"):
+        fit(cfg, run, resume=True)
+    assert load_checkpoint(run / "checkpoint_last.pt")["epoch"] == 1
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(synthetic_small, tmp_path, monkeypatch):

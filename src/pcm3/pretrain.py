@@ -138,9 +138,24 @@ def data_shape_into_config(cfg: Config, prepared: Prepared) -> None:
 
 
 def build_model(cfg: Config) -> PCM3:
-    """The PCM3 module of ``cfg`` (initialised from ``train.seed``)."""
+    """The PCM3 module of ``cfg`` (initialised from ``train.seed``).
+
+    Sizes too large to allocate (``model.queue_size: 1e12``...) are a :class:`ConfigError`."""
     torch.manual_seed(cfg.train.seed)
-    return PCM3(cfg.model, cfg.loss)
+    try:
+        return PCM3(cfg.model, cfg.loss)
+    except MemoryError:
+        problem = "not enough memory"
+    except (RuntimeError, TypeError, ValueError, OverflowError) as e:
+        text = str(e).lower()
+        if "overflow" in text:
+            problem = "a size too large for torch"
+        elif "can't allocate" in text or "out of memory" in text:
+            problem = "not enough memory"
+        else:
+            raise
+    raise ConfigError(f"model: cannot build the model as configured ({problem}; check model.queue_size, "
+                      f"model.encoder.hidden and the other sizes)") from None
 
 
 def make_batch_inputs(x: torch.Tensor, lengths: torch.Tensor, cfg: Config, layout, generator: torch.Generator,
@@ -385,6 +400,15 @@ def plot_losses(history: List[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _plot_quietly(history: List[dict], path: Path) -> None:
+    """:func:`plot_losses` while another error is on its way out: a failure to draw must not
+    hide it (the figure is a convenience; metrics.csv holds the numbers)."""
+    try:
+        plot_losses(history, path)
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def _log(run: Path, line: str, echo: bool) -> None:
     if not distributed.is_main():
         return
@@ -427,16 +451,17 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
             raise ConfigError(f"{run}: --resume: the run is finished ({start_epoch} of {cfg.train.epochs} epochs "
                               f"done); to train longer give more epochs, e.g. --set train.epochs={start_epoch + 10}")
     dataset = SkeletonDataset(prepared, cfg.data.benchmark, cfg.data.part)
+    if ckpt is not None:
+        _check_resume_data(ckpt.get("data") or {}, prepared, len(dataset), cfg.data.path)
     check_samples(prepared, dataset.indices)
     check_finite(prepared, dataset.indices)
     if len(dataset) < cfg.train.batch_size:
         raise ConfigError(f"{cfg.data.path}: {len(dataset)} training samples, fewer than one batch of "
                           f"{cfg.train.batch_size} (lower train.batch_size)")
-    queue_warning = _queue_warning(cfg, len(dataset))
+    model = build_model(cfg).to(device)
+    queue_warning = _queue_warning(cfg, len(dataset))  # after the build: a queue too large for it is an error
     if queue_warning and distributed.is_main():
         print(queue_warning, file=sys.stderr, flush=True)
-
-    model = build_model(cfg).to(device)
     num_params = sum(p.numel() for p in model.parameters())
     warning = size_warning(num_params, device)
     if warning and dist_info.is_main:
@@ -462,8 +487,10 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
         batch = distributed.local_batch(batch, dist_info.world_size)
         sampler = distributed.RankSampler(sampler, dist_info.rank, dist_info.world_size, batch)
         distributed.prepare_model(model, cfg.model.key_bn, cfg.model.sync_bn, cfg.train.seed)
-        if ckpt is not None and ckpt.get("comm"):  # the key shuffles continue where they stopped
-            model.comm.load_state_dict(ckpt["comm"])
+        comm_warning = _restore_comm(model, ckpt)
+        if comm_warning and dist_info.is_main:
+            _log(run, comm_warning, False)
+            print(comm_warning, file=sys.stderr, flush=True)
         train_model = distributed.wrap(model, device)
     loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True,
                         num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
@@ -482,46 +509,69 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
     for row in history:  # a resumed run continues the monitor's count
         monitor.check(row["epoch"], row)
     last_plot = -math.inf  # the first epoch draws loss.png
-    for epoch in range(start_epoch, cfg.train.epochs):
-        sampler.set_epoch(epoch)
-        lr = lr_at(cfg, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        result = train_one_epoch(train_model, loader, optimizer, cfg, layout, device, epoch, progress)
-        last = {"epoch": epoch + 1, "lr": lr, "momentum": model.momentum, **result.metrics,
-                "samples_per_s": result.samples * dist_info.world_size / result.seconds, "seconds": result.seconds}
-        diverged = guard.check(epoch + 1, _loss_terms(result.metrics))
-        if diverged and cfg.train.on_divergence == "stop":
-            _log(run, f"stopped: {diverged}; checkpoint_last.pt is the last good epoch", progress)
-            raise TrainingDiverged(f"{diverged}; the last good checkpoint is kept")
-        history.append(last)
-        save_checkpoint(run / "checkpoint_last.pt", model, optimizer, cfg, epoch + 1, history, data_info)
-        if cfg.train.save_every and (epoch + 1) % cfg.train.save_every == 0:
-            save_checkpoint(run / f"checkpoint_epoch{epoch + 1:03d}.pt", model, optimizer, cfg, epoch + 1,
-                            history, data_info)
-        plot = epoch + 1 == cfg.train.epochs or time.perf_counter() - last_plot >= PLOT_EVERY_S
-        write_metrics(run, history, plot=plot)
-        last_plot = time.perf_counter() if plot else last_plot
-        if writer is not None:
-            for k, v in last.items():
-                if k != "epoch":
-                    writer.add_scalar(k, v, epoch + 1)
-            writer.flush()
-        terms = " ".join(f"{k}={v:.4f}" for k, v in result.metrics.items())
-        first = guard.first  # each guarded term against its first-epoch value
-        rel = " ".join(f"{k}={v / first[k]:.2f}x" for k, v in _loss_terms(result.metrics).items()
-                       if first.get(k, 0) > 0 and epoch > 0)
-        _log(run, f"epoch {epoch + 1}/{cfg.train.epochs} lr={lr:.4g} {terms} "
-                  f"({last['samples_per_s']:.0f} samples/s, {result.seconds:.1f}s)"
-                  + (f" [vs epoch 1: {rel}]" if rel else ""), progress)
-        for warning in (diverged, monitor.check(epoch + 1, result.metrics)):
-            if warning and dist_info.is_main:  # warnings are printed even with --quiet (by rank 0)
-                line = warning if warning.startswith(("warning", "note")) else f"warning: {warning}"
-                _log(run, line, False)
-                print(line, file=sys.stderr, flush=True)
+    plotted = None  # len(history) when loss.png was last drawn
+    written = len(history)  # the epochs in checkpoint_last.pt (and metrics.csv)
+    try:
+        for epoch in range(start_epoch, cfg.train.epochs):
+            sampler.set_epoch(epoch)
+            lr = lr_at(cfg, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            result = train_one_epoch(train_model, loader, optimizer, cfg, layout, device, epoch, progress)
+            last = {"epoch": epoch + 1, "lr": lr, "momentum": model.momentum, **result.metrics,
+                    "samples_per_s": result.samples * dist_info.world_size / result.seconds, "seconds": result.seconds}
+            diverged = guard.check(epoch + 1, _loss_terms(result.metrics))
+            if diverged and cfg.train.on_divergence == "stop":
+                _log(run, f"stopped: {diverged}; checkpoint_last.pt is the last good epoch", progress)
+                raise TrainingDiverged(f"{diverged}; the last good checkpoint is kept")
+            history.append(last)
+            save_checkpoint(run / "checkpoint_last.pt", model, optimizer, cfg, epoch + 1, history, data_info)
+            if cfg.train.save_every and (epoch + 1) % cfg.train.save_every == 0:
+                save_checkpoint(run / f"checkpoint_epoch{epoch + 1:03d}.pt", model, optimizer, cfg, epoch + 1,
+                                history, data_info)
+            plot = epoch + 1 == cfg.train.epochs or time.perf_counter() - last_plot >= PLOT_EVERY_S
+            write_metrics(run, history, plot=plot)
+            written = len(history)
+            last_plot = time.perf_counter() if plot else last_plot
+            plotted = len(history) if plot else plotted
+            if writer is not None:
+                for k, v in last.items():
+                    if k != "epoch":
+                        writer.add_scalar(k, v, epoch + 1)
+                writer.flush()
+            terms = " ".join(f"{k}={v:.4f}" for k, v in result.metrics.items())
+            first = guard.first  # each guarded term against its first-epoch value
+            rel = " ".join(f"{k}={v / first[k]:.2f}x" for k, v in _loss_terms(result.metrics).items()
+                           if first.get(k, 0) > 0 and epoch > 0)
+            _log(run, f"epoch {epoch + 1}/{cfg.train.epochs} lr={lr:.4g} {terms} "
+                      f"({last['samples_per_s']:.0f} samples/s, {result.seconds:.1f}s)"
+                      + (f" [vs epoch 1: {rel}]" if rel else ""), progress)
+            for warning in (diverged, monitor.check(epoch + 1, result.metrics)):
+                if warning and dist_info.is_main:  # warnings are printed even with --quiet (by rank 0)
+                    line = warning if warning.startswith(("warning", "note")) else f"warning: {warning}"
+                    _log(run, line, False)
+                    print(line, file=sys.stderr, flush=True)
+    finally:  # an interrupted or stopped run: loss.png shows what metrics.csv holds
+        if written and plotted != written and dist_info.is_main:
+            _plot_quietly(history[:written], run / "loss.png")
     if writer is not None:
         writer.close()
     return last
+
+
+def _restore_comm(model: PCM3, ckpt: Optional[dict]) -> Optional[str]:
+    """Continue the key shuffles of a multi-process run where the checkpoint stopped them; a
+    warning (or None) when the checkpoint predates the saved shuffle state: the resumed run's
+    shuffles then start afresh, so it is not the uninterrupted run."""
+    if ckpt is None or model.comm is None:
+        return None
+    if ckpt.get("comm"):
+        model.comm.load_state_dict(ckpt["comm"])
+        return None
+    if "comm" not in ckpt and model.comm.shuffle_keys and int(ckpt.get("epoch", 0)) > 0:
+        return ("warning: --resume: the checkpoint has no key-shuffle state (written by an older pcm3): the key "
+                "shuffles (model.key_bn: shuffle) start afresh, so the resumed run differs from an uninterrupted one")
+    return None
 
 
 def _tensorboard(run: Path):
@@ -534,6 +584,21 @@ def _tensorboard(run: Path):
 
 _RESUMABLE = {("train", "epochs"), ("train", "progress"), ("train", "threads"), ("train", "save_every"), ("data", "num_workers"),
               ("train", "device"), ("data", "path")}
+
+
+def _check_resume_data(saved: dict, prepared: Prepared, samples: int, path) -> None:
+    """The data of a resumed run must be the interrupted run's (its folder may have moved): the
+    same layout, clip shape and number of training samples; other data would continue the
+    sampler's order and the queue's sample indices on different samples."""
+    if "samples" in saved and int(saved["samples"]) != samples:
+        raise ConfigError(f"{path}: --resume: {samples} training samples here, {saved['samples']} in the interrupted "
+                          f"run (data {saved.get('path')}): not the same data")
+    if "shape" in saved and list(saved["shape"])[1:] != list(prepared.shape)[1:]:
+        raise ConfigError(f"{path}: --resume: clips of shape {tuple(prepared.shape[1:])} here, "
+                          f"{tuple(saved['shape'][1:])} in the interrupted run: not the same data")
+    if saved.get("layout") not in (None, prepared.layout):
+        raise ConfigError(f"{path}: --resume: layout {prepared.layout} here, {saved['layout']} in the interrupted "
+                          f"run: not the same data")
 
 
 def _check_resume_compatible(saved: Config, cfg: Config) -> None:

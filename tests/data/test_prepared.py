@@ -177,3 +177,13 @@ def test_train_test_overlap_is_a_validation_problem(tmp_path, capsys):
     assert main(["info", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "both train and test" in err[0]
+
+
+def test_a_sample_listed_twice_is_a_split_problem_also_of_its_validation_benchmarks(tmp_path):
+    write_clips(tmp_path / "p")
+    _edit_json(tmp_path / "p" / "splits.json", lambda s: {"xsub": {"train": [0, 1, 1, 2, 3], "test": [5, 5, 4]}})
+    ds = Prepared(tmp_path / "p")
+    expected = ["splits.json: xsub: 1 sample listed more than once in train (e.g. 1)",
+                "splits.json: xsub: 1 sample listed more than once in test (e.g. 5)"]
+    assert ds.validate() == expected
+    assert ds.split_problems(["xsub-val"]) == ds.split_problems(["xsub-val2", "xsub"]) == expected

@@ -464,11 +464,20 @@ class Prepared:
         return out
 
     def split_problems(self, benchmarks: Optional[Sequence[str]] = None) -> List[str]:
-        """Samples in both the train and the test part of a benchmark (of ``benchmarks``, default
-        all), as problem lines naming ``splits.json``; cheap (no data is read)."""
+        """Samples in both the train and the test part of a benchmark, or listed twice in one
+        part (of ``benchmarks``, default all; a validation benchmark ``<b>-val<K>`` is checked
+        through ``<b>``), as problem lines naming ``splits.json``; cheap (no data is read)."""
         problems = []
-        for b in self.benchmarks if benchmarks is None else benchmarks:
+        names = self.benchmarks if benchmarks is None else benchmarks
+        for b in dict.fromkeys((parse_validation_benchmark(n) or (n,))[0] if n not in self.splits else n
+                               for n in names):
             parts = self.splits.get(b, {})
+            for part, idx in parts.items():
+                values, counts = np.unique(np.asarray(idx), return_counts=True)
+                if (counts > 1).any():
+                    twice = values[counts > 1]
+                    problems.append(f"splits.json: {b}: {twice.size} sample{'s' if twice.size > 1 else ''} listed "
+                                    f"more than once in {part} (e.g. {int(twice[0])})")
             if "train" in parts and "test" in parts:
                 both = np.intersect1d(parts["train"], parts["test"])
                 if both.size:
