@@ -124,6 +124,23 @@ def test_out_equal_to_or_inside_raw_is_refused(box, capsys, target):
     fails(capsys, ["prepare", name, flag, raw, "--out", "."], root=box)  # wipes cwd today
 
 
+@pytest.mark.parametrize("target", RAW_TARGETS, ids=lambda t: t[0])
+def test_out_a_symlink_to_no_folder_is_refused_first(box, capsys, target):
+    """``--out loop`` where ``loop`` is a symbolic link to itself: the check against the inputs
+    met a RuntimeError (pathlib's "Symlink loop") and printed a traceback; a dangling link was
+    refused only after all the data had been read."""
+    name, flag = target
+    (box / "links").mkdir()
+    loop = box / "links" / "loop"
+    loop.symlink_to("loop")
+    for link in (loop, box / "links" / "dangling"):  # refused before anything is read, as a link to no folder
+        if link.name == "dangling":
+            link.symlink_to("nowhere")
+        fails(capsys, ["prepare", name, flag, box / "raw", "--out", link], link.name, "symbolic link",
+              root=box / "raw")  # tree() cannot walk a loop
+    assert sorted(os.listdir(box / "links")) == ["dangling", "loop"] and os.readlink(loop) == "loop"
+
+
 @pytest.mark.parametrize("target", RAW_TARGETS + [["synthetic", None]], ids=lambda t: t[0])
 def test_foreign_nonempty_out_is_refused_even_with_overwrite(box, capsys, target):
     name, flag = target
@@ -428,9 +445,54 @@ def test_export_and_embed_outputs(box, capsys, data, encoder):
     run = encoder.parent / "run"
     (box / "folder").mkdir()
     fails(capsys, ["export", run, "--out", box / "folder"], "folder", "is a folder", root=box)
-    fails(capsys, ["export", run, "--out", box / "thesis.tex"], "thesis.tex", "--overwrite", root=box)
     fails(capsys, ["embed", encoder, "--data", data, "--out", box / "folder"], "folder", root=box)
-    fails(capsys, ["embed", encoder, "--data", data, "--out", box / "thesis.tex"], "--overwrite", root=box)
+    # a file pcm3 did not write is never replaced, --overwrite or not
+    mine = box / "mine.npy"
+    np.save(mine, np.zeros((4, 3), np.float32))  # the user's own features, no labels file beside them
+    for extra in ([], ["--overwrite"]):
+        fails(capsys, ["export", run, "--out", box / "thesis.tex", *extra], "thesis.tex", "not written by pcm3 export",
+              root=box)
+        fails(capsys, ["embed", encoder, "--data", data, "--out", box / "thesis.tex", *extra], "not written by pcm3",
+              root=box)
+        fails(capsys, ["embed", encoder, "--data", data, "--out", mine, *extra], "mine.npy", "not written by pcm3",
+              root=box)
+        fails(capsys, ["import-release", encoder, "--out", box / "thesis.tex", *extra], "not written by pcm3",
+              root=box)
+    # what pcm3 wrote is replaced with --overwrite only
+    assert main(["export", str(run), "--out", str(box / "enc.pt")]) == 0
+    fails(capsys, ["export", run, "--out", box / "enc.pt"], "enc.pt", "--overwrite", root=box)
+    assert main(["export", str(run), "--out", str(box / "enc.pt"), "--overwrite"]) == 0
+    feats = ["embed", str(encoder), "--data", str(data), "--benchmark", "xsub", "--out", str(box / "f.npy")]
+    assert main(feats) == 0
+    fails(capsys, feats, "f.npy", "--overwrite", root=box)
+    (box / "f.labels.npy").unlink()  # half a pair is not what embed writes
+    fails(capsys, [*feats, "--overwrite"], "not written by pcm3 embed", root=box)
+
+
+def test_export_never_replaces_a_file_of_the_run_it_reads(box, capsys, encoder):
+    """``pcm3 export run --out run/config.yaml --overwrite`` replaced the run's config with the
+    encoder; a file of the input run is never the output (a new file beside them is fine)."""
+    run = box / "run"
+    shutil.copytree(encoder.parent / "run", run)
+    for name in ("config.yaml", "metrics.csv"):
+        fails(capsys, ["export", run, "--out", run / name, "--overwrite"], name, "input", root=box)
+
+
+def test_embed_never_writes_over_its_inputs(box, capsys, data, encoder):
+    """``--overwrite`` replaces an earlier output, never the encoder being read or a file of the
+    prepared folder being read (``--out data/data.npy`` destroyed the data set)."""
+    enc = box / "enc.pt"
+    shutil.copy(encoder, enc)
+    mine = box / "data"
+    shutil.copytree(data, mine)
+    fails(capsys, ["embed", enc, "--data", mine, "--out", enc, "--overwrite"], "enc.pt", "input", root=box)
+    odd = box / "f.labels.npy"  # an encoder whose name is that of --out f.npy's labels file
+    shutil.copy(encoder, odd)
+    fails(capsys, ["embed", odd, "--data", mine, "--out", box / "f.npy", "--overwrite"], "f.labels.npy", "input",
+          root=box)
+    fails(capsys, ["embed", enc, "--data", mine, "--out", mine / "data.npy", "--overwrite"], "data.npy", "input",
+          root=box)
+    fails(capsys, ["embed", enc, "--data", mine, "--out", mine / "feats.npy"], "input", root=box)
 
 
 def test_embed_with_an_encoder_for_another_layout(box, capsys, encoder):
@@ -517,3 +579,14 @@ def test_output_in_a_read_only_folder_simulated(box, capsys, data, encoder, monk
     fails(capsys, ["export", encoder.parent / "run", "--out", ro / "e.pt"], "read-only", root=box)
     fails(capsys, ["embed", encoder, "--data", data, "--out", ro / "f.npy"], "read-only", root=box)
     fails(capsys, ["demo", "--out", ro / "demo", "--quiet"], "read-only", root=box)
+
+
+def test_sizes_beyond_the_machine_are_one_line(box, capsys, data):
+    """``--threads 100000`` crashed the OpenMP runtime (segmentation fault); a queue too large
+    to allocate (or to describe to torch) ended in a traceback from the model's constructor."""
+    base = ["pretrain", "--data", data, "--out", box / "run", "--quiet", *SETS]
+    fails(capsys, [*base, "--threads", "100000"], "--threads", "at most", root=box)
+    fails(capsys, [*base, "--set", "train.threads=100000"],
+          "train.threads", root=box)
+    for size in ("1e12", "1e30"):
+        fails(capsys, [*base, "--set", f"model.queue_size={size}"], "model", "cannot build", root=box)

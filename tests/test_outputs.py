@@ -99,6 +99,62 @@ def test_failed_fill_in_place_puts_the_old_entries_back(tmp_path, monkeypatch):
     assert Path.cwd() == dest.resolve() and dest.exists()
 
 
+@pytest.mark.parametrize("in_place", [False, True], ids=["swap", "fill_in_place"])
+def test_ctrl_c_while_moving_the_new_folder_in_puts_the_old_one_back(tmp_path, monkeypatch, in_place):
+    """Ctrl-C between the renames (old aside, new in) is no OSError: the old folder must still
+    come back, and the destination not vanish into a hidden ``.out.old-*`` folder."""
+    dest = tmp_path / "out"
+    with output_dir(dest, "eval") as tmp:
+        (tmp / "v1").write_text("1")
+    before = _tree(dest)
+    if in_place:
+        monkeypatch.chdir(dest)
+    real = os.replace
+
+    def interrupted(a, b):
+        if (Path(b).name == "v2") if in_place else (Path(b) == dest and ".old-" not in Path(a).name):
+            raise KeyboardInterrupt
+        return real(a, b)
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        with output_dir(Path(".") if in_place else dest, "eval", overwrite=True) as tmp:
+            (tmp / "v2").write_text("2")
+    monkeypatch.setattr(os, "replace", real)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and _tree(dest) == before
+
+
+def test_overwrite_through_a_symlinked_out_replaces_the_folder_it_names(tmp_path):
+    """``--out link`` where ``link`` is the user's symbolic link to a pcm3 folder: the folder is
+    replaced, the user's link stays as it was, and nothing is left beside it."""
+    real = tmp_path / "real"
+    with output_dir(real, "eval") as tmp:
+        (tmp / "v1").write_text("1")
+    link = tmp_path / "link"
+    link.symlink_to("real")
+    with output_dir(link, "eval", overwrite=True) as tmp:
+        (tmp / "v2").write_text("2")
+    assert link.is_symlink() and os.readlink(link) == "real"
+    assert sorted(p.name for p in real.iterdir()) == [MARKER, "v2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
+def test_a_recorded_prepared_folder_is_judged_by_its_record(tmp_path):
+    """The prepared format's file names count as pcm3's only in folders without a record: in a
+    recorded clips folder, a user's own ``intervals.csv`` or ``skipped.csv`` is the user's."""
+    dest = tmp_path / "prep"
+    with output_dir(dest, "prepared") as tmp:
+        (tmp / "meta.json").write_text("{}")
+        (tmp / "data.npy").write_text("x")
+    (dest / "intervals.csv").write_text("my annotations")
+    (dest / "skipped.csv").write_text("my list")
+    before = _tree(tmp_path)
+    with pytest.raises(DataError, match=r"holds intervals.csv and skipped.csv, which pcm3 did not write"):
+        with output_dir(dest, "prepared", overwrite=True) as tmp:
+            (tmp / "meta.json").write_text("{}")
+    assert _tree(tmp_path) == before
+
+
 def test_overwrite_swaps_the_folder_and_out_dot_keeps_it(tmp_path, monkeypatch):
     dest = tmp_path / "out"
     with output_dir(dest, "eval") as tmp:

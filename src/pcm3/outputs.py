@@ -39,8 +39,9 @@ MARKER = ".pcm3"
 
 
 # Files pcm3 writes in a prepared folder (:mod:`pcm3.data.prepared`, and the preparers'
-# ``skipped.csv``): taken as pcm3's even where the marker records no entries (folders of older
-# versions, some of which added ``skipped.csv`` after the record). Other kinds have no fixed list.
+# ``skipped.csv``): taken as pcm3's where the marker records no entries (folders of older
+# versions). Where it does, the record alone counts: a user's own ``intervals.csv`` in a clips
+# folder is the user's. Other kinds have no fixed list.
 _FORMAT_FILES = {"prepared": frozenset(("meta.json", "data.npy", "labels.npy", "lengths.npy", "samples.csv",
                                         "splits.json", "offsets.npy", "intervals.csv", "skipped.csv"))}
 
@@ -97,7 +98,7 @@ def foreign_entries(folder: str | os.PathLike, kind: str, limit: int = 3) -> Tup
     """
     folder = Path(folder)
     recorded = _recorded_entries(folder)
-    known = (recorded or set()) | _FORMAT_FILES.get(kind, frozenset())
+    known = recorded if recorded is not None else _FORMAT_FILES.get(kind, frozenset())
     found: List[str] = []
     for rel in sorted(list_entries(folder)):
         if rel in known or any(f.endswith("/") and rel.startswith(f) for f in found):
@@ -132,8 +133,9 @@ def folder_kind(folder: str | os.PathLike) -> Optional[str]:
 
 
 def _overlaps(a: Path, b: Path) -> bool:
-    """True when ``a`` is ``b``, inside ``b``, or contains ``b`` (resolved paths)."""
-    a, b = a.resolve(), b.resolve()
+    """True when ``a`` is ``b``, inside ``b``, or contains ``b`` (resolved paths; ``realpath``,
+    which, unlike ``Path.resolve``, does not raise on a symbolic link loop)."""
+    a, b = Path(os.path.realpath(a)), Path(os.path.realpath(b))
     return a == b or b in a.parents or a in b.parents
 
 
@@ -161,6 +163,8 @@ def check_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = Fa
             raise DataError(path, f"{option} is, lies inside, or contains the input {p}; choose another folder")
     if path.exists() and not path.is_dir():
         raise DataError(path, f"{option} exists and is not a folder")
+    if path.is_symlink() and not path.is_dir():  # dangling, or a loop: the output could not go there
+        raise DataError(path, f"{option} is a symbolic link to no folder ({os.readlink(path)}); choose another folder")
     if path.is_dir() and any(path.iterdir()):
         found = folder_kind(path)
         if found is None:
@@ -192,10 +196,14 @@ def _umask() -> int:
 
 
 def _normal(path: str | os.PathLike) -> Path:
-    """``path`` as a Path; made absolute when it has no name of its own (``.``, ``..``)."""
+    """``path`` as a Path; made absolute when it has no name of its own (``.``, ``..``). A
+    symbolic link to a folder is replaced by the folder it names: that folder is the output
+    (renaming the link aside would replace the user's link and leave the folder as it was)."""
     path = Path(path)
     if path.name in ("", ".", ".."):
         path = Path(os.path.abspath(path))
+    if path.is_symlink() and path.is_dir():
+        path = Path(os.path.realpath(path))
     return path
 
 
@@ -328,11 +336,12 @@ def _swap(tmp: Path, path: Path, parent: Path) -> None:
     aside, the new one in), then remove the old one; on a failure the old one is put back."""
     old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=parent))
     os.rmdir(old)
-    os.replace(path, old)
     try:
+        os.replace(path, old)
         os.replace(tmp, path)
-    except OSError:
-        os.replace(old, path)  # put it back: the destination stays as it was
+    except BaseException:  # Ctrl-C too: the destination must not stay in the hidden ``old``
+        if os.path.lexists(old) and not os.path.lexists(path):
+            os.replace(old, path)  # put it back: the destination stays as it was
         raise
     shutil.rmtree(old, ignore_errors=True)
 
@@ -359,7 +368,7 @@ def _fill_in_place(tmp: Path, path: Path, parent: Path) -> None:
         for name in sorted(os.listdir(tmp), key=lambda n: (n != MARKER, n == "meta.json")):
             os.replace(tmp / name, path / name)
             moved_in.append(name)
-    except OSError:
+    except BaseException:  # an OSError, or Ctrl-C half-way
         undone = True
         for src, dst, names in ((path, tmp, moved_in), (old, path, moved_out)):
             for name in reversed(names):

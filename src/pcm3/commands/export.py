@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pcm3.errors import DataError
@@ -33,23 +34,68 @@ def add_parser(sub) -> None:
     e.set_defaults(func=run_embed)
 
 
-def _check_out_file(path: Path, overwrite: bool, option: str = "--out") -> None:
+def _check_out_file(path: Path, overwrite: bool, option: str = "--out", protect=(), ours=None,
+                    what: str = "pcm3") -> None:
     """An output file: not a folder, not under a file or in a read-only folder, not replaced
-    unless ``overwrite``."""
-    from pcm3.outputs import check_writable
+    unless ``overwrite``, and not one of the inputs ``protect`` (files or folders) nor inside one.
 
+    ``ours(path) -> bool`` says whether an existing file is one this command writes (an encoder,
+    features); any other file is never replaced, ``--overwrite`` or not (``what`` names the
+    command in the message)."""
+    from pcm3.outputs import _overlaps, check_writable
+
+    for p in protect:
+        if _overlaps(path, Path(p)):
+            raise DataError(path, f"{option} is, or lies inside, the input {p}; choose another file")
     if path.is_dir():
         raise DataError(path, f"{option} is a folder; give a file name")
-    if path.exists() and not overwrite:
-        raise DataError(path, f"{option} exists; pass --overwrite to replace it")
+    if os.path.lexists(path):
+        if ours is not None and not (path.is_file() and not path.is_symlink() and ours(path)):
+            raise DataError(path, f"{option} exists and was not written by {what}; choose another file")
+        if not overwrite:
+            raise DataError(path, f"{option} exists; pass --overwrite to replace it")
     check_writable(path, option, file=True)
+
+
+def is_encoder_file(path: Path) -> bool:
+    """True for a file written by ``pcm3 export`` / ``pcm3 import-release`` (an exported encoder)."""
+    import torch
+
+    from pcm3.export import ENCODER_FORMAT
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - not a torch file, or not one of ours
+        return False
+    return isinstance(payload, dict) and payload.get("format") == ENCODER_FORMAT
+
+
+def _npy_shape(path: Path):
+    import numpy as np
+
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception:  # noqa: BLE001
+        return None
+    return arr.shape if isinstance(arr, np.ndarray) else None
+
+
+def is_features_pair(features: Path, labels: Path) -> bool:
+    """True when ``features`` / ``labels`` are what ``pcm3 embed`` writes: an ``(N, D)`` and an
+    ``(N,)`` array, the pair complete."""
+    f, y = _npy_shape(features), _npy_shape(labels)
+    return f is not None and y is not None and len(f) == 2 and len(y) == 1 and f[0] == y[0]
 
 
 def run_export(args) -> int:
     from pcm3.export import export_encoder
 
+    from pcm3.outputs import _overlaps
+
     out = Path(args.out)
-    _check_out_file(out, args.overwrite)
+    if os.path.lexists(out) and _overlaps(out, Path(args.run)):  # a new file beside the run's is fine
+        raise DataError(out, f"--out is a file of the input {args.run}; choose another file")
+    _check_out_file(out, args.overwrite, ours=is_encoder_file, what="pcm3 export")
     path = export_encoder(args.run, out)
     print(f"wrote {path}")
     return 0
@@ -97,7 +143,8 @@ def run_embed(args) -> int:
     out = Path(args.out)
     labels_path = labels_path_for(out)
     for path in (out, labels_path):
-        _check_out_file(path, args.overwrite)
+        _check_out_file(path, args.overwrite, protect=(args.encoder, args.data), what="pcm3 embed",
+                        ours=lambda _: is_features_pair(out, labels_path))
     encoder = load_encoder(args.encoder)
     prepared = Prepared(args.data)
     check_clips(prepared, "embedding")
