@@ -169,6 +169,18 @@ def test_malformed_meta_and_splits_name_the_file(tmp_path, name, edit, msg):
     assert str(e.value).startswith(f"{tmp_path / 'p' / name}: ") and msg in str(e.value), str(e.value)
 
 
+@pytest.mark.parametrize("edit, msg", [
+    (lambda m: {**m, "layout": "foo"}, "'layout' is 'foo', not a layout pcm3 knows"),
+    (lambda m: {**m, "layout": "msr20"}, "'layout' msr20 has 20 joints"),
+])
+def test_meta_layout_must_be_known_and_fit_the_joints(tmp_path, edit, msg):
+    write_clips(tmp_path / "p")
+    _edit_json(tmp_path / "p" / "meta.json", edit)
+    with pytest.raises(DataError) as e:
+        Prepared(tmp_path / "p")
+    assert str(e.value).startswith(f"{tmp_path / 'p' / 'meta.json'}: ") and msg in str(e.value), str(e.value)
+
+
 def test_train_test_overlap_is_a_validation_problem(tmp_path, capsys):
     write_clips(tmp_path / "p")
     _edit_json(tmp_path / "p" / "splits.json", lambda s: {"xsub": {"train": [0, 1, 2, 3, 4], "test": [4, 5]},

@@ -34,6 +34,7 @@ import numpy as np
 
 from pcm3.errors import DataError
 from pcm3.outputs import ensure_free_space, output_dir, reserve
+from pcm3.skeleton import LAYOUTS
 
 FORMAT = "pcm3-prepared"
 VERSION = 1
@@ -297,6 +298,7 @@ class Prepared:
         self.meta = _check_meta(self.root / "meta.json", _read_json(self.root / "meta.json"))
         self.kind = self.meta["kind"]
         self.layout = self.meta["layout"]
+        self._check_layout()
         self.class_names = list(self.meta.get("class_names", []))
         self.labels = self._load("labels.npy")
         self.lengths = self._load("lengths.npy")
@@ -305,6 +307,19 @@ class Prepared:
         self._data = None
         self._rows = None
         self._check_shapes()
+
+    def _check_layout(self) -> None:
+        """``meta.json``'s layout must be registered (:func:`pcm3.skeleton.register_layout`, before
+        the folder is opened, for sensors pcm3 does not ship) and have the data's joint count."""
+        path = self.root / "meta.json"
+        layout = LAYOUTS.get(self.layout)
+        if layout is None:
+            raise DataError(path, f"'layout' is {self.layout!r}, not a layout pcm3 knows ({', '.join(sorted(LAYOUTS))}; "
+                                  "others: pcm3.skeleton.register_layout before opening the folder)")
+        joints = self.meta["shape"][-2] if len(self.meta["shape"]) >= 2 else None
+        if joints != layout.num_joints:
+            raise DataError(path, f"'layout' {self.layout} has {layout.num_joints} joints, 'shape' "
+                                  f"{tuple(self.meta['shape'])} has {joints}")
 
     def _load(self, name):
         try:
