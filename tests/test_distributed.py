@@ -290,3 +290,50 @@ def test_train_one_epoch_on_two_ranks(tmp_path, monkeypatch):
     assert "loss" in terms and "pos_cos" in terms and len(terms) > 3
     for k in terms:
         assert r0["metrics"][k] == pytest.approx(one[k], rel=1e-4, abs=1e-6), k
+
+
+# --------------------------------------------------------------------------- errors before training, 2 ranks
+
+def _setup_error_worker(rank, port, data, root):
+    import contextlib
+    import io
+
+    import pcm3.pretrain as pretrain
+    from pcm3.errors import DataError
+
+    torch.set_num_threads(1)
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    if rank == 0:  # rank 0 alone writes the run folder; its write fails
+
+        def unwritable(cfg, path):
+            raise DataError(path, "cannot write (test)")
+
+        pretrain.save_config = unwritable
+    root, codes = Path(root), {}
+    common = ["pretrain", "--data", data, "--quiet", "--set", "model.encoder.hidden=8", "--set", "model.queue_size=32",
+              "--set", "model.decoder_hidden=8", "--set", "model.prompt_dim=4", "--set", "train.epochs=1",
+              "--set", "train.threads=1", "--set", "data.num_workers=0", "--set", "train.max_steps_per_epoch=1"]
+    for name, extra in (("odd", ["--set", "train.batch_size=15"]), ("unwritable", ["--set", "train.batch_size=8"])):
+        err = io.StringIO()
+        start = time.perf_counter()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                code = main([*common, "--out", str(root / name), *extra])
+            except Exception as e:  # noqa: BLE001 -- a rank left waiting in a collective
+                code = f"{type(e).__name__}: {str(e)[:200]}"
+        codes[name] = (code, err.getvalue(), time.perf_counter() - start)
+    (root / f"setup{rank}.json").write_text(__import__("json").dumps(codes))
+
+
+def test_setup_errors_stop_every_rank_before_writing(synthetic_small, tmp_path):
+    import json
+
+    run_two_ranks(_setup_error_worker, (free_port(), str(synthetic_small), str(tmp_path)), 90)
+    codes = [json.loads((tmp_path / f"setup{r}.json").read_text()) for r in (0, 1)]
+    for name, words in (("odd", "train.batch_size 15 does not split over 2 processes"),
+                        ("unwritable", "cannot write (test)")):
+        (c0, e0, t0), (c1, e1, t1) = codes[0][name], codes[1][name]
+        assert c0 == c1 == 2 and e0 == e1 and e0.count("\n") == 1 and words in e0, (name, codes[0][name], codes[1][name])
+        assert max(t0, t1) < 30
+    assert not (tmp_path / "odd").exists()  # a config error: no run folder

@@ -118,9 +118,11 @@ class RankSampler(torch.utils.data.Sampler):
     """Rank ``rank``'s share of an epoch permutation, every rank the same length.
 
     ``sampler`` is the single-process sampler (an ``EpochSampler``: a permutation per epoch from
-    the run's seed, the same on every rank); rank ``r`` of ``G`` takes positions ``r, r + G, ...``
-    of the first ``G * (n // G)``, so that the ranks step in lockstep, and the ``k``-th batch of
-    the ranks together holds the same samples as the ``k``-th global batch of one process.
+    the run's seed, the same on every rank); of global batch ``k`` (positions ``[k G b, (k + 1) G b)``
+    of the permutation, ``b`` the per-rank batch) rank ``r`` takes the contiguous slice
+    ``[k G b + r b, k G b + (r + 1) b)``, so that the ranks step in lockstep and their ``k``-th
+    batches together hold the same samples as the ``k``-th global batch of one process (an
+    incomplete last global batch is dropped, as one process drops it).
     """
 
     def __init__(self, sampler, rank: int, world_size: int, batch: int):

@@ -436,6 +436,8 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
     device = resolve_device(cfg.train.device)
     dist_info, device = distributed.init_from_env(device)  # under torchrun: this rank's device
     progress = progress and dist_info.is_main
+    if dist_info.world_size > 1:  # a config error: before anything is written
+        distributed.local_batch(cfg.train.batch_size, dist_info.world_size)
     torch.set_num_threads(resolve_threads(cfg.train.threads, cfg.model.encoder.hidden))
     run = open_run_dir(out, resume=resume, protect=[cfg.data.path])
 
@@ -470,10 +472,14 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
     if amp_warning and dist_info.is_main:
         print(amp_warning, file=sys.stderr, flush=True)
     ensure_checkpoint_space(run, 3 * 4 * num_params)  # weights, optimizer momentum, key encoder (float32)
+    error = None
     if dist_info.is_main:
-        create_run_dir(run)
-        save_config(cfg, run / "config.yaml")
-    distributed.barrier()
+        try:
+            create_run_dir(run)
+            save_config(cfg, run / "config.yaml")
+        except (Pcm3Error, OSError) as e:
+            error = e
+    distributed.raise_from_main(error)  # rank 0's failure stops every rank (also the barrier)
 
     optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg.optim)
     if ckpt is not None:

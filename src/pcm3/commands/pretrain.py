@@ -55,7 +55,13 @@ def run(args) -> int:
         raise ConfigError("no data: give --data DIR (a folder made by `pcm3 prepare`)")
     if args.quiet:
         cfg.train.progress = False
-    last = fit(cfg, args.out, resume=args.resume)
+    from pcm3 import distributed
+
+    try:
+        last = fit(cfg, args.out, resume=args.resume)
+    finally:
+        if distributed.launched():  # under torchrun: leave the process group (NCCL warns otherwise)
+            distributed.shutdown()
     if not args.quiet and last and main_rank:
         print(f"done: {args.out} (epoch {last['epoch']}, loss {last['loss']:.4f})")
     return 0
