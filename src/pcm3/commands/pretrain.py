@@ -57,11 +57,10 @@ def run(args) -> int:
         cfg.train.progress = False
     from pcm3 import distributed
 
-    try:
-        last = fit(cfg, args.out, resume=args.resume)
-    finally:
-        if distributed.launched():  # under torchrun: leave the process group (NCCL warns otherwise)
-            distributed.shutdown()
+    last = fit(cfg, args.out, resume=args.resume)
+    if distributed.launched():  # under torchrun: leave the process group together (NCCL warns otherwise)
+        distributed.barrier()
+        distributed.shutdown()
     if not args.quiet and last and main_rank:
         print(f"done: {args.out} (epoch {last['epoch']}, loss {last['loss']:.4f})")
     return 0
