@@ -62,8 +62,9 @@ def test_cli_occlusion_with_fixed_part(tmp_path_factory, tmp_path):
     data, enc = tiny_data(tmp_path_factory), encoder_file(tmp_path_factory)
     out = tmp_path / "occ"
     code = cli("eval", "occlusion", "--encoder", str(enc), "--data", str(data), "--benchmark", "xsub", "--out", str(out),
-               *fast("fixed_part=left_arm"), "--seed", "4")
+               *fast("fixed_part=left_arm", "save_features=true"), "--seed", "4")
     assert code == 0
+    assert np.load(out / "test_features.npy").shape[0] == 96  # the clean test features, when asked for
     m = json.loads((out / "metrics.json").read_text())
     f = m["figures"]
     for k in ("spatial", "temporal", "part_left_arm"):
@@ -72,6 +73,26 @@ def test_cli_occlusion_with_fixed_part(tmp_path_factory, tmp_path):
     assert part.shape == (96, 25) and part[:, [4, 5, 6, 7, 21, 22]].all() and part.sum() == 96 * 6
     assert np.load(out / "occlusion_temporal_mask.npy").shape == (96, 300)
     assert len(m["by_ratio"]["spatial"]) == 4 and m["seed"] == 4
+
+
+def test_occlusion_uses_the_validation_split_of_its_linear_protocol(tmp_path_factory, tmp_path):
+    """val_fraction / select: val mean in occlusion what they mean in linear: the layer is chosen on the
+    validation subjects (history with val_top1, the selected epoch recorded), the same layer as linear's."""
+    import csv
+
+    data, enc = tiny_data(tmp_path_factory), encoder_file(tmp_path_factory)
+    base = ["--data", str(data), "--benchmark", "xsub",
+            *fast("val_fraction=0.5", "select=val", "epochs=6", "milestones=[4]", "batch_size=16")]
+    assert cli("eval", "linear", "--encoder", str(enc), "--out", str(tmp_path / "lin"), *base) == 0
+    assert cli("eval", "occlusion", "--encoder", str(enc), "--out", str(tmp_path / "occ"), *base,
+               "--set", "kinds=[spatial]") == 0
+    lin = json.loads((tmp_path / "lin" / "metrics.json").read_text())
+    occ = json.loads((tmp_path / "occ" / "metrics.json").read_text())
+    with open(tmp_path / "occ" / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert "val_top1" in rows[0]
+    assert occ["selected_epoch"] == lin["selected_epoch"]
+    assert occ["figures"]["clean_top1"] == lin["figures"]["top1"]
 
 
 def test_cli_occlusion_unknown_part(tmp_path_factory, tmp_path, capsys):
@@ -99,3 +120,10 @@ def test_occlusion_reuses_a_linear_run_of_the_same_encoder(tmp_path_factory, tmp
     assert cli("eval", "occlusion", "--encoder", str(other), "--out", str(tmp_path / "bad"), *base,
                "--set", f"linear_run={tmp_path / 'lin'}") == 2
     assert "linear_run: its encoder file_hash" in capsys.readouterr().err
+    # the same encoder on other data (same layout, benchmark and data set name): refused, not scored
+    from pcm3.data.synthetic import prepare_synthetic
+
+    prepare_synthetic(tmp_path / "other_data", seed=1, num_subjects=6, repetitions=1, progress=False)
+    assert cli("eval", "occlusion", "--encoder", str(enc), "--out", str(tmp_path / "other"), "--data",
+               str(tmp_path / "other_data"), "--benchmark", "xsub", "--set", f"linear_run={tmp_path / 'lin'}") == 2
+    assert "linear_run: its test samples" in capsys.readouterr().err

@@ -40,6 +40,30 @@ def test_uniform_fraction_that_empties_a_class_is_an_error():
         sample_subset(LABELS, 0.5, "per_class", seed=0, num_classes=5)
 
 
+def test_frozen_encoder_keeps_its_batchnorm_statistics(tmp_path_factory):
+    """encoder_lr_factor 0 freezes the encoder: its input BatchNorm must stay in eval mode (its running
+    statistics not re-estimated on the labelled subset); with factor 1 the encoder is fine-tuned."""
+    import torch
+
+    from pcm3.evaluation.semi import SemiProtocol, finetune
+    from pcm3.export import load_encoder
+
+    from .tiny import CLIP
+
+    data, enc = tiny_data(tmp_path_factory), load_encoder(encoder_file(tmp_path_factory))
+    train = open_split(data, "xsub", "train")
+    sub = open_split(data, "xsub", "train", indices=train.indices[:32])
+    spec = {"clip_len": CLIP, "stream": "joint", "layout": "ntu25", "test_crop": 0.95}
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    frozen, _ = finetune(enc, sub, 16, SemiProtocol(epochs=1, batch_size=16, min_len=8, encoder_lr_factor=0.0),
+                         spec, device=torch.device("cpu"), seed=0)
+    for k, v in frozen.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    tuned, _ = finetune(enc, sub, 16, SemiProtocol(epochs=1, batch_size=16, min_len=8), spec,
+                        device=torch.device("cpu"), seed=0)
+    assert not torch.equal(tuned.state_dict()["input_norm.running_var"], before["input_norm.running_var"])
+
+
 def test_cli_semi_writes_subsets_disjoint_from_test(tmp_path_factory, tmp_path):
     data, enc = tiny_data(tmp_path_factory), encoder_file(tmp_path_factory)
     out = tmp_path / "semi"

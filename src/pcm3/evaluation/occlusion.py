@@ -152,8 +152,10 @@ def prepare_test_only(ctx: EvalContext, p: OcclusionProtocol) -> dict:
             "splits": {"test": len(test)}}
 
 
-def load_linear_head(folder, ctx: EvalContext, spec: dict) -> torch.nn.Linear:
-    """The linear layer of a ``pcm3 eval linear`` folder, checked against this run's inputs."""
+def load_linear_head(folder, ctx: EvalContext, spec: dict, test=None) -> torch.nn.Linear:
+    """The linear layer of a ``pcm3 eval linear`` folder, checked against this run's inputs: the
+    encoder, benchmark, input settings and the data (its data set and, given ``test``, this run's
+    test split, the samples of the run's ``scores_index.npy``)."""
     from pathlib import Path
 
     from pcm3.errors import DataError
@@ -168,9 +170,18 @@ def load_linear_head(folder, ctx: EvalContext, spec: dict) -> torch.nn.Linear:
     for key in ("file_hash", "config_hash", "weights"):  # the same encoder (file, pretraining, seed of the weights)
         if key in m["encoder"] or key in ctx.encoder_info:
             same[f"encoder {key}"] = (m["encoder"].get(key), ctx.encoder_info.get(key))
+    if test is not None:  # the same data: data set and test samples (paths may differ between runs)
+        same["data set"] = (m.get("dataset"), test.prepared.meta.get("dataset"))
     for key, (theirs, ours) in same.items():
         if theirs != ours:
             raise DataError(folder, f"linear_run: its {key} is {theirs!r}, this run's is {ours!r}")
+    if test is not None:
+        index = folder / "scores_index.npy"
+        theirs = np.load(index) if index.exists() else None
+        if theirs is None or not np.array_equal(np.sort(theirs), np.sort(np.asarray(test.indices))):
+            raise DataError(folder, f"linear_run: its test samples ({'unknown' if theirs is None else len(theirs)}) "
+                                    f"are not this run's {len(test)} test samples of {ctx.data} ({ctx.benchmark}); "
+                                    "the layer must come from a linear run on the same data")
     path = folder / "linear_head.pt"
     if not path.exists():
         raise DataError(path, "missing: the linear run saved no layer")
@@ -184,17 +195,21 @@ def run(ctx: EvalContext) -> dict:
     """Clean and occluded linear accuracy (percent) and the drops."""
     p: OcclusionProtocol = ctx.protocol
     spec = input_spec(ctx)
+    selected = None
     if p.fixed_part is not None and p.fixed_part not in get_layout(spec["layout"]).parts:
         raise ConfigError(f"fixed_part: {p.fixed_part!r} is not a body part of layout {spec['layout']} "
                           f"({', '.join(get_layout(spec['layout']).parts)})")
     if p.linear_run is not None:
         prep = prepare_test_only(ctx, p)
-        head = load_linear_head(p.linear_run, ctx, spec).to(ctx.device)
+        head = load_linear_head(p.linear_run, ctx, spec, prep["test"]).to(ctx.device)
     else:
         prep = prepare_linear(ctx, p)
+        # the linear protocol's validation split (val_fraction, select: val) as in `pcm3 eval linear`
+        val = (torch.from_numpy(prep["val_feats"]), prep["val_labels"]) if prep["val"] is not None else None
         head, history = fit_linear(prep["epoch_features"], prep["train_labels"], prep["num_classes"], p,
-                                   device=ctx.device, seed=ctx.seed, progress=ctx.progress)
+                                   device=ctx.device, seed=ctx.seed, val=val, progress=ctx.progress)
         write_history(ctx.out / "history.csv", history)
+        selected = next((r["epoch"] for r in reversed(history) if r.get("selected")), history[-1]["epoch"])
     module = prep["module"]
     feats, tey, tei = encode(module, prep["test"], desc="test features", **prep["common"])
     logits = predict(head, feats, ctx.device)
@@ -202,6 +217,8 @@ def run(ctx: EvalContext) -> dict:
     clean_correct = logits.argmax(1) == tey
     save_scores(ctx.out, torch.softmax(torch.from_numpy(logits), 1).numpy(), tei, tey)
     np.save(ctx.out / "clean_correct.npy", clean_correct)
+    if p.save_features:  # the clean test features, as `linear` writes them
+        np.save(ctx.out / "test_features.npy", feats.astype(np.float16))
     figures = {"clean_top1": clean}
     by_ratio = {}
     tests = [(k, k, None) for k in p.kinds]
@@ -224,5 +241,6 @@ def run(ctx: EvalContext) -> dict:
             figures[f"{name}_ratio_mean"] = 100.0 * float(ratio.mean())
     return {"figures": figures, "by_ratio": by_ratio, "splits": prep["splits"], "input": spec,
             "linear_head": str(p.linear_run) if p.linear_run else "trained here",
+            **({"selected_epoch": selected} if selected is not None else {}),
             "notes": ["drop = clean top-1 - occluded top-1 (points); *_ratio_mean: mean occluded share of joints "
                       "(spatial) or valid frames (temporal), percent"]}

@@ -145,7 +145,9 @@ def build_encoder(kind: str, *, data, benchmark: Optional[str], protocol, encode
       fresh weights from ``seed``.
     - ``raw_input``: None (no network; the task uses :class:`pcm3.evaluation.baselines.RawInput`).
     - ``supervised``: the same architecture as the given encoder / run / ``pretrain_config``
-      trained with labels on the training split (``protocol.supervised``); an ``encoder``
+      trained with labels on the training split (``protocol.supervised``; less the validation
+      part the protocol carves, with ``val_fraction > 0``, so that choices made on that part are
+      not made on data the encoder was trained on); an ``encoder``
       returned by :func:`pcm3.evaluation.baselines.train_supervised` (attribute
       ``supervised_trained``) is used as given.
     """
@@ -179,18 +181,24 @@ def build_encoder(kind: str, *, data, benchmark: Optional[str], protocol, encode
                           "or --pretrain-config NAME|FILE")
     if kind == "random_init":
         return random_init_encoder(arch, seed, **attrs), {**info, "weights": f"random init, seed {seed}"}
-    from pcm3.evaluation.common import open_split
+    from pcm3.evaluation.common import carve_validation, open_split
 
     sup = protocol.supervised
     stream = getattr(protocol, "stream", None) or attrs["stream"]
     clip_len = getattr(protocol, "clip_len", None) or attrs["clip_len"]
     train = open_split(data, benchmark, "train")
+    where = "training split"
+    carve = getattr(protocol, "val_fraction", 0) or 0
+    if carve > 0:  # the protocol chooses on validation subjects: the supervised bound must not have seen them
+        train_idx, _ = carve_validation(train, carve, seed, getattr(protocol, "val_by", "subject"))
+        train = open_split(data, benchmark, "train", indices=train_idx)
+        where = f"training split less the validation {getattr(protocol, 'val_by', 'subject')}s (val_fraction {carve})"
     t0 = time.perf_counter()
     trained = train_supervised(arch, train, epochs=sup.epochs, batch_size=sup.batch_size, lr=sup.lr,
                                weight_decay=sup.weight_decay, clip_len=clip_len, stream=stream, layout=attrs["layout"],
                                crop_range=sup.crop_range, min_len=sup.min_len or clip_len, test_crop=attrs["test_crop"],
                                device=device, seed=seed, progress=progress)
-    info = {**info, "weights": f"supervised on the {benchmark} training split, {sup.epochs} epochs, seed {seed}",
+    info = {**info, "weights": f"supervised on the {benchmark} {where}, {sup.epochs} epochs, seed {seed}",
             "supervised_seconds": time.perf_counter() - t0}
     if out is not None:
         save_encoder(trained, Path(out) / "supervised_encoder.pt", info)

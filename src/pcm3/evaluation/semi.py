@@ -57,7 +57,8 @@ class SemiProtocol(InputProtocol):
         sampling: ``per_class`` or ``uniform``.
         seeds: number of subset/initialisation seeds per fraction (3), seeds ``seed + i``.
         epochs, lr, momentum, weight_decay, milestones, gamma, batch_size: SGD schedule.
-        encoder_lr_factor: the encoder's lr is ``lr * encoder_lr_factor`` (1: as released).
+        encoder_lr_factor: the encoder's lr is ``lr * encoder_lr_factor`` (1: as released; 0: the
+            encoder frozen, in eval mode: its BatchNorm statistics are kept).
         crop_range, min_len: training crops of the valid frames (``min_len`` None = the clip length).
     """
 
@@ -159,7 +160,7 @@ def finetune(module: torch.nn.Module, train_ds, num_classes: int, p: SemiProtoco
         _finetune_ranks(module, head, opt, train_ds, p, spec, order, crops, device, progress)
         return module.eval(), head.eval()
     loader = DataLoader(train_ds, batch_size=p.batch_size, shuffle=True, generator=order, num_workers=p.num_workers)
-    module.train()
+    module.train(_trains_encoder(opt))  # a frozen encoder (encoder_lr_factor 0) keeps its BatchNorm statistics
     head.train()
     loss = None
     for epoch in track(range(p.epochs), desc="semi", disable=not progress):
@@ -177,6 +178,13 @@ def finetune(module: torch.nn.Module, train_ds, num_classes: int, p: SemiProtoco
         if loss is not None and not torch.isfinite(loss.detach()).item():
             raise FloatingPointError("semi-supervised training diverged (non-finite loss); lower lr")
     return module.eval(), head.eval()
+
+
+def _trains_encoder(opt: torch.optim.Optimizer) -> bool:
+    """Whether the optimiser updates the encoder (a second parameter group): only then does the
+    encoder run in training mode; frozen (``encoder_lr_factor: 0``), it stays in eval mode so that
+    its BatchNorm running statistics are not re-estimated on the labelled subset."""
+    return len(opt.param_groups) > 1
 
 
 def _set_lr(opt: torch.optim.Optimizer, p: SemiProtocol, epoch: int) -> None:
@@ -213,7 +221,7 @@ def _finetune_ranks(module, head, opt, train_ds, p: SemiProtocol, spec: dict, or
     distributed.convert_sync_batchnorm(module)  # BatchNorm statistics of the whole batch (eval mode: unchanged)
     model = distributed.wrap(_Classifier(module, head), device)
     batches = DataLoader(range(len(train_ds)), batch_size=p.batch_size, shuffle=True, generator=order)
-    module.train()
+    module.train(_trains_encoder(opt))
     head.train()
     last = None
     for epoch in track(range(p.epochs), desc="semi", disable=not progress):
