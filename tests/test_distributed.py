@@ -324,6 +324,11 @@ def _setup_error_worker(rank, port, data, root):
                 code = f"{type(e).__name__}: {str(e)[:200]}"
         codes[name] = (code, err.getvalue(), time.perf_counter() - start)
     (root / f"setup{rank}.json").write_text(__import__("json").dumps(codes))
+    import torch.distributed as dist
+
+    if dist.is_initialized():  # leave together: a gloo group torn down at exit while the peer is gone can abort
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def test_setup_errors_stop_every_rank_before_writing(synthetic_small, tmp_path):
