@@ -35,6 +35,23 @@ B, C, T, V, M, STEPS = 4, 3, 6, 5, 2, 3
 QUEUE = 32  # > STEPS * 2B: nothing is overwritten
 
 
+
+def _leave_together() -> None:
+    """End a test rank's gloo group: first a barrier (the peer is done with its collectives), then
+    the DDP wrappers collected, then the group destroyed. Torn down while the peer still used it,
+    or with a DDP reducer alive, gloo aborted the process now and then ("terminate called
+    without an active exception")."""
+    import gc
+
+    if not dist.is_initialized():
+        return
+    try:
+        dist.barrier()
+    except RuntimeError:  # the peer is gone already: nothing to wait for
+        pass
+    gc.collect()
+    dist.destroy_process_group()
+
 def build(key_bn="sync"):
     torch.manual_seed(0)
     cfg = ModelConfig(encoder=EncoderConfig(num_joints=V, hidden=8, layers=2), proj_dim=8, queue_size=QUEUE,
@@ -81,7 +98,7 @@ def _worker(rank, port, out):
                 losses.append(float(loss) / 2)
             torch.save({"losses": losses, "state": model.state_dict()}, Path(out) / f"{key_bn}{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        _leave_together()
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +281,7 @@ def _epoch_worker(rank, port, out):
             result["nan"] = (f"{type(e).__name__}: {e}", time.perf_counter() - start)
         torch.save(result, Path(out) / f"epoch{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        _leave_together()
 
 
 def test_train_one_epoch_on_two_ranks(tmp_path, monkeypatch):
@@ -326,9 +343,7 @@ def _setup_error_worker(rank, port, data, root):
     (root / f"setup{rank}.json").write_text(__import__("json").dumps(codes))
     import torch.distributed as dist
 
-    if dist.is_initialized():  # leave together: a gloo group torn down at exit while the peer is gone can abort
-        dist.barrier()
-        dist.destroy_process_group()
+    _leave_together()
 
 
 def test_setup_errors_stop_every_rank_before_writing(synthetic_small, tmp_path):

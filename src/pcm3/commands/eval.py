@@ -103,6 +103,8 @@ def run(args) -> int:
                            config=args.config, overrides=overrides, device=resolve_device(args.device),
                            seed=args.seed, progress=not args.quiet, overwrite=args.overwrite)
         main = distributed.is_main()
+        if distributed.launched():  # every rank done with its collectives before any leaves (gloo aborted otherwise)
+            distributed.barrier()
     finally:
         if distributed.launched():  # under torchrun: leave the process group
             distributed.shutdown()
