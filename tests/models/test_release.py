@@ -116,6 +116,21 @@ def test_convert_names_and_inferred_switches(release):
     PCM3(cfg, loss).load_state_dict(mapped)  # strict
 
 
+def test_prompts_switch_of_the_whole_model_import(release):
+    """The release saves its six prompts in every recipe (bone and motion: untrained); the keys
+    cannot tell, so ``prompts=False`` drops them and leaves the prompts off."""
+    state = release.state_dict()
+    _, _, loss = convert_release_state_dict({"state_dict": state})
+    assert loss.domain_prompts and loss.task_prompts  # present: on by default
+    mapped, cfg, loss = convert_release_state_dict({"state_dict": state}, prompts=False)
+    assert not loss.domain_prompts and not loss.task_prompts and not any("prompt" in k for k in mapped)
+    PCM3(cfg, loss).load_state_dict(mapped)  # strict
+    model = load_release_checkpoint(state, prompts=False)
+    assert model.domain_prompts is None and model.task_prompts is None
+    with pytest.raises(DataError, match="holds no prompts"):
+        convert_release_state_dict({k: v for k, v in state.items() if "prompt" not in k}, prompts=True)
+
+
 def test_not_a_checkpoint_names_the_file(tmp_path, release):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"this is not a checkpoint")

@@ -18,15 +18,19 @@ the model was wrapped). Key map (release -> ours):
 
 Sizes come from the tensors; ``F = V * C * M`` is split with ``channels`` and ``persons``
 (3 and 2 by default). The imported encoder is the ``stepwise`` variant, the only one that
-computes the released function. Parts missing from a checkpoint (the bone and motion recipes
-have no prompts) switch the matching :class:`LossConfig` options off.
+computes the released function. Parts missing from a checkpoint switch the matching
+:class:`LossConfig` options off. Note: the release registers the six prompts whenever it
+pretrains, so its bone and motion checkpoints (trained without prompts) hold them too, untrained
+at their Xavier initialisation; the key names cannot tell, so the whole-model import switches
+the prompts on when they are present unless ``prompts=False`` is given (do so for those two).
+The query encoder does not depend on them.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from typing import Any, Dict, Mapping, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -134,14 +138,17 @@ def _map_all(state: Mapping[str, Tensor], where: str, strict: bool) -> Dict[str,
     return mapped
 
 
-def convert_release_state_dict(source: Source, channels: int = 3, persons: int = 2,
-                               strict: bool = True) -> Tuple[Dict[str, Tensor], ModelConfig, LossConfig]:
+def convert_release_state_dict(source: Source, channels: int = 3, persons: int = 2, strict: bool = True,
+                               prompts: Optional[bool] = None) -> Tuple[Dict[str, Tensor], ModelConfig, LossConfig]:
     """Map a release checkpoint onto our names.
 
     Args:
         source: path of a release ``.pth.tar`` or its (inner or outer) state dict.
         channels, persons: C and M used to split ``F = V * C * M``.
         strict: unknown release keys are an error (else ignored).
+        prompts: None: the prompts are on when the checkpoint holds them; False: off and their
+            tensors dropped (the release's bone and motion checkpoints hold the six prompts
+            untrained: their recipes did not use them); True: on, and they must be there.
 
     Returns:
         ``(state_dict, model_config, loss_config)`` for :class:`~pcm3.models.pcm3.PCM3`.
@@ -149,12 +156,17 @@ def convert_release_state_dict(source: Source, channels: int = 3, persons: int =
     Raises:
         DataError: naming the file, when it is not such a checkpoint.
     """
-    return _convert(*_read(source), channels, persons, strict)
+    return _convert(*_read(source), channels, persons, strict, prompts)
 
 
 def _convert(state: Mapping[str, Tensor], where: str, channels: int, persons: int,
-             strict: bool) -> Tuple[Dict[str, Tensor], ModelConfig, LossConfig]:
+             strict: bool, prompts: Optional[bool] = None) -> Tuple[Dict[str, Tensor], ModelConfig, LossConfig]:
     mapped = _map_all(state, where, strict)
+    has = any(k.startswith(("domain_prompts.", "task_prompts.")) for k in mapped)
+    if prompts is True and not has:
+        raise DataError(where, "prompts=True, but the checkpoint holds no prompts")
+    if prompts is False:
+        mapped = {k: v for k, v in mapped.items() if not k.startswith(("domain_prompts.", "task_prompts."))}
     model: Dict[str, Any] = {"encoder": _encoder_config(mapped, "encoder_q.", where, channels, persons)}
     contrast = all(k in mapped for k in ("encoder_k.gru.weight_ih_l0", "projector_q.net.2.weight", "queue"))
     masked = "decoder.frame_mlp.0.weight" in mapped and "decoder.head.weight" in mapped
@@ -179,8 +191,8 @@ def load_release_encoder(source: Source, channels: int = 3, persons: int = 2) ->
     """The query encoder of a whole release checkpoint, every part of it checked.
 
     The checkpoint must hold what the release saves (both encoders, projectors, decoder, queue;
-    prompts optional, as in the bone and motion recipes); every key must be one of the
-    release's and fit the sizes read from the tensors.
+    prompts optional); every key must be one of the release's and fit the sizes read from
+    the tensors.
 
     Returns:
         ``(encoder, epoch)``: the stepwise :class:`Encoder` (training mode as built) and the
@@ -202,7 +214,7 @@ def load_release_encoder(source: Source, channels: int = 3, persons: int = 2) ->
 
 
 def load_release_checkpoint(source: Source, what: str = "model", channels: int = 3, persons: int = 2,
-                            strict: bool = True) -> Union[PCM3, Encoder]:
+                            strict: bool = True, prompts: Optional[bool] = None) -> Union[PCM3, Encoder]:
     """Build our module from a release checkpoint and load its weights.
 
     Args:
@@ -211,6 +223,8 @@ def load_release_checkpoint(source: Source, what: str = "model", channels: int =
             decoder and prompts as present) or ``"encoder"`` for the query encoder alone.
         channels, persons: C and M (``F = V * C * M``).
         strict: unknown or missing keys are an error.
+        prompts: for ``what="model"``, as in :func:`convert_release_state_dict` (pass False for
+            the bone and motion checkpoints, whose prompts were never trained).
 
     Returns:
         The module, in training mode as built; call ``.eval()`` for features.
@@ -227,7 +241,7 @@ def load_release_checkpoint(source: Source, what: str = "model", channels: int =
         encoder = Encoder(_encoder_config(mapped, "encoder_q.", where, channels, persons))
         _load(encoder, enc_state, where, strict)
         return encoder
-    mapped, config, loss = _convert(state, where, channels, persons, strict)
+    mapped, config, loss = _convert(state, where, channels, persons, strict, prompts)
     model = PCM3(config, loss)
     _load(model, mapped, where, strict)
     return model
