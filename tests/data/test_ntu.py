@@ -461,6 +461,23 @@ def test_prepare_missing_list_and_other_datasets(tmp_path, capsys):
     assert len(Prepared(tmp_path / "o120")) == 3
 
 
+def test_published_missing_list_is_shipped_and_left_out_by_default(tmp_path, capsys):
+    names = ntu.read_missing_list(ntu.PUBLISHED_MISSING)
+    assert len(names) == 535 and sum(int(n[1:4]) <= 17 for n in names) == 302  # NTU 120's list, NTU 60's part
+    assert "S001C002P005R002A008" in names and "S032C003P067R002A077" in names
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    _write(raw / "S001C001P001R001A001.skeleton", _one_person(1))
+    _write(raw / "S001C002P005R002A008.skeleton", [[]] * 3)  # listed: a file without bodies, as many are
+    out = tmp_path / "out"
+    assert _cli("ntu60", "--raw", str(raw), "--out", str(out)) == 0
+    assert "left out 1 samples named in the published missing-skeleton list" in capsys.readouterr().out
+    assert len(Prepared(out)) == 1 and "published" in Prepared(out).meta["missing_list"]
+    assert _cli("ntu60", "--raw", str(raw), "--out", str(tmp_path / "all"), "--missing", "none") == 2
+    err = capsys.readouterr().err
+    assert "S001C002P005R002A008.skeleton" in err and "empty sample" in err and "--skip-bad" in err
+
+
 def test_prepare_raw_folder_errors(tmp_path, capsys):
     assert _cli("ntu60", "--raw", str(tmp_path / "nope"), "--out", str(tmp_path / "o")) == 2
     assert "no such NTU raw skeleton folder" in capsys.readouterr().err

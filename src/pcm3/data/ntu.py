@@ -200,6 +200,11 @@ def get_variant(variant: str) -> Variant:
         raise ConfigError(f"unknown NTU variant {variant!r}; choose one of {', '.join(VARIANTS)}") from None
 
 
+#: The dataset authors' list of samples with missing or incomplete skeletons (NTU RGB+D 120's 535,
+#: which include NTU RGB+D 60's 302), shipped with pcm3 and left out by default.
+PUBLISHED_MISSING = Path(__file__).with_name("ntu_missing_skeletons.txt")
+
+
 def read_missing_list(path) -> Set[str]:
     """Sample names listed one a line (the published missing-skeleton lists).
 
@@ -318,7 +323,7 @@ def _walk(path, lines: List[bytes]) -> Tuple[int, List[Tuple[int, int, str, int]
             blocks.append((t, slot, body_id, start))
     walker.finish()
     if not blocks:
-        raise DataError(path, f"empty sample (no bodies in any of {num_frames} frames)")
+        raise DataError(path, f"empty sample (no bodies in any of {num_frames} frames); --skip-bad leaves such files out")
     return num_frames, blocks, walker.last
 
 
@@ -869,7 +874,7 @@ def _write_output(out: Path, good, infos: Dict[str, SampleName], variant: str, r
 
 
 def prepare_ntu(raw, out, variant: str = "ntu60", workers: Optional[int] = None, skip_bad: bool = False,
-                missing=None, max_frames: int = MAX_FRAMES, progress: bool = True, bodies: str = "slot",
+                missing="published", max_frames: int = MAX_FRAMES, progress: bool = True, bodies: str = "slot",
                 shard_size: int = SHARD_SIZE, overwrite: bool = False) -> dict:
     """Prepare NTU RGB+D 60 or 120 from its raw ``.skeleton`` files.
 
@@ -884,8 +889,10 @@ def prepare_ntu(raw, out, variant: str = "ntu60", workers: Optional[int] = None,
         workers: processes reading files (default: all cores; 1: in this process).
         skip_bad: leave bad or empty files out and list them in ``out/skipped.csv``; otherwise
             the first one raises :class:`DataError` and nothing is written at ``out``.
-        missing: optional file of sample names to leave out (the published lists of samples
-            with missing skeletons).
+        missing: sample names to leave out: ``"published"`` (default) the dataset authors' list
+            of samples with missing or incomplete skeletons (:data:`PUBLISHED_MISSING`: 535 names,
+            302 of them in NTU 60, which the field drops), a file of names (one a line), or
+            None / ``"none"`` to keep every file.
         max_frames: T, frames per sample after padding / cutting.
         bodies: ``"slot"`` or ``"id"``, see :func:`select_bodies`.
         shard_size: samples per cache shard.
@@ -907,7 +914,12 @@ def prepare_ntu(raw, out, variant: str = "ntu60", workers: Optional[int] = None,
     if max_frames < 1 or shard_size < 1:
         raise ConfigError("max_frames and shard_size must be at least 1")
     raw = require_dir(raw, "NTU raw skeleton folder")
-    protect = [raw] + ([missing] if missing else [])
+    if missing is not None and str(missing).lower() == "none":
+        missing = None
+    published = missing is not None and str(missing) == "published"
+    if published:
+        missing = PUBLISHED_MISSING
+    protect = [raw] + ([missing] if missing and not published else [])
     out = check_output_dir(out, "prepared", overwrite=overwrite, protect=protect)
     files = iter_files(raw, "*.skeleton")
     if not files:
@@ -929,7 +941,8 @@ def prepare_ntu(raw, out, variant: str = "ntu60", workers: Optional[int] = None,
             raise DataError(raw, f"no usable {variant} samples ({bad.summary()})")
         infos = {name: info for name, _, info in samples}
         _write_output(out, good, infos, variant, raw, max_frames, bodies, bad, progress,
-                      {"missing_list": str(missing) if missing else None, "skipped_files": len(bad.items)},
+                      {"missing_list": ("published (shahroudy/NTURGB-D, 535 samples)" if published
+                                        else str(missing) if missing else None), "skipped_files": len(bad.items)},
                       overwrite=overwrite, protect=protect)
     except BaseException as e:
         _remove_cache(work, keep_shards=True)  # a cache with no finished shard is of no use
@@ -965,9 +978,10 @@ def add_prepare_parsers(subparsers) -> None:
         p.add_argument("--skip-bad", action="store_true",
                        help="leave bad or empty files out and list them in OUT/skipped.csv "
                             "(default: stop at the first one, writing nothing)")
-        p.add_argument("--missing", metavar="FILE",
-                       help="sample names to leave out, one a line (the published "
-                            "'samples_with_missing_skeletons' list)")
+        p.add_argument("--missing", metavar="FILE", default="published",
+                       help="sample names to leave out, one a line (default 'published': the dataset "
+                            "authors' list of samples with missing skeletons, 302 in NTU 60, 535 in NTU "
+                            "120, as the field does; 'none': keep every file)")
         p.add_argument("--max-frames", "--frames", dest="max_frames", type=int, default=MAX_FRAMES, metavar="T",
                        help=f"frames per sample after cutting / repeat-padding (default {MAX_FRAMES})")
         p.add_argument("--bodies", choices=BODY_MODES, default="slot",
@@ -982,7 +996,8 @@ def _run(args) -> int:
                       missing=args.missing, max_frames=args.max_frames, progress=not args.quiet,
                       bodies=args.bodies, overwrite=args.overwrite)
     if res["excluded_missing"]:
-        print(f"left out {res['excluded_missing']} samples named in {args.missing}")
+        where = "the published missing-skeleton list" if args.missing == "published" else args.missing
+        print(f"left out {res['excluded_missing']} samples named in {where}")
     if res["skipped"] or args.skip_bad:
         print(res["skipped_summary"] + (f" (listed in {res['report']})" if res["report"] else ""))
     print_prepared_summary(res["out"])
