@@ -163,6 +163,23 @@ def test_pyskl_roundtrip(tmp_path):
     assert ds.labels.tolist() == [0, 2, 4, 6, 8] and ds.names[2] == annos[2]["frame_dir"]
 
 
+def test_pyskl_train_val_test_splits_keep_every_part(tmp_path):
+    """A pickle with train, val and test splits (mmaction2 / custom pyskl files): the val split
+    was written as "test" and then silently replaced by the test split, losing its samples."""
+    obj = pyskl_annotations()
+    names = [a["frame_dir"] for a in obj["annotations"]]
+    obj["split"] = {"train": names[:2], "val": names[2:3], "test": names[3:],
+                    "xsub_train": names[:3], "xsub_val": names[3:]}
+    path = tmp_path / "mine_3danno.pkl"
+    with open(path, "wb") as f:
+        pickle.dump(obj, f)
+    ds = Prepared(convert(path, tmp_path / "o", log=lambda s: None))
+    assert ds.split("default", "train").tolist() == [0, 1]
+    assert ds.split("default", "test").tolist() == [3, 4]      # the test split is the test part
+    assert ds.split("default", "val").tolist() == [2]          # the val split is kept, not dropped
+    assert ds.split("xsub", "test").tolist() == [3, 4]         # val alone is still the test part
+
+
 def three_persons() -> np.ndarray:
     """``(3, 4, 25, 3)``: persons whose motion energies are easy to compute by hand.
 

@@ -28,7 +28,8 @@ Benchmarks and parts: ``cmd`` and ``ctrgcn`` hold one benchmark, named by ``--be
 guessed from the path (``xsub``: xsub/cs/csub/cross_subject; ``xview``: xview/cv; ``xset``:
 xset/cset/csetup; else ``default``), ``train`` = the train arrays and ``test`` = val/test.
 pyskl split names ``B_train`` / ``B_val`` / ``B_test`` become benchmark ``B`` parts
-``train`` / ``test``; other names are kept as benchmark ``name`` part ``all``.
+``train`` / ``test`` (when both ``B_val`` and ``B_test`` exist, ``B_val`` is part ``val``);
+other names are kept as benchmark ``name`` part ``all``.
 
 Class names come from ``--dataset`` (guessed from the path: ntu60, ntu120, pku1, pku2,
 nwucla, msr3d): NTU names from :mod:`pcm3.data.ntu` when it is installed, the others from
@@ -514,17 +515,23 @@ def convert_pyskl(src: Path, out: Path, *, dataset=None, benchmark=None, layout=
     layout = _layout_for(v, dataset, layout, src)
     m_out = min(2, max(a["keypoint"].shape[0] for a in annos))
     splits: Dict[str, Dict[str, List[int]]] = {}
-    for sname, ids in split.items():
+    named = []
+    for sname in split:
         mm = re.match(r"^(.*?)_?(train|val|test)$", str(sname))
         if mm:
-            bench = mm.group(1) or benchmark or guess_benchmark(src) or "default"
-            part = "train" if mm.group(2) == "train" else "test"
+            named.append((sname, mm.group(1) or benchmark or guess_benchmark(src) or "default", mm.group(2)))
         else:
-            bench, part = str(sname), "all"
+            named.append((sname, str(sname), "all"))
+    with_test = {bench for _, bench, kind in named if kind == "test"}
+    for sname, bench, kind in named:
+        # B_val is B's test part, unless B_test exists: then it stays a part of its own, "val"
+        part = "val" if kind == "val" and bench in with_test else "test" if kind in ("val", "test") else kind
         try:
-            idx = [index[str(n)] for n in ids]
+            idx = [index[str(n)] for n in split[sname]]
         except KeyError as e:
             raise DataError(src, f"split {sname!r} names unknown sample {e.args[0]!r}") from None
+        if part in splits.get(bench, {}):
+            raise DataError(src, f"split {sname!r} is a second {bench}/{part} part")
         splits.setdefault(bench, {})[part] = idx
     lay = get_layout(layout)
     meta = {"converted_from": "pyskl", "frames": frames,
