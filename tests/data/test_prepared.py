@@ -199,3 +199,26 @@ def test_a_sample_listed_twice_is_a_split_problem_also_of_its_validation_benchma
                 "splits.json: xsub: 1 sample listed more than once in test (e.g. 5)"]
     assert ds.validate() == expected
     assert ds.split_problems(["xsub-val"]) == ds.split_problems(["xsub-val2", "xsub"]) == expected
+
+
+@pytest.mark.parametrize("names, extra, expected", [
+    # converted NTU data: no subject column, the performer is in the name
+    ([f"S001C00{c}P00{p}R001A001" for p in (1, 2, 3) for c in (1, 2)], {}, ["P001", "P001", "P002", "P002",
+                                                                          "P003", "P003"]),
+    # PKU-MMD clips: one recording seen by cameras L and R is one group
+    ([f"v{i}" for i in range(6)], {"video": ["0002-L", "0002-R", "0003-L", "0003-M", "0004-R", "0004-L"]},
+     ["0002", "0002", "0003", "0003", "0004", "0004"]),
+])
+def test_validation_groups_without_a_subject_column(tmp_path, names, extra, expected):
+    data = np.zeros((6, 3, 4, 25, 2), np.float32)
+    with PreparedWriter(tmp_path / "p", kind="clips", shape=data.shape, dataset="toy", layout="ntu25",
+                        class_names=["a", "b"]) as w:
+        for i in range(6):
+            w.set(i, data[i], label=i % 2, length=4, name=names[i], **{k: v[i] for k, v in extra.items()})
+        w.set_splits({"xsub": {"train": [0, 1, 2, 3, 4, 5], "test": []}})
+    ds = Prepared(tmp_path / "p")
+    groups = ds.groups(np.arange(6))
+    assert groups.tolist() == expected
+    train, val = ds.validation_split("xsub", fraction=0.3, seed=0)
+    assert set(groups[val]).isdisjoint(groups[train]) and val.size == 2  # whole recordings / performers
+    assert ds.groups(np.arange(6), by="camera") is None

@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -42,6 +43,8 @@ KINDS = ("clips", "sequences")
 
 
 VAL_SUFFIX = "-val"
+_NTU_PERFORMER = re.compile(r"S\d{3}C\d{3}(P\d{3})R\d{3}A\d{3}")
+_PKU_VIEW = re.compile(r"-[LMR]$")
 
 
 def parse_validation_benchmark(name: Optional[str]) -> Optional[Tuple[str, int]]:
@@ -415,18 +418,17 @@ class Prepared:
     def validation_split(self, benchmark: str, fraction: float = 0.3, seed: int = 0):
         """Carve a validation set from the training part of ``benchmark``, by subject.
 
-        About ``fraction`` of the training subjects (at least one, at most all but one; the
-        ``subject`` column of ``samples.csv``), drawn with ``seed``, are held out. Without a
-        subject column, ``fraction`` of the training samples are held out at random.
+        About ``fraction`` of the training subjects (at least one, at most all but one; see
+        :meth:`groups`), drawn with ``seed``, are held out. Without any grouping, ``fraction`` of
+        the training samples are held out at random.
 
         Returns:
             ``(train, val)`` index arrays, disjoint, both within the training part.
         """
         train = self.split(benchmark, "train")
-        rows = self.rows
         rng = np.random.default_rng(seed)
-        if rows and "subject" in rows[0] and all(rows[i].get("subject") not in (None, "") for i in train):
-            subjects = np.array([rows[i]["subject"] for i in train])
+        subjects = self.groups(train)
+        if subjects is not None:
             unique = sorted(set(subjects.tolist()), key=lambda s: (len(s), s))
             if len(unique) >= 2:
                 k = min(max(1, int(round(fraction * len(unique)))), len(unique) - 1)
@@ -438,6 +440,27 @@ class Prepared:
         is_val = np.zeros(train.size, dtype=bool)
         is_val[perm[:k]] = True
         return train[~is_val], train[is_val]
+
+    def groups(self, indices, by: str = "subject") -> Optional[np.ndarray]:
+        """The group of each of ``indices`` for carving a validation part: column ``by`` of
+        ``samples.csv`` when every row has it; for ``by="subject"`` without that column, the
+        performer of an NTU-style name (``...P008...``: converted NTU data) or else the
+        performance of a PKU-MMD clip (its ``video`` without the camera: ``0002-L`` and ``0002-R``
+        are one recording seen twice), so that no recording is on both sides; None when there
+        is no such grouping."""
+        rows, idx = self.rows, np.asarray(indices, dtype=np.int64)
+        if not rows or not idx.size:
+            return None
+        if all(rows[i].get(by) not in (None, "") for i in idx):
+            return np.array([rows[i][by] for i in idx])
+        if by != "subject":
+            return None
+        found = [_NTU_PERFORMER.search(rows[i].get("name") or "") for i in idx]
+        if all(found):
+            return np.array([m.group(1) for m in found])
+        if all(rows[i].get("video") not in (None, "") for i in idx):
+            return np.array([_PKU_VIEW.sub("", rows[i]["video"]) for i in idx])
+        return None
 
     def sample(self, i: int) -> np.ndarray:
         """Sample ``i`` as ``(C, T, V, M)`` float32 (padded for clips, whole for sequences)."""

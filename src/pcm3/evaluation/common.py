@@ -208,12 +208,11 @@ def carve_validation(dataset, fraction: float, seed: int, by: str = "subject") -
     Returns:
         ``(train_indices, val_indices)``, prepared-folder indices, disjoint.
     """
-    rows = dataset.prepared.rows
-    if not rows or by not in rows[0]:
+    idx = np.asarray(dataset.indices, dtype=np.int64)
+    groups = dataset.prepared.groups(idx, by)  # the column, or for subjects what stands for them
+    if groups is None:
         raise DataError(dataset.prepared.root / "samples.csv", f"no column {by!r} to carve a validation split from "
                                                                  "(set val_by to an existing column, or val_fraction: 0)")
-    idx = np.asarray(dataset.indices, dtype=np.int64)
-    groups = np.asarray([rows[i][by] for i in idx])
     unique = np.unique(groups)
     n_val = int(round(fraction * len(unique)))
     if not 0 < n_val < len(unique):
