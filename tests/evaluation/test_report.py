@@ -85,3 +85,72 @@ def test_runs_that_share_a_cell_each_get_a_row():
     assert "| encoder | stream | ntu120 xsub | ntu60 xsub |" in md
     assert "| pretrained (`lin_a`) | joint | - | 80.0 |" in md and "| pretrained (`lin_b`) | joint | - | 70.0 |" in md
     assert "| pretrained | joint | 60.0 | - |" in md
+
+
+def _rec(task, dataset, figures, kind="pretrained", folder="/runs/x", **extra):
+    return {"task": task, "dataset": dataset, "benchmark": "xsub", "encoder": {"kind": kind},
+            "input": {"stream": "joint"}, "figures": figures, "_dir": folder, **extra}
+
+
+def test_paper_3s_figure_only_beside_a_joint_bone_motion_linear_fusion():
+    """Table 1's 3s-PCM3 figure stands beside a fusion of the joint, bone and motion linear scores
+    on the same data only: not beside a 2-stream or 3-joint fusion, a joint-only NTU column, or
+    fused semi-supervised scores (those go to Table 2)."""
+    from pcm3.evaluation.report import recognition_tables
+
+    fus = dict(run_kinds=["pretrained"] * 3, runs=["a", "b", "c"])
+    cases = [
+        [_rec("linear", "ntu60", {"top1": 80.0}),
+         _rec("fusion", "ntu60", {"top1": 85.0, "joint_top1": 80.0, "bone_top1": 79.0},
+              run_kinds=["pretrained"] * 2, runs=["a", "b"])],
+        [_rec("linear", "ntu60", {"top1": 80.0}), _rec("fusion", "synthetic", {"top1": 85.0}, **fus)],
+        [_rec("fusion", "ntu60", {"top1": 55.0, "run1_joint_top1": 1.0, "run2_joint_top1": 1.0,
+                                  "run3_joint_top1": 1.0}, **fus)],
+        [_rec("fusion", "ntu60", {"top1": 55.0}, protocol={"prefix": "frac0.01_seed0_"}, **fus)],
+    ]
+    for runs in cases:
+        md = "\n".join(recognition_tables(runs))
+        assert "3s-PCM3" not in md and "87.4" not in md, md
+    md = "\n".join(recognition_tables(cases[2]))
+    assert "| pretrained | 3-run fusion (joint, joint, joint) | 55.0 |" in md
+    md = "\n".join(recognition_tables(cases[3]))
+    assert "Table 1" not in md and "| pretrained | 3s fusion, semi 1% seed 0 | 1%: 55.0 |" in md
+    md = "\n".join(recognition_tables([_rec("fusion", "ntu60", {"top1": 86.0}, streams=["joint", "bone", "motion"],
+                                            **fus)]))
+    assert "| pretrained | 3s fusion | 86.0 |" in md and "| paper: 3s-PCM3 | 3s fusion | 87.4 |" in md
+
+
+def test_same_folder_names_from_two_benchmark_outputs_both_shown(tmp_path):
+    """Two `pcm3 benchmark` outputs (seeds 0 and 1) hold `joint_pretrained/linear` each: both rows
+    are kept, told apart by their paths; a folder reached twice counts once."""
+    from pcm3.evaluation.report import find_runs, recognition_tables
+
+    runs = [_rec("linear", "ntu60", {"top1": 80.0}, folder="/b0/joint_pretrained/linear", seed=0),
+            _rec("linear", "ntu60", {"top1": 70.0}, folder="/b1/joint_pretrained/linear", seed=1)]
+    md = "\n".join(recognition_tables(runs))
+    assert "| pretrained (`b0/joint_pretrained/linear`) | joint | 80.0 |" in md
+    assert "| pretrained (`b1/joint_pretrained/linear`) | joint | 70.0 |" in md
+    lin = tmp_path / "b0" / "lin"
+    lin.mkdir(parents=True)
+    (lin / "metrics.json").write_text(json.dumps(runs[0]))
+    assert find_runs([tmp_path / "b0", lin]) == [lin]
+
+
+def test_report_on_no_usable_folder_is_a_one_line_error(tmp_path, capsys):
+    for name, metrics in (("tsne", {"task": "tsne", "figures": {}}), ("bare", {"task": "linear"})):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "metrics.json").write_text(json.dumps(metrics))
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep" / "report.md")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no usable eval results" in err and "\n" not in err and "Traceback" not in err
+    assert not (tmp_path / "rep" / "report.md").exists()
+
+
+def test_report_names_folders_as_shown(tmp_path):
+    """`pcm3 benchmark` writes its report inside a temporary folder: the text names the final one."""
+    tmp = tmp_path / ".bench.x.tmp"
+    (tmp / "lin").mkdir(parents=True)
+    (tmp / "lin" / "metrics.json").write_text(json.dumps(_rec("linear", "synthetic", {"top1": 10.0})))
+    report.write_report([tmp], tmp / "report.md", embedding="pca", shown_as=(tmp, tmp_path / "bench"))
+    md = (tmp / "report.md").read_text()
+    assert f"`{tmp_path / 'bench' / 'lin'}`" in md and ".tmp" not in md

@@ -138,3 +138,13 @@ def test_dense_only_and_recognition_only_reports(tmp_path):
     paths = write_report([rec], tmp_path / "r" / "report.md")
     md = paths["markdown"].read_text()
     assert "Table 3: k-NN" in md and "Table 5" not in md and "Table 6" not in md and "## Figures" not in md
+
+
+def test_dense_rows_of_two_encoders_with_one_seed_are_told_apart():
+    from pcm3.evaluation.report import _labels
+
+    def run(folder, seed=0):
+        return {"task": "motion", "encoder": {"kind": "pretrained"}, "stream": "joint", "seed": seed, "_dir": folder}
+
+    assert _labels([run("/r/enc_a"), run("/r/enc_b"), run("/r/enc_c", 1)]) == [
+        "pretrained, seed 0 (`enc_a`)", "pretrained, seed 0 (`enc_b`)", "pretrained, seed 1"]

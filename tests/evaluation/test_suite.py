@@ -21,6 +21,9 @@ def test_benchmark_two_streams(tmp_path_factory, tmp_path, capsys):
     assert m["encoder"]["kind"] == "random_init" and m["input"]["stream"] == "bone"
     f = json.loads((out / "fusion_pretrained" / "metrics.json").read_text())
     assert f["weights"] == [0.5, 0.5] and {"joint_top1", "bone_top1"} <= set(f["figures"])
+    # the fused folders are named where they are now, not in the suite's temporary folder
+    assert f["runs"] == [str((out / r / "linear").resolve()) for r in ("joint_pretrained", "bone_pretrained")]
+    assert f["streams"] == ["joint", "bone"] and all(__import__("os").path.isdir(r) for r in f["runs"])
     capsys.readouterr()
     assert cli("benchmark", "--encoders", str(joint), "--data", str(data), "--benchmark", "xsub",
                "--out", str(tmp_path / "b2"), "--set", "epochs=2") == 2

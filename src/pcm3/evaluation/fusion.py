@@ -127,7 +127,8 @@ def run(ctx: EvalContext) -> dict:
         figures["val_top1"] = val_top1
     save_scores(ctx.out, fused, index, labels)
     return {"figures": figures, "weights": [float(w) for w in weights], "weights_searched": searched,
-            "runs": names, "run_kinds": [(m.get("encoder") or {}).get("kind") for m in metas],
+            "runs": names, "streams": [(m.get("input") or {}).get("stream") for m in metas],
+            "run_kinds": [(m.get("encoder") or {}).get("kind") for m in metas],
             "data": metas[0].get("data"), "dataset": metas[0].get("dataset"),
             "class_names": metas[0].get("class_names"), "benchmark": metas[0].get("benchmark"),
             "splits": {"test": int(len(labels))},

@@ -23,7 +23,6 @@ import html
 import os
 import re
 import shutil
-from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -64,24 +63,28 @@ PAPER_MOTION = {"ntu60": {"random_init": 108.5, "pretrained": 101.7}}
 # --------------------------------------------------------------------------- collecting
 
 def find_runs(paths: Sequence[str | os.PathLike], depth: int = 3) -> List[Path]:
-    """Eval folders (holding ``metrics.json``) among ``paths`` and below them (``depth`` levels)."""
+    """Eval folders (holding ``metrics.json``) among ``paths`` and below them (``depth`` levels);
+    a folder reached twice (given, and below another given folder) counts once."""
     found: List[Path] = []
+    seen = set()
 
-    def walk(p: Path, level: int):
+    def walk(p: Path, level: int) -> int:
         if (p / "metrics.json").is_file():
-            found.append(p)
-            return
+            if p.resolve() not in seen:
+                seen.add(p.resolve())
+                found.append(p)
+            return 1
+        n = 0
         if level < depth:
             for child in sorted(q for q in p.iterdir() if q.is_dir() and not q.name.startswith(".")):
-                walk(child, level + 1)
+                n += walk(child, level + 1)
+        return n
 
     for path in paths:
         path = Path(path)
         if not path.is_dir():
             raise DataError(path, "no such folder (give eval folders or a folder that holds them)")
-        before = len(found)
-        walk(path, 0)
-        if len(found) == before:
+        if not walk(path, 0):
             raise DataError(path, "holds no eval results (metrics.json)")
     return found
 
@@ -91,9 +94,16 @@ def load_runs(paths: Sequence[str | os.PathLike]) -> List[dict]:
     runs = []
     for d in find_runs(paths):
         m = read_metrics(d)
+        if not isinstance(m, dict):
+            m = {"task": None}
         m["_dir"] = str(d)
         runs.append(m)
     return runs
+
+
+def _usable(m: dict) -> bool:
+    """A run of a task the report has a table for, with its figures."""
+    return m.get("task") in RECOGNITION_TASKS + DENSE_TASKS and isinstance(m.get("figures"), dict)
 
 
 def _kind(m: dict) -> str:
@@ -104,9 +114,50 @@ def _kind(m: dict) -> str:
     return kind
 
 
+_SEMI_PREFIX = re.compile(r"^frac([0-9.eE+-]+)_seed(\d+)_$")
+
+
+def _fusion_prefix(m: dict) -> str:
+    p = m.get("protocol") if isinstance(m.get("protocol"), dict) else {}
+    return str(p.get("prefix") or "")
+
+
+def _fusion_streams(m: dict) -> Optional[List[str]]:
+    """The streams a fusion run fused (from ``streams``, else its per-run figures); None if unknown."""
+    if isinstance(m.get("streams"), list):
+        return None if None in m["streams"] else [str(x) for x in m["streams"]]
+    n = len(m.get("runs") or [])
+    names = [k[:-len("_top1")] for k in (m.get("figures") or {}) if k.endswith("_top1") and k != "val_top1"]
+    names = [re.sub(r"^run\d+_", "", k) for k in names]
+    return names if len(names) == n and n else None
+
+
+def _fusion_label(m: dict) -> str:
+    n = len(m.get("runs") or [])
+    streams = _fusion_streams(m)
+    if streams is None or len(set(streams)) == len(streams):
+        label = f"{n}s fusion"
+    else:  # e.g. three joint encoders: not the paper's joint/bone/motion streams
+        label = f"{n}-run fusion ({', '.join(streams)})"
+    prefix = _fusion_prefix(m)
+    g = _SEMI_PREFIX.match(prefix)
+    if g:
+        label += f", semi {float(g.group(1)) * 100:.10g}% seed {g.group(2)}"
+    elif prefix:
+        label += f", `{prefix}` scores"
+    return label
+
+
+def _is_3s_linear_fusion(m: dict) -> bool:
+    """A fusion of the joint, bone and motion linear scores: the paper's 3s- rows compare with it."""
+    streams = _fusion_streams(m)
+    return (m.get("task") == "fusion" and not _fusion_prefix(m) and len(m.get("runs") or []) == 3
+            and (streams is None or sorted(streams) == ["bone", "joint", "motion"]))
+
+
 def _stream(m: dict) -> str:
     if m.get("task") == "fusion":
-        return f"{len(m.get('runs', []))}s fusion"
+        return _fusion_label(m)
     return (m.get("input") or {}).get("stream") or (m.get("encoder") or {}).get("stream") or "?"
 
 
@@ -138,24 +189,45 @@ def _row_key(m: dict):
     return (KIND_ORDER.index(k) if k in KIND_ORDER else 99, order.index(stream) if stream in order else 9, stream, k)
 
 
+def _distinct_tags(dirs: List[str]) -> List[str]:
+    """Labels of folders that share a table cell: each path below the group's common folder
+    (``b0/joint_pretrained/linear`` and ``b1/...`` of two benchmark outputs, not ``linear`` twice)."""
+    full = [os.path.abspath(d) if d else "" for d in dirs]
+    try:
+        root = os.path.commonpath(full)
+    except ValueError:
+        root = ""
+    tags = [os.path.relpath(d, root) if root and d != root else (Path(d).name or "?") for d in full]
+    return [t if tags.count(t) == 1 else f"{t} #{tags[:i + 1].count(t)}" for i, t in enumerate(tags)]
+
+
 def recognition_tables(runs: List[dict]) -> List[str]:
     """Markdown of Tables 1-4 from the recognition runs' metrics (other tasks' runs are ignored)."""
+    runs = [m for m in runs if _usable(m)]
     lines: List[str] = []
     paper_used = False
 
     def header(cols) -> List[str]:
         return ["encoder", "stream"] + [f"{d} {b}" for d, b in cols]
 
-    def grid(task_names: Sequence[str], cell, paper_cell=None, paper_label: str = "paper: PCM3"):
+    def grid(task_names: Sequence[str], cell, paper_cell=None, paper_label: str = "paper: PCM3", extra=()):
         nonlocal paper_used
-        sel = [m for m in runs if m.get("task") in task_names]
+        sel = [m for m in runs if m.get("task") in task_names] + list(extra)
         cols = sorted({_column(m) for m in sel})
         # Runs that would fill the same cell (two seeds, two ablation variants...) each get a row
-        # of their own, labelled by their folder, instead of one overwriting the other.
-        clash = Counter((_row_key(m), m.get("task"), _column(m)) for m in sel)
+        # of their own, labelled by their folder (the part of the path that tells them apart),
+        # instead of one overwriting the other.
+        groups: Dict[tuple, List[dict]] = {}
+        for m in sel:
+            groups.setdefault((_row_key(m), m.get("task"), _column(m)), []).append(m)
+        tags: Dict[int, str] = {}
+        for group in groups.values():
+            if len(group) > 1:
+                for m, tag in zip(group, _distinct_tags([m.get("_dir", "") for m in group])):
+                    tags[id(m)] = tag
         rows: Dict[tuple, Dict[tuple, str]] = {}
         for m in sel:
-            tag = Path(m.get("_dir", "")).name if clash[(_row_key(m), m.get("task"), _column(m))] > 1 else ""
+            tag = tags.get(id(m), "")
             rows.setdefault((_row_key(m), m.get("task"), tag), {})[_column(m)] = cell(m)
         body = []
         for (rk, task, tag), cells in sorted(rows.items()):
@@ -169,16 +241,23 @@ def recognition_tables(runs: List[dict]) -> List[str]:
                 paper_used = True
         return cols, body
 
-    cols, body = grid(("linear", "fusion"), lambda m: _pct(m["figures"].get("top1")),
-                      lambda c: _pct(PAPER["linear"].get(c)))
-    if any(m.get("task") == "fusion" for m in runs):
-        fused = [_pct(PAPER["fusion"].get(c)) for c in cols]
-        if any(f != "-" for f in fused):
-            body.append(["paper: 3s-PCM3", "3s fusion"] + fused)
+    semi_fusions = [m for m in runs if m.get("task") == "fusion" and _SEMI_PREFIX.match(_fusion_prefix(m))]
+    cols, body = grid(("linear",), lambda m: _pct(m["figures"].get("top1")),
+                      lambda c: _pct(PAPER["linear"].get(c)),
+                      extra=[m for m in runs if m.get("task") == "fusion" and not any(m is f for f in semi_fusions)])
+    # the paper's 3s- figures only beside a fusion of the joint, bone and motion linear scores
+    fused3 = {_column(m) for m in runs if _is_3s_linear_fusion(m)}
+    fused = [_pct(PAPER["fusion"].get(c)) if c in fused3 else "-" for c in cols]
+    if any(f != "-" for f in fused):
+        body.append(["paper: 3s-PCM3", "3s fusion"] + fused)
+        paper_used = True
     lines += _table("Table 1: linear evaluation, top-1 (%)", header(cols), body)
 
     def semi_cells(m):
         f = m["figures"]
+        if m.get("task") == "fusion":  # fused scores of one labelled fraction and seed
+            g = _SEMI_PREFIX.match(_fusion_prefix(m))
+            return f"{float(g.group(1)) * 100:.10g}%: {_pct(f.get('top1'))}"
         fracs = [k[:-len("_top1_mean")] for k in f if k.endswith("_top1_mean")]
         return ", ".join(f"{fr}: {_pct(f[fr + '_top1_mean'], f.get(fr + '_top1_std'))}" for fr in fracs)
 
@@ -186,7 +265,7 @@ def recognition_tables(runs: List[dict]) -> List[str]:
         p = PAPER["semi"].get(c)
         return ", ".join(f"{k}: {v:.1f}" for k, v in p.items()) if p else "-"
 
-    cols, body = grid(("semi",), semi_cells, semi_paper)
+    cols, body = grid(("semi",), semi_cells, semi_paper, extra=semi_fusions)
     lines += _table("Table 2: semi-supervised, top-1 (%) mean ± std over seeds, per labelled fraction",
                     header(cols), body)
 
@@ -242,8 +321,14 @@ def _figures_of(m: dict) -> Dict[str, float]:
 def _labels(runs: List[dict]) -> List[str]:
     """Row labels of ``runs``: the encoder kind, with the seed where two runs share kind and stream."""
     keys = [(_kind(m), _dense_stream(m)) for m in runs]
-    return [KIND_LABEL.get(k, k) + (f", seed {m.get('seed')}" if keys.count((k, s)) > 1 else "")
-            for m, (k, s) in zip(runs, keys)]
+    labels = [KIND_LABEL.get(k, k) + (f", seed {m.get('seed')}" if keys.count((k, s)) > 1 else "")
+              for m, (k, s) in zip(runs, keys)]
+    for label in set(labels):  # same kind, stream and seed (two encoders): told apart by folder
+        same = [i for i, lab in enumerate(labels) if lab == label and keys.count(keys[i]) > 1]
+        same = [i for i in same if [labels[j] for j in same].count(label) > 1]
+        for i, tag in zip(same, _distinct_tags([runs[i].get("_dir", "") for i in same])):
+            labels[i] = f"{labels[i]} (`{tag}`)"
+    return labels
 
 
 def _dense_order(m: dict):
@@ -391,7 +476,7 @@ def dense_tables(runs: List[dict]) -> List[str]:
 
 def unknown_runs(runs: List[dict]) -> List[dict]:
     """Runs of tasks this report has no table for (skipped, listed with a note)."""
-    return [m for m in runs if m.get("task") not in RECOGNITION_TASKS + DENSE_TASKS]
+    return [m for m in runs if not _usable(m)]
 
 
 # --------------------------------------------------------------------------- figures
@@ -629,7 +714,8 @@ def _check_file(path: Path, overwrite: bool) -> None:
 
 
 def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *, overwrite: bool = False,
-                 embedding: str = "tsne", max_points: int = 800, seed: int = 0) -> Dict[str, Path]:
+                 embedding: str = "tsne", max_points: int = 800, seed: int = 0,
+                 shown_as: Optional[Tuple[str | os.PathLike, str | os.PathLike]] = None) -> Dict[str, Path]:
     """Write ``out`` (markdown), the HTML beside it and the images folder.
 
     Args:
@@ -637,6 +723,8 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *, o
         out: the markdown file (``report.md``); ``report.html`` and ``report_images/`` go beside it.
         embedding: ``tsne`` (exact, in torch) or ``pca``.
         max_points: test samples per feature map (class-stratified subsample).
+        shown_as: ``(folder, name)``: folders below ``folder`` are named below ``name`` in the text
+            (``pcm3 benchmark`` reports from its temporary folder before renaming it).
 
     Returns:
         ``{"markdown", "html", "images"}`` paths.
@@ -651,22 +739,35 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *, o
     images = out.with_name(out.stem + "_images")
     for p in (out, html_path):
         _check_file(p, overwrite)
-    runs = load_runs(dirs)
+    all_runs = load_runs(dirs)
+    runs = [m for m in all_runs if _usable(m)]
+    skipped = [m for m in all_runs if not _usable(m)]
+    if not runs:
+        where = ", ".join(str(d) for d in dirs)
+        raise DataError(where, f"no usable eval results ({len(skipped)} folder(s) of tasks without a table or "
+                               f"without figures; tables need {', '.join(RECOGNITION_TASKS + DENSE_TASKS)})")
+
+    def show(d) -> str:
+        if shown_as is not None:
+            rel = os.path.relpath(os.path.abspath(d), os.path.abspath(shown_as[0]))
+            if not rel.startswith(".."):
+                return os.path.normpath(os.path.join(str(shown_as[1]), rel))
+        return str(d)
+
     lines = [MARKER_LINE, "# pcm3 evaluation report", "",
              f"{len(runs)} eval runs: " + ", ".join(sorted({str(m.get("task")) for m in runs})) + ".", ""]
     lines += recognition_tables(runs)
     lines += dense_tables(runs)
-    skipped = unknown_runs(runs)
     if skipped:
-        lines += [f"Skipped {len(skipped)} folder(s) of tasks this report has no table for: "
-                  + ", ".join(f"`{m['_dir']}` (task {m.get('task')!r})" for m in skipped) + ".", ""]
+        lines += [f"Skipped {len(skipped)} folder(s) of tasks this report has no table for (or without figures): "
+                  + ", ".join(f"`{show(m['_dir'])}` (task {m.get('task')!r})" for m in skipped) + ".", ""]
     linear = [m for m in runs if m.get("task") == "linear"]
     occ = [m for m in runs if m.get("task") == "occlusion"]
     pictures: List[Tuple[str, Path]] = []
     # Every byte of the three outputs is written under temporary names first; only then are they
     # renamed into place (images, HTML, markdown), so an error leaves none of them half-made.
     with atomic_path(out) as md_tmp, atomic_path(html_path) as html_tmp, \
-            output_dir(images, "report", overwrite=overwrite, protect=[Path(m["_dir"]) for m in runs]) as tmp:
+            output_dir(images, "report", overwrite=overwrite, protect=[Path(m["_dir"]) for m in all_runs]) as tmp:
         main = next((m for m in linear if _kind(m) == "pretrained"), linear[0] if linear else None)
         made = [("Confusion matrix", main and plot_confusion(main, tmp / "confusion.png")),
                 ("Per-class accuracy", linear and plot_per_class(linear, tmp / "per_class.png")),
@@ -681,7 +782,7 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *, o
             lines += ["## Figures", ""]
             for title, p in pictures:
                 lines += [f"### {title}", "", f"![{title}]({images.name}/{p.name})", ""]
-        lines += ["## Runs", ""] + [f"- `{m['_dir']}`: {m.get('task')}, {KIND_LABEL.get(_kind(m), _kind(m))}, "
+        lines += ["## Runs", ""] + [f"- `{show(m['_dir'])}`: {m.get('task')}, {KIND_LABEL.get(_kind(m), _kind(m))}, "
                                     f"{_stream(m)}, seed {m.get('seed')}, {m.get('wall_seconds') or 0:.0f} s"
                                     for m in runs]
         md = "\n".join(lines) + "\n"

@@ -10,6 +10,7 @@ Tables 1-4 shape, with the paper's PCM3 figures where the data set matches) and,
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -32,6 +33,22 @@ def split_overrides(overrides: Sequence[str], tasks: Sequence[str]) -> Dict[str,
             raise ConfigError(f"--set {item!r}: prefix the key with a task ({', '.join(out)}), e.g. linear.epochs=10")
         out[head].append(rest)
     return out
+
+
+def _rename_runs(folder: Path, tmp: Path, final: Path) -> None:
+    """A fusion folder's ``runs`` named where they will be once the temporary folder is renamed."""
+    from pcm3.evaluation.common import read_metrics, write_results
+
+    m = read_metrics(folder)
+
+    def moved(r):
+        rel = os.path.relpath(os.path.abspath(r), os.path.abspath(tmp))
+        return r if rel.startswith("..") else str(final / rel)
+
+    m["runs"] = [moved(r) for r in m.get("runs") or []]
+    if isinstance(m.get("protocol"), dict) and isinstance(m["protocol"].get("runs"), list):
+        m["protocol"]["runs"] = [moved(r) for r in m["protocol"]["runs"]]
+    write_results(folder, m)
 
 
 def run_benchmark(encoders: Sequence[str], *, data, benchmark: Optional[str], out, tasks: Sequence[str] = SUITE_TASKS,
@@ -63,6 +80,7 @@ def run_benchmark(encoders: Sequence[str], *, data, benchmark: Optional[str], ou
     device = torch.device(device)
     t0 = time.perf_counter()
     folders: List[str] = []
+    final = Path(os.path.abspath(out))
     with output_dir(out, "benchmark", overwrite=overwrite, protect=[data, *encoders]) as tmp:
         loaded = [load_encoder_with_info(e) for e in encoders]
         streams = [enc.stream for enc, _ in loaded]
@@ -97,6 +115,7 @@ def run_benchmark(encoders: Sequence[str], *, data, benchmark: Optional[str], ou
                     evaluate("fusion", data=None, benchmark=benchmark, out=folder,
                              overrides=[f"runs=[{', '.join(repr(str(d)) for d in dirs)}]",
                                         f"weights=[{', '.join('1' for _ in dirs)}]", *per_task["fusion"]])
+                    _rename_runs(folder, tmp, final)
                     folders.append(str(Path(out) / folder.name))
         runs = load_runs([tmp])
         table = "\n".join(["# pcm3 benchmark", "", f"data `{data}`, benchmark `{benchmark}`, encoders: "
@@ -104,5 +123,5 @@ def run_benchmark(encoders: Sequence[str], *, data, benchmark: Optional[str], ou
                            "Fusion rows: equal weights over the streams' linear test scores."]) + "\n"
         write_text(tmp / "benchmark.md", table)
         if report:
-            write_report([tmp], tmp / "report.md")
+            write_report([tmp], tmp / "report.md", shown_as=(tmp, final))
     return {"runs": folders, "table": table, "seconds": time.perf_counter() - t0}
