@@ -15,6 +15,7 @@ def test_benchmark_two_streams(tmp_path_factory, tmp_path, capsys):
     assert code == 0
     table = (out / "benchmark.md").read_text()
     assert "2s fusion" in table and "Table 4: occlusion" in table and "raw input" in table
+    assert "weights [0.50, 0.50] (equal)." in table  # the footer says what the fusion rows used
     for row in ("joint_pretrained", "joint_random_init", "bone_raw_input", "fusion_pretrained"):
         assert (out / row).is_dir(), row
     m = json.loads((out / "bone_random_init" / "linear" / "metrics.json").read_text())

@@ -118,9 +118,13 @@ def run_benchmark(encoders: Sequence[str], *, data, benchmark: Optional[str], ou
                     _rename_runs(folder, tmp, final)
                     folders.append(str(Path(out) / folder.name))
         runs = load_runs([tmp])
+        fusions = [m for m in runs if m.get("task") == "fusion"]
+        weights = sorted({", ".join(f"{float(w):.2f}" for w in m.get("weights") or []) for m in fusions})
+        footer = [] if not fusions else [  # what the fusion rows fused, with the weights they used
+            "Fusion rows: the streams' linear test scores, weights " + "; ".join(f"[{w}]" for w in weights)
+            + (" (equal)." if not per_task["fusion"] else " (--set fusion.*).")]
         table = "\n".join(["# pcm3 benchmark", "", f"data `{data}`, benchmark `{benchmark}`, encoders: "
-                           + ", ".join(f"`{e}`" for e in encoders), "", *recognition_tables(runs),
-                           "Fusion rows: equal weights over the streams' linear test scores."]) + "\n"
+                           + ", ".join(f"`{e}`" for e in encoders), "", *recognition_tables(runs), *footer]) + "\n"
         write_text(tmp / "benchmark.md", table)
         if report:
             write_report([tmp], tmp / "report.md", shown_as=(tmp, final))
