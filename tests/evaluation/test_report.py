@@ -72,6 +72,25 @@ def test_tables_put_the_paper_beside_matching_data_only():
     assert "paper" not in knn.split("\n\n")[1]   # no NTU k-NN run: no paper row in Table 3
 
 
+def test_occlusion_in_the_papers_shape():
+    """Table 4 as the paper lays it out: spatial xsub, xview, Δ, temporal xsub, xview, Δ, Δ the
+    mean drop over the two benchmarks; the paper's row (with its Δ) beside NTU 60 only."""
+    from pcm3.evaluation.report import recognition_tables
+
+    def occ(dataset, bench, s, t, clean=80.0):
+        return {"task": "occlusion", "dataset": dataset, "benchmark": bench, "encoder": {"kind": "pretrained"},
+                "input": {"stream": "joint"}, "figures": {"clean_top1": clean, "spatial_top1": s, "temporal_top1": t,
+                                                          "spatial_drop": clean - s, "temporal_drop": clean - t}}
+
+    md = "\n".join(recognition_tables([occ("ntu60", "xsub", 70.0, 74.0), occ("ntu60", "xview", 76.0, 78.0, clean=84.0),
+                                        occ("synthetic", "xsub", 40.0, 30.0, clean=60.0)]))
+    assert "| encoder | stream | spatial xsub | spatial xview | spatial Δ | temporal xsub | temporal xview | temporal Δ |" in md
+    assert "| pretrained | joint | 70.0 | 76.0 | 9.0 | 74.0 | 78.0 | 6.0 |" in md
+    assert "| paper: PCM3 | joint | 80.8 | 87.0 | 3.3 | 77.6 | 86.1 | 5.4 |" in md
+    synthetic = md[md.index("paper's shape, synthetic"):]
+    assert "| pretrained | joint | 40.0 | 20.0 | 30.0 | 30.0 |" in synthetic and "paper" not in synthetic.split("\n\n")[1]
+
+
 def test_runs_that_share_a_cell_each_get_a_row():
     """Two pretrained joint encoders (seeds, ablation variants) on the same data: both shown,
     labelled by folder, neither overwriting the other; a lone run keeps the plain label."""
