@@ -517,3 +517,20 @@ def test_feature_regulariser_is_off_by_default_and_adds_its_terms():
     torch.testing.assert_close(out["loss"], expected)
     out["feat_var"].backward(retain_graph=True)
     assert m.encoder_q.gru.weight_ih_l0.grad is not None  # it acts on the encoder
+
+
+
+@pytest.mark.parametrize("name,terms", [
+    ("ablation_t7_contrastive", {"con_intra", "con_inter"}),
+    ("ablation_t7_multitask", {"con_intra", "con_inter", "mask_mse"}),
+    ("ablation_t8_intra", {"con_intra", "mask_mse"}),
+    ("ablation_t8_intra_inter", {"con_intra", "con_inter", "mask_mse"}),
+    ("ablation_t8_intra_inter_kl", {"con_intra", "con_inter", "kl_intra", "kl_inter", "mask_mse"}),
+])
+def test_packaged_ablation_configs_compute_their_table_row(name, terms):
+    """Table 7's pipelines have no L_KL; Table 8's rows keep the masked-prediction task."""
+    from pcm3.config import CONFIG_DIR, load_config
+
+    loss = load_config(CONFIG_DIR / f"{name}.yaml").loss
+    out = model(loss)(make_inputs())
+    assert {k for k in out if k.startswith(("con_", "kl_", "mask_mse"))} == terms
