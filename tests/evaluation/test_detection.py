@@ -159,3 +159,58 @@ def test_callers_encoder_is_left_alone(videos, tmp_path):
     run(ctx(videos, tmp_path, enc, p))
     assert all(torch.equal(before[k], v) for k, v in enc.state_dict().items())
     assert all(q.requires_grad for q in enc.parameters())
+
+
+def _copy_with_splits(src, dst, splits):
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.name != "splits.json":
+            (dst / f.name).symlink_to(f)
+    (dst / "splits.json").write_text(json.dumps(splits))
+    return dst
+
+
+def test_benchmark_never_falls_back_to_train_on_test(videos, tmp_path):
+    # a folder without xsub and no --benchmark: refused (as motion does), not every video for both parts
+    splits = json.loads((videos / "splits.json").read_text())
+    data = _copy_with_splits(videos, tmp_path / "xview_only", {"xview": splits["xview"]})
+    c = ctx(data, tmp_path / "o", tiny_encoder(), DetectionProtocol(epochs=1, milestones=[], timeline_videos=0),
+            benchmark=None)
+    with pytest.raises(ConfigError, match="--benchmark: required.*xview"):
+        run(c)
+    c.benchmark = "all"                          # asked for explicitly: a smoke test, and said so
+    assert any("smoke test" in n for n in run(c)["notes"])
+
+
+def test_split_with_test_videos_in_training_is_refused(videos, tmp_path):
+    # a hand-edited splits.json with a test video also in xsub/train: refused as `pcm3 eval linear` does
+    splits = json.loads((videos / "splits.json").read_text())
+    splits["xsub"]["train"].append(splits["xsub"]["test"][0])
+    data = _copy_with_splits(videos, tmp_path / "leak", splits)
+    with pytest.raises(DataError, match="both train and test"):
+        run(ctx(data, tmp_path / "o", tiny_encoder(), DetectionProtocol(epochs=1, milestones=[], timeline_videos=0)))
+
+
+def test_best_val_keeps_the_adapted_input_norm_of_the_selected_epoch(videos):
+    # frozen encoder, adapting input BatchNorm statistics, select best_val: the restored head must be
+    # paired with the statistics it was trained and validated with (epoch 1 here), not the last epoch's
+    from pcm3.data.prepared import Prepared
+    from pcm3.evaluation.detection import Videos, train_head
+
+    prepared = Prepared(videos)
+    vids = Videos(prepared)
+    enc = tiny_encoder()
+    snapshots, scores = [], iter([50.0, 10.0, 5.0])
+
+    def validate(head):
+        snapshots.append({k: v.clone() for k, v in enc.input_norm.state_dict().items()})
+        return next(scores)
+
+    p = DetectionProtocol(epochs=3, milestones=[], adapt_input_norm=True, val_fraction=0.3, val_every=1,
+                          select="best_val")
+    _, history = train_head(enc, vids, np.asarray(prepared.split("xsub", "train")), p, stream="joint",
+                            layout="ntu25", device=torch.device("cpu"), seed=0, validate=validate)
+    assert history[-1] == {"selected_epoch": 1}
+    assert not torch.equal(snapshots[0]["running_mean"], snapshots[-1]["running_mean"])  # the stats did move
+    assert all(torch.equal(v, snapshots[0][k]) for k, v in enc.input_norm.state_dict().items())
+    assert all(not q.requires_grad for q in enc.parameters())  # still frozen

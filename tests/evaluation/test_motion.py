@@ -123,3 +123,19 @@ def test_cli(synthetic_small, tmp_path):
                  "--quiet"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["units"]["MPJPE (encoder)"] == "mm"
+
+
+def test_split_with_test_clips_in_training_is_refused(synthetic_small, tmp_path):
+    # a hand-edited splits.json with a test clip also in xsub/train: refused as `pcm3 eval linear`
+    # refuses it, never run with only a "smoke test" note
+    data = tmp_path / "leak"
+    data.mkdir()
+    for f in synthetic_small.iterdir():
+        if f.name != "splits.json":
+            (data / f.name).symlink_to(f)
+    splits = json.loads((synthetic_small / "splits.json").read_text())
+    splits["xsub"]["train"].append(splits["xsub"]["test"][0])
+    (data / "splits.json").write_text(json.dumps(splits))
+    with pytest.raises(DataError, match="both train and test"):
+        run(ctx(data, tmp_path / "o", tiny_encoder(), small_protocol(epochs=1, milestones=[], max_train=16,
+                                                                     max_test=8)))

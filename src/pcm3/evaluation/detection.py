@@ -375,8 +375,11 @@ def train_head(encoder, videos: Videos, train_idx: np.ndarray, protocol: Detecti
             row["val_mAP_a@0.5"] = score = validate(head)
             if protocol.select == "best_val" and score > best:
                 best = score
+                # the encoder too where training changes it: fine-tuned weights, or the adapted input
+                # BatchNorm statistics the selected head was trained and validated with
+                keep_encoder = protocol.finetune or protocol.adapt_input_norm
                 best_state = ({k: v.detach().clone() for k, v in head.state_dict().items()},
-                              {k: v.detach().clone() for k, v in encoder.state_dict().items()} if protocol.finetune
+                              {k: v.detach().clone() for k, v in encoder.state_dict().items()} if keep_encoder
                               else None, epoch + 1)
         history.append(row)
     mode.eval()
@@ -486,7 +489,13 @@ def run(ctx: EvalContext) -> dict:
     prepared = Prepared(ctx.data)
     videos = Videos(prepared)
     check_sequence_encoder(ctx.encoder, prepared)
-    benchmark = ctx.benchmark or ("xsub" if "xsub" in prepared.splits else "all")
+    benchmark = ctx.benchmark or ("xsub" if "xsub" in prepared.splits else None)
+    if benchmark is None:  # never fall back to every video for both parts: that trains on the test videos
+        raise ConfigError(f"--benchmark: required, {ctx.data} has no xsub; it has: "
+                          f"{', '.join(prepared.benchmarks) or 'none'} (`all` trains and tests on every video: "
+                          "a smoke test only)")
+    for problem in prepared.split_problems([benchmark]):  # a hand-edited splits.json
+        raise DataError(ctx.data, f"{problem}: evaluating on training videos is no evaluation")
     train_idx = np.asarray(prepared.split(benchmark, "train"))
     test_idx = np.asarray(prepared.split(benchmark, "test"))
     if p.max_videos:

@@ -356,6 +356,8 @@ def run(ctx: EvalContext) -> dict:
         raise ConfigError(f"--benchmark: required, {ctx.data} has no xsub; it has: "
                           f"{', '.join(prepared.benchmarks) or 'none'} (`all` trains and tests on every clip: "
                           "a smoke test only)")
+    for problem in prepared.split_problems([benchmark]):  # a hand-edited splits.json
+        raise DataError(ctx.data, f"{problem}: evaluating on training clips is no evaluation")
     train_idx, test_idx = prepared.split(benchmark, "train"), prepared.split(benchmark, "test")
     train = Windows(prepared, train_idx, p.observed, p.predicted, p.max_train)
     test = Windows(prepared, test_idx, p.observed, p.predicted, p.max_test)
