@@ -329,6 +329,10 @@ def test_train_test_overlap_fails_validation(box, capsys, data):
     (bad / "splits.json").write_text(json.dumps({"xsub": {"train": list(range(32)), "test": [5, 32, 33]}}))
     fails(capsys, ["info", bad], "splits.json", "xsub", "1 sample in both train and test", root=box)
     fails(capsys, ["info", bad, "--no-scan"], "splits.json", "1 sample in both train and test", root=box)
+    # pretraining refuses it too (a hand-edited file), before the run folder is written
+    fails(capsys, ["pretrain", "--config", "demo", "--data", bad, "--out", box / "run", *SETS], "splits.json",
+          "1 sample in both train and test", root=box)
+    assert not (box / "run").exists()
     # an evaluation refuses it before reading anything (it would test on training samples)
     fails(capsys, ["eval", "knn", "--raw-input", "--data", bad, "--benchmark", "xsub", "--out", box / "ev"],
           "splits.json", "1 sample in both train and test", root=box)

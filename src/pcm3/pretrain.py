@@ -37,7 +37,7 @@ from pcm3.checks import (check_clips, check_finite, check_samples, checkpoint_wr
 from pcm3.config import Config, from_dict, resolve_threads, save_config, to_dict
 from pcm3.data.dataset import SkeletonDataset
 from pcm3.data.prepared import Prepared
-from pcm3.errors import ConfigError, Pcm3Error
+from pcm3.errors import ConfigError, DataError, Pcm3Error
 from pcm3.io import atomic_path
 from pcm3.masking import make_mask
 from pcm3.outputs import create_run_dir, open_run_dir
@@ -452,6 +452,8 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
         if start_epoch >= cfg.train.epochs:
             raise ConfigError(f"{run}: --resume: the run is finished ({start_epoch} of {cfg.train.epochs} epochs "
                               f"done); to train longer give more epochs, e.g. --set train.epochs={start_epoch + 10}")
+    for problem in prepared.split_problems([cfg.data.benchmark] if cfg.data.benchmark else []):
+        raise DataError(cfg.data.path, problem)  # a hand-edited splits.json: samples twice in a part...
     dataset = SkeletonDataset(prepared, cfg.data.benchmark, cfg.data.part)
     if ckpt is not None:
         _check_resume_data(ckpt.get("data") or {}, prepared, len(dataset), cfg.data.path)

@@ -45,8 +45,9 @@ Three definitions, all reported and named as such:
     each compared with the ground truth of its class in its video that it overlaps most; a true
     positive if that overlap reaches the threshold and that ground truth is not matched yet,
     otherwise a false positive (``voc`` instead tries the best *unmatched* ground truth, as
-    ActivityNet's evaluation does; the two differ only when a detection's best ground truth is
-    taken and another one also passes the threshold); all-point AP, averaged over the classes
+    ActivityNet's evaluation does, on the plain IoU; besides the overlap below, the two differ
+    only when a detection's best ground truth is taken and another one also passes the
+    threshold); all-point AP, averaged over the classes
     present in the ground truth. The overlap is the devkit's ``iou_ratio``, written for inclusive
     ends (``+ 1`` on widths and intersection), which their code applies to the end-exclusive
     numbers of its segments and labels as they stand: :func:`authors_iou`, the frame IoU of
