@@ -339,6 +339,23 @@ def test_train_test_overlap_fails_validation(box, capsys, data):
     assert not (box / "ev").exists()
 
 
+def test_info_checks_the_sample_index_and_lengths(box, capsys, data):
+    """A damaged samples.csv (visualize then finds no sample) or a length beyond the clips
+    fail `pcm3 info`, with or without the scan."""
+    rows = box / "rows"
+    shutil.copytree(data, rows)
+    (rows / "samples.csv").write_text("xx\n")
+    for scan in ([], ["--no-scan"]):
+        fails(capsys, ["info", rows, *scan], "samples.csv: 0 rows, expected one per sample (40)", root=box)
+    long = box / "long"
+    shutil.copytree(data, long)
+    lengths = np.load(long / "lengths.npy")
+    lengths[3] = 10 * T
+    np.save(long / "lengths.npy", lengths)
+    for scan in ([], ["--no-scan"]):
+        fails(capsys, ["info", long, *scan], "lengths.npy: 1 samples longer than the clips' 32 frames", root=box)
+
+
 # --------------------------------------------------------------------------- prepare: options
 
 

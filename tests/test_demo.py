@@ -5,7 +5,7 @@ import json
 import pytest
 
 from pcm3.cli import main
-from pcm3.data.synthetic import prepare_synthetic
+from pcm3.data.synthetic import prepare_synthetic, prepare_synthetic_untrimmed
 
 FAST = ["--set", "train.epochs=1", "--set", "train.max_steps_per_epoch=2", "--set", "train.batch_size=16",
         "--supervised-epochs", "1", "--quiet"]
@@ -133,3 +133,58 @@ def test_a_failing_background_task_exits_quietly(tmp_path, capfd):
         p.join()
         assert p.exitcode == 1
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_bad_options_and_data_are_refused_before_the_folder_is_made(tiny, tmp_path, capsys):
+    untrimmed = tmp_path / "u"
+    prepare_synthetic_untrimmed(untrimmed, seed=0, num_subjects=2, videos_per_view=1, actions_per_video=2,
+                                progress=False)
+    for argv, needle in ((["--data", str(untrimmed)], "holds untrimmed videos"),
+                         (["--data", str(tiny), "--set", "foo.bar=1"], "--set foo.bar=1"),
+                         (["--data", str(tiny), "--config", "nosuch"], "nosuch"),
+                         (["--data", str(tiny), "--supervised-epochs", "-1"], "--supervised-epochs")):
+        assert main(["demo", "--out", str(tmp_path / "d"), *argv, "--steps", "probe", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err and needle in err, err
+        assert not (tmp_path / "d").exists()
+
+
+def test_a_rerun_with_other_settings_is_refused_and_the_same_reuses_everything(tiny, tmp_path, capsys):
+    """Finished folders of a demo are reused on a rerun, so a rerun with other settings (more
+    epochs: the suite would keep the old encoder's figures) is refused; the same rerun reuses
+    the supervised bound instead of training it again."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--data", str(tiny), "--out", str(out), *FAST, "--steps", "probe"]) == 0
+    first = json.loads((out / "metrics.json").read_text())
+    stamp = (out / "supervised_encoder.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    for argv, needle in ((["--set", "train.epochs=2"], "train.epochs differs (1 there, 2 now)"),
+                         (["--set", "optim.lr=0.5"], "optim.lr differs"),
+                         (["--supervised-epochs", "2"], "--supervised-epochs differs")):
+        assert main(["demo", "--data", str(tiny), "--out", str(out), *FAST, *argv, "--steps", "probe"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and needle in err, err
+    assert main(["demo", "--data", str(tiny), "--out", str(out), *FAST, "--steps", "probe"]) == 0
+    again = json.loads((out / "metrics.json").read_text())
+    assert (out / "supervised_encoder.pt").stat().st_mtime_ns == stamp  # not trained again
+    for row in ("pretrained", "random_init", "raw_input", "supervised"):
+        assert again[row]["linear"] == first[row]["linear"] and again[row]["knn1"] == first[row]["knn1"]
+
+
+def test_a_background_task_stopped_with_sigterm_cleans_up(tiny, tmp_path):
+    """When the demo exits on an error (or is killed), multiprocessing stops its daemonic
+    children with SIGTERM: they exit through their clean-up (exit 1), leaving no temporary file."""
+    import multiprocessing
+    import time
+
+    from pcm3.commands import demo
+    from pcm3.config import load_config
+
+    cfg = load_config("demo", [f"data.path={tiny}", "model.encoder.hidden=8"])
+    proc, path = demo._start_supervised(tmp_path, tiny, cfg, epochs=100000)
+    time.sleep(8)  # started and training
+    assert proc.is_alive()
+    proc.terminate()
+    proc.join(30)
+    assert proc.exitcode == 1  # KeyboardInterrupt -> SystemExit(1), not killed by the signal (-15)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

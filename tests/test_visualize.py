@@ -86,3 +86,23 @@ def test_detections_overlay(tmp_path):
     det.write_text("video,label\nx,1\n")
     assert main(["visualize", str(data), "--sample", "0", "--detections", str(det), "--out",
                  str(tmp_path / "e.gif")]) == 2
+
+
+def test_detections_of_another_data_set_are_refused(tmp_path, capsys):
+    data = tmp_path / "u"
+    prepare_synthetic_untrimmed(data, seed=0, num_subjects=2, videos_per_view=1, actions_per_video=2, progress=False)
+    name = Prepared(data).names[0]
+    det = tmp_path / "detections.csv"
+    for rows, needle in ((["other_video,3,10,60,0.8"], "names no video of"),
+                         ([f"{name},3,60,10,0.8"], "line 2: expected 0 <= start < end"),
+                         ([f"{name},3,-5,10,0.8"], "line 2: expected 0 <= start < end"),
+                         ([f"{name},3,10,99999,0.8"], "end after its")):
+        det.write_text("video,class,start,end,confidence\n" + "\n".join(rows) + "\n")
+        assert main(["visualize", str(data), "--sample", "0", "--detections", str(det), "--out",
+                     str(tmp_path / "d.gif"), "--max-frames", "4"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and needle in err, err
+        assert not (tmp_path / "d.gif").exists()
+    det.write_text("video,class,start,end,confidence\n")  # no detections at all: drawn
+    assert main(["visualize", str(data), "--sample", "0", "--detections", str(det), "--out",
+                 str(tmp_path / "d.gif"), "--max-frames", "4"]) == 0

@@ -303,6 +303,9 @@ def read_detections(path) -> List[dict]:
                         "end": int(row["end"]), "confidence": float(row["confidence"])})
         except (TypeError, ValueError):
             raise DataError(path, f"line {len(out) + 2}: expected video,class,start,end,confidence") from None
+        if not 0 <= out[-1]["start"] < out[-1]["end"]:
+            raise DataError(path, f"line {len(out) + 1}: expected 0 <= start < end (end exclusive), "
+                                  f"got {out[-1]['start']}..{out[-1]['end']}")
     return out
 
 
@@ -324,6 +327,8 @@ def animate_detections(prepared, i: int, detections: Sequence[dict], out: Path, 
     K = prepared.num_classes
     if any(not 1 <= c <= K for c, _, _ in found):
         raise DataError(prepared.root, f"detections of {name} have classes outside 1..{K}: not this data set's")
+    if any(e > x.shape[1] for _, _, e in found):
+        raise DataError(prepared.root, f"detections of {name} end after its {x.shape[1]} frames: not this data set's")
     colours = class_colours(K)
     layout = prepared.layout
     axes_ = view_axes(x, layout)
@@ -381,6 +386,8 @@ def visualize(data: str | os.PathLike, sample: str | int, out: str | os.PathLike
     if checkpoint is not None:
         return animate_reconstruction(prepared, i, checkpoint, Path(out), fps=fps or 10.0, seed=seed)
     if detections is not None:
-        return animate_detections(prepared, i, read_detections(detections), Path(out), fps=fps or 15.0,
-                                  max_frames=max_frames)
+        found = read_detections(detections)
+        if found and not set(d["video"] for d in found) & set(prepared.names):
+            raise DataError(detections, f"names no video of {prepared.root}: detections of another data set")
+        return animate_detections(prepared, i, found, Path(out), fps=fps or 15.0, max_frames=max_frames)
     return animate_sample(prepared, i, Path(out), fps=fps or 15.0, max_frames=max_frames)

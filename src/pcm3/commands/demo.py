@@ -21,6 +21,7 @@ with ``msr3d_xsub_joint``); detection then needs untrimmed videos and is skipped
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -63,22 +64,33 @@ def run(args) -> int:
     bad = [s for s in steps if s not in STEPS]
     if bad:
         raise ConfigError(f"--steps: {bad[0]!r} is not one of {', '.join(STEPS)}")
+    if args.supervised_epochs < 0:
+        raise ConfigError(f"--supervised-epochs: must be >= 0 (0 leaves the row out), got {args.supervised_epochs}")
     out = Path(args.out)
+    data = Path(args.data) if args.data else out / "data"
+    overrides = list(args.overrides) + ([f"train.threads={args.threads}"] if args.threads else [])
+    # everything is validated before anything is written: the config, then the data
+    from pcm3.checks import check_clips
+    from pcm3.config import load_config
+
+    cfg = load_config(args.config, [*overrides, f"data.path={data}"])
+    if args.data:
+        check_clips(Prepared(data), "pcm3 demo")
     protect = [args.data] if args.data else []
     if folder_kind(out) != "demo":  # a new demo folder; an earlier demo folder is continued
         check_output_dir(out, "demo", protect=protect)
         out.mkdir(parents=True, exist_ok=True)
         write_marker(out, "demo")
-    data = Path(args.data) if args.data else out / "data"
+    check_same_settings(out, cfg, data, builtin=not args.data, supervised_epochs=args.supervised_epochs)
     t0 = time.perf_counter()
     if not args.data and not (data / "meta.json").exists():
         prepare_synthetic(data, seed=0, progress=not args.quiet)
     print(format_summary(Prepared(data).summary()))
     if args.prepare_only:
         return 0
-    overrides = list(args.overrides) + ([f"train.threads={args.threads}"] if args.threads else [])
-    metrics = run_demo(out, data, args.config, overrides, progress=not args.quiet, steps=steps,
-                       supervised_epochs=args.supervised_epochs, builtin=not args.data)
+    with _terminate_as_interrupt():  # `kill` or a closed terminal: clean up as after Ctrl-C
+        metrics = run_demo(out, data, args.config, overrides, progress=not args.quiet, steps=steps,
+                           supervised_epochs=args.supervised_epochs, builtin=not args.data)
     metrics["total_seconds"] = time.perf_counter() - t0
     write_json(out / "metrics.json", metrics)
     if "pretrained" in metrics:
@@ -93,6 +105,89 @@ def run(args) -> int:
 
 
 ROWS = ("pretrained", "random_init", "raw_input", "supervised")
+
+SETTINGS = "settings.json"
+# Config values that do not change results (as for ``pcm3 pretrain --resume``); data.path is
+# recorded on its own (``data``).
+_BOOKKEEPING = {("train", "progress"), ("train", "threads"), ("train", "save_every"), ("train", "device"),
+                ("data", "num_workers"), ("data", "path")}
+
+
+def check_same_settings(out: Path, cfg, data: Path, *, builtin: bool, supervised_epochs: int) -> None:
+    """A rerun continues the same demo: refuse other settings (another config, ``--set``,
+    ``--data`` or ``--supervised-epochs``), whose results would be mixed with the finished
+    folders of the earlier ones. The first run records them in ``OUT/settings.json``."""
+    import json
+
+    from pcm3.config import to_dict
+    from pcm3.errors import ConfigError
+    from pcm3.io import write_json
+
+    now = {"data": "built-in" if builtin else str(Path(data).resolve()), "supervised_epochs": supervised_epochs,
+           **{f"{section}.{key}": value for section, values in to_dict(cfg).items() for key, value in values.items()
+              if (section, key) not in _BOOKKEEPING}}
+    now = json.loads(json.dumps(now, default=str))
+    path = out / SETTINGS
+    if not path.exists():
+        write_json(path, now)
+        return
+    try:
+        before = json.loads(path.read_text())
+    except ValueError:
+        raise ConfigError(f"{path}: not valid JSON (the settings of this demo folder)") from None
+    for key in sorted(set(before) | set(now)):
+        if before.get(key) != now.get(key):
+            option = {"data": "--data", "supervised_epochs": "--supervised-epochs"}.get(key, key)
+            raise ConfigError(f"--out {out}: a rerun continues the same demo, but {option} differs "
+                              f"({before.get(key)!r} there, {now.get(key)!r} now); give a new --out for other settings")
+
+
+class _terminate_as_interrupt:
+    """SIGTERM / SIGHUP raise KeyboardInterrupt while the demo runs, so that its temporary files
+    are removed and its background processes stopped, as after Ctrl-C."""
+
+    def __enter__(self):
+        import signal
+
+        self.saved = {}
+        for name in ("SIGTERM", "SIGHUP"):
+            sig = getattr(signal, name, None)
+            if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:
+                self.saved[sig] = signal.signal(sig, _raise_interrupt)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _child_setup() -> None:
+    """In a background process: SIGTERM (sent to daemonic children when the demo exits on an
+    error or Ctrl-C) raises KeyboardInterrupt, so that the task's temporary folder is removed;
+    and the process stops when the demo process is gone (killed), instead of running on alone."""
+    import _thread
+    import multiprocessing
+    import signal
+    import threading
+
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch():
+        parent.join()  # returns when the parent process has ended
+        _thread.interrupt_main()
+        time.sleep(60)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def probe_rows(data: Path, cfg, pretrained, rows=ROWS, supervised_epochs: int = 60, progress: bool = False,
@@ -155,6 +250,7 @@ def _train_supervised_to(path: str, encoder_config: dict, data: str, benchmark: 
 
     torch.set_num_threads(1)
     try:
+        _child_setup()
         encoder = train_supervised(encoder_config, SkeletonDataset(data, benchmark, "train"), **kwargs)
         with atomic_path(Path(path)) as tmp:
             torch.save({"encoder_config": encoder_config, "state_dict": encoder.state_dict()}, tmp)
@@ -192,8 +288,11 @@ def _collect_supervised(proc, path: Path, cfg, pretrained):
 
     from pcm3.evaluation.baselines import random_init_encoder
 
-    proc.join()
-    if proc.exitcode != 0 or not path.exists():
+    if proc is not None:
+        proc.join()
+        if proc.exitcode != 0:
+            return None
+    if not path.exists():
         return None
     saved = torch.load(path, map_location="cpu", weights_only=False)
     encoder = random_init_encoder(pretrained.config, cfg.train.seed, layout=pretrained.layout,
@@ -229,7 +328,9 @@ def run_demo(out: Path, data: Path, config: str, overrides, progress: bool = Tru
     done = load_checkpoint(run_dir / "checkpoint_last.pt") if resume else None
     background = None
     finished = done is not None and int(done["epoch"]) >= cfg.train.epochs
-    if "probe" in steps and "supervised" in rows and supervised_epochs and not finished:
+    wants_supervised = ("probe" in steps or "suite" in steps) and "supervised" in rows and supervised_epochs
+    trained = out / "supervised_encoder.pt"  # by an earlier run of this demo (same settings: settings.json)
+    if "probe" in steps and wants_supervised and not finished and not trained.exists():
         background = _start_supervised(out, data, cfg, supervised_epochs)  # alongside pretraining
     if finished:  # a rerun: pretraining is finished
         last = done["history"][-1] if done["history"] else {}
@@ -255,6 +356,8 @@ def run_demo(out: Path, data: Path, config: str, overrides, progress: bool = Tru
     supervised = None
     if background is not None:  # before the dense tasks start: one background process at a time
         supervised = _collect_supervised(*background, cfg, pretrained)
+    elif wants_supervised and trained.exists():
+        supervised = _collect_supervised(None, trained, cfg, pretrained)
     dense_proc = None
     if "dense" in steps and ("probe" in steps or "suite" in steps):  # something to overlap it with
         dense_proc = _start_dense(out, data, cfg, encoder_path, builtin)
@@ -357,6 +460,7 @@ def _run_dense_child(root: str, data: str, benchmark: Optional[str], seed: int, 
 
     torch.set_num_threads(1)
     try:
+        _child_setup()
         run_dense(Path(root), Path(data), benchmark, seed, Path(encoder_path), builtin, progress=False,
                   overrides=overrides)
     except (Exception, KeyboardInterrupt):

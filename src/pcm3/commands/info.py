@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     ds = Prepared(args.dir)
     summary = ds.summary()
-    problems = ds.split_problems() if args.no_scan else ds.validate()
+    problems = ds.split_problems() + ds.index_problems() if args.no_scan else ds.validate()
     if args.json:
         print(json.dumps({**summary, "problems": problems}, indent=2))
     else:
@@ -30,3 +30,4 @@ def run(args) -> int:
     if problems:
         raise DataError(args.dir, "validation failed: " + "; ".join(problems))
     return 0
+

@@ -523,6 +523,25 @@ class Prepared:
                                     f"train and test (e.g. {int(both[0])})")
         return problems
 
+    def index_problems(self) -> List[str]:
+        """What the loaders and ``pcm3 visualize`` rely on besides the values (cheap: no data is
+        read): one ``samples.csv`` row with a name per sample, and clip lengths no longer than
+        the clips."""
+        problems = []
+        try:
+            rows = self.rows
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            return [f"samples.csv: unreadable ({e})"]
+        if len(rows) != len(self):
+            problems.append(f"samples.csv: {len(rows)} rows, expected one per sample ({len(self)})")
+        elif any(not r.get("name") for r in rows):
+            problems.append("samples.csv: rows without a name (header index,name,label,length,...)")
+        if self.kind == "clips" and len(self.shape) > 2:
+            long = int((self.lengths > self.shape[2]).sum())
+            if long:
+                problems.append(f"lengths.npy: {long} samples longer than the clips' {self.shape[2]} frames")
+        return problems
+
     def validate(self, chunk: int = 1024) -> List[str]:
         """Scan every value; return a list of problems (empty when the folder is sound)."""
         problems = []
@@ -531,6 +550,7 @@ class Prepared:
         if (self.lengths <= 0).any():
             problems.append(f"lengths.npy: {int((self.lengths <= 0).sum())} samples with no frames")
         problems += self.split_problems()
+        problems += self.index_problems()
         data = self.data
         for s in range(0, data.shape[0], chunk):
             block = np.asarray(data[s:s + chunk])
