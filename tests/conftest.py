@@ -38,6 +38,23 @@ def synthetic_small(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def resplit():
+    """``resplit(src, dst, edit)``: a prepared folder ``dst`` with ``src``'s files (linked) and
+    ``splits.json`` as ``edit(splits)`` returns it (a hand-edited split file, without copying data)."""
+    import json
+
+    def make(src: Path, dst: Path, edit) -> Path:
+        dst.mkdir()
+        for f in Path(src).iterdir():
+            if f.name != "splits.json":
+                (dst / f.name).symlink_to(f)
+        (dst / "splits.json").write_text(json.dumps(edit(json.loads((Path(src) / "splits.json").read_text()))))
+        return dst
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def repo_script():
     """``repo_script(folder, name)``: the module ``name`` of a script folder of the repository
     (``benchmarks``, ``tools``), imported with that folder on ``sys.path`` for the session."""

@@ -124,19 +124,15 @@ def test_resume_refuses_changed_method(synthetic_small, tmp_path):
         fit(tiny_config(synthetic_small, "train.epochs=2", "loss.w_mask=1"), run, resume=True)
 
 
-def test_resume_refuses_other_data(synthetic_small, tmp_path):
-    import json
-
+def test_resume_refuses_other_data(synthetic_small, tmp_path, resplit):
     run = tmp_path / "run"
     fit(tiny_config(synthetic_small, "train.epochs=1"), run)
-    other = tmp_path / "other"  # the same clips, a training part one sample shorter
-    other.mkdir()
-    for f in synthetic_small.iterdir():
-        if f.name != "splits.json":
-            (other / f.name).symlink_to(f)
-    splits = json.loads((synthetic_small / "splits.json").read_text())
-    splits["xsub"]["train"] = splits["xsub"]["train"][:-1]
-    (other / "splits.json").write_text(json.dumps(splits))
+
+    def shorter(splits):  # the same clips, a training part one sample shorter
+        splits["xsub"]["train"] = splits["xsub"]["train"][:-1]
+        return splits
+
+    other = resplit(synthetic_small, tmp_path / "other", shorter)
     cfg = tiny_config(synthetic_small, "train.epochs=2")
     cfg.data.path = str(other)
     with pytest.raises(ConfigError, match="training samples here, .* in the interrupted run"):

@@ -161,19 +161,9 @@ def test_callers_encoder_is_left_alone(videos, tmp_path):
     assert all(q.requires_grad for q in enc.parameters())
 
 
-def _copy_with_splits(src, dst, splits):
-    dst.mkdir()
-    for f in src.iterdir():
-        if f.name != "splits.json":
-            (dst / f.name).symlink_to(f)
-    (dst / "splits.json").write_text(json.dumps(splits))
-    return dst
-
-
-def test_benchmark_never_falls_back_to_train_on_test(videos, tmp_path):
+def test_benchmark_never_falls_back_to_train_on_test(videos, tmp_path, resplit):
     # a folder without xsub and no --benchmark: refused (as motion does), not every video for both parts
-    splits = json.loads((videos / "splits.json").read_text())
-    data = _copy_with_splits(videos, tmp_path / "xview_only", {"xview": splits["xview"]})
+    data = resplit(videos, tmp_path / "xview_only", lambda s: {"xview": s["xview"]})
     c = ctx(data, tmp_path / "o", tiny_encoder(), DetectionProtocol(epochs=1, milestones=[], timeline_videos=0),
             benchmark=None)
     with pytest.raises(ConfigError, match="--benchmark: required.*xview"):
@@ -182,11 +172,14 @@ def test_benchmark_never_falls_back_to_train_on_test(videos, tmp_path):
     assert any("smoke test" in n for n in run(c)["notes"])
 
 
-def test_split_with_test_videos_in_training_is_refused(videos, tmp_path):
-    # a hand-edited splits.json with a test video also in xsub/train: refused as `pcm3 eval linear` does
-    splits = json.loads((videos / "splits.json").read_text())
+def _leak_one_test_sample(splits):
     splits["xsub"]["train"].append(splits["xsub"]["test"][0])
-    data = _copy_with_splits(videos, tmp_path / "leak", splits)
+    return splits
+
+
+def test_split_with_test_videos_in_training_is_refused(videos, tmp_path, resplit):
+    # a hand-edited splits.json with a test video also in xsub/train: refused as `pcm3 eval linear` does
+    data = resplit(videos, tmp_path / "leak", _leak_one_test_sample)
     with pytest.raises(DataError, match="both train and test"):
         run(ctx(data, tmp_path / "o", tiny_encoder(), DetectionProtocol(epochs=1, milestones=[], timeline_videos=0)))
 

@@ -88,16 +88,10 @@ def test_refusals(synthetic_small, tmp_path):
         MotionProtocol(predicted=0)
 
 
-def test_benchmark_never_falls_back_to_train_on_test(synthetic_small, tmp_path):
+def test_benchmark_never_falls_back_to_train_on_test(synthetic_small, tmp_path, resplit):
     # a folder without xsub (as NW-UCLA: xview only) and no --benchmark: refused, not every clip
     # for both parts; `all` says so explicitly and the result carries the note
-    data = tmp_path / "xview_only"
-    data.mkdir()
-    for f in synthetic_small.iterdir():
-        if f.name != "splits.json":
-            (data / f.name).symlink_to(f)
-    splits = json.loads((synthetic_small / "splits.json").read_text())
-    (data / "splits.json").write_text(json.dumps({"xview": splits["xview"]}))
+    data = resplit(synthetic_small, tmp_path / "xview_only", lambda s: {"xview": s["xview"]})
     c = ctx(data, tmp_path / "o1", tiny_encoder(), small_protocol(epochs=1, milestones=[], max_train=16, max_test=8))
     c.benchmark = None
     with pytest.raises(ConfigError, match="--benchmark: required.*xview"):
@@ -125,17 +119,14 @@ def test_cli(synthetic_small, tmp_path):
     assert m["units"]["MPJPE (encoder)"] == "mm"
 
 
-def test_split_with_test_clips_in_training_is_refused(synthetic_small, tmp_path):
+def test_split_with_test_clips_in_training_is_refused(synthetic_small, tmp_path, resplit):
     # a hand-edited splits.json with a test clip also in xsub/train: refused as `pcm3 eval linear`
     # refuses it, never run with only a "smoke test" note
-    data = tmp_path / "leak"
-    data.mkdir()
-    for f in synthetic_small.iterdir():
-        if f.name != "splits.json":
-            (data / f.name).symlink_to(f)
-    splits = json.loads((synthetic_small / "splits.json").read_text())
-    splits["xsub"]["train"].append(splits["xsub"]["test"][0])
-    (data / "splits.json").write_text(json.dumps(splits))
+    def leak(splits):
+        splits["xsub"]["train"].append(splits["xsub"]["test"][0])
+        return splits
+
+    data = resplit(synthetic_small, tmp_path / "leak", leak)
     with pytest.raises(DataError, match="both train and test"):
         run(ctx(data, tmp_path / "o", tiny_encoder(), small_protocol(epochs=1, milestones=[], max_train=16,
                                                                      max_test=8)))

@@ -288,6 +288,20 @@ def open_splits(ctx: EvalContext):
     return train, test
 
 
+def dense_benchmark(ctx: EvalContext, prepared, unit: str) -> str:
+    """The benchmark a dense task (detection: ``unit`` "video"; motion prediction: "clip") trains
+    and tests on: ``--benchmark``, else ``xsub``; never every sample for both parts unless asked
+    (``all``, a smoke test), and never a split whose training part holds test samples."""
+    benchmark = ctx.benchmark or ("xsub" if "xsub" in prepared.splits else None)
+    if benchmark is None:  # never fall back to every sample for both parts: that trains on the test ones
+        raise ConfigError(f"--benchmark: required, {ctx.data} has no xsub; it has: "
+                          f"{', '.join(prepared.benchmarks) or 'none'} (`all` trains and tests on every {unit}: "
+                          "a smoke test only)")
+    for problem in prepared.split_problems([benchmark]):  # a hand-edited splits.json
+        raise DataError(ctx.data, f"{problem}: evaluating on training {unit}s is no evaluation")
+    return benchmark
+
+
 def encode_kwargs(ctx: EvalContext, spec: Dict[str, Any], protocol) -> Dict[str, Any]:
     """The keyword arguments of :func:`pcm3.evaluation.features.encode` for this task: the clip
     settings of ``spec`` (:func:`input_spec`) and the protocol's batch size and workers."""

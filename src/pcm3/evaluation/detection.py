@@ -53,7 +53,8 @@ import torch
 import torch.nn.functional as F
 
 from pcm3.errors import ConfigError, DataError
-from pcm3.evaluation.common import EvalContext, SupervisedConfig, carve_validation, smoke_test_notes
+from pcm3.evaluation.common import (EvalContext, SupervisedConfig, carve_validation, dense_benchmark,
+                                    smoke_test_notes)
 from pcm3.evaluation.detection_metrics import METRICS, detection_metrics
 from pcm3.skeleton import to_stream
 
@@ -489,13 +490,7 @@ def run(ctx: EvalContext) -> dict:
     prepared = Prepared(ctx.data)
     videos = Videos(prepared)
     check_sequence_encoder(ctx.encoder, prepared)
-    benchmark = ctx.benchmark or ("xsub" if "xsub" in prepared.splits else None)
-    if benchmark is None:  # never fall back to every video for both parts: that trains on the test videos
-        raise ConfigError(f"--benchmark: required, {ctx.data} has no xsub; it has: "
-                          f"{', '.join(prepared.benchmarks) or 'none'} (`all` trains and tests on every video: "
-                          "a smoke test only)")
-    for problem in prepared.split_problems([benchmark]):  # a hand-edited splits.json
-        raise DataError(ctx.data, f"{problem}: evaluating on training videos is no evaluation")
+    benchmark = dense_benchmark(ctx, prepared, "video")
     train_idx = np.asarray(prepared.split(benchmark, "train"))
     test_idx = np.asarray(prepared.split(benchmark, "test"))
     if p.max_videos:

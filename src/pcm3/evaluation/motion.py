@@ -44,7 +44,8 @@ import torch
 from torch import Tensor, nn
 
 from pcm3.errors import ConfigError, DataError
-from pcm3.evaluation.common import EvalContext, SupervisedConfig, check_compatible, smoke_test_notes
+from pcm3.evaluation.common import (EvalContext, SupervisedConfig, check_compatible, dense_benchmark,
+                                    smoke_test_notes)
 from pcm3.skeleton import to_stream
 
 DEFAULT_CONFIG = "eval_motion"
@@ -351,13 +352,7 @@ def run(ctx: EvalContext) -> dict:
         raise DataError(ctx.data, f"holds {prepared.kind}; motion prediction needs clips (e.g. `pcm3 prepare "
                                   "synthetic`, msr3d, ntu60)")
     check_compatible(ctx.encoder, prepared)
-    benchmark = ctx.benchmark or ("xsub" if "xsub" in prepared.splits else None)
-    if benchmark is None:  # never fall back to every clip for both parts: that trains on the test clips
-        raise ConfigError(f"--benchmark: required, {ctx.data} has no xsub; it has: "
-                          f"{', '.join(prepared.benchmarks) or 'none'} (`all` trains and tests on every clip: "
-                          "a smoke test only)")
-    for problem in prepared.split_problems([benchmark]):  # a hand-edited splits.json
-        raise DataError(ctx.data, f"{problem}: evaluating on training clips is no evaluation")
+    benchmark = dense_benchmark(ctx, prepared, "clip")
     train_idx, test_idx = prepared.split(benchmark, "train"), prepared.split(benchmark, "test")
     train = Windows(prepared, train_idx, p.observed, p.predicted, p.max_train)
     test = Windows(prepared, test_idx, p.observed, p.predicted, p.max_test)

@@ -191,6 +191,21 @@ def _row_key(m: dict):
     return (KIND_ORDER.index(k) if k in KIND_ORDER else 99, order.index(stream) if stream in order else 9, stream, k)
 
 
+def _clash_tags(runs: List[dict], cell) -> Dict[int, str]:
+    """``{id(run): tag}`` for the runs that share a table cell (``cell(run)``, e.g. two seeds or
+    two ablation variants): each gets a row of its own, labelled by its folder (the part of the
+    path that tells them apart), instead of one overwriting the other."""
+    groups: Dict[tuple, List[dict]] = {}
+    for m in runs:
+        groups.setdefault(cell(m), []).append(m)
+    tags: Dict[int, str] = {}
+    for group in groups.values():
+        if len(group) > 1:
+            for m, tag in zip(group, _distinct_tags([m.get("_dir", "") for m in group])):
+                tags[id(m)] = tag
+    return tags
+
+
 def _distinct_tags(dirs: List[str]) -> List[str]:
     """Labels of folders that share a table cell: each path below the group's common folder
     (``b0/joint_pretrained/linear`` and ``b1/...`` of two benchmark outputs, not ``linear`` twice)."""
@@ -219,14 +234,7 @@ def recognition_tables(runs: List[dict]) -> List[str]:
         # Runs that would fill the same cell (two seeds, two ablation variants...) each get a row
         # of their own, labelled by their folder (the part of the path that tells them apart),
         # instead of one overwriting the other.
-        groups: Dict[tuple, List[dict]] = {}
-        for m in sel:
-            groups.setdefault((_row_key(m), m.get("task"), _column(m)), []).append(m)
-        tags: Dict[int, str] = {}
-        for group in groups.values():
-            if len(group) > 1:
-                for m, tag in zip(group, _distinct_tags([m.get("_dir", "") for m in group])):
-                    tags[id(m)] = tag
+        tags = _clash_tags(sel, lambda m: (_row_key(m), m.get("task"), _column(m)))
         rows: Dict[tuple, Dict[tuple, str]] = {}
         for m in sel:
             tag = tags.get(id(m), "")
@@ -315,14 +323,7 @@ def _occlusion_paper_shape(occ: List[dict]) -> Dict[str, Tuple[List[str], List[L
     for dataset in sorted({_column(m)[0] for m in occ}):
         ms = [m for m in occ if _column(m)[0] == dataset]
         benches = sorted({_column(m)[1] for m in ms})
-        groups: Dict[tuple, List[dict]] = {}
-        for m in ms:
-            groups.setdefault((_row_key(m), _column(m)[1]), []).append(m)
-        tags: Dict[int, str] = {}
-        for group in groups.values():
-            if len(group) > 1:
-                for m, tag in zip(group, _distinct_tags([m.get("_dir", "") for m in group])):
-                    tags[id(m)] = tag
+        tags = _clash_tags(ms, lambda m: (_row_key(m), _column(m)[1]))
         rows: Dict[tuple, Dict[str, dict]] = {}
         for m in ms:
             rows.setdefault((_row_key(m), tags.get(id(m), "")), {})[_column(m)[1]] = m["figures"]
