@@ -30,3 +30,29 @@ def test_missing_raw_folder_is_one_line(target, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "nope" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
+    """`kill` (SIGTERM) during a command raises KeyboardInterrupt inside it: its temporary
+    output is removed and the exit is 130 (in a child process: without the handler SIGTERM
+    would end it on the spot)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, signal, sys\n"
+        "from pcm3.data import synthetic\n"
+        "from pcm3.cli import main\n"
+        "real = synthetic._generate_class\n"
+        "def killed(*a, **k):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)  # `kill` while the first class is generated\n"
+        "    return real(*a, **k)\n"
+        "synthetic._generate_class = killed\n"
+        "code = main(['prepare', 'synthetic', '--out', sys.argv[1], '--quiet'])\n"
+        "assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the default handler is back\n"
+        "sys.exit(code)\n")
+    res = subprocess.run([sys.executable, "-c", script, str(tmp_path / "syn")], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 130, (res.returncode, res.stderr[-500:])
+    assert "interrupted" in res.stderr and "Traceback" not in res.stderr
+    assert list(tmp_path.iterdir()) == []  # no output, no temporary folder

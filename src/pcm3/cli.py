@@ -15,7 +15,7 @@ import sys
 from typing import List, Optional
 
 from pcm3 import __version__
-from pcm3.errors import ConfigError, Pcm3Error
+from pcm3.errors import ConfigError, Pcm3Error, raise_interrupt
 
 # Modules that define ``add_prepare_parsers(subparsers)``.
 PREPARE_MODULES = (
@@ -87,7 +87,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         args = parser.parse_args(argv)
         _check_shared_options(args)
-        code = args.func(args)
+        with _termination_as_interrupt():  # `kill` or a closed terminal: clean up as after Ctrl-C
+            code = args.func(args)
         sys.stdout.flush()
     except BrokenPipeError:
         return _broken_pipe()
@@ -103,6 +104,31 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return int(code or 0)
+
+
+class _termination_as_interrupt:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt while a command runs (where their handler is
+    the default one, in the main thread), so that `kill` or a closed terminal removes the
+    command's temporary files and stops its background processes as Ctrl-C does; exit 130."""
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self.saved = {}
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for name in ("SIGTERM", "SIGHUP"):
+            sig = getattr(signal, name, None)
+            if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:
+                self.saved[sig] = signal.signal(sig, raise_interrupt)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
 
 
 def _check_shared_options(args) -> None:

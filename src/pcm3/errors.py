@@ -70,3 +70,8 @@ def _rebuild_data_error(path, message, line):
     if not path:
         return DataError(message)
     return DataError(path, message, line)
+
+
+def raise_interrupt(signum, frame):
+    """A signal handler: raise KeyboardInterrupt, so that SIGTERM / SIGHUP clean up as Ctrl-C does."""
+    raise KeyboardInterrupt

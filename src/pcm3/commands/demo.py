@@ -88,9 +88,8 @@ def run(args) -> int:
     print(format_summary(Prepared(data).summary()))
     if args.prepare_only:
         return 0
-    with _terminate_as_interrupt():  # `kill` or a closed terminal: clean up as after Ctrl-C
-        metrics = run_demo(out, data, args.config, overrides, progress=not args.quiet, steps=steps,
-                           supervised_epochs=args.supervised_epochs, builtin=not args.data)
+    metrics = run_demo(out, data, args.config, overrides, progress=not args.quiet, steps=steps,
+                       supervised_epochs=args.supervised_epochs, builtin=not args.data)  # (pcm3.cli: SIGTERM = Ctrl-C)
     metrics["total_seconds"] = time.perf_counter() - t0
     write_json(out / "metrics.json", metrics)
     if "pretrained" in metrics:
@@ -142,31 +141,6 @@ def check_same_settings(out: Path, cfg, data: Path, *, builtin: bool, supervised
                               f"({before.get(key)!r} there, {now.get(key)!r} now); give a new --out for other settings")
 
 
-class _terminate_as_interrupt:
-    """SIGTERM / SIGHUP raise KeyboardInterrupt while the demo runs, so that its temporary files
-    are removed and its background processes stopped, as after Ctrl-C."""
-
-    def __enter__(self):
-        import signal
-
-        self.saved = {}
-        for name in ("SIGTERM", "SIGHUP"):
-            sig = getattr(signal, name, None)
-            if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:
-                self.saved[sig] = signal.signal(sig, _raise_interrupt)
-        return self
-
-    def __exit__(self, *exc):
-        import signal
-
-        for sig, handler in self.saved.items():
-            signal.signal(sig, handler)
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def _child_setup() -> None:
     """In a background process: SIGTERM (sent to daemonic children when the demo exits on an
     error or Ctrl-C) raises KeyboardInterrupt, so that the task's temporary folder is removed;
@@ -176,7 +150,9 @@ def _child_setup() -> None:
     import signal
     import threading
 
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    from pcm3.errors import raise_interrupt
+
+    signal.signal(signal.SIGTERM, raise_interrupt)
     parent = multiprocessing.parent_process()
     if parent is None:
         return
