@@ -55,6 +55,10 @@ def test_refuses_a_folder_it_did_not_make(tiny, tmp_path, capsys):
     assert sorted(p.name for p in box.iterdir()) == ["thesis.tex"]
     assert main(["demo", "--data", str(tiny), "--out", str(tmp_path / "d"), "--steps", "probe,plots", *FAST]) == 2
     assert "--steps" in capsys.readouterr().err
+    for empty in (",", ""):  # nothing asked for: refused, not a silent pretraining
+        assert main(["demo", "--data", str(tiny), "--out", str(tmp_path / "d"), "--steps", empty, *FAST]) == 2
+        assert "--steps: empty" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
 
 
 def test_the_supervised_bound_trained_alongside_equals_the_serial_one(tiny, tmp_path):
