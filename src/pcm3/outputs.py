@@ -132,7 +132,7 @@ def folder_kind(folder: str | os.PathLike) -> Optional[str]:
     return None
 
 
-def _overlaps(a: Path, b: Path) -> bool:
+def overlaps(a: Path, b: Path) -> bool:
     """True when ``a`` is ``b``, inside ``b``, or contains ``b`` (resolved paths; ``realpath``,
     which, unlike ``Path.resolve``, does not raise on a symbolic link loop)."""
     a, b = Path(os.path.realpath(a)), Path(os.path.realpath(b))
@@ -159,7 +159,7 @@ def check_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = Fa
     """
     path = _normal(path)
     for p in protect:
-        if p is not None and str(p) != "" and _overlaps(path, Path(p)):
+        if p is not None and str(p) != "" and overlaps(path, Path(p)):
             raise DataError(path, f"{option} is, lies inside, or contains the input {p}; choose another folder")
     if path.exists() and not path.is_dir():
         raise DataError(path, f"{option} exists and is not a folder")
@@ -289,7 +289,7 @@ def open_run_dir(path: str | os.PathLike, *, resume: bool, protect: Sequence[str
     """
     path = _normal(path)
     for p in protect:
-        if p is not None and str(p) != "" and _overlaps(path, Path(p)):
+        if p is not None and str(p) != "" and overlaps(path, Path(p)):
             raise DataError(path, f"--out is, lies inside, or contains the input {p}; choose another folder")
     if path.exists() and not path.is_dir():
         raise DataError(path, "--out exists and is not a folder")

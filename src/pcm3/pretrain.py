@@ -590,8 +590,11 @@ def _tensorboard(run: Path):
     return SummaryWriter(str(run / "tb"))
 
 
-_RESUMABLE = {("train", "epochs"), ("train", "progress"), ("train", "threads"), ("train", "save_every"), ("data", "num_workers"),
-              ("train", "device"), ("data", "path")}
+#: Config values that do not change a run's results: where the data sits, where and how fast it
+#: runs, what it prints and how often it checkpoints (``pcm3 demo`` compares reruns without them).
+BOOKKEEPING = frozenset({("train", "progress"), ("train", "threads"), ("train", "save_every"), ("data", "num_workers"),
+                         ("train", "device"), ("data", "path")})
+_RESUMABLE = BOOKKEEPING | {("train", "epochs")}  # --resume may also lengthen the run
 
 
 def _check_resume_data(saved: dict, prepared: Prepared, samples: int, path) -> None:

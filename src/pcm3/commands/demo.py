@@ -108,10 +108,6 @@ def run(args) -> int:
 ROWS = ("pretrained", "random_init", "raw_input", "supervised")
 
 SETTINGS = "settings.json"
-# Config values that do not change results (as for ``pcm3 pretrain --resume``); data.path is
-# recorded on its own (``data``).
-_BOOKKEEPING = {("train", "progress"), ("train", "threads"), ("train", "save_every"), ("train", "device"),
-                ("data", "num_workers"), ("data", "path")}
 
 
 def check_same_settings(out: Path, cfg, data: Path, *, builtin: bool, supervised_epochs: int) -> None:
@@ -123,10 +119,11 @@ def check_same_settings(out: Path, cfg, data: Path, *, builtin: bool, supervised
     from pcm3.config import to_dict
     from pcm3.errors import ConfigError
     from pcm3.io import write_json
+    from pcm3.pretrain import BOOKKEEPING  # data.path among them: recorded on its own ("data")
 
     now = {"data": "built-in" if builtin else str(Path(data).resolve()), "supervised_epochs": supervised_epochs,
            **{f"{section}.{key}": value for section, values in to_dict(cfg).items() for key, value in values.items()
-              if (section, key) not in _BOOKKEEPING}}
+              if (section, key) not in BOOKKEEPING}}
     now = json.loads(json.dumps(now, default=str))
     path = out / SETTINGS
     if not path.exists():

@@ -42,10 +42,10 @@ def _check_out_file(path: Path, overwrite: bool, option: str = "--out", protect=
     ``ours(path) -> bool`` says whether an existing file is one this command writes (an encoder,
     features); any other file is never replaced, ``--overwrite`` or not (``what`` names the
     command in the message)."""
-    from pcm3.outputs import _overlaps, check_writable
+    from pcm3.outputs import overlaps, check_writable
 
     for p in protect:
-        if _overlaps(path, Path(p)):
+        if overlaps(path, Path(p)):
             raise DataError(path, f"{option} is, or lies inside, the input {p}; choose another file")
     if path.is_dir():
         raise DataError(path, f"{option} is a folder; give a file name")
@@ -90,10 +90,10 @@ def is_features_pair(features: Path, labels: Path) -> bool:
 def run_export(args) -> int:
     from pcm3.export import export_encoder
 
-    from pcm3.outputs import _overlaps
+    from pcm3.outputs import overlaps
 
     out = Path(args.out)
-    if os.path.lexists(out) and _overlaps(out, Path(args.run)):  # a new file beside the run's is fine
+    if os.path.lexists(out) and overlaps(out, Path(args.run)):  # a new file beside the run's is fine
         raise DataError(out, f"--out is a file of the input {args.run}; choose another file")
     _check_out_file(out, args.overwrite, ours=is_encoder_file, what="pcm3 export")
     path = export_encoder(args.run, out)

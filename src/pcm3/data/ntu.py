@@ -55,7 +55,7 @@ from pcm3.data.common import (REPORT_NAME, BadFiles, add_output_options, iter_fi
                               print_prepared_summary, read_text, require_dir)
 from pcm3.data.prepared import PreparedWriter
 from pcm3.errors import ConfigError, DataError
-from pcm3.outputs import MARKER, _overlaps, check_output_dir, folder_kind, write_error, write_marker
+from pcm3.outputs import MARKER, overlaps, check_output_dir, folder_kind, write_error, write_marker
 from pcm3.io import atomic_path
 
 NUM_JOINTS = 25
@@ -691,7 +691,7 @@ def _check_work_dir(work: Path, protect) -> Path:
     (pcm3 did not make it, or an older pcm3 did: it is neither used nor removed), and make and
     mark a new one."""
     for p in protect:
-        if p is not None and _overlaps(work, Path(p)):
+        if p is not None and overlaps(work, Path(p)):
             raise DataError(work, f"the cache folder beside --out is, lies inside, or contains the input {p}; "
                                   "choose another --out")
     if work.exists():

@@ -187,10 +187,7 @@ def authors_iou(a_start: float, a_end: float, b_start: float, b_end: float) -> f
     """The ``authors`` mAP_a overlap: the VOC devkit's inclusive-end IoU (``iou_ratio`` in their
     ``evaluate_metrics.py``) applied to end-exclusive intervals as their code does, i.e. the frame
     IoU of ``[start, end + 1)``; 0 when they do not overlap."""
-    inter = min(a_end, b_end) - max(a_start, b_start) + 1
-    if inter <= 0:
-        return 0.0
-    return inter / ((a_end - a_start + 1) + (b_end - b_start + 1) - inter)
+    return iou(a_start, a_end + 1, b_start, b_end + 1)
 
 
 def _voc_tp(ground_truth: Sequence[Mapping], detections: Sequence[Mapping], threshold: float,
