@@ -197,3 +197,15 @@ def test_same_seed_same_mask_on_gpu():
         cpu = Mk.make_mask(cfg, 16, 64, "ntu25", 2, gen(7), "cpu")
         gpu = Mk.make_mask(cfg, 16, 64, "ntu25", 2, gen(7), "cuda")
         assert gpu.is_cuda and torch.equal(cpu, gpu.cpu())
+
+
+@pytest.mark.parametrize("strategy", ("topology", "release_topology"))
+def test_topology_ratio_below_one_part_is_an_error(strategy):
+    """int(5 * 0.1) = 0 parts would mask nothing while the run reports ratio 0.1."""
+    with pytest.raises(ConfigError, match="masks nothing"):
+        Mk.MaskConfig(strategy, 0.1)
+    with pytest.raises(ConfigError, match="masks nothing"):
+        Mk.topology_mask(4, 16, "ntu25", 0.1, clip_len=8, generator=gen(0))
+    assert not Mk.make_mask(Mk.MaskConfig(strategy, 0.0), 4, 16, "ntu25", 2, gen(0)).any()
+    assert Mk.make_mask(Mk.MaskConfig(strategy, 0.2), 4, 16, "ntu25", 2, gen(0)).any()
+    Mk.MaskConfig("random_joint", 0.1)  # the joint-level strategies take any ratio

@@ -149,6 +149,8 @@ def topology_mask(n: int, t: int, layout: str | Layout = "ntu25", ratio: float =
     device = torch.device(device or "cpu")
     pm = torch.from_numpy(part_mask(layout)).to(device)                       # (P, V)
     num_parts = pm.shape[0]
+    if ratio > 0 and int(num_parts * ratio + 1e-9) == 0:
+        raise ConfigError(f"mask ratio {ratio}: int({num_parts} * ratio) = 0 body parts per clip masks nothing")
     clip = _clip_index(t, clip_len, device)
     n_clips = -(-t // clip_len)
     k = torch.full((n, n_clips), int(num_parts * ratio + 1e-9), device=device)
@@ -242,7 +244,10 @@ class MaskConfig:
         strategy: ``topology`` (paper, per sample: ``int(P * ratio)`` parts per clip),
             ``topology_count`` (parts chosen to match ``ratio`` in joints), ``release_topology``
             (the release: batch-shared, person 1 only), ``random_joint`` or ``random_frame``.
-        ratio: fraction of joints x frames to mask, in [0, 1].
+        ratio: in [0, 1]; for ``random_joint`` / ``random_frame`` / ``topology_count`` the expected
+            fraction of joints x frames masked; for ``topology`` / ``release_topology`` the
+            fraction of the P body parts, rounded down to ``int(P * ratio)`` parts per clip
+            (NTU: 0.5 masks 2 of 5 parts; a ratio below 1/P is an error).
         clip_len: frames per clip for the topology strategies.
     """
 
@@ -254,6 +259,10 @@ class MaskConfig:
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown mask strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
         _check_ratio(self.ratio)
+        if self.strategy in ("topology", "release_topology") and 0 < self.ratio and int(5 * self.ratio + 1e-9) == 0:
+            # every packaged layout has 5 body parts; make_mask checks the layout's own count
+            raise ConfigError(f"mask.ratio {self.ratio}: the {self.strategy} mask takes int(5 * ratio) = 0 of the 5 "
+                              f"body parts per clip, i.e. masks nothing; use a ratio >= 0.2 (or 0 to mask nothing)")
         if self.clip_len < 1:
             raise ConfigError(f"mask clip_len must be at least 1, got {self.clip_len}")
 

@@ -28,8 +28,16 @@ masked views (each with its domain prompt, per sample; input BatchNorm statistic
 chunk by default, ``encoder.bn_stats``) and once on the predicted view, which needs the
 decoder's output; the projector runs once on every query view; the release's two decoder
 passes are one decoder call on ``[dec_in, dec_in.detach()]`` with BatchNorm statistics per
-half. All of it computes exactly what the release's structure (one call per view, see
-:func:`pcm3.models.release.release_style`) computes; tests check it.
+half. All of it computes exactly what one call per view in the order intra, inter, masked,
+predicted (:func:`pcm3.models.release.release_style`) computes; tests check it. The release
+calls the views in the order intra, masked, predicted, inter: the loss and gradients are the
+same, only the input BatchNorm's running statistics (an exponential average with one step per
+view) weigh the views in other proportions (21-29% each either way).
+
+Own keys: with ``exclude_own`` (default, not in the paper), a query's own older key in the
+queue, and for the mixed view its partner's, is no negative (Eq. 1) and leaves both
+distillation softmaxes (Eq. 3); ``exclude_own=False`` sums over the whole queue as the paper
+and the release do.
 
 MoCo bookkeeping follows MoCo v2 and the release: in training mode the key encoder is
 momentum-updated before it computes the keys; after the loss, the plain keys ``k`` are
@@ -203,7 +211,8 @@ class ModelConfig:
         exclude_own: leave a query's own sample (its older keys, and for the mixed view its
             partner's) out of the negatives and the distillation anchors. Matters when the queue
             holds a large part of the data set (small data sets); needs the sample indices in the
-            inputs (``index``), else nothing is excluded.
+            inputs (``index``), else nothing is excluded. Not in the paper (Eq. 1 and 3 sum over
+            the whole queue, as the release does: ``False``).
         decoder_hidden: width of the reconstruction decoder (512).
         decoder_layers: GRU layers of the decoder (2).
         prompt_dim: r, task-prompt channels per direction (128).
@@ -493,7 +502,7 @@ class PCM3(nn.Module):
         excluded: Dict[str, Optional[Tensor]] = {}  # pair name -> (N, K) entries that are not negatives
         out: Dict[str, Tensor] = {}
 
-        # the query views of the one first encoder call, in the release's order
+        # the query views of the one first encoder call (order: module docstring)
         views: Dict[str, Tensor] = {}
         if cfg.contrast:
             view2 = self._need(inputs, "view2", "the key")

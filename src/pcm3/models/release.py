@@ -304,7 +304,9 @@ class FrameLoopEncoder(Encoder):
 def release_style(model: PCM3) -> PCM3:
     """Make ``model`` compute its step the release's way, in place: one query-encoder call per
     view, two decoder calls for the predicted view's second pass, and the frame-by-frame GRU
-    loop in every encoder (same function, same parameters).
+    loop in every encoder (same function, same parameters). The views are called in the order
+    intra, inter, masked, predicted (the project's); the release's own order, intra, masked,
+    predicted, inter, differs only in the input BatchNorm's running statistics.
 
     Only for stepwise encoders (the release's function). Returns ``model``.
     """
