@@ -5,7 +5,7 @@ import pytest
 from pcm3.cli import build_parser, main
 
 PREPARE = ["ntu60", "ntu120", "pku1", "pku2", "nwucla", "msr3d", "convert", "synthetic"]
-COMMANDS = ["info", "pretrain", "export", "embed", "demo"]
+COMMANDS = ["info", "pretrain", "export", "embed", "demo", "eval", "benchmark", "report", "visualize", "import-release"]
 
 
 @pytest.mark.parametrize("argv", [[c] for c in COMMANDS] + [["prepare", t] for t in PREPARE] + [["prepare"], []])
@@ -56,3 +56,20 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
     assert res.returncode == 130, (res.returncode, res.stderr[-500:])
     assert "interrupted" in res.stderr and "Traceback" not in res.stderr
     assert list(tmp_path.iterdir()) == []  # no output, no temporary folder
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["prepare", "msr3d", "--out", "x"], "pcm3 prepare msr3d: the following arguments are required: --raw"),
+    (["eval", "linear", "--encoder"], "argument --encoder: expected one argument"),
+    (["nosuch"], "invalid choice: 'nosuch'"),
+    (["info", "d", "--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_argument_mistakes_are_one_line(argv, needle, capsys):
+    """argparse's mistakes follow the one-line rule too (its default prints the usage block)."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: pcm3") and needle in lines[0], captured.err
+    assert "--help" in lines[0] and captured.out == ""

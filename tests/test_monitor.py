@@ -71,6 +71,28 @@ def test_divergence_guard_ignores_regularisers_that_start_at_zero():
     assert msg is not None and "loss=" in msg and "feat_cov" not in msg
 
 
+def test_divergence_guard_threshold_is_the_factor():
+    """Pinned: 100x is the line (a mask MSE 90x its first epoch is not stopped, 150x is)."""
+    guard = DivergenceGuard(100.0)
+    guard.check(1, {"loss": 30.0, "mask_mse": 0.05})
+    assert guard.check(2, {"loss": 30.0, "mask_mse": 0.05 * 90}) is None
+    msg = guard.check(3, {"loss": 30.0, "mask_mse": 0.05 * 150})
+    assert msg is not None and "mask_mse" in msg and "loss=" not in msg
+
+
+def test_divergence_guard_leaves_infonce_terms_that_started_on_a_random_queue():
+    """A first epoch shorter than the queue meets the queue's random vectors: InfoNCE starts near
+    0 (measured: con_inter 0.036 on 96 clips with the demo config, then 3.76 at epoch 2, which
+    stopped a healthy run). InfoNCE is bounded, so it is not guarded; the total is, from at
+    least MIN_LOSS_REFERENCE."""
+    guard = DivergenceGuard(100.0)
+    assert guard.check(1, {"loss": 0.15, "con_intra": 0.04, "con_inter": 0.036}) is None
+    assert guard.first == {"loss": DivergenceGuard.MIN_LOSS_REFERENCE}
+    assert guard.check(2, {"loss": 20.0, "con_intra": 5.0, "con_inter": 3.76}) is None
+    msg = guard.check(3, {"loss": 150.0, "con_intra": 5.0, "con_inter": 3.76})
+    assert msg is not None and "loss=" in msg and "con_" not in msg
+
+
 def test_a_recovery_after_a_warning_is_said_once():
     collapsed, healthy = {"emb_std": 0.001, "inst_top1": 0.0}, {"emb_std": 0.05, "inst_top1": 0.3}
     mon = CollapseMonitor(128, 64, patience=2)

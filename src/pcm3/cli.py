@@ -41,8 +41,17 @@ COMMAND_MODULES = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose mistakes are one line, like every other user error:
+    ``error: pcm3 <command>: <problem> (see pcm3 <command> --help)``, exit code 2 (argparse's
+    default prints the whole usage block first). Subcommand parsers inherit the class."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pcm3",
         description="PCM3: self-supervised 3D skeleton action representation learning "
                     "(prepare data, pretrain, export, embed, eval).")
@@ -56,20 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     prep_sub = prep.add_subparsers(dest="target", metavar="TARGET")
     prep_sub.required = True
     for name in PREPARE_MODULES:
-        _optional_module(name, "add_prepare_parsers", prep_sub)
+        importlib.import_module(name).add_prepare_parsers(prep_sub)
     for name in COMMAND_MODULES:
-        _optional_module(name, "add_parser", sub)
+        importlib.import_module(name).add_parser(sub)
     return parser
-
-
-def _optional_module(name: str, hook: str, sub) -> None:
-    try:
-        module = importlib.import_module(name)
-    except ModuleNotFoundError as e:
-        if e.name == name:  # not written yet in this checkout
-            return
-        raise
-    getattr(module, hook)(sub)
 
 
 # OSErrors that are the user's situation, not a bug: reported in one line like Pcm3Error.

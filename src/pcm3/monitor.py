@@ -106,8 +106,13 @@ class DivergenceGuard:
     The distillation terms (``kl_*``) start near 0 by construction (random embeddings give
     near-uniform distributions), and so do the optional variance / covariance regularisers
     (``feat_var``, ``feat_cov``: hinge and off-diagonal terms, about 0 for an uncollapsed
-    random encoder); these are not guarded on their own (a blow-up of any of them shows in the
-    total ``loss``, which is). Every other term is.
+    random encoder). The InfoNCE terms (``con_*``) start near 0 when the first epoch is shorter
+    than the queue (the queries then meet the queue's random initial vectors, far from every
+    key) and cannot diverge: with normalised embeddings each is at most ``2 / T + ln(K + 1)``.
+    None of these is guarded on its own; a blow-up of any of them shows in the total ``loss``,
+    which is, against at least ``MIN_LOSS_REFERENCE`` (a contrast-only first epoch against a
+    random queue can start near 0 too). Every other term (the masked MSE) is guarded against
+    its first-epoch value.
 
     Args:
         factor: growth that counts as divergence (0 disables the guard).
@@ -117,14 +122,21 @@ class DivergenceGuard:
         self.factor = factor
         self.first: Dict[str, float] = self._reference(first or {})
 
+    MIN_LOSS_REFERENCE = 1.0
+
     @classmethod
     def _reference(cls, terms: Dict[str, float]) -> Dict[str, float]:
-        """The first epoch's values of the guarded terms (a resumed run passes them in)."""
-        return {k: v for k, v in terms.items() if cls.guarded(k) and math.isfinite(v)}
+        """The first epoch's values of the guarded terms (a resumed run passes them in); the
+        total ``loss`` at least ``MIN_LOSS_REFERENCE``."""
+        ref = {k: v for k, v in terms.items() if cls.guarded(k) and math.isfinite(v)}
+        if "loss" in ref:
+            ref["loss"] = max(ref["loss"], cls.MIN_LOSS_REFERENCE)
+        return ref
 
     @staticmethod
     def guarded(name: str) -> bool:
-        return not name.startswith("kl_") and name not in ("feat_var", "feat_cov") and name not in STAT_NAMES
+        return (not name.startswith(("kl_", "con_")) and name not in ("feat_var", "feat_cov")
+                and name not in STAT_NAMES)
 
     def check(self, epoch: int, terms: Dict[str, float]) -> Optional[str]:
         """Record the first epoch's values; later, a message naming each diverged term, or None."""
