@@ -54,3 +54,22 @@ def test_embed_writes_features(tiny_run, synthetic_small, tmp_path):
     labels = np.load(tmp_path / "feats.labels.npy")
     assert feats.shape[0] == labels.shape[0] > 0 and np.isfinite(feats).all()
     assert main(["export", str(tmp_path / "norun"), "--out", str(tmp_path / "x.pt")]) == 2
+
+
+@pytest.mark.parametrize("part", ["train", "test"])
+def test_embed_encodes_the_requested_part(tmp_path_factory, tmp_path, part):
+    from pcm3.data.dataset import SkeletonDataset
+    from pcm3.evaluation.features import extract_features
+    from tests.evaluation.tiny import encoder_file, tiny_data
+
+    data, enc = tiny_data(tmp_path_factory), encoder_file(tmp_path_factory)
+    out = tmp_path / "feats.npy"
+    assert main(["embed", str(enc), "--data", str(data), "--benchmark", "xsub", "--part", part, "--out", str(out),
+                 "--device", "cpu"]) == 0
+    dataset = SkeletonDataset(data, "xsub", part)
+    other = SkeletonDataset(data, "xsub", {"train": "test", "test": "train"}[part])
+    assert not set(dataset.indices.tolist()) & set(other.indices.tolist())
+    labels = np.load(tmp_path / "feats.labels.npy")
+    assert labels.tolist() == dataset.prepared.labels[dataset.indices].tolist()
+    expected, _ = extract_features(pcm3.load_encoder(enc), dataset)
+    np.testing.assert_allclose(np.load(out), expected, rtol=1e-5, atol=1e-6)

@@ -99,6 +99,15 @@ def test_topology_structure(t):
     assert not torch.equal(mask, Mk.topology_mask(n, t, "ntu25", 0.6, clip_len=clip_len, generator=gen(1)))
 
 
+def test_topology_mask_redraws_parts_per_clip():
+    # 3 of 5 parts: C(5, 3) = 10 subsets, so 8 clips of a sample all alike has probability 1e-7
+    mask = Mk.topology_mask(64, 64, "ntu25", 0.6, clip_len=8, generator=gen(0))
+    clips = mask[:, ::8, :, 0]                                            # (n, 8 clips, V)
+    redrawn = (clips != clips[:, :1]).any(dim=2)                          # (n, 8): clip differs from clip 0
+    assert float(redrawn[:, 1:].float().mean()) > 0.8                     # expected 0.9
+    assert redrawn.any(dim=1).all()
+
+
 def test_release_topology_structure():
     mask = Mk.release_topology_mask(16, 64, "ntu25", 0.6, clip_len=8, persons=2, generator=gen(0))
     assert mask.shape == (16, 64, 25, 2)
@@ -135,6 +144,22 @@ def test_make_mask_dispatch_and_errors():
         Mk.make_mask(Mk.MaskConfig("topology", 1.5), 4, 64)
     with pytest.raises(ConfigError):
         Mk.make_mask(Mk.MaskConfig("topology", 0.5, clip_len=0), 4, 64)
+
+
+def test_make_mask_dispatches_each_strategy_to_its_generator():
+    direct = {
+        "topology": lambda g: Mk.topology_mask(4, 64, "ntu25", 0.6, 8, 2, g),
+        "topology_count": lambda g: Mk.topology_count_mask(4, 64, "ntu25", 0.6, 8, 2, g),
+        "release_topology": lambda g: Mk.release_topology_mask(4, 64, "ntu25", 0.6, 8, 2, g),
+        "random_joint": lambda g: Mk.random_joint_mask(4, 64, 25, 2, 0.6, g),
+        "random_frame": lambda g: Mk.random_frame_mask(4, 64, 25, 2, 0.6, g),
+    }
+    assert set(direct) == set(Mk.STRATEGIES)
+    for strategy, make in direct.items():
+        got = Mk.make_mask(Mk.MaskConfig(strategy, 0.6, 8), 4, 64, "ntu25", 2, gen(0))
+        assert torch.equal(got, make(gen(0))), strategy
+    joint = Mk.make_mask(Mk.MaskConfig("random_joint", 0.6), 4, 64, "ntu25", 2, gen(0))
+    assert torch.all(joint[..., 0].sum(dim=-1) == 15)                     # 15 of 25 joints in every frame
 
 
 def test_extreme_ratios():

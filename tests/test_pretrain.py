@@ -158,6 +158,63 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(synthetic_small, t
     assert load_checkpoint(run / "checkpoint_last.pt")["epoch"] == 1
 
 
+def _exploding_mask_mse(monkeypatch, after_calls):
+    """PCM3.forward whose mask_mse (and so loss) is 1e6 times larger after ``after_calls`` calls."""
+    from pcm3.models import PCM3
+
+    real_forward, calls = PCM3.forward, {"n": 0}
+
+    def forward(self, inputs):
+        out = real_forward(self, inputs)
+        calls["n"] += 1
+        if calls["n"] > after_calls:
+            out["loss"] = out["loss"] + out["mask_mse"] * (1e6 - 1)
+            out["mask_mse"] = out["mask_mse"] * 1e6
+        return out
+
+    monkeypatch.setattr(PCM3, "forward", forward)
+
+
+def test_divergence_stops_the_run_at_the_last_good_epoch(synthetic_small, tmp_path, monkeypatch, capsys):
+    steps = ["train.epochs=3", "train.max_steps_per_epoch=2", "optim.lr=0"]  # lr 0: only the patch moves a term
+    _exploding_mask_mse(monkeypatch, after_calls=2)                         # epoch 2 onwards
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match="mask_mse") as stopped:
+        fit(tiny_config(synthetic_small, *steps), run)
+    assert "epoch 2" in str(stopped.value)
+    assert load_checkpoint(run / "checkpoint_last.pt")["epoch"] == 1
+    assert [row["epoch"] for row in csv.DictReader(open(run / "metrics.csv"))] == ["1"]
+    assert "stopped: epoch 2" in (run / "log.txt").read_text()
+    capsys.readouterr()
+    _exploding_mask_mse(monkeypatch, after_calls=2)
+    fit(tiny_config(synthetic_small, *steps, "train.on_divergence=warn"), tmp_path / "warned")  # runs on
+    assert load_checkpoint(tmp_path / "warned" / "checkpoint_last.pt")["epoch"] == 3
+    warned = [line for line in capsys.readouterr().err.splitlines() if "diverging" in line]
+    assert [line.split(":")[0:2] for line in warned] == [["warning", " epoch 2"], ["warning", " epoch 3"]]
+    assert all("mask_mse=" in line for line in warned)
+
+
+def test_fit_prints_the_collapse_monitor_warning(synthetic_small, tmp_path, monkeypatch, capsys):
+    from pcm3.models import PCM3
+
+    real_forward = PCM3.forward
+
+    def collapsed(self, inputs):  # every embedding the same point: std 0, instance top-1 at chance
+        out = real_forward(self, inputs)
+        point = torch.nn.functional.normalize(torch.ones_like(out["z_query"]), dim=1)
+        out["z_query"], out["z_key"] = point, point.clone()
+        return out
+
+    monkeypatch.setattr(PCM3, "forward", collapsed)
+    run = tmp_path / "run"
+    fit(tiny_config(synthetic_small, "train.epochs=1", "train.max_steps_per_epoch=1", "train.collapse_patience=1"),
+        run)
+    assert float(next(csv.DictReader(open(run / "metrics.csv")))["emb_std"]) == pytest.approx(0, abs=1e-6)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "collapse" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: epoch 1: contrastive collapse?")
+    assert lines[0] in (run / "log.txt").read_text()
+
+
 def test_tiny_run_loss_falls(synthetic_small, tmp_path):
     history = []
     fit(tiny_config(synthetic_small, "train.epochs=8", "optim.lr=0.05"), tmp_path / "run")
@@ -172,6 +229,24 @@ def test_tiny_run_loss_falls(synthetic_small, tmp_path):
 def test_streams_train(synthetic_small, tmp_path, stream):
     last = fit(tiny_config(synthetic_small, "train.epochs=1", f"data.stream={stream}"), tmp_path / stream)
     assert torch.isfinite(torch.tensor(last["loss"]))
+
+
+@pytest.mark.parametrize("stream", ["bone", "motion"])
+def test_batch_inputs_are_in_the_configured_stream(stream):
+    """The three views reach the model as ``data.stream`` of the same joint views (same draws)."""
+    from pcm3.pretrain import make_batch_inputs
+    from pcm3.skeleton import get_layout, to_stream
+
+    x = torch.randn(4, 3, 40, 25, 2, generator=torch.Generator().manual_seed(1))
+    lengths = torch.tensor([40, 33, 28, 40])
+    layout = get_layout("ntu25")
+    joint = make_batch_inputs(x, lengths, load_config(None, TINY), layout, torch.Generator().manual_seed(0))
+    other = make_batch_inputs(x, lengths, load_config(None, [*TINY, f"data.stream={stream}"]), layout,
+                              torch.Generator().manual_seed(0))
+    for view in ("view1", "view2", "view3"):
+        assert not torch.allclose(other[view], joint[view]), view
+        torch.testing.assert_close(other[view], to_stream(joint[view], stream, layout), msg=view)
+    assert torch.equal(other["mask"], joint["mask"])
 
 
 def test_cli_pretrain_and_bad_inputs(synthetic_small, tmp_path, capsys):

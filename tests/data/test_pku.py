@@ -180,6 +180,24 @@ def test_center_frames_missing_person1_and_swap():
     assert not z[..., 1].any() and np.allclose(z[:, [0, 1, 3, 4], 1, 0], 0)
 
 
+def test_read_skeleton_value_layout(tmp_path):
+    """A frame's 150 values are person 1's 25 joints then person 2's, each joint x, y, z: value
+    ``p * 75 + j * 3 + c`` of frame ``f`` lands at ``[c, f, j, p]`` (every value distinct)."""
+    t = 3
+    rows = np.arange(t * 150, dtype=np.float64).reshape(t, 150) / 1000 + 0.001
+    path = tmp_path / "0001-M.txt"
+    write_skeleton(path, rows)
+    x = read_skeleton(path)
+    assert x.shape == (3, t, 25, 2) and x.dtype == np.float32
+    expected = np.empty((3, t, 25, 2))
+    for f in range(t):
+        for p in range(2):
+            for j in range(25):
+                for c in range(3):
+                    expected[c, f, j, p] = rows[f, p * 75 + j * 3 + c]
+    np.testing.assert_allclose(x, expected, atol=1e-6)
+
+
 def test_read_labels_converts_to_zero_based(tmp_path):
     p = tmp_path / "l.txt"
     p.write_text("1,1,10,1\n51,5,60,2,\n\n")

@@ -81,21 +81,99 @@ def test_segments_by_hand():
     assert segments(np.tile([[1.0, 0.0, 0.0]], (5, 1)), 0.4) == []
 
 
+def _test_truth(data):
+    """The test videos' names and labelled intervals (class numbers 1..K), from the prepared folder."""
+    from pcm3.data.prepared import Prepared
+
+    prepared = Prepared(data)
+    test = [int(i) for i in prepared.split("xsub", "test")]
+    truth = [{"video": prepared.names[iv["index"]], "label": iv["label"] + 1, "start": iv["start"], "end": iv["end"]}
+             for iv in prepared.intervals() if iv["index"] in test]
+    return [prepared.names[i] for i in test], truth
+
+
+def _assert_figures_score_the_written_detections(figs, out, data):
+    from pcm3.evaluation.detection_metrics import detection_metrics
+
+    rows = list(csv.DictReader(open(out / "detections.csv")))
+    dets = [{"video": r["video"], "label": int(r["class"]), "start": int(r["start"]), "end": int(r["end"]),
+             "confidence": float(r["confidence"])} for r in rows]
+    names, truth = _test_truth(data)
+    ref = detection_metrics(truth, dets, names, 16, (0.1, 0.3, 0.5))
+    assert set(figs) == {f"mAP_{a}@{t} ({m})" for a in "av" for t in ref["voc"] for m in ref} | {"frame accuracy"}
+    for m, by_t in ref.items():
+        for t, r in by_t.items():
+            assert figs[f"mAP_a@{t} ({m})"] == pytest.approx(100 * r["mAP_a"], abs=1e-6), (m, t)
+            assert figs[f"mAP_v@{t} ({m})"] == pytest.approx(100 * r["mAP_v"], abs=1e-6), (m, t)
+    return rows
+
+
 def test_run_end_to_end(videos, tmp_path):
     result = run(ctx(videos, tmp_path, tiny_encoder()))
     figs = result["figures"]
-    for m in ("authors", "official", "voc"):
-        for t in ("0.1", "0.3", "0.5"):
-            assert 0 <= figs[f"mAP_a@{t} ({m})"] <= 100 and 0 <= figs[f"mAP_v@{t} ({m})"] <= 100
     assert 0 <= figs["frame accuracy"] <= 100
     assert result["splits"] == {"train": 3, "val": 0, "test": 3}
-    rows = list(csv.DictReader(open(tmp_path / "detections.csv")))
     assert open(tmp_path / "detections.csv").readline().strip() == "video,class,start,end,confidence"
+    rows = _assert_figures_score_the_written_detections(figs, tmp_path, videos)
     for r in rows:
         assert 1 <= int(r["class"]) <= 16 and 0 <= int(r["start"]) < int(r["end"])
     assert (tmp_path / "timeline.png").stat().st_size > 1000
     assert (tmp_path / "per_class_ap.csv").exists() and (tmp_path / "history.csv").exists()
     assert len(result["history"]) == 2
+
+
+def _oracle(data, shift=0, seed=0):
+    """Per-frame probabilities ``{video index: (T, 17)}``: each labelled interval (moved ``shift``
+    frames later) is its class (label + 1) with a random confidence in [0.6, 1), the rest background."""
+    from pcm3.data.prepared import Prepared
+
+    prepared = Prepared(data)
+    rng = np.random.default_rng(seed)
+    probs = {}
+    for i, t in enumerate(np.diff(prepared.offsets)):
+        probs[i] = np.zeros((t, 17), dtype=np.float32)
+        probs[i][:, 0] = 1
+    for iv in prepared.intervals():
+        conf = rng.uniform(0.6, 1.0)
+        row = np.zeros(17, dtype=np.float32)
+        row[0], row[iv["label"] + 1] = 1 - conf, conf
+        probs[iv["index"]][iv["start"] + shift:iv["end"] + shift] = row
+    return probs
+
+
+def test_perfect_frame_predictions_score_100(videos, tmp_path, monkeypatch):
+    """A predictor returning each test frame's ground truth (read from the prepared folder's
+    intervals, label + 1; 0 = background): every detection is a ground-truth interval."""
+    from pcm3.evaluation import detection
+
+    probs = _oracle(videos)
+    monkeypatch.setattr(detection, "predict_video", lambda encoder, head, vids, i, **kw: probs[int(i)].copy())
+    p = DetectionProtocol(epochs=1, milestones=[], smooth_k=0, timeline_videos=0)
+    figs = run(ctx(videos, tmp_path, tiny_encoder(), p))["figures"]
+    assert figs["frame accuracy"] == 100.0
+    for m in ("authors", "voc"):
+        assert figs[f"mAP_a@0.5 ({m})"] == pytest.approx(100.0) and figs[f"mAP_v@0.5 ({m})"] == pytest.approx(100.0)
+    # official mAP_a: each class's only hit is its most confident detection, AP 0 (evaluate.py's quirk)
+    assert figs["mAP_v@0.5 (official)"] == pytest.approx(100.0)
+    _, truth = _test_truth(videos)
+    rows = list(csv.DictReader(open(tmp_path / "detections.csv")))
+    assert ({(r["video"], int(r["class"]), int(r["start"]), int(r["end"])) for r in rows}
+            == {(g["video"], g["label"], g["start"], g["end"]) for g in truth})
+    assert len(rows) == len(truth) == 9
+
+
+def test_figures_are_the_metrics_of_the_written_detections(videos, tmp_path, monkeypatch):
+    """Detections 25 frames late with varied confidences: figures between 0 and 100 that differ
+    by metric and threshold, each the metric of detections.csv against the test intervals."""
+    from pcm3.evaluation import detection
+
+    probs = _oracle(videos, shift=25, seed=1)
+    monkeypatch.setattr(detection, "predict_video", lambda encoder, head, vids, i, **kw: probs[int(i)].copy())
+    p = DetectionProtocol(epochs=1, milestones=[], smooth_k=0, timeline_videos=0)
+    figs = run(ctx(videos, tmp_path, tiny_encoder(), p))["figures"]
+    _assert_figures_score_the_written_detections(figs, tmp_path, videos)
+    assert figs["mAP_a@0.1 (voc)"] == pytest.approx(100.0) and 0 < figs["mAP_a@0.5 (voc)"] < 100
+    assert len({round(v, 6) for k, v in figs.items() if k != "frame accuracy"}) > 4
 
 
 def test_validation_split_and_best_val(videos, tmp_path):

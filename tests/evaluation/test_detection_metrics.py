@@ -145,6 +145,12 @@ def test_official_ap_and_voc_ap_directly():
     assert voc_ap([], 3) == 0.0
 
 
+def test_voc_ap_uses_the_precision_envelope():
+    # hit, miss, hit, hit of 3 ground truths: precision 1, 1/2, 2/3, 3/4 at recall 1/3, 1/3, 2/3, 1.
+    # The envelope (max precision at any higher recall) gives recall 2/3 the precision 3/4, not 2/3.
+    assert close(voc_ap([True, False, True, True], 3), (1 + 3 / 4 + 3 / 4) / 3)
+
+
 def test_detection_metrics_keys():
     out = detection_metrics(GT, perfect(), VIDEOS, 3)
     assert set(out) == {"authors", "official", "voc"} and set(out["voc"]) == {"0.1", "0.3", "0.5"}

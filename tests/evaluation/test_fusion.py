@@ -89,3 +89,26 @@ def test_cli_fusion_weights_given_and_searched(tmp_path, capsys):
     fake_run(tmp_path / "noval", runs[0], idx, y, "joint")
     assert cli("eval", "fusion", "--scores", dirs[0], str(tmp_path / "noval"), "--out", str(tmp_path / "f3")) == 2
     assert "no validation scores" in capsys.readouterr().err
+
+
+def test_cli_fusion_searches_weights_on_validation_not_test(tmp_path):
+    """Run a is informative on validation and noise on test, run b the reverse: weights searched
+    on validation favour a (searched on test they would favour b)."""
+    runs, y = constructed(150)
+    vruns, vy = constructed(90, seed=1)
+    rng = np.random.default_rng(5)
+    noise, vnoise = rng.random(runs[0].shape), rng.random(vruns[0].shape)
+    idx, vidx = np.arange(150), np.arange(90) + 1000
+    fake_run(tmp_path / "a", noise, idx, y, "joint", val=(vruns[0], vidx, vy))
+    fake_run(tmp_path / "b", runs[0], idx, y, "bone", val=(vnoise, vidx, vy))
+    runs_ab = [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert cli("eval", "fusion", "--scores", *runs_ab, "--out", str(tmp_path / "f")) == 0
+    m = json.loads((tmp_path / "f" / "metrics.json").read_text())
+    expected = search_weights([vruns[0], vnoise], vy, 0.1)
+    assert m["weights_searched"] and m["weights"] == pytest.approx(list(expected))
+    assert m["weights"][0] > m["weights"][1]
+    on_test = search_weights([noise, runs[0]], y, 0.1)
+    assert on_test[1] > on_test[0]                       # the setup discriminates
+    val_top1 = 100 * (fuse([vruns[0], vnoise], expected).argmax(1) == vy).mean()
+    assert m["figures"]["val_top1"] == pytest.approx(val_top1)
+    assert m["figures"]["top1"] == pytest.approx(100 * (fuse([noise, runs[0]], expected).argmax(1) == y).mean())

@@ -69,3 +69,30 @@ def test_cli_knn_on_tiny_data(tmp_path_factory, tmp_path):
     assert m["encoder"]["kind"] == "pretrained" and m["encoder"]["config_hash"]
     assert m["protocol"]["ks"] == [1, 5, 20] and m["input"]["clip_len"] == 16
     assert np.load(out / "predictions.npy").shape == (3, 96)
+
+
+def test_cli_knn_raw_input_equals_brute_force(tmp_path_factory, tmp_path):
+    """``--raw-input``: the training split is the gallery (a test gallery finds each query itself,
+    100%) and the labels are the prepared folder's, looked up by sample index."""
+    from pcm3.evaluation.baselines import RawInput
+    from pcm3.evaluation.common import open_split
+    from pcm3.evaluation.features import encode
+
+    from .tiny import CLIP
+
+    data = tiny_data(tmp_path_factory)
+    out = tmp_path / "knn"
+    assert cli("eval", "knn", "--raw-input", "--data", str(data), "--benchmark", "xsub", "--out", str(out),
+               "--set", f"clip_len={CLIP}") == 0
+    figures = json.loads((out / "metrics.json").read_text())["figures"]
+    train, test = open_split(data, "xsub", "train"), open_split(data, "xsub", "test")
+    module = RawInput("ntu25", "joint", CLIP)
+    kw = dict(clip_len=CLIP, stream="joint", layout="ntu25")
+    xtr, _, itr = encode(module, train, **kw)
+    xte, _, ite = encode(module, test, **kw)
+    labels = train.prepared.labels                       # from the folder, not from encode
+    assert set(itr).isdisjoint(ite)
+    pred = brute_force(xtr, labels[itr], xte, 1, 16)
+    assert figures["knn1"] == pytest.approx(100 * (pred == labels[ite]).mean())
+    assert np.array_equal(np.load(out / "predictions.npy")[0], pred)
+    assert 15 < figures["knn1"] < 95                     # far above chance (6%), not a leak (100%)

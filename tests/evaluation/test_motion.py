@@ -130,3 +130,72 @@ def test_split_with_test_clips_in_training_is_refused(synthetic_small, tmp_path,
     with pytest.raises(DataError, match="both train and test"):
         run(ctx(data, tmp_path / "o", tiny_encoder(), small_protocol(epochs=1, milestones=[], max_train=16,
                                                                      max_test=8)))
+
+
+class _ExactVelocity(torch.nn.Module):
+    """A decoder that knows the motion: ``pose_{t+k} = last_pose + k * velocity``."""
+
+    def __init__(self, velocity):
+        super().__init__()
+        self.v = velocity                                            # (F,)
+
+    def forward(self, feature, last_pose, steps):
+        k = torch.arange(1, steps + 1, dtype=last_pose.dtype)[None, :, None]
+        return last_pose[:, None] + k * self.v
+
+
+def test_mpjpe_of_constant_velocity_motion_in_millimetres():
+    """Every joint of person 1 moves 5 mm a frame (3, -4, 0 mm); person 2 is absent. Standing
+    still is off by 5 h mm at horizon h; a decoder continuing the motion is exact."""
+    from pcm3.evaluation.motion import Windows, evaluate_mpjpe
+
+    n, t, v = 6, 40, 25
+    rng = np.random.default_rng(0)
+    step = np.array([0.003, -0.004, 0.0], dtype=np.float32)          # metres per frame
+    data = np.zeros((n, 3, t, v, 2), dtype=np.float32)
+    base = rng.normal(0, 0.3, (n, 3, 1, v)).astype(np.float32) + 1.0
+    data[..., 0] = base + step[None, :, None, None] * np.arange(t, dtype=np.float32)[None, None, :, None]
+    lengths = np.array([40, 40, 36, 30, 25, 20])                     # 20 frames are too short for 16 + 5
+    for i, length in enumerate(lengths):
+        data[i, :, length:] = 0                                      # padding
+    prepared = SimpleNamespace(data=data, lengths=lengths, shape=data.shape)
+    windows = Windows(prepared, np.arange(n), observed=16, predicted=5)
+    assert windows.indices.tolist() == [0, 1, 2, 3, 4]
+    velocity = torch.zeros(3, v, 2)
+    velocity[:, :, 0] = torch.from_numpy(step)[:, None]
+    decoder = _ExactVelocity(velocity.reshape(-1))
+    errors = evaluate_mpjpe(torch.nn.Flatten(), decoder, windows, stream="joint", layout="ntu25", device="cpu")
+    np.testing.assert_allclose(errors["zero_velocity"], 5.0 * np.arange(1, 6), rtol=1e-4)
+    np.testing.assert_allclose(errors["model"], 0.0, atol=1e-3)
+
+
+def _zero_velocity_mm(prepared, indices, observed, predicted, limit):
+    """Zero-velocity MPJPE (mm) per horizon on the middle window of each long-enough clip, by hand."""
+    span = observed + predicted
+    idx = [int(i) for i in indices if prepared.lengths[i] >= span][:limit]
+    sums, counts = np.zeros(predicted), np.zeros(predicted)
+    for i in idx:
+        start = (int(prepared.lengths[i]) - span) // 2
+        x = np.asarray(prepared.data[i], dtype=np.float64)[:, start:start + span]        # C x span x V x M
+        last, target = x[:, observed - 1], x[:, observed:]
+        present = (np.abs(last).sum(0) > 0)[None] & (np.abs(target).sum(0) > 0)       # T x V x M
+        dist = np.linalg.norm(target - last[:, None], axis=0)
+        for h in range(predicted):
+            if present[h].any():
+                sums[h] += 1000.0 * dist[h][present[h]].mean()
+                counts[h] += 1
+    return sums / counts
+
+
+def test_run_scores_the_middle_windows_of_the_test_clips(synthetic_small, tmp_path):
+    from pcm3.data.prepared import Prepared
+
+    p = small_protocol(epochs=1, milestones=[], max_train=32, max_test=24)
+    result = run(ctx(synthetic_small, tmp_path, tiny_encoder(), p))
+    prepared = Prepared(synthetic_small)
+    on_test = _zero_velocity_mm(prepared, prepared.split("xsub", "test"), 20, 5, 24)
+    on_train = _zero_velocity_mm(prepared, prepared.split("xsub", "train"), 20, 5, 32)
+    assert not np.allclose(on_test, on_train, rtol=1e-3)                  # the two would be told apart
+    np.testing.assert_allclose(result["mpjpe_per_horizon"]["zero_velocity"], on_test, rtol=1e-4)
+    assert result["figures"]["MPJPE (zero-velocity)"] == pytest.approx(on_test.mean(), rel=1e-4)
+    assert result["splits"] == {"train": 32, "test": 24}

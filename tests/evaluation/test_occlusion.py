@@ -127,3 +127,27 @@ def test_occlusion_reuses_a_linear_run_of_the_same_encoder(tmp_path_factory, tmp
     assert cli("eval", "occlusion", "--encoder", str(enc), "--out", str(tmp_path / "other"), "--data",
                str(tmp_path / "other_data"), "--benchmark", "xsub", "--set", f"linear_run={tmp_path / 'lin'}") == 2
     assert "linear_run: its test samples" in capsys.readouterr().err
+
+
+def test_occluded_features_see_the_occlusion(tmp_path_factory):
+    """Features of a flattening module: the occluded joints are zero in every frame and person,
+    every other joint is exactly its clean (unoccluded) feature."""
+    from pcm3.evaluation.common import open_split
+    from pcm3.evaluation.features import encode
+    from pcm3.evaluation.occlusion import occluded_features
+
+    from .tiny import CLIP
+
+    test = open_split(tiny_data(tmp_path_factory), "xsub", "test")
+    flat = torch.nn.Flatten()
+    spec = {"clip_len": CLIP, "stream": "joint", "layout": "ntu25", "test_crop": 0.95}
+    f, mask, ratio, labels = occluded_features(flat, test, "spatial", spec=spec, ratio_range=(0.3, 0.7), seed=0,
+                                               batch_size=32, device=torch.device("cpu"))
+    clean, clean_labels, _ = encode(flat, test, clip_len=CLIP, stream="joint", layout="ntu25", test_crop=0.95)
+    assert np.array_equal(labels, clean_labels) and mask.shape == (len(test), 25) and mask.any(1).all()
+    assert np.allclose(ratio, mask.sum(1) / 25)
+    occ, ref = f.reshape(len(test), 3, CLIP, 25, 2), clean.reshape(len(test), 3, CLIP, 25, 2)
+    for n in range(len(test)):
+        assert not occ[n][:, :, mask[n]].any()
+        assert ref[n][:, :, mask[n]].any()                    # there was something to occlude
+        np.testing.assert_allclose(occ[n][:, :, ~mask[n]], ref[n][:, :, ~mask[n]], atol=1e-6)

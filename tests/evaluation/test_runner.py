@@ -51,3 +51,25 @@ def test_the_supervised_row_never_trains_on_the_validation_subjects(tmp_path_fac
         pass
     train_idx, val_idx = carve_validation(open_split(data, "xsub", "train"), 0.5, 0, "subject")
     assert val_idx.size and np.array_equal(np.sort(seen["indices"]), np.sort(train_idx))
+
+
+def test_random_init_row_is_fresh_weights_of_the_same_architecture(tmp_path_factory):
+    import torch
+
+    from pcm3.evaluation.baselines import random_init_encoder
+    from pcm3.evaluation.runner import build_encoder
+    from pcm3.export import load_encoder
+
+    from .tiny import encoder_file
+
+    enc = encoder_file(tmp_path_factory, stream="bone", seed=3)
+    pretrained = load_encoder(enc)
+    fresh, info = build_encoder("random_init", data=tiny_data(tmp_path_factory), benchmark="xsub", protocol=None,
+                                encoder_path=enc, device="cpu", seed=1, progress=False)
+    assert fresh is not pretrained and info["weights"] == "random init, seed 1"
+    a, b = fresh.state_dict(), pretrained.state_dict()
+    assert list(a) == list(b) and all(a[k].shape == b[k].shape for k in a)
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+    same_seed = random_init_encoder(pretrained.config, 1).state_dict()
+    assert all(torch.equal(a[k], same_seed[k]) for k in a)
+    assert (fresh.stream, fresh.layout, fresh.clip_len) == ("bone", pretrained.layout, pretrained.clip_len)

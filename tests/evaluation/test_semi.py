@@ -83,6 +83,31 @@ def test_cli_semi_writes_subsets_disjoint_from_test(tmp_path_factory, tmp_path):
     assert scores.shape == (96, 16) and np.allclose(scores.sum(1), 1, atol=1e-4)
 
 
+def test_fine_tuning_sees_only_the_labelled_subset(tmp_path_factory, tmp_path, monkeypatch):
+    from pcm3.evaluation import semi
+
+    data, enc = tiny_data(tmp_path_factory), encoder_file(tmp_path_factory)
+    seen, real_finetune = [], semi.finetune
+
+    def spy(module, train_ds, *args, **kwargs):
+        seen.append(np.asarray(train_ds.indices).copy())
+        return real_finetune(module, train_ds, *args, **kwargs)
+
+    monkeypatch.setattr(semi, "finetune", spy)
+    out = tmp_path / "semi"
+    assert cli("eval", "semi", "--encoder", str(enc), "--data", str(data), "--benchmark", "xsub", "--out", str(out),
+               "--set", "fractions=[0.25]", "--set", "seeds=2", "--set", "epochs=1", "--set", "min_len=8") == 0
+    train = open_split(data, "xsub", "train")
+    assert len(seen) == 2
+    for indices, seed in zip(seen, (0, 1)):
+        subset = np.load(out / f"subset_frac0.25_seed{seed}.npy")
+        assert len(subset) == 32 and np.array_equal(np.sort(indices), np.sort(subset))   # 2 of 6 per class
+        assert set(subset.tolist()) < set(train.indices.tolist())
+        labels = train.prepared.labels[subset]
+        assert np.bincount(labels, minlength=16).tolist() == [2] * 16
+    assert not np.array_equal(seen[0], seen[1])
+
+
 def test_cli_semi_bad_fraction_is_one_line(tmp_path_factory, tmp_path, capsys):
     data, enc = tiny_data(tmp_path_factory), encoder_file(tmp_path_factory)
     code = cli("eval", "semi", "--encoder", str(enc), "--data", str(data), "--benchmark", "xsub",

@@ -10,8 +10,20 @@ def test_affinities_reach_the_perplexity():
     x = torch.randn(120, 5)
     p = _affinities(x, 10.0)
     assert torch.allclose(p, p.T) and abs(p.sum().item() - 1) < 1e-4
-    # each row's conditional distribution has entropy log(10): checked through the symmetric P's rows
     assert (p.diagonal() < 1e-6).all()
+
+
+def test_affinities_have_the_entropy_of_the_perplexity():
+    """Points evenly spaced on a circle: every row has the same distances, so the same calibrated
+    beta, the conditional P(j|i) is symmetric and ``N * P`` is it; each row's entropy is log(perplexity)."""
+    n = 90
+    angle = torch.arange(n, dtype=torch.float32) * (2 * np.pi / n)
+    x = torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+    for perplexity in (5.0, 10.0, 25.0):
+        rows = n * _affinities(x, perplexity).double()
+        assert torch.allclose(rows.sum(1), torch.ones(n, dtype=torch.float64), atol=1e-4)
+        entropy = -(rows * rows.log()).sum(1)
+        assert torch.allclose(entropy, torch.full_like(entropy, np.log(perplexity)), atol=1e-3), perplexity
 
 
 def test_clusters_stay_apart():

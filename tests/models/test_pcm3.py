@@ -349,6 +349,18 @@ def test_outputs_of_the_masked_branch():
     torch.testing.assert_close(out["predicted"][mask], out["reconstruction"][mask])
 
 
+def test_mask_mse_is_against_the_unmasked_view():
+    """The reconstruction target is view3 itself, not the zero-filled encoder input."""
+    from pcm3.losses import masked_mse
+
+    inputs = make_inputs()
+    out = model()(inputs)
+    target = inputs["view3"]
+    torch.testing.assert_close(out["mask_mse"], masked_mse(out["reconstruction"], target, inputs["mask"]))
+    zeroed = target.masked_fill(inputs["mask"].unsqueeze(1), 0.0)
+    assert not torch.allclose(out["mask_mse"], masked_mse(out["reconstruction"], zeroed, inputs["mask"]))
+
+
 def test_missing_input_is_named():
     inputs = make_inputs()
     del inputs["mixed"]
