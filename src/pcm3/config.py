@@ -21,6 +21,7 @@ from typing import Union, Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from pcm3.args import MAX_SEED
 from pcm3.augment import ViewConfig
 from pcm3.errors import ConfigError
 from pcm3.masking import MaskConfig
@@ -147,8 +148,6 @@ def _at_least(key: str, value, low) -> None:
 #: the most CPU threads or worker processes a setting may ask for (beyond any machine's cores:
 #: 100000 threads crash the OpenMP runtime, a billion workers never start)
 MAX_PROCESSES = 1024
-#: the largest seed (torch's generators take a 64-bit integer)
-MAX_SEED = 2**63 - 1
 
 
 def _at_most(key: str, value, high) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pcm3.args import seed_arg
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("benchmark", help="run linear, knn, occlusion and semi for encoders and baselines",
@@ -24,7 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing pcm3 benchmark folder")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 

@@ -9,6 +9,8 @@ processes (see :mod:`pcm3.evaluation.runner`); rank 0 alone writes and prints.
 
 from __future__ import annotations
 
+from pcm3.args import seed_arg
+
 from pcm3.evaluation.runner import TASK_MODULES  # noqa: F401  (the registry, imported lazily per task)
 
 ROWS = ("--random-init", "--raw-input", "--supervised")
@@ -43,7 +45,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: 1 for encoders up to 256 wide, else every physical core)")
-    p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="base seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 

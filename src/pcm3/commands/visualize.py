@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pcm3.args import seed_arg
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -18,7 +20,7 @@ def add_parser(sub) -> None:
     p.add_argument("--fps", type=float, default=None, help="frames per second of the GIF (default 15; 10 with --checkpoint)")
     p.add_argument("--max-frames", type=int, default=300,
                    help="thin long samples evenly to at most this many frames (default 300; 0: all)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the mask drawn with --checkpoint")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the mask drawn with --checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run)
 

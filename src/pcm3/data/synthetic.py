@@ -54,6 +54,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from pcm3.args import seed_arg
 from pcm3.errors import ConfigError
 
 CLASS_NAMES: Tuple[str, ...] = (
@@ -1176,7 +1177,7 @@ def add_prepare_parsers(subparsers) -> None:
                     "their own body proportions; 3 camera views; NTU-normalised, metres) with "
                     "cross-subject (xsub) and cross-view (xview) benchmarks.")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="random seed (default 0)")
     p.add_argument("--samples-per-class", type=int, default=None, metavar="K",
                    help="samples per class (default: every subject in every view, "
                         f"{DEFAULT_REPETITIONS} repetitions = {DEFAULT_SUBJECTS * 3 * DEFAULT_REPETITIONS})")
