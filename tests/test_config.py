@@ -225,6 +225,32 @@ def test_malformed_config_files_are_one_line(tmp_path, text, needle):
     assert str(e.value).startswith(str(path)) and needle in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("text, expected", [
+    # an unclosed list is found on the next key's line; where the list started is said too
+    ("train:\n  epochs: 2\n  milestones: [1, 2\nmodel:\n  hidden: 3\n",
+     ":4: not valid YAML: expected ',' or ']', but got ':' (while parsing a flow sequence from line 3)"),
+    ("train:\n  epochs: 2\n   seed: 3\n", ":3: not valid YAML: mapping values are not allowed here"),
+    ('optim:\n  name: "sgd\n', ":2: not valid YAML: found unexpected end of stream (while scanning a quoted scalar)"),
+    ("train:\n\tepochs: 2\n", ":2: not valid YAML: found character '\\t' that cannot start any token "
+                                "(YAML is indented with spaces, not tabs)"),
+    ("train:\n  epochs: 2\n  seed: \x07\n", ":3: not valid YAML: unacceptable character #x0007"),
+    ("train:\n  epochs: 1\ntrain:\n  seed: 2\n", ":3: key 'train' set twice (lines 1 and 3)"),
+])
+def test_yaml_syntax_errors_name_the_line(tmp_path, text, expected):
+    """``error: bad.yaml: not valid YAML (while parsing a flow sequence)`` said neither where nor
+    what: the parser's problem and its line (1-based) are given, ``file:LINE: ...``."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value).startswith(f"{path}{expected}"), str(e.value)
+    assert "\n" not in str(e.value)
+    (tmp_path / "child.yaml").write_text("base: bad.yaml\n")  # a base file's error names that file
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path / "child.yaml")
+    assert str(e.value).startswith(f"{path}{expected}"), str(e.value)
+
+
 def test_base_cycle_through_two_files(tmp_path):
     (tmp_path / "a.yaml").write_text("base: b.yaml\n")
     (tmp_path / "b.yaml").write_text("base: a.yaml\n")

@@ -97,7 +97,8 @@ def test_a_recovery_after_a_warning_is_said_once():
     collapsed, healthy = {"emb_std": 0.001, "inst_top1": 0.0}, {"emb_std": 0.05, "inst_top1": 0.3}
     mon = CollapseMonitor(128, 64, patience=2)
     lines = [mon.check(e, m) for e, m in enumerate([collapsed, collapsed, collapsed, healthy, healthy], 1)]
-    assert lines[0] is None and lines[1].startswith("warning") and lines[2].startswith("warning")
+    # one warning per episode (epoch 3, still collapsed, is quiet), then the recovery note
+    assert lines[0] is None and lines[1].startswith("warning") and lines[2] is None
     assert lines[3].startswith("note: epoch 4") and "recovered" in lines[3] and lines[4] is None
     quiet = CollapseMonitor(128, 64, patience=2)  # no warning given: no note either
     assert [quiet.check(e, m) for e, m in enumerate([collapsed, healthy, healthy], 1)] == [None, None, None]
@@ -114,3 +115,19 @@ def test_a_low_but_rising_std_is_a_slow_start_not_a_collapse():
     flat = CollapseMonitor(128, 64, patience=5)
     lines = [flat.check(e, {"emb_std": 0.012, "inst_top1": 0.05}) for e in range(1, 6)]
     assert lines[:4] == [None] * 4 and "embedding std" in lines[4]
+
+
+def test_a_collapse_episode_warns_once_and_a_new_episode_warns_again():
+    """The MSR demo's collapse lasted epochs 6-13: one warning line, not eight; after the
+    recovery note a second collapse is a new episode and warns again."""
+    collapsed, healthy = {"emb_std": 0.001, "inst_top1": 0.0}, {"emb_std": 0.05, "inst_top1": 0.3}
+    mon = CollapseMonitor(128, 64, patience=2)
+    epochs = [healthy] * 4 + [collapsed] * 9 + [healthy] * 2 + [collapsed] * 4
+    lines = [(e, mon.check(e, m)) for e, m in enumerate(epochs, 1)]
+    said = [(e, line.split(":")[0]) for e, line in lines if line]
+    assert said == [(6, "warning"), (14, "note"), (17, "warning")]
+    # a second condition appearing within the episode is still the same episode
+    mon = CollapseMonitor(128, 64, patience=2)
+    low_std = {"emb_std": 0.001, "inst_top1": 0.3}
+    out = [mon.check(e, m) for e, m in enumerate([low_std, low_std, collapsed, collapsed, collapsed], 1)]
+    assert out[1].startswith("warning") and "instance" not in out[1] and out[2:] == [None, None, None]

@@ -423,6 +423,35 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _yaml_error(path: Path, text: str, e: "yaml.YAMLError") -> str:
+    """One line for a YAML error in the file ``path``: ``path:LINE: not valid YAML: <problem>``
+    (``LINE`` 1-based, where the parser found the problem; a problem found at the end of the file
+    is put on its last line), with the construct it was in and where that started (``(while
+    parsing a flow sequence from line 3)``): an unclosed ``[`` is found only on a later line."""
+    mark = getattr(e, "problem_mark", None)
+    problem = (getattr(e, "problem", None) or "").strip()
+    if mark is not None and "set twice" in problem:  # _UniqueKeyLoader's own error: lines said
+        return f"{path}:{mark.line + 1}: {problem}"
+    line = None
+    if mark is not None:
+        line = mark.line + 1
+    elif isinstance(getattr(e, "position", None), int):  # ReaderError (a control character): no mark
+        line = text.count("\n", 0, e.position) + 1
+    if line is not None:
+        line = max(1, min(line, len(text.splitlines()) or 1))
+    if not problem:
+        problem = str(e).splitlines()[0].strip()
+    if "'\\t'" in problem:
+        problem += " (YAML is indented with spaces, not tabs)"
+    context, cmark = (getattr(e, "context", None) or "").strip(), getattr(e, "context_mark", None)
+    if context and cmark is not None:  # without a mark ("while scanning for the next token") it says nothing
+        if cmark.line + 1 != line:
+            context += f" from line {cmark.line + 1}"
+        problem += f" ({context})"
+    where = f"{path}:{line}" if line is not None else f"{path}"
+    return f"{where}: not valid YAML: {problem}"
+
+
 def read_yaml(path: str | os.PathLike, _chain: Tuple[Path, ...] = ()) -> Dict[str, Any]:
     """Read a YAML mapping; supports ``base: other.yaml`` for inheritance (a path relative to
     this file, or the name of a packaged config such as ``demo``)."""
@@ -433,14 +462,12 @@ def read_yaml(path: str | os.PathLike, _chain: Tuple[Path, ...] = ()) -> Dict[st
         raise ConfigError(f"{path}: no such config file (nor a packaged config of that name; "
                           f"see {CONFIG_DIR})")
     try:
-        tree = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        text = path.read_text(encoding="utf-8")
+        tree = yaml.load(text, Loader=_UniqueKeyLoader)
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file (not UTF-8): expected a YAML config") from None
     except yaml.YAMLError as e:
-        problem = getattr(e, "problem", None) if getattr(e, "problem_mark", None) is not None else None
-        if problem and "set twice" in problem:
-            raise ConfigError(f"{path}: {problem}") from None
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise ConfigError(_yaml_error(path, text, e)) from None
     if tree is None:  # an empty file (or only comments): no settings; a 0 or [] is no mapping
         tree = {}
     if not isinstance(tree, dict):

@@ -4,8 +4,9 @@ Contrastive runs fail silently: the projections collapse to a point (every loss 
 finite, the contrastive loss stuck near ``ln(K + 1)``), or one term explodes without ever
 becoming infinite. :func:`embedding_stats` measures, per step and on the device, what tells
 them apart; :class:`CollapseMonitor` turns the per-epoch means into a one-line warning with
-the likely causes; :class:`DivergenceGuard` stops (or warns) when a loss term grows far
-beyond its first-epoch value.
+the likely causes (once per collapse episode, and a ``note:`` line if the run recovers);
+:class:`DivergenceGuard` stops (or warns) when a loss term grows far beyond its first-epoch
+value.
 """
 
 from __future__ import annotations
@@ -64,14 +65,18 @@ class CollapseMonitor:
         self.patience = patience
         self.low_epochs = 0
         self.collapsed_epochs = 0
-        self.warned = False  # a warning was given and the run has not recovered since
+        self.warned = False  # a warning was given and the run has not recovered since (one per episode)
         self.previous_std: Optional[float] = None
 
     def check(self, epoch: int, metrics: Dict[str, float]) -> Optional[str]:
         """One epoch's means (``emb_std``, ``inst_top1``...) -> a warning line, or None.
 
-        After a warning, the first epoch where neither condition holds any more gives one
-        ``note:`` line saying the embeddings recovered (early dips that recover are common)."""
+        One warning per collapse episode: the first epoch at which a condition has held for
+        ``patience`` epochs warns, the following epochs of the same episode are quiet (a run
+        collapsed for 8 epochs prints one line, not 8). After a warning, the first epoch where
+        neither condition holds any more gives one ``note:`` line saying the embeddings
+        recovered (early dips that recover are common), which ends the episode: a later
+        collapse warns again."""
         problems: List[str] = []
         std = metrics.get("emb_std")
         if std is not None:
@@ -93,11 +98,13 @@ class CollapseMonitor:
                 seen += [f"instance top-1 {top1:.3f}; chance {self.chance:.3f}"] if top1 is not None else []
                 return f"note: epoch {epoch}: the contrastive embeddings recovered ({', '.join(seen)})"
             return None
+        if self.warned:  # the episode already warned about: not repeated every epoch
+            return None
         self.warned = True
         return (f"warning: epoch {epoch}: contrastive collapse? {'; '.join(problems)}. Likely causes: views too "
                 "strong for the data (views.corrupt_ratio, views.shear_amplitude), key encoder too slow "
                 "(model.momentum, model.momentum_schedule: cosine), learning rate too high, queue too large "
-                "for the data set (model.queue_size)")
+                "for the data set (model.queue_size). Not repeated while it lasts; a note follows if it recovers")
 
 
 class DivergenceGuard:

@@ -205,6 +205,18 @@ def test_read_labels_converts_to_zero_based(tmp_path):
     assert errs == [] and [iv[1:] for iv in ivs] == [(0, 0, 10, 1.0), (50, 4, 60, 2.0)]
 
 
+def test_read_labels_says_a_reversed_interval_is_reversed(tmp_path):
+    """``3,500,400,2`` in a 1222-frame video is not outside the video: its start is after its end."""
+    p = tmp_path / "l.txt"
+    p.write_text("1,1,10,1\n3,500,400,2\n4,0,20,1\n5,1200,1300,1\n")
+    ivs, errs = read_labels(p, num_frames=1222)
+    assert [iv[0] for iv in ivs] == [1]
+    assert [str(e) for e in errs] == [f"{p}:2: interval 500-400 reversed (start after end)",
+                                      f"{p}:3: interval 0-20 outside the video of 1222 frames "
+                                      "(frames are numbered from 1)",
+                                      f"{p}:4: interval 1200-1300 outside the video of 1222 frames"]
+
+
 # ---------------------------------------------------------------------------------------------
 # Synthetic end to end
 # ---------------------------------------------------------------------------------------------

@@ -53,13 +53,15 @@ def test_align_reorders_rows_and_rejects_other_samples():
         align([runs[0], runs[1]], [idx, idx + 1], [y, y], ["a", "b"])
 
 
-def fake_run(folder, scores, index, labels, stream, val=None):
+def fake_run(folder, scores, index, labels, stream, val=None, task="linear", protocol=None, seed=0, prefixes=("",)):
     folder.mkdir()
-    save_scores(folder, scores, index, labels)
+    for prefix in prefixes:
+        save_scores(folder, scores, index, labels, prefix=prefix)
     if val is not None:
         save_scores(folder, *val, prefix="val_")
-    write_results(folder, {"task": "linear", "data": "d", "benchmark": "xsub", "input": {"stream": stream},
-                           "encoder": {"kind": "pretrained"}, "figures": {}, "wall_seconds": 0})
+    write_results(folder, {"task": task, "data": "d", "benchmark": "xsub", "input": {"stream": stream},
+                           "encoder": {"kind": "pretrained"}, "protocol": protocol or {}, "seed": seed,
+                           "figures": {}, "wall_seconds": 0})
 
 
 def test_cli_fusion_weights_given_and_searched(tmp_path, capsys):
@@ -112,3 +114,93 @@ def test_cli_fusion_searches_weights_on_validation_not_test(tmp_path):
     val_top1 = 100 * (fuse([vruns[0], vnoise], expected).argmax(1) == vy).mean()
     assert m["figures"]["val_top1"] == pytest.approx(val_top1)
     assert m["figures"]["top1"] == pytest.approx(100 * (fuse([noise, runs[0]], expected).argmax(1) == y).mean())
+
+
+def test_cli_fusion_names_a_validation_split_that_differs(tmp_path, capsys):
+    """Joint validated on val_fraction 0.2, bone on 0.3: the test samples are the same, the
+    validation ones not. The search cannot run, and says why (not 'other samples' as if data or
+    benchmark differed); given weights need no validation scores and fuse."""
+    runs, y = constructed(150)
+    vruns, vy = constructed(90, seed=1)
+    idx, vidx = np.arange(150), np.arange(90) + 1000
+    fractions = (0.2, 0.3, 0.2)
+    dirs = []
+    for s, (name, frac) in enumerate(zip(("joint", "bone", "motion"), fractions)):
+        vi = vidx if frac == 0.2 else vidx + 500  # other validation subjects
+        fake_run(tmp_path / name, runs[s], idx, y, name, val=(vruns[s], vi, vy),
+                 protocol={"val_fraction": frac, "val_by": "subject"})
+        dirs.append(str(tmp_path / name))
+    capsys.readouterr()
+    assert cli("eval", "fusion", "--scores", *dirs, "--out", str(tmp_path / "f")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: {dirs[1]}: its validation samples differ"), err
+    assert "val_fraction 0.3 vs 0.2" in err and "test samples are the same" in err and "weights=[1, 1, 1]" in err
+    assert not (tmp_path / "f").exists()
+    assert cli("eval", "fusion", "--scores", *dirs, "--out", str(tmp_path / "f"), "--set", "weights=[1, 1, 1]") == 0
+    # another seed draws other validation subjects: said too
+    fake_run(tmp_path / "seed1", runs[1], idx, y, "bone", val=(vruns[1], vidx + 500, vy),
+             protocol={"val_fraction": 0.2, "val_by": "subject"}, seed=1)
+    capsys.readouterr()
+    assert cli("eval", "fusion", "--scores", dirs[0], str(tmp_path / "seed1"), "--out", str(tmp_path / "g")) == 2
+    err = capsys.readouterr().err
+    assert "its validation samples differ" in err and "(seed 1 vs 0;" in err
+    # other test samples are still the data or benchmark's fault
+    fake_run(tmp_path / "other", runs[1], idx + 1, y, "bone")
+    capsys.readouterr()
+    assert cli("eval", "fusion", "--scores", dirs[0], str(tmp_path / "other"), "--out", str(tmp_path / "h"),
+               "--set", "weights=[1, 1]") == 2
+    err = capsys.readouterr().err
+    assert "its test scores cover other samples" in err and "149 in common" in err
+
+
+def test_cli_fusion_refuses_a_folder_given_twice(tmp_path, capsys):
+    """``--scores X X X`` fused a run with itself, silently."""
+    runs, y = constructed(30)
+    fake_run(tmp_path / "joint", runs[0], np.arange(30), y, "joint")
+    fake_run(tmp_path / "bone", runs[1], np.arange(30), y, "bone")
+    j, b = str(tmp_path / "joint"), str(tmp_path / "bone")
+    for scores in ([j, j, j], [j, b, f"{j}/"], [j, b, str(tmp_path / "." / "bone")]):
+        capsys.readouterr()
+        assert cli("eval", "fusion", "--scores", *scores, "--out", str(tmp_path / "f"),
+                   "--set", "weights=[1, 1, 1]") == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "given twice" in err and "runs:" in err, err
+        assert not (tmp_path / "f").exists()
+
+
+def test_cli_fusion_of_semi_folders_chooses_a_fraction(tmp_path, capsys):
+    """A semi folder saves its test scores per labelled fraction and seed (``frac0.1_seed0_``...),
+    no plain ``scores.npy``: it was called 'not an eval folder'. The message names what it holds
+    and the option that chooses; with it (and weights: semi has no validation scores) it fuses."""
+    runs, y = constructed(60)
+    idx = np.arange(60)
+    prefixes = ("frac0.01_seed0_", "frac0.1_seed0_")
+    for s, name in enumerate(("joint", "bone")):
+        fake_run(tmp_path / name, runs[s], idx, y, name, task="semi", prefixes=prefixes)
+    dirs = [str(tmp_path / "joint"), str(tmp_path / "bone")]
+    capsys.readouterr()
+    assert cli("eval", "fusion", "--scores", *dirs, "--out", str(tmp_path / "f")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: {dirs[0]}: a semi eval folder"), err
+    assert "frac0.01_seed0_scores.npy, frac0.1_seed0_scores.npy" in err and "--set prefix=frac0.1_seed0_" in err
+    assert "not an eval folder" not in err
+    assert cli("eval", "fusion", "--scores", *dirs, "--out", str(tmp_path / "f"), "--set", "prefix=frac0.1_seed0_") == 2
+    assert "semi` saves none" in capsys.readouterr().err
+    assert cli("eval", "fusion", "--scores", *dirs, "--out", str(tmp_path / "f"), "--set", "prefix=frac0.1_seed0_",
+               "--set", "weights=[1, 1]") == 0
+    m = json.loads((tmp_path / "f" / "metrics.json").read_text())
+    assert m["figures"]["top1"] == pytest.approx(100 * (fuse(runs[:2], [1, 1]).argmax(1) == y).mean())
+    # the prefix applies to every folder: a linear folder among them is named, with what it holds
+    fake_run(tmp_path / "lin", runs[2], idx, y, "motion")
+    capsys.readouterr()
+    assert cli("eval", "fusion", "--scores", *dirs, str(tmp_path / "lin"), "--out", str(tmp_path / "g"),
+               "--set", "prefix=frac0.1_seed0_", "--set", "weights=[1, 1, 1]") == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'lin'}: no frac0.1_seed0_scores.npy: this linear folder holds scores.npy" in err
+    # a folder of a task that saves no scores (knn) says so
+    knn = tmp_path / "knn"
+    knn.mkdir()
+    write_results(knn, {"task": "knn", "figures": {}, "wall_seconds": 0})
+    assert cli("eval", "fusion", "--scores", str(tmp_path / "lin"), str(knn), "--out", str(tmp_path / "h"),
+               "--set", "weights=[1, 1]") == 2
+    assert "a knn eval folder without class scores" in capsys.readouterr().err

@@ -123,7 +123,8 @@ def read_labels(path, num_frames: Optional[int] = None,
     Returns ``(intervals, errors)``: ``intervals`` are ``(line, label, start, end, confidence)``
     with 0-based ``label`` and ``start`` (inclusive), ``end`` exclusive (the file's 1-based
     inclusive end), ``line`` 1-based; ``errors`` are one :class:`DataError` per bad line (label
-    outside 1..``num_classes``, interval outside the ``num_frames``-frame video, malformed line).
+    outside 1..``num_classes``, interval reversed (start after end) or outside the
+    ``num_frames``-frame video, malformed line).
     A missing, unreadable or empty file raises.
     """
     path = Path(path)
@@ -149,9 +150,13 @@ def read_labels(path, num_frames: Optional[int] = None,
         if not 1 <= label <= num_classes:
             errors.append(DataError(path, f"label {label} outside 1..{num_classes}", i))
             continue
-        if start < 1 or end < start or (num_frames is not None and end > num_frames):
+        if end < start:
+            errors.append(DataError(path, f"interval {start}-{end} reversed (start after end)", i))
+            continue
+        if start < 1 or (num_frames is not None and end > num_frames):
             video = "" if num_frames is None else f" of {num_frames} frames"
-            errors.append(DataError(path, f"interval {start}-{end} outside the video{video}", i))
+            first = " (frames are numbered from 1)" if start < 1 else ""
+            errors.append(DataError(path, f"interval {start}-{end} outside the video{video}{first}", i))
             continue
         intervals.append((i, label - 1, start - 1, end, conf))
     if not intervals and not errors:
