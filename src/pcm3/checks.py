@@ -32,23 +32,31 @@ def check_clips(prepared: Prepared, command: str = "pretraining") -> None:
                                        f"--trimmed clips{hint}")
 
 
-def check_samples(prepared: Prepared, indices: np.ndarray) -> None:
+def check_samples(prepared: Prepared, indices: np.ndarray, labelled: bool = False) -> None:
     """Labels and lengths of the samples ``indices`` are what the loaders rely on.
 
-    Labels must be -1 (none) or below the number of classes; lengths between 1 and the clip
-    length T. The sample is named in the message.
+    Labels must be -1 (none) or below the number of classes; with ``labelled`` (an evaluation
+    that trains or tests on the labels) -1 is refused too: labels 0..C-1. Lengths between 1
+    and the clip length T. The sample is named in the message.
     """
     if indices.size == 0:
         return
     labels = prepared.labels[indices]
     lengths = prepared.lengths[indices]
     n_classes = prepared.num_classes
-    bad = np.flatnonzero((labels < -1) | ((labels >= n_classes) if n_classes else False))
+    low = 0 if labelled else -1
+    bad = np.flatnonzero((labels < low) | ((labels >= n_classes) if n_classes else False))
     if bad.size:
         j = int(indices[bad[0]])
+        label = int(prepared.labels[j])
+        classes = f"0..{n_classes - 1} ({n_classes} classes in meta.json)" if n_classes else "0 or more"
+        if labelled and label == -1:
+            raise DataError(prepared.root / "labels.npy",
+                            f"sample {j} ({_name(prepared, j)}) has no label (-1); this evaluation trains and tests "
+                            f"on labels {classes}; {bad.size} such samples in the parts it reads")
         raise DataError(prepared.root / "labels.npy",
-                        f"sample {j} ({_name(prepared, j)}) has label {int(prepared.labels[j])}, outside "
-                        f"0..{n_classes - 1} ({n_classes} classes in meta.json); {bad.size} such samples")
+                        f"sample {j} ({_name(prepared, j)}) has label {label}, outside {classes}; "
+                        f"{bad.size} such samples")
     t = int(prepared.shape[2]) if prepared.kind == "clips" else None
     bad = np.flatnonzero((lengths < 1) | ((lengths > t) if t else False))
     if bad.size:
@@ -61,7 +69,7 @@ def check_samples(prepared: Prepared, indices: np.ndarray) -> None:
 def check_finite(prepared: Prepared, indices: np.ndarray, max_bytes: int = 256 << 20, chunk: int = 256) -> bool:
     """Scan the clips ``indices`` for NaN/inf when they hold at most ``max_bytes``; returns
     whether it scanned. Larger sets are checked sample by sample as they are loaded
-    (:class:`pcm3.data.dataset.SkeletonDataset`)."""
+    (:class:`pcm3.data.dataset.SkeletonDataset`, :func:`refuse_non_finite`)."""
     if prepared.kind != "clips" or indices.size == 0:
         return False
     per_sample = int(np.prod(prepared.shape[1:], dtype=np.int64)) * 4
@@ -70,14 +78,26 @@ def check_finite(prepared: Prepared, indices: np.ndarray, max_bytes: int = 256 <
     order = np.sort(indices)
     for s in range(0, order.size, chunk):
         idx = order[s:s + chunk]
-        block = np.asarray(prepared.data[idx])
-        ok = np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1)
-        if not ok.all():
-            j = int(idx[int(np.argmin(ok))])
-            raise DataError(prepared.root / "data.npy",
-                            f"sample {j} ({_name(prepared, j)}) holds non-finite values (NaN or inf); "
-                            f"{int((~ok).sum())} such samples in this block; `pcm3 info` lists them")
+        refuse_non_finite(prepared, idx, np.asarray(prepared.data[idx]), scan=True)
     return True
+
+
+def refuse_non_finite(prepared: Prepared, indices: np.ndarray, block: np.ndarray, scan: bool = False) -> None:
+    """One-line :class:`DataError` naming the first sample of ``block`` (the clips ``indices``,
+    ``(len(indices), ...)``, as read) that holds NaN or inf; nothing when all are finite.
+    The loaders call it on what they read, so that a data set too large for
+    :func:`check_finite`'s scan is still refused (never a wrong figure or a diverged loss)."""
+    block = np.asarray(block)
+    if block.size == 0 or np.isfinite(block).all():
+        return
+    ok = np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1)
+    if ok.all():
+        return
+    j = int(np.asarray(indices)[int(np.argmin(ok))])
+    where = f"; {int((~ok).sum())} such samples in this block" if scan else ""
+    raise DataError(prepared.root / "data.npy",
+                    f"sample {j} ({_name(prepared, j)}) holds non-finite values (NaN or inf){where}; "
+                    "`pcm3 info` lists them")
 
 
 def _name(prepared: Prepared, j: int) -> str:

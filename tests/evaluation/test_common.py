@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from pcm3.errors import ConfigError, DataError
-from pcm3.evaluation.common import (carve_validation, check_compatible, confusion_matrix, load_protocol, load_scores,
-                                    open_split, per_class_accuracy, save_scores, topk_accuracy, topk_correct,
-                                    write_results)
+from pcm3.evaluation.common import (carve_validation, check_compatible, check_parts, check_recognition_data,
+                                    confusion_matrix, load_protocol, load_scores, open_split, per_class_accuracy,
+                                    save_scores, topk_accuracy, topk_correct, write_results)
 from pcm3.evaluation.linear import LinearProtocol, lr_at_epoch
 
 from .tiny import tiny_data
@@ -81,3 +81,35 @@ def test_scores_round_trip_and_results_files(tmp_path):
     assert m["figures"] == {"top1": 12.5, "bad": None}
     md = (tmp_path / "results.md").read_text()
     assert "| top1 | 12.50% |" in md and "raw_input" in md
+
+
+def test_check_parts_names_an_empty_part_and_the_benchmarks_that_have_both(tmp_path_factory, tmp_path, resplit):
+    data = tiny_data(tmp_path_factory)
+    parts = check_parts(data, "xsub")
+    assert sorted(parts) == ["test", "train"] and len(parts["train"]) == 96
+
+    def empty_test(splits):
+        splits["xsub"]["test"] = []
+        return splits
+
+    bad = resplit(data, tmp_path / "empty", empty_test)
+    with pytest.raises(DataError, match=r"empty: benchmark 'xsub' has no test clips .*'test' part is empty.*: xview"):
+        check_recognition_data(bad, "xsub")
+    assert len(check_parts(bad, "xsub", ("train",))["train"]) == 96  # a task reading the training part alone
+    with pytest.raises(ConfigError, match="--benchmark: required"):
+        check_recognition_data(data, None)
+
+
+def test_check_parts_labelled_or_not(tmp_path_factory, tmp_path):
+    """-1 (no label) is refused where a task trains or tests on labels, allowed elsewhere."""
+    import shutil
+
+    bad = tmp_path / "nolabel"
+    shutil.copytree(tiny_data(tmp_path_factory), bad)
+    labels = np.load(bad / "labels.npy")
+    j = int(open_split(bad, "xsub", "test").indices[0])
+    labels[j] = -1
+    np.save(bad / "labels.npy", labels)
+    check_parts(bad, "xsub", labelled=False)
+    with pytest.raises(DataError, match=f"labels.npy: sample {j} .* no label"):
+        check_parts(bad, "xsub", labelled=True)

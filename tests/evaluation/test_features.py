@@ -70,3 +70,25 @@ def test_labels_and_indices_follow_the_samples_across_batches(ramps):
     feats2, labels2 = extract_features(torch.nn.Flatten(), dataset, batch_size=3, clip_len=OUT_LEN)
     np.testing.assert_allclose(feats2, features)
     assert labels2.tolist() == labels.tolist()
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_encode_names_a_non_finite_clip(ramps, tmp_path, num_workers):
+    """The feature loader (the memory map read directly, or DataLoader workers) refuses a NaN clip
+    by name: a data set too large to scan before the run must not give a wrong figure."""
+    import shutil
+
+    from pcm3.errors import DataError
+    from pcm3.evaluation.baselines import RawInput
+
+    bad = tmp_path / "nan"
+    shutil.copytree(ramps, bad)
+    arr = np.load(bad / "data.npy", mmap_mode="r+")
+    arr[5, 0, 3, 0, 0] = np.nan
+    arr.flush()
+    del arr
+    ds = SkeletonDataset(bad, "xsub", "test")
+    with pytest.raises(DataError, match=r"data.npy: sample 5 \(s5\) holds non-finite") as e:
+        encode(RawInput("ntu25", "joint", OUT_LEN), ds, clip_len=OUT_LEN, stream="joint", layout="ntu25",
+               batch_size=2, num_workers=num_workers)
+    assert "\n" not in str(e.value)

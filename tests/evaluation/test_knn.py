@@ -96,3 +96,22 @@ def test_cli_knn_raw_input_equals_brute_force(tmp_path_factory, tmp_path):
     assert figures["knn1"] == pytest.approx(100 * (pred == labels[ite]).mean())
     assert np.array_equal(np.load(out / "predictions.npy")[0], pred)
     assert 15 < figures["knn1"] < 95                     # far above chance (6%), not a leak (100%)
+
+
+def test_k_beyond_the_gallery_is_refused(tmp_path_factory, tmp_path, capsys):
+    """The tiny data's gallery holds 96 clips: k = 97 voted among all of them, reported as knn97."""
+    from pcm3.errors import ConfigError
+    from pcm3.evaluation.knn import KnnProtocol, check_k
+
+    check_k(KnnProtocol(k=96, ks=(1, 96)), 96, "g")
+    with pytest.raises(ConfigError, match="^k: 97 neighbours, but the gallery \\(g\\) holds 96 clips"):
+        check_k(KnnProtocol(k=97), 96, "g")
+    with pytest.raises(ConfigError, match=r"ks: 200 .* --set ks=\[1,5\]"):
+        check_k(KnnProtocol(ks=(1, 5, 200)), 96, "g")
+    data = tiny_data(tmp_path_factory)
+    out = tmp_path / "knn"
+    assert cli("eval", "knn", "--raw-input", "--data", str(data), "--benchmark", "xsub", "--out", str(out),
+               "--set", "k=500") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: k: 500") and "96 clips" in err
+    assert not out.exists()

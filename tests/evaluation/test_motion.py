@@ -199,3 +199,31 @@ def test_run_scores_the_middle_windows_of_the_test_clips(synthetic_small, tmp_pa
     np.testing.assert_allclose(result["mpjpe_per_horizon"]["zero_velocity"], on_test, rtol=1e-4)
     assert result["figures"]["MPJPE (zero-velocity)"] == pytest.approx(on_test.mean(), rel=1e-4)
     assert result["splits"] == {"train": 32, "test": 24}
+
+
+def test_unlabelled_clips_are_fine_but_an_empty_part_is_named(synthetic_small, tmp_path, resplit):
+    """Motion prediction reads no labels: -1 ("no label") on a clip is no error (a labelled row,
+    ``--supervised``, refuses it); an empty test part is named, not a misleading "no test clip has
+    observed + predicted frames"."""
+    import shutil
+
+    data = tmp_path / "nolabel"
+    shutil.copytree(synthetic_small, data)
+    labels = np.load(data / "labels.npy")
+    first = json.loads((data / "splits.json").read_text())["xsub"]["train"][0]
+    labels[first] = -1
+    np.save(data / "labels.npy", labels)
+    p = small_protocol(epochs=1, milestones=[], max_train=16, max_test=8)
+    assert run(ctx(data, tmp_path / "o", tiny_encoder(), p))["splits"] == {"train": 16, "test": 8}
+    c = ctx(data, tmp_path / "o2", tiny_encoder(), p)
+    c.encoder_kind = "supervised"
+    with pytest.raises(DataError, match=f"sample {first} .* no label"):
+        run(c)
+
+    def no_test(splits):
+        splits["xsub"]["test"] = []
+        return splits
+
+    empty = resplit(synthetic_small, tmp_path / "empty", no_test)
+    with pytest.raises(DataError, match="benchmark 'xsub' has no test clips"):
+        run(ctx(empty, tmp_path / "o3", tiny_encoder(), p))

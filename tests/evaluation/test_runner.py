@@ -73,3 +73,37 @@ def test_random_init_row_is_fresh_weights_of_the_same_architecture(tmp_path_fact
     same_seed = random_init_encoder(pretrained.config, 1).state_dict()
     assert all(torch.equal(a[k], same_seed[k]) for k in a)
     assert (fresh.stream, fresh.layout, fresh.clip_len) == ("bone", pretrained.layout, pretrained.clip_len)
+
+
+def test_contradictory_rows_are_refused_and_the_documented_ones_kept():
+    """An option the row would ignore is an error; ``--random-init``/``--supervised`` with an
+    encoder (its architecture) are the documented rows."""
+    import pytest
+
+    from pcm3.errors import ConfigError
+    from pcm3.evaluation.runner import check_row
+
+    for kind in ("random_init", "supervised"):
+        check_row("linear", kind, encoder_path="e.pt")
+        check_row("linear", kind, run="run")
+        check_row("linear", kind, pretrain_config="demo")
+    check_row("linear", "raw_input")
+    check_row("linear", "pretrained", encoder_path="e.pt")
+    check_row("fusion", "pretrained")
+    refused = [
+        (dict(task="knn", kind="raw_input", encoder_path="e.pt"), "--raw-input: .*--encoder would be ignored"),
+        (dict(task="knn", kind="raw_input", run="run"), "--raw-input: .*--run would be ignored"),
+        (dict(task="knn", kind="random_init", encoder_path="e.pt", pretrain_config="demo"),
+         "--pretrain-config: the architecture already comes from --encoder"),
+        (dict(task="knn", kind="supervised", run="run", pretrain_config="demo"), "already comes from --run"),
+        (dict(task="knn", kind="pretrained", pretrain_config="demo"), "--pretrain-config: gives the architecture"),
+        (dict(task="knn", kind="pretrained", encoder_path="e.pt", run="run"), "give one of them"),
+        (dict(task="knn", kind="pretrained"), "needs --encoder FILE or --run RUN"),
+        (dict(task="knn", kind="random_init"), "--random-init needs the encoder architecture"),
+        (dict(task="fusion", kind="pretrained", encoder_path="e.pt"), "^--encoder: eval fusion reads the saved"),
+        (dict(task="fusion", kind="supervised"), "^--supervised: eval fusion"),
+    ]
+    for kw, message in refused:
+        task, kind = kw.pop("task"), kw.pop("kind")
+        with pytest.raises(ConfigError, match=message):
+            check_row(task, kind, **kw)

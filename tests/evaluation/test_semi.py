@@ -130,3 +130,23 @@ def test_the_new_layer_is_not_the_initial_layer_of_a_supervised_encoder():
         torch.manual_seed(s)
         supervised = torch.nn.Linear(32, 16).weight
         assert all(not torch.equal(h, supervised) for h in heads)
+
+
+def test_a_class_without_training_samples_is_named_before_anything_is_written(tmp_path_factory, tmp_path, capsys,
+                                                                              resplit):
+    """``pcm3 prepare pku2`` on a few recordings: 8 of 51 classes present; the subsets cannot
+    hold every class. One line naming the folder, benchmark and class, no output folder."""
+    data, enc = tiny_data(tmp_path_factory), encoder_file(tmp_path_factory)
+    labels = np.load(data / "labels.npy")
+
+    def without_class_3(splits):
+        splits["xsub"]["train"] = [i for i in splits["xsub"]["train"] if labels[i] != 3]
+        return splits
+
+    bad = resplit(data, tmp_path / "no3", without_class_3)
+    out = tmp_path / "s"
+    code = cli("eval", "semi", "--encoder", str(enc), "--data", str(bad), "--benchmark", "xsub", "--out", str(out))
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "no3: benchmark 'xsub': 1 of 16 classes have no training sample (first: 3" in err
+    assert not out.exists()

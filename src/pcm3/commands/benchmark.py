@@ -40,6 +40,8 @@ def run(args) -> int:
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    check_inputs(tasks, data=args.data, benchmark=args.benchmark, overrides=args.overrides,
+                 supervised=args.supervised)
     result = run_benchmark(args.encoders, data=args.data, benchmark=args.benchmark, out=args.out, tasks=tasks,
                            raw_input=args.raw_input, supervised=args.supervised,
                            random_init=not args.no_random_init, overrides=args.overrides,
@@ -48,3 +50,24 @@ def run(args) -> int:
     print(result["table"])
     print(f"wrote {args.out}/benchmark.md ({len(result['runs'])} eval runs, {result['seconds']:.0f} s)")
     return 0
+
+
+def check_inputs(tasks, *, data, benchmark, overrides, supervised: bool) -> None:
+    """The data every task of the suite reads, checked before the output folder is touched
+    (each task's ``check_inputs``: parts present and not empty, labels 0..C-1, lengths, NaN/inf,
+    k-NN's k within the gallery); the same checks run again inside each evaluation. Unknown
+    tasks and malformed ``--set`` are left to :func:`pcm3.evaluation.suite.run_benchmark`,
+    which names them."""
+    from pathlib import Path
+
+    from pcm3.evaluation.common import load_protocol
+    from pcm3.evaluation.runner import task_module
+    from pcm3.evaluation.suite import SUITE_TASKS, split_overrides
+
+    if not tasks or any(t not in SUITE_TASKS for t in tasks):
+        return
+    per_task = split_overrides(overrides, tasks)
+    for task in tasks:
+        module = task_module(task)
+        protocol = load_protocol(module.PROTOCOL, module.DEFAULT_CONFIG, per_task[task])
+        module.check_inputs(Path(data), benchmark, protocol, "supervised" if supervised else "pretrained")

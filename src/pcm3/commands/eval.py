@@ -23,7 +23,10 @@ def add_parser(sub) -> None:
                     "OUT/metrics.json and OUT/results.md. Protocols are YAML configs (packaged defaults "
                     "eval_<task>; --config NAME|FILE, --set key=value).")
     p.add_argument("task", metavar="TASK", help="linear, semi, knn, occlusion, fusion, detection, motion")
-    src = p.add_argument_group("encoder (one of --encoder/--run, optionally with a baseline flag)")
+    src = p.add_argument_group(
+        "encoder", "--encoder or --run, optionally with --random-init or --supervised (which take its architecture); "
+                   "--raw-input alone; or --pretrain-config with --random-init or --supervised instead of an encoder. "
+                   "Options a row would ignore are refused.")
     src.add_argument("--encoder", help="encoder file written by `pcm3 export`")
     src.add_argument("--run", "--run-dir", dest="run",
                      help="pretraining run folder (its last checkpoint); under torchrun write --run-dir "
@@ -32,7 +35,8 @@ def add_parser(sub) -> None:
                                                "for --random-init/--supervised without an encoder")
     rows = src.add_mutually_exclusive_group()
     rows.add_argument("--random-init", action="store_true", help="the same architecture, fresh weights (seeded)")
-    rows.add_argument("--raw-input", action="store_true", help="no network: the valid frames centre-cropped (95%%, as the encoders), resized, centred, flattened")
+    rows.add_argument("--raw-input", action="store_true", help="no network (no --encoder/--run/--pretrain-config): the "
+                      "valid frames centre-cropped (95%%, as the encoders), resized, centred, flattened")
     rows.add_argument("--supervised", action="store_true", help="the same architecture trained with labels (upper bound)")
     p.add_argument("--data", help="prepared data folder")
     p.add_argument("--benchmark", default=None, help="split of the data (xsub, xview, xset, ...)")

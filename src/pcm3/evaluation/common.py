@@ -179,9 +179,8 @@ def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
 
 # --------------------------------------------------------------------------- data
 
-def open_split(data: str | os.PathLike, benchmark: Optional[str], part: str, indices=None):
-    """The :class:`SkeletonDataset` of ``part`` of ``benchmark``; one-line DataError when absent."""
-    from pcm3.data.dataset import SkeletonDataset
+def _clips_for_recognition(data, benchmark):
+    """The open prepared folder of a recognition task: clips, and a benchmark named."""
     from pcm3.data.prepared import Prepared
 
     prepared = Prepared(data)
@@ -190,8 +189,87 @@ def open_split(data: str | os.PathLike, benchmark: Optional[str], part: str, ind
                           f"{', '.join(prepared.benchmarks) or 'none'}")
     if prepared.kind != "clips":
         raise DataError(data, f"holds untrimmed sequences ({prepared.kind}); this task needs clips")
+    return prepared
+
+
+def open_split(data: str | os.PathLike, benchmark: Optional[str], part: str, indices=None):
+    """The :class:`SkeletonDataset` of ``part`` of ``benchmark``; one-line DataError when absent."""
+    from pcm3.data.dataset import SkeletonDataset
+
+    prepared = _clips_for_recognition(data, benchmark)
     prepared.split(benchmark, part)  # raises the one-line error for a missing benchmark/part
     return SkeletonDataset(prepared, benchmark, part, indices=indices)
+
+
+PART_NAMES = {"train": "training", "test": "test"}
+_FINITE_SCANNED: set = set()  # (folder, data.npy's size and time, samples) already scanned in this process
+
+
+def check_parts(data, benchmark: Optional[str], parts: Sequence[str] = ("train", "test"), *,
+                labelled: bool = True, unit: str = "clips", command: str = "this evaluation") -> Dict[str, np.ndarray]:
+    """Check what an evaluation reads before it writes anything; ``{part: indices}``.
+
+    Every part of ``parts`` of ``benchmark`` (``None``/``all``: every sample) must exist and
+    hold samples; their labels must be classes of the folder (``labelled``: 0..C-1, as a task
+    that trains or tests on them needs; otherwise -1, "no label", is allowed), their lengths
+    fit the clips (:func:`pcm3.checks.check_samples`), and their clips must be finite
+    (:func:`pcm3.checks.check_finite`, up to its byte budget; beyond it the loaders refuse a
+    non-finite clip as they read it). Each error is one line naming the folder, benchmark and
+    part, or the file and sample.
+
+    Args:
+        data: a prepared folder or an open :class:`pcm3.data.prepared.Prepared`.
+        unit: what the samples are called in the message (``clips``, ``videos``).
+        command: what needs them, in the message (``pcm3 embed``: ``"embedding"``).
+    """
+    from pcm3.checks import check_finite, check_samples
+    from pcm3.data.prepared import Prepared
+
+    prepared = data if isinstance(data, Prepared) else Prepared(data)
+    out = {}
+    for part in parts:
+        idx = np.asarray(prepared.split(benchmark, part), dtype=np.int64)
+        if idx.size == 0:
+            usable = [b for b in prepared.benchmarks
+                      if all(len(prepared.splits[b].get(q, ())) for q in parts)]
+            hint = (f"benchmarks of this folder that have them: {', '.join(usable)}" if usable else
+                    "no benchmark of this folder has them: prepare the data with a split file that does")
+            which = f"benchmark {benchmark!r}" if benchmark not in (None, "all") else "the folder"
+            raise DataError(prepared.root, f"{which} has no {PART_NAMES.get(part, part)} {unit} (its {part!r} part "
+                                           f"is empty); {command} needs {unit} in "
+                                           f"{' and '.join(repr(q) for q in parts)} ({hint})")
+        out[part] = idx
+    for part, idx in out.items():
+        check_samples(prepared, idx, labelled=labelled)
+    for part, idx in out.items():
+        _check_finite_once(prepared, idx, check_finite)
+    return out
+
+
+def _check_finite_once(prepared, idx: np.ndarray, check_finite) -> None:
+    """:func:`pcm3.checks.check_finite`, skipped when these samples of this unchanged file were
+    already scanned in this process (the pre-check of ``evaluate`` and the task's own check)."""
+    try:
+        st = os.stat(prepared.root / "data.npy")
+        key = (str(Path(prepared.root).resolve()), st.st_size, st.st_mtime_ns, st.st_ino,
+               hashlib.sha1(np.ascontiguousarray(idx).tobytes()).hexdigest())
+    except OSError:
+        key = None
+    if key is not None and key in _FINITE_SCANNED:
+        return
+    if check_finite(prepared, idx) and key is not None:
+        _FINITE_SCANNED.add(key)
+
+
+def check_recognition_data(data, benchmark: Optional[str], parts: Sequence[str] = ("train", "test")
+                           ) -> Dict[str, np.ndarray]:
+    """What a recognition task (linear, knn, semi, occlusion, the supervised row) reads, checked
+    before anything is written: clips, a benchmark, no sample in two parts, then
+    :func:`check_parts` (labelled). Returns ``{part: indices}``."""
+    prepared = _clips_for_recognition(data, benchmark)
+    for problem in prepared.split_problems([benchmark]):  # a hand-edited splits.json
+        raise DataError(data, f"{problem}: evaluating on training samples is no evaluation")
+    return check_parts(prepared, benchmark, parts, labelled=True)
 
 
 def carve_validation(dataset, fraction: float, seed: int, by: str = "subject") -> Tuple[np.ndarray, np.ndarray]:
@@ -279,11 +357,11 @@ def smoke_test_notes(train_idx, test_idx, unit: str) -> List[str]:
 
 
 def open_splits(ctx: EvalContext):
-    """The ``train`` and ``test`` parts of ``ctx.benchmark``, after checking the encoder fits them."""
+    """The ``train`` and ``test`` parts of ``ctx.benchmark``, after checking them
+    (:func:`check_recognition_data`) and that the encoder fits them."""
+    check_recognition_data(ctx.data, ctx.benchmark, ("train", "test"))
     train = open_split(ctx.data, ctx.benchmark, "train")
     test = open_split(ctx.data, ctx.benchmark, "test")
-    for problem in train.prepared.split_problems([ctx.benchmark]):  # a hand-edited splits.json
-        raise DataError(ctx.data, f"{problem}: evaluating on training samples is no evaluation")
     check_compatible(ctx.encoder, train.prepared, ctx.encoder_info.get("path", "--encoder"))
     return train, test
 

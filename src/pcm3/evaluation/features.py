@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from pcm3.augment import center_crop_resize
+from pcm3.checks import refuse_non_finite
 from pcm3.data.dataset import SkeletonDataset
 from pcm3.skeleton import to_stream
 
@@ -128,6 +129,8 @@ def iter_batches(dataset: SkeletonDataset, batch_size: int, num_workers: int = 0
     With ``num_workers == 0`` the clips are read straight from the memory-mapped array, each
     only up to the longest valid length of its batch (the padding beyond is never read by the
     crops); otherwise a :class:`DataLoader` with worker processes reads whole padded clips.
+    Either way a clip holding NaN or inf raises a one-line :class:`pcm3.errors.DataError`
+    naming it (:func:`pcm3.checks.refuse_non_finite`, :class:`SkeletonDataset`).
 
     Yields:
         ``x`` ``(B, C, T_b, V, M)`` float32, ``lengths``, ``labels``, ``indices`` ``(B,)`` int64.
@@ -143,5 +146,6 @@ def iter_batches(dataset: SkeletonDataset, batch_size: int, num_workers: int = 0
         lengths = np.clip(all_lengths[idx], 1, t)
         frames = int(lengths.max())
         x = np.stack([np.asarray(data[j, :, :frames], dtype=np.float32) for j in idx])
+        refuse_non_finite(prepared, idx, x)  # as SkeletonDataset: a NaN clip is named, never a wrong figure
         yield (torch.from_numpy(x), torch.from_numpy(lengths.astype(np.int64)),
                torch.from_numpy(all_labels[idx].astype(np.int64)), torch.from_numpy(idx))

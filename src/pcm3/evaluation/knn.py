@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from pcm3.errors import ConfigError
-from pcm3.evaluation.common import (EvalContext, InputProtocol, encode_kwargs, feature_module, input_spec,
-                                    open_splits)
+from pcm3.evaluation.common import (EvalContext, InputProtocol, check_recognition_data, encode_kwargs,
+                                    feature_module, input_spec, open_splits)
 from pcm3.evaluation.features import encode
 
 DEFAULT_CONFIG = "eval_knn"
@@ -46,6 +46,25 @@ class KnnProtocol(InputProtocol):
 
 
 PROTOCOL = KnnProtocol
+
+
+def check_inputs(data, benchmark, protocol: KnnProtocol, kind: str) -> None:
+    """Before anything is written: the gallery (training part) and the queries (test part)
+    (:func:`pcm3.evaluation.common.check_recognition_data`), and every k within the gallery."""
+    parts = check_recognition_data(data, benchmark, ("train", "test"))
+    check_k(protocol, len(parts["train"]), f"the training part of {benchmark!r} in {data}")
+
+
+def check_k(p: KnnProtocol, gallery: int, where: str) -> None:
+    """A k larger than the gallery would silently vote among all of it (and be reported as
+    ``knn<k>``): a one-line ConfigError naming the setting instead."""
+    if p.k > gallery:
+        raise ConfigError(f"k: {p.k} neighbours, but the gallery ({where}) holds {gallery} clips; use k <= {gallery}")
+    big = [k for k in p.ks if k > gallery]
+    if big:
+        fit = [k for k in p.ks if k <= gallery] or [1]
+        raise ConfigError(f"ks: {big[0]} neighbours, but the gallery ({where}) holds {gallery} clips; use values "
+                          f"up to {gallery} (e.g. --set ks=[{','.join(str(k) for k in fit)}])")
 
 
 @torch.no_grad()
@@ -114,6 +133,7 @@ def run(ctx: EvalContext) -> dict:
     """k-NN accuracy of the frozen features (percent) for every k of the protocol."""
     p: KnnProtocol = ctx.protocol
     train, test = open_splits(ctx)
+    check_k(p, len(train), f"the training part of {ctx.benchmark!r} in {ctx.data}")
     spec = input_spec(ctx)
     module = feature_module(ctx)
     kw = encode_kwargs(ctx, spec, p)

@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from pcm3 import distributed
 from pcm3.errors import ConfigError
 from pcm3.evaluation.common import (EvalContext, InputProtocol, _check_crop_range, carve_validation,
-                                    encode_kwargs, feature_module, input_spec, open_split, open_splits,
-                                    save_scores, topk_accuracy)
+                                    check_recognition_data, encode_kwargs, feature_module, input_spec, open_split,
+                                    open_splits, save_scores, topk_accuracy)
 from pcm3.evaluation.features import encode
 
 DEFAULT_CONFIG = "eval_linear"
@@ -108,6 +108,12 @@ class LinearProtocol(InputProtocol):
 
 
 PROTOCOL = LinearProtocol
+
+
+def check_inputs(data, benchmark, protocol: LinearProtocol, kind: str) -> None:
+    """Before anything is written: the training and test parts (present, not empty, labels
+    0..C-1, lengths, NaN/inf; :func:`pcm3.evaluation.common.check_recognition_data`)."""
+    check_recognition_data(data, benchmark, ("train", "test"))
 
 
 def lr_at_epoch(p: LinearProtocol, epoch: int) -> float:

@@ -43,8 +43,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pcm3.checks import refuse_non_finite
 from pcm3.errors import ConfigError, DataError
-from pcm3.evaluation.common import (EvalContext, SupervisedConfig, check_compatible, dense_benchmark,
+from pcm3.evaluation.common import (EvalContext, SupervisedConfig, check_compatible, check_parts, dense_benchmark,
                                     smoke_test_notes)
 from pcm3.skeleton import to_stream
 
@@ -180,6 +181,7 @@ class Windows:
         order = np.argsort(self.indices[rows], kind="stable")
         data = np.empty((len(rows),) + tuple(self.prepared.shape[1:]), dtype=np.float32)
         data[order] = self.prepared.data[self.indices[rows][order]]
+        refuse_non_finite(self.prepared, self.indices[rows], data)  # named, never a NaN MPJPE or loss
         t = starts[:, None] + np.arange(self.span)[None, :]
         win = data[np.arange(len(rows))[:, None], :, t]                 # B x span x C x V x M
         return torch.from_numpy(np.ascontiguousarray(win)).permute(0, 2, 1, 3, 4)
@@ -335,25 +337,41 @@ def _limits(poses, axes_):
 
 # --------------------------------------------------------------------------- the task
 
+RAW_INPUT_REFUSED = ("--raw-input: not defined for motion prediction (the decoder starts from an encoder feature); "
+                     "zero-velocity is reported with every row, --random-init is the untrained row")
+
+
+def check_inputs(data, benchmark, protocol: MotionProtocol, kind: str):
+    """Before anything is written: an encoder row, clips, the benchmark (``xsub`` by default), and
+    its training and test parts (present, not empty, labels, lengths, NaN/inf;
+    :func:`pcm3.evaluation.common.check_parts`; labels 0..C-1 only for the ``--supervised`` row,
+    which trains on them). Returns ``(prepared, benchmark, train indices, test indices)``."""
+    from types import SimpleNamespace
+
+    from pcm3.data.prepared import Prepared
+
+    if kind == "raw_input":
+        raise ConfigError(RAW_INPUT_REFUSED)
+    prepared = Prepared(data)
+    if prepared.kind != "clips":
+        raise DataError(data, f"holds {prepared.kind}; motion prediction needs clips (e.g. `pcm3 prepare "
+                              "synthetic`, msr3d, ntu60)")
+    benchmark = dense_benchmark(SimpleNamespace(data=data, benchmark=benchmark), prepared, "clip")
+    parts = check_parts(prepared, benchmark, ("train", "test"), labelled=kind == "supervised")
+    return prepared, benchmark, parts["train"], parts["test"]
+
+
 def run(ctx: EvalContext) -> dict:
     """Train the decoder on the training clips, report MPJPE on the test clips.
 
     Returns the task's result: ``figures`` (MPJPE in mm of the encoder row and of zero-velocity,
     averaged and per horizon), ``units``, ``mpjpe_per_horizon``, ``history``, ``splits``, ``notes``.
     """
-    from pcm3.data.prepared import Prepared
-
     p: MotionProtocol = ctx.protocol
     if ctx.encoder is None:
-        raise ConfigError("--raw-input: not defined for motion prediction (the decoder starts from an encoder "
-                          "feature); zero-velocity is reported with every row, --random-init is the untrained row")
-    prepared = Prepared(ctx.data)
-    if prepared.kind != "clips":
-        raise DataError(ctx.data, f"holds {prepared.kind}; motion prediction needs clips (e.g. `pcm3 prepare "
-                                  "synthetic`, msr3d, ntu60)")
+        raise ConfigError(RAW_INPUT_REFUSED)
+    prepared, benchmark, train_idx, test_idx = check_inputs(ctx.data, ctx.benchmark, p, ctx.encoder_kind)
     check_compatible(ctx.encoder, prepared)
-    benchmark = dense_benchmark(ctx, prepared, "clip")
-    train_idx, test_idx = prepared.split(benchmark, "train"), prepared.split(benchmark, "test")
     train = Windows(prepared, train_idx, p.observed, p.predicted, p.max_train)
     test = Windows(prepared, test_idx, p.observed, p.predicted, p.max_test)
     if len(train) == 0 or len(test) == 0:

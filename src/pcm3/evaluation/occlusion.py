@@ -31,8 +31,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from pcm3.errors import ConfigError
-from pcm3.evaluation.common import (EvalContext, check_compatible, encode_kwargs, feature_module, input_spec,
-                                    open_split, save_scores, topk_accuracy)
+from pcm3.evaluation.common import (EvalContext, check_compatible, check_recognition_data, encode_kwargs,
+                                    feature_module, input_spec, open_split, save_scores, topk_accuracy)
 from pcm3.evaluation.features import encode, make_clips
 from pcm3.evaluation.linear import LinearProtocol, fit_linear, predict, prepare_linear, write_history
 from pcm3.masking import apply_mask, spatial_occlusion, temporal_occlusion
@@ -76,6 +76,14 @@ class OcclusionProtocol(LinearProtocol):
 
 
 PROTOCOL = OcclusionProtocol
+
+
+def check_inputs(data, benchmark, protocol: OcclusionProtocol, kind: str) -> None:
+    """Before anything is written: the parts it reads (:func:`pcm3.evaluation.common.check_recognition_data`):
+    training and test, or only test when the layer comes from ``linear_run`` (the supervised row
+    still trains on the training part)."""
+    reuse = protocol.linear_run is not None and kind != "supervised"
+    check_recognition_data(data, benchmark, ("test",) if reuse else ("train", "test"))
 
 
 def occlude(x: torch.Tensor, lengths: torch.Tensor, kind: str, *, layout: str, ratio_range, generator=None,
@@ -144,6 +152,7 @@ def accuracy_by_ratio(correct: np.ndarray, ratio: np.ndarray, bins: int, ratio_r
 
 def prepare_test_only(ctx: EvalContext, p: OcclusionProtocol) -> dict:
     """The test split, the feature module and the feature settings (no training features)."""
+    check_recognition_data(ctx.data, ctx.benchmark, ("test",))
     test = open_split(ctx.data, ctx.benchmark, "test")
     check_compatible(ctx.encoder, test.prepared, ctx.encoder_info.get("path", "--encoder"))
     spec = input_spec(ctx)

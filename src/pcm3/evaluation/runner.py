@@ -181,11 +181,12 @@ def build_encoder(kind: str, *, data, benchmark: Optional[str], protocol, encode
                           "or --pretrain-config NAME|FILE")
     if kind == "random_init":
         return random_init_encoder(arch, seed, **attrs), {**info, "weights": f"random init, seed {seed}"}
-    from pcm3.evaluation.common import carve_validation, open_split
+    from pcm3.evaluation.common import carve_validation, check_recognition_data, open_split
 
     sup = protocol.supervised
     stream = getattr(protocol, "stream", None) or attrs["stream"]
     clip_len = getattr(protocol, "clip_len", None) or attrs["clip_len"]
+    check_recognition_data(data, benchmark, ("train",))  # trained on its labels: 0..C-1, finite clips
     train = open_split(data, benchmark, "train")
     where = "training split"
     carve = getattr(protocol, "val_fraction", 0) or 0
@@ -219,6 +220,65 @@ def save_encoder(encoder: torch.nn.Module, path: Path, info: dict) -> None:
 
 # --------------------------------------------------------------------------- one task
 
+ROW_FLAGS = {"random_init": "--random-init", "raw_input": "--raw-input", "supervised": "--supervised"}
+
+
+def check_row(task: str, kind: str, *, encoder: Optional[torch.nn.Module] = None, encoder_path=None, run=None,
+              pretrain_config=None) -> None:
+    """Refuse row options that contradict each other (one-line ConfigError) instead of ignoring one.
+
+    - ``fusion`` reads saved scores: no encoder, architecture or baseline row applies.
+    - ``--raw-input`` has no network: ``--encoder``, ``--run``, ``--pretrain-config`` would be
+      ignored (its input is set by the protocol's ``stream`` and ``clip_len``).
+    - ``--encoder`` and ``--run`` are two encoders; ``--pretrain-config`` is the architecture of
+      ``--random-init``/``--supervised`` *without* an encoder, so beside ``--encoder``/``--run`` it
+      would be ignored, and a pretrained row has no use for it.
+
+    ``--random-init`` and ``--supervised`` with ``--encoder``/``--run`` are the documented rows:
+    that encoder's architecture, fresh or trained with labels.
+    """
+    given = [flag for flag, value in (("--encoder", encoder_path), ("--run", run),
+                                      ("--pretrain-config", pretrain_config)) if value is not None]
+    if task in NO_ENCODER_TASKS:
+        extra = given + ([ROW_FLAGS[kind]] if kind in ROW_FLAGS else [])
+        extra += ["an encoder"] if encoder is not None else []
+        if extra:
+            raise ConfigError(f"{extra[0]}: eval {task} reads the saved scores of other eval folders (--scores); "
+                              f"it takes no encoder or baseline row")
+        return
+    if kind == "raw_input":
+        if given or encoder is not None:
+            what = given[0] if given else "an encoder"
+            raise ConfigError(f"--raw-input: no network reads the clips, so {what} would be ignored; give one of "
+                              "them (the raw input's frames and stream are set with --set clip_len=N --set "
+                              "stream=joint|bone|motion)")
+        return
+    if encoder_path is not None and run is not None:
+        raise ConfigError("--encoder and --run: give one of them")
+    if pretrain_config is not None:
+        if encoder_path is not None or run is not None or encoder is not None:
+            source = "--encoder" if encoder_path is not None else "--run" if run is not None else "the given encoder"
+            raise ConfigError(f"--pretrain-config: the architecture already comes from {source}; give one of them")
+        if kind == "pretrained":
+            raise ConfigError("--pretrain-config: gives the architecture of --random-init or --supervised; a "
+                              "pretrained evaluation needs --encoder FILE or --run RUN")
+    if encoder is None and not given:  # what build_encoder would say, before the output folder is touched
+        if kind == "pretrained":
+            raise ConfigError("pretrained evaluation needs --encoder FILE or --run RUN")
+        if kind in ROW_FLAGS:
+            raise ConfigError(f"{ROW_FLAGS[kind]} needs the encoder architecture: --encoder FILE, --run RUN "
+                              "or --pretrain-config NAME|FILE")
+
+
+def check_inputs(task: str, module, *, data, benchmark: Optional[str], protocol, kind: str) -> None:
+    """The data a task reads, checked before anything is written: the task module's
+    ``check_inputs(data, benchmark, protocol, kind)`` where it has one (parts present and not
+    empty, labels, lengths, NaN/inf; task settings that depend on the data, such as k-NN's k)."""
+    check = getattr(module, "check_inputs", None)
+    if check is not None and data is not None:
+        check(Path(data), benchmark, protocol, kind)
+
+
 def evaluate(task: str, *, data, benchmark: Optional[str], out, kind: str = "pretrained",
              encoder: Optional[torch.nn.Module] = None, encoder_path=None, run=None, pretrain_config=None,
              config: Optional[str] = None, overrides: Sequence[str] = (), device: str | torch.device = "cpu",
@@ -237,23 +297,31 @@ def evaluate(task: str, *, data, benchmark: Optional[str], out, kind: str = "pre
         config: protocol YAML (NAME or FILE; default the task's packaged ``eval_<task>``).
         overrides: ``key=value`` protocol overrides.
 
+    Before the output folder is touched, the row options are checked against each other
+    (:func:`check_row`) and the data the task reads against the task (:func:`check_inputs`).
+
     Returns:
         the metrics dict written to ``out/metrics.json``.
     """
     from pcm3.outputs import output_dir
 
     module = task_module(task)
+    check_row(task, kind, encoder=encoder, encoder_path=encoder_path, run=run, pretrain_config=pretrain_config)
     protocol = load_protocol(module.PROTOCOL, config or module.DEFAULT_CONFIG, overrides)
     device = torch.device(device)
     data = Path(data) if data is not None else None
     protect = [p for p in (data, encoder_path, run) if p is not None]
+    t0 = time.perf_counter()  # the checks of the data are part of the run's time
+    if task not in NO_ENCODER_TASKS:
+        if data is None:
+            raise ConfigError(f"eval {task}: --data is required")
+        check_inputs(task, module, data=data, benchmark=benchmark, protocol=protocol, kind=kind)
     world = 1
     if distributed.launched():
         if task not in DISTRIBUTED_TASKS:
             raise ConfigError(f"eval {task}: runs in one process; under torchrun: {', '.join(DISTRIBUTED_TASKS)}")
         dist_info, device = distributed.init_from_env(device)
         world, progress = dist_info.world_size, progress and dist_info.is_main
-    t0 = time.perf_counter()
     folder = (output_dir(out, "eval", overwrite=overwrite, protect=protect) if world == 1
               else _rank_output(out, overwrite, protect))
     with folder as tmp:
@@ -261,8 +329,6 @@ def evaluate(task: str, *, data, benchmark: Optional[str], out, kind: str = "pre
         if task in NO_ENCODER_TASKS:
             enc, info, kind = None, {}, "none"
         else:
-            if data is None:
-                raise ConfigError(f"eval {task}: --data is required")
             enc, info = build_encoder(kind, data=data, benchmark=benchmark, protocol=protocol, encoder=encoder,
                                       encoder_path=encoder_path, run=run, pretrain_config=pretrain_config,
                                       device=device, seed=seed, progress=progress, out=tmp)

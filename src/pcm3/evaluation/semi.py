@@ -40,8 +40,8 @@ from torch.utils.data import DataLoader
 
 from pcm3 import distributed
 from pcm3.errors import ConfigError, DataError
-from pcm3.evaluation.common import (EvalContext, InputProtocol, _check_crop_range, feature_module, input_spec,
-                                    open_split, open_splits, save_scores, topk_accuracy)
+from pcm3.evaluation.common import (EvalContext, InputProtocol, _check_crop_range, check_recognition_data,
+                                    feature_module, input_spec, open_split, open_splits, save_scores, topk_accuracy)
 from pcm3.evaluation.features import make_clips
 from pcm3.evaluation.linear import encode_shared, lr_at_epoch
 
@@ -88,6 +88,31 @@ class SemiProtocol(InputProtocol):
 
 
 PROTOCOL = SemiProtocol
+
+
+def check_inputs(data, benchmark, protocol: SemiProtocol, kind: str) -> None:
+    """Before anything is written: the training and test parts
+    (:func:`pcm3.evaluation.common.check_recognition_data`) and a training sample of every class
+    (a labelled subset holds each class)."""
+    from pcm3.data.prepared import Prepared
+
+    parts = check_recognition_data(data, benchmark, ("train", "test"))
+    prepared = Prepared(data)
+    check_classes(prepared, prepared.labels[parts["train"]], benchmark)
+
+
+def check_classes(prepared, labels: np.ndarray, benchmark) -> None:
+    """Every class of the folder has a training sample: one-line DataError naming the folder,
+    the benchmark and the first class without one."""
+    labels = np.asarray(labels)
+    num_classes = max(prepared.num_classes, int(labels.max()) + 1 if labels.size else 0)
+    missing = np.setdiff1d(np.arange(num_classes), labels)
+    if missing.size:
+        c = int(missing[0])
+        name = prepared.class_names[c] if c < len(prepared.class_names) else str(c)
+        raise DataError(prepared.root, f"benchmark {benchmark!r}: {missing.size} of {num_classes} classes have no "
+                                       f"training sample (first: {c}, {name!r}); the semi-supervised subsets hold "
+                                       "every class")
 
 
 def fraction_label(p: float) -> str:
@@ -265,6 +290,7 @@ def run(ctx: EvalContext) -> dict:
     module = feature_module(ctx)
     num_classes = max(train.num_classes, int(train.labels.max()) + 1)
     labels = train.labels
+    check_classes(train.prepared, labels, ctx.benchmark)
     subsets = {(f, i): sample_subset(labels, f, p.sampling, ctx.seed + i, num_classes)
                for f in p.fractions for i in range(p.seeds)}  # all checked before any training
     figures, per_seed = {}, []
