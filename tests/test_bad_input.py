@@ -551,6 +551,124 @@ def test_incomplete_encoder_file(box, capsys, data, encoder):
           "state_dict", root=box)
 
 
+# --------------------------------------------------------------------------- evaluations: the data they read
+
+RECOGNITION = ["linear", "knn", "semi", "occlusion"]
+QUICK = {"linear": ["epochs=1", "crops=0"], "knn": [], "semi": ["epochs=1", "seeds=1", "fractions=[0.5]"],
+         "occlusion": ["epochs=1", "crops=1"], "motion": ["observed=10", "predicted=5", "epochs=1"]}
+
+
+def _copy(data: Path, to: Path, *, nan=(), labels=None, splits=None) -> Path:
+    """A copy of ``data`` with NaN in clips ``nan``, ``labels`` {sample: label}, or ``splits``."""
+    shutil.copytree(data, to)
+    if nan:
+        arr = np.load(to / "data.npy", mmap_mode="r+")
+        for j in nan:
+            arr[j, 0, 5, 0, 0] = np.nan
+        arr.flush()
+        del arr
+    if labels:
+        lab = np.load(to / "labels.npy")
+        for j, value in labels.items():
+            lab[j] = value
+        np.save(to / "labels.npy", lab)
+    if splits is not None:
+        (to / "splits.json").write_text(json.dumps(splits))
+    return to
+
+
+def _eval(task: str, data: Path, out: Path, encoder: Path, quick: bool = False) -> list:
+    """``pcm3 eval TASK`` (the raw-input row; motion, which has none, and ``pcm3 benchmark``
+    with the encoder) on ``data``'s xsub."""
+    sets = [a for s in QUICK.get(task, []) for a in ("--set", s)] if quick else []
+    if task == "benchmark":
+        return ["benchmark", "--encoders", encoder, "--data", data, "--benchmark", "xsub", "--out", out,
+                "--device", "cpu", "--quiet"]
+    row = ["--encoder", encoder] if task == "motion" else ["--raw-input"]
+    return ["eval", task, *row, "--data", data, "--benchmark", "xsub", "--out", out, "--device", "cpu", "--quiet",
+            *sets]
+
+
+@pytest.mark.parametrize("task", [*RECOGNITION, "motion", "benchmark"])
+@pytest.mark.parametrize("sample", [3, 35], ids=["train", "test"])
+def test_eval_refuses_non_finite_clips(box, capsys, data, encoder, task, sample):
+    """A NaN clip in the training or test part: one line naming it, before anything is written
+    (it gave a wrong k-NN figure, a silent semi / motion run, a FloatingPointError traceback)."""
+    bad = _copy(data, box / "nan", nan=[sample])
+    fails(capsys, _eval(task, bad, box / "ev", encoder), "data.npy", f"sample {sample} (s{sample:03d})",
+          "non-finite", root=box)
+
+
+@pytest.mark.parametrize("task", [*RECOGNITION, "motion"])
+def test_eval_loaders_refuse_non_finite_clips_beyond_the_scan(box, capsys, data, encoder, monkeypatch, task):
+    """A data set too large for the scan before the run (here: no scan at all): the loaders name
+    the NaN clip as they read it, one line, never a wrong figure or a diverged loss."""
+    import pcm3.checks
+
+    monkeypatch.setattr(pcm3.checks, "check_finite", lambda *a, **k: False)
+    bad = _copy(data, box / "nan", nan=[35])
+    fails(capsys, _eval(task, bad, box / "ev", encoder, quick=True), "data.npy", "sample 35 (s035)", "non-finite",
+          root=box)
+
+
+@pytest.mark.parametrize("task", RECOGNITION)
+@pytest.mark.parametrize("sample, label", [(5, 7), (5, -1), (35, 4), (35, -1)],
+                         ids=["train-7", "train-none", "test-4", "test-none"])
+def test_eval_refuses_labels_outside_the_classes(box, capsys, data, task, sample, label):
+    """4 classes: label 7 trained an 8-class head, 4 on a test clip scored against a class that
+    does not exist, -1 (no label, fine for pretraining) ended in an IndexError traceback."""
+    bad = _copy(data, box / "labels", labels={sample: label})
+    fails(capsys, _eval(task, bad, box / "ev", box / "unused.pt"), "labels.npy",
+          f"sample {sample} (s{sample:03d})", "no label" if label == -1 else f"label {label}", root=box)
+
+
+@pytest.mark.parametrize("task", [*RECOGNITION, "motion", "benchmark"])
+@pytest.mark.parametrize("empty", ["test", "train"])
+def test_eval_refuses_an_empty_part(box, capsys, data, encoder, task, empty):
+    """``pcm3 prepare pku2`` without a split file writes xview with no test clip: every
+    evaluation ended in ``torch.cat(): expected a non-empty list of Tensors``."""
+    parts = {"train": list(range(32)), "test": list(range(32, 40))}
+    parts[empty] = []
+    bad = _copy(data, box / "empty", splits={"xsub": parts})
+    fails(capsys, _eval(task, bad, box / "ev", encoder), "empty", "benchmark 'xsub'",
+          f"no {'training' if empty == 'train' else 'test'} clips", root=box)
+
+
+def test_embed_refuses_an_empty_part(box, capsys, data, encoder):
+    bad = _copy(data, box / "empty", splits={"xsub": {"train": list(range(32)), "test": []}})
+    fails(capsys, ["embed", encoder, "--data", bad, "--benchmark", "xsub", "--part", "test", "--out", box / "f.npy"],
+          "benchmark 'xsub' has no test clips", "embedding", root=box)
+
+
+def test_knn_k_beyond_the_gallery(box, capsys, data):
+    """k = 33 with a gallery of 32 clips voted among all of them, reported as knn33."""
+    base = _eval("knn", data, box / "ev", box / "unused.pt")
+    fails(capsys, [*base, "--set", "k=33"], "k: 33", "32 clips", root=box)
+    fails(capsys, [*base, "--set", "ks=[1,40]"], "ks: 40", "32 clips", root=box)
+
+
+@pytest.mark.parametrize("row, needle", [
+    (["--raw-input", "--encoder", "ENC"], "--raw-input"),
+    (["--raw-input", "--pretrain-config", "demo"], "--raw-input"),
+    (["--random-init", "--encoder", "ENC", "--pretrain-config", "demo"], "--pretrain-config"),
+    (["--supervised", "--run", "RUN", "--pretrain-config", "demo"], "--pretrain-config"),
+    (["--encoder", "ENC", "--pretrain-config", "demo"], "--pretrain-config"),
+    (["--pretrain-config", "demo"], "--pretrain-config"),
+], ids=["raw+encoder", "raw+config", "random+encoder+config", "supervised+run+config", "encoder+config", "config"])
+def test_eval_refuses_contradictory_rows(box, capsys, data, encoder, row, needle):
+    """Options one of which the row would ignore (the raw input reads no encoder; an encoder
+    already gives the architecture) are refused instead of silently dropped."""
+    row = [encoder if a == "ENC" else encoder.parent / "run" if a == "RUN" else a for a in row]
+    fails(capsys, ["eval", "knn", *row, "--data", data, "--benchmark", "xsub", "--out", box / "ev", "--device",
+                   "cpu", "--quiet"], needle, root=box)
+
+
+def test_fusion_takes_no_encoder(box, capsys, encoder):
+    for row in (["--encoder", encoder], ["--random-init"]):
+        fails(capsys, ["eval", "fusion", *row, "--scores", box / "a", box / "b", "--out", box / "ev"],
+              row[0], "fusion", root=box)
+
+
 # --------------------------------------------------------------------------- real processes
 
 def _pcm3(*argv, cwd, **kw):
@@ -611,3 +729,61 @@ def test_sizes_beyond_the_machine_are_one_line(box, capsys, data):
           "train.threads", root=box)
     for size in ("1e12", "1e30"):
         fails(capsys, [*base, "--set", f"model.queue_size={size}"], "model", "cannot build", root=box)
+
+
+# --------------------------------------------------------------------------- single files, outputs in pcm3 folders
+
+def test_embed_overwrite_never_replaces_the_users_pair(box, capsys, data, encoder):
+    """Any ``(N, D)`` + ``(N,)`` pair passed for embed's: ``--overwrite`` replaced a user's own
+    ``other.npy`` / ``other.labels.npy``; embed now replaces only a pair its record proves its own."""
+    (box / "feats").mkdir()
+    np.save(box / "feats" / "other.npy", np.ones((8, 4), np.float32))
+    np.save(box / "feats" / "other.labels.npy", np.arange(8))
+    fails(capsys, ["embed", encoder, "--data", data, "--benchmark", "xsub", "--part", "test",
+                   "--out", box / "feats" / "other.npy", "--overwrite"], "other.npy", "not written by pcm3 embed",
+          root=box)
+
+
+def test_visualize_overwrite_never_replaces_the_users_gif(box, capsys, data):
+    from PIL import Image
+
+    (box / "mine").mkdir()
+    Image.new("RGB", (8, 8), "red").save(box / "mine" / "b.gif")
+    fails(capsys, ["visualize", data, "--sample", "0", "--out", box / "mine" / "b.gif", "--overwrite"], "b.gif",
+          "not written by pcm3 visualize", root=box)
+
+
+def test_outputs_inside_a_prepared_folder_are_refused(box, capsys, data, encoder):
+    """Written there, they made ``pcm3 prepare --overwrite`` of the folder refuse."""
+    mine = box / "data"
+    shutil.copytree(data, mine)
+    fails(capsys, ["visualize", mine, "--sample", "0", "--out", mine / "x.gif"], "x.gif", "input", root=box)
+    other = make_prepared(box / "other", seed=1)
+    fails(capsys, ["visualize", mine, "--sample", "0", "--out", other / "x.gif"], "pcm3 prepared folder", root=box)
+    fails(capsys, ["report", box, "--out", other / "r.md"], "r.md", "pcm3 prepared folder", root=box)
+    fails(capsys, ["embed", encoder, "--data", mine, "--out", other / "f.npy"], "pcm3 prepared folder", root=box)
+    fails(capsys, ["export", encoder.parent / "run", "--out", other / "e.pt"], "pcm3 prepared folder", root=box)
+
+
+def test_visualize_a_run_of_another_layout(box, capsys, encoder):
+    """``RuntimeError: The size of tensor a (25) must match the size of tensor b (20)``."""
+    msr = make_prepared(box / "msr", layout="msr20", joints=20, persons=1)
+    fails(capsys, ["visualize", msr, "--sample", "0", "--checkpoint", encoder.parent / "run", "--out", box / "v.gif"],
+          "run", "layout 'ntu25'", "'msr20'", root=box)
+
+
+def test_overwrite_refusal_counts_what_it_does_not_name(box, capsys, data):
+    old = box / "old"
+    shutil.copytree(data, old)
+    for i in range(6):
+        (old / f"note{i}.txt").write_text("mine")
+    fails(capsys, ["prepare", "msr3d", "--raw", box / "raw", "--out", old, "--overwrite"],
+          "note0.txt, note1.txt, note2.txt and 3 more", root=box)
+
+
+def test_embed_device_names_the_option(box, capsys, data, encoder):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    msg = fails(capsys, ["embed", encoder, "--data", data, "--device", "cuda", "--out", box / "f.npy"], "--device",
+                root=box)
+    assert "train.device" not in msg

@@ -1,5 +1,7 @@
 """Export of the query encoder, ``pcm3.load_encoder`` and ``pcm3 embed``."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -73,3 +75,107 @@ def test_embed_encodes_the_requested_part(tmp_path_factory, tmp_path, part):
     assert labels.tolist() == dataset.prepared.labels[dataset.indices].tolist()
     expected, _ = extract_features(pcm3.load_encoder(enc), dataset)
     np.testing.assert_allclose(np.load(out), expected, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- embed: what --overwrite may replace
+
+def _one_line_error(capsys, *needles) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def encoder_path(tiny_run, tmp_path_factory):
+    path = tmp_path_factory.mktemp("enc") / "encoder.pt"
+    assert main(["export", str(tiny_run), "--out", str(path)]) == 0
+    return path
+
+
+def test_embed_never_replaces_a_pair_the_user_wrote(encoder_path, synthetic_small, tmp_path, capsys):
+    """Any ``(N, D)`` + ``(N,)`` pair was taken for embed's: ``--overwrite`` replaced a user's own
+    ``other.npy`` and ``other.labels.npy`` written with NumPy."""
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    np.save(feats / "other.npy", np.ones((5, 4), np.float32))
+    np.save(feats / "other.labels.npy", np.arange(5))
+    before = {p.name: p.read_bytes() for p in feats.iterdir()}
+    argv = ["embed", str(encoder_path), "--data", str(synthetic_small), "--benchmark", "xsub", "--part", "test",
+            "--device", "cpu"]
+    for extra in ([], ["--overwrite"]):
+        assert main([*argv, "--out", str(feats / "other.npy"), *extra]) == 2
+        _one_line_error(capsys, "other.npy", "not written by pcm3 embed", "remove them yourself")
+    np.save(feats / "lonely.labels.npy", np.arange(5))  # labels of the user's whose features file is gone
+    assert main([*argv, "--out", str(feats / "lonely.npy"), "--overwrite"]) == 2
+    _one_line_error(capsys, "lonely.labels.npy", "not written by pcm3 embed")
+    (feats / "lonely.labels.npy").unlink()
+    assert {p.name: p.read_bytes() for p in feats.iterdir()} == before
+
+
+def test_embed_replaces_its_own_pair_while_the_record_proves_it(encoder_path, synthetic_small, tmp_path, capsys):
+    argv = ["embed", str(encoder_path), "--data", str(synthetic_small), "--benchmark", "xsub", "--part", "test",
+            "--device", "cpu", "--out", str(tmp_path / "f.npy")]
+    assert main(argv) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".f.npy.pcm3", "f.labels.npy", "f.npy"]
+    record = json.loads((tmp_path / ".f.npy.pcm3").read_text())
+    assert record["kind"] == "features" and set(record["files"]) == {"f.npy", "f.labels.npy"}
+    assert record["files"]["f.npy"]["size"] == (tmp_path / "f.npy").stat().st_size
+    assert main(argv) == 2
+    _one_line_error(capsys, "--overwrite")
+    assert main([*argv, "--overwrite"]) == 0
+    capsys.readouterr()
+    np.save(tmp_path / "f.labels.npy", np.arange(3))  # the user wrote over a file of the pair
+    mine = (tmp_path / "f.labels.npy").read_bytes()
+    assert main([*argv, "--overwrite"]) == 2
+    _one_line_error(capsys, "f.labels.npy was changed since pcm3 wrote it")
+    assert (tmp_path / "f.labels.npy").read_bytes() == mine
+    (tmp_path / ".f.npy.pcm3").write_text("my notes\n")  # a file of the user's where the record goes
+    (tmp_path / "f.npy").unlink()
+    (tmp_path / "f.labels.npy").unlink()
+    assert main(argv) == 2
+    _one_line_error(capsys, ".f.npy.pcm3", "not a record pcm3 wrote")
+    assert (tmp_path / ".f.npy.pcm3").read_text() == "my notes\n"
+
+
+def test_embed_device_errors_name_the_option(encoder_path, synthetic_small, tmp_path, capsys):
+    """``--device cuda`` without CUDA named ``train.device``, a key embed does not have."""
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    assert main(["embed", str(encoder_path), "--data", str(synthetic_small), "--device", "cuda",
+                 "--out", str(tmp_path / "f.npy")]) == 2
+    msg = _one_line_error(capsys, "--device cuda", "CUDA")
+    assert "train.device" not in msg and not list(tmp_path.iterdir())
+
+
+def test_embed_output_not_inside_a_pcm3_folder(encoder_path, synthetic_small, tmp_path, capsys):
+    from tests.test_bad_input import make_prepared, tree
+
+    other = make_prepared(tmp_path / "other")
+    before = tree(tmp_path)
+    assert main(["embed", str(encoder_path), "--data", str(synthetic_small), "--device", "cpu",
+                 "--out", str(other / "f.npy")]) == 2
+    _one_line_error(capsys, "f.npy", "pcm3 prepared folder")
+    assert tree(tmp_path) == before
+
+
+def test_unreadable_checkpoint_message_is_short(tiny_run, encoder_path, tmp_path):
+    """``pcm3 import-release RUN/checkpoint_last.pt`` printed torch's whole 1.2 KB advice with
+    terminal escape codes; :func:`pcm3.export.unreadable_checkpoint` says what the file is."""
+    from pcm3.io import pcm3_file_format, unreadable_checkpoint
+
+    ckpt = tiny_run / "checkpoint_last.pt"
+    assert pcm3_file_format(ckpt) == "pcm3-pretrain" and pcm3_file_format(encoder_path) == "pcm3-encoder"
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint\n")
+    assert pcm3_file_format(junk) is None
+    for path in (ckpt, junk):
+        with pytest.raises(Exception) as e:
+            torch.load(path, map_location="cpu", weights_only=True)
+        msg = unreadable_checkpoint(path, e.value, "the authors' release checkpoint (.pth.tar)")
+        assert "\n" not in msg and "\x1b" not in msg and len(msg) < 220, msg
+        assert "release checkpoint" in msg
+    assert "pcm3 pretraining checkpoint" in unreadable_checkpoint(ckpt, RuntimeError("x"), "y")
+    assert "pcm3 export RUN" in unreadable_checkpoint(ckpt, RuntimeError("x"), "y")

@@ -327,3 +327,102 @@ def test_pretrain_without_config_says_which_and_warns_for_cpu(tmp_path, capsys):
     assert size_warning(600_000, torch.device("cpu")) is None
     assert "parameters on a CPU" in size_warning(102_000_000, torch.device("cpu"))
     assert size_warning(102_000_000, torch.device("cuda")) is None
+
+
+# --------------------------------------------------------------------------- refusals name what they found
+
+def test_a_refusal_counts_the_foreign_entries_it_does_not_name(tmp_path):
+    """It named three of them and said nothing of the others: a user moved those three out and
+    met the refusal again."""
+    out = tmp_path / "out"
+    with output_dir(out, "eval") as tmp:
+        (tmp / "metrics.json").write_text("{}")
+    for i in range(6):
+        (out / f"note{i}.txt").write_text("mine")
+    with pytest.raises(DataError, match=r"holds note0.txt, note1.txt, note2.txt and 3 more, which pcm3"):
+        check_output_dir(out, "eval", overwrite=True)
+    for i in range(3, 6):
+        (out / f"note{i}.txt").unlink()
+    with pytest.raises(DataError, match=r"holds note0.txt, note1.txt and note2.txt, which") as e:
+        check_output_dir(out, "eval", overwrite=True)
+    assert "more" not in str(e.value)
+    assert foreign_entries(out, "eval") == (["note0.txt", "note1.txt", "note2.txt"], True)
+
+
+# --------------------------------------------------------------------------- outputs inside pcm3 folders
+
+def test_no_output_inside_a_pcm3_folder_written_whole(tmp_path):
+    """A file or folder added to a prepared (or eval, report...) folder makes its ``--overwrite``
+    refuse: no output goes there. Runs and demo folders grow and may hold outputs."""
+    from pcm3.outputs import check_not_inside_pcm3_folder, check_out_file, enclosing_pcm3_folder
+
+    with output_dir(tmp_path / "data", "prepared") as tmp:
+        (tmp / "meta.json").write_text("{}")
+    legacy = tmp_path / "legacy"  # a prepared folder from before the marker
+    legacy.mkdir()
+    (legacy / "meta.json").write_text(json.dumps({"format": "pcm3-prepared"}))
+    run = create_run_dir(tmp_path / "run")
+    for inside in (tmp_path / "data" / "x.gif", tmp_path / "data" / "sub" / "deeper" / "r.md", legacy / "f.npy"):
+        with pytest.raises(DataError, match="pcm3 prepared folder"):
+            check_not_inside_pcm3_folder(inside)
+        with pytest.raises(DataError, match="lies inside"):
+            check_out_file(inside, overwrite=True)
+    with pytest.raises(DataError, match="pcm3 prepared folder"):
+        check_output_dir(tmp_path / "data" / "ev", "eval")
+    with pytest.raises(DataError, match="pcm3 prepared folder"):
+        open_run_dir(tmp_path / "data" / "run", resume=False)
+    link = tmp_path / "link"  # a symbolic link leading inside
+    link.symlink_to(tmp_path / "data")
+    with pytest.raises(DataError, match="pcm3 prepared folder"):
+        check_out_file(link / "x.gif", overwrite=False)
+    assert enclosing_pcm3_folder(run / "enc.pt") is None and enclosing_pcm3_folder(tmp_path / "data") is None
+    check_out_file(run / "enc.pt", overwrite=False)
+    check_output_dir(run / "ev", "eval")
+    assert sorted(os.listdir(tmp_path / "data")) == [MARKER, "meta.json"]
+
+
+# --------------------------------------------------------------------------- single files and their record
+
+def test_recorded_output_proves_its_files(tmp_path):
+    from pcm3.outputs import check_recorded_output, record_path, recorded_output, unproven_output
+
+    files = [tmp_path / "f.npy", tmp_path / "f.labels.npy"]
+    with recorded_output(files, "features") as tmps:
+        assert [t.suffix for t in tmps] == [".npy", ".npy"] and all(t.parent == tmp_path for t in tmps)
+        for t, text in zip(tmps, ("features", "labels")):
+            t.write_text(text)
+    assert sorted(os.listdir(tmp_path)) == [".f.npy.pcm3", "f.labels.npy", "f.npy"]
+    assert record_path(files[0]) == tmp_path / ".f.npy.pcm3"
+    assert unproven_output(files, "features") is None
+    assert "records other files" in unproven_output(files, "animation")
+    check_recorded_output(files, "features", overwrite=True, what="pcm3 embed")
+    with pytest.raises(DataError, match="--overwrite"):
+        check_recorded_output(files, "features", overwrite=False, what="pcm3 embed")
+    files[1].write_text("labelz")  # same size, other bytes
+    assert unproven_output(files, "features") == "f.labels.npy was changed since pcm3 wrote it"
+    with pytest.raises(DataError, match="not written by pcm3 embed"):
+        check_recorded_output(files, "features", overwrite=True, what="pcm3 embed")
+    # a failing block changes nothing: the old files and record stay, no temporary is left
+    before = _tree(tmp_path)
+    with pytest.raises(OSError):
+        with recorded_output(files, "features") as tmps:
+            tmps[0].write_text("new")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert _tree(tmp_path) == before
+
+
+def test_a_file_without_a_record_is_never_replaced(tmp_path):
+    from pcm3.outputs import check_recorded_output, unproven_output
+
+    gif = tmp_path / "b.gif"
+    gif.write_bytes(b"GIF89a the user's")
+    assert "no record .b.gif.pcm3" in unproven_output([gif], "animation")
+    for overwrite in (False, True):
+        with pytest.raises(DataError, match=r"not written by pcm3 visualize \(no record .*remove it yourself"):
+            check_recorded_output([gif], "animation", overwrite, what="pcm3 visualize")
+    gif.unlink()
+    (tmp_path / ".b.gif.pcm3").write_text('{"kind": "animation", "version": 1, "files": {}}\n')  # stale
+    check_recorded_output([gif], "animation", False, what="pcm3 visualize")  # replaced when written
+    (tmp_path / ".b.gif.pcm3").write_text("the user's\n")
+    with pytest.raises(DataError, match="not a record pcm3 wrote"):
+        check_recorded_output([gif], "animation", False, what="pcm3 visualize")

@@ -106,3 +106,132 @@ def test_detections_of_another_data_set_are_refused(tmp_path, capsys):
     det.write_text("video,class,start,end,confidence\n")  # no detections at all: drawn
     assert main(["visualize", str(data), "--sample", "0", "--detections", str(det), "--out",
                  str(tmp_path / "d.gif"), "--max-frames", "4"]) == 0
+
+
+# --------------------------------------------------------------------------- files: what --overwrite may replace
+
+def _one_line_error(capsys, *needles) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def test_overwrite_replaces_only_a_gif_pcm3_wrote(synthetic_small, tmp_path, capsys):
+    """``--overwrite`` replaced any file with the GIF's name, the user's own GIF too; now only
+    one whose record (``.NAME.gif.pcm3``, checksum) proves it pcm3's and unchanged."""
+    mine = tmp_path / "b.gif"
+    Image.new("RGB", (8, 8), "red").save(mine)  # the user's own GIF
+    before = mine.read_bytes()
+    argv = ["visualize", str(synthetic_small), "--sample", "0", "--max-frames", "2"]
+    assert main([*argv, "--out", str(mine), "--overwrite"]) == 2
+    _one_line_error(capsys, "b.gif", "not written by pcm3 visualize", "remove it yourself")
+    assert mine.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["b.gif"]
+
+    ours = tmp_path / "a.gif"
+    assert main([*argv, "--out", str(ours)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".a.gif.pcm3", "a.gif", "b.gif"]
+    capsys.readouterr()
+    assert main([*argv, "--out", str(ours)]) == 2
+    _one_line_error(capsys, "--overwrite")
+    assert main([*argv, "--out", str(ours), "--overwrite", "--fps", "5"]) == 0  # its own GIF: replaced
+    capsys.readouterr()
+    Image.new("RGB", (8, 8), "blue").save(ours)  # the user replaced it (edited, or saved another GIF there)
+    edited = ours.read_bytes()
+    assert main([*argv, "--out", str(ours), "--overwrite"]) == 2
+    _one_line_error(capsys, "a.gif", "changed since pcm3 wrote it")
+    assert ours.read_bytes() == edited
+
+
+def test_gif_is_not_written_inside_a_pcm3_folder(synthetic_small, tmp_path, capsys):
+    """``--out DATA/x.gif`` was written into the prepared folder being read, after which
+    ``pcm3 prepare --overwrite`` of that folder refused (a file it did not write)."""
+    from tests.test_bad_input import make_prepared, tree
+
+    data = make_prepared(tmp_path / "data")
+    other = make_prepared(tmp_path / "other", seed=1)
+    before = tree(tmp_path)
+    assert main(["visualize", str(data), "--sample", "0", "--out", str(data / "x.gif")]) == 2
+    _one_line_error(capsys, "x.gif", "input")
+    assert main(["visualize", str(data), "--sample", "0", "--out", str(other / "x.gif")]) == 2
+    _one_line_error(capsys, "x.gif", "pcm3 prepared folder", str(other))
+    assert tree(tmp_path) == before
+
+
+def test_checkpoint_of_another_layout_is_one_line(tiny_run, tmp_path, capsys):
+    """An NTU run on MSR data (20 joints) ended in ``RuntimeError: The size of tensor a (25) must
+    match the size of tensor b (20)`` and a traceback."""
+    from tests.test_bad_input import make_prepared, tree
+
+    run, _ = tiny_run
+    msr = make_prepared(tmp_path / "msr", layout="msr20", joints=20, persons=1)
+    before = tree(tmp_path)
+    assert main(["visualize", str(msr), "--sample", "0", "--checkpoint", str(run),
+                 "--out", str(tmp_path / "v.gif")]) == 2
+    _one_line_error(capsys, str(run), "'ntu25'", "'msr20'")
+    assert tree(tmp_path) == before
+
+
+# --------------------------------------------------------------------------- drawing real data
+
+@pytest.fixture(scope="module")
+def real_prepared(shared_data, tmp_path_factory):
+    """MSR Action3D and the NTU samples of ../shared/data, prepared (both centred on a joint)."""
+    from pcm3.data.msr3d import prepare_msr3d
+    from pcm3.data.ntu import prepare_ntu
+
+    root = tmp_path_factory.mktemp("real")
+    prepare_msr3d(shared_data / "msr_action3d", root / "msr", progress=False, log=lambda *a: None)
+    prepare_ntu(shared_data / "ntu_raw", root / "ntu", variant="ntu60", progress=False)
+    return {"msr": root / "msr", "ntu": root / "ntu"}
+
+
+@pytest.mark.parametrize("name", ["msr", "ntu"])
+def test_the_centre_joint_and_its_bones_are_drawn(real_prepared, tmp_path, monkeypatch, name):
+    """After preparation the centre joint (MSR spine, NTU spine_mid) is exactly (0, 0, 0), the
+    origin; it was taken for a joint lost by the sensor and it and its bones never drawn."""
+    import pcm3.visualize as vis
+    from pcm3.skeleton import get_layout
+
+    p = Prepared(real_prepared[name])
+    layout = get_layout(p.layout)
+    x = p.sample(0)[:, :int(p.lengths[0])]
+    there = np.any(x[..., 0] != 0, axis=(0, 2))
+    assert there.any() and not np.any(x[:, there, layout.center, 0])  # what the readers write
+
+    drawn = []
+    real = vis.draw_pose
+
+    def spy(ax, pose, *a, **kw):  # person 1 only: the bones drawn in each frame of the GIF
+        artists = real(ax, pose[..., :1], *a, **{**kw, "joints": None if kw.get("joints") is None
+                                                  else kw["joints"][:, :1]})
+        drawn.append(sum(1 for line in artists if len(line.get_xdata()) == 2))
+        return artists
+
+    monkeypatch.setattr(vis, "draw_pose", spy)
+    assert main(["visualize", str(real_prepared[name]), "--sample", "0", "--out", str(tmp_path / "a.gif"),
+                 "--max-frames", "3"]) == 0
+    assert drawn and all(n == len(layout.bones) for n in drawn), (drawn, len(layout.bones))
+    shown = vis.shown_joints(x, p.layout)
+    assert shown[there, layout.center, 0].all() and shown[there, :, 0].all()  # no joint of these is lost
+    assert not shown[~there, :, 0].any()
+
+
+def test_lost_joints_and_absent_persons_are_not_drawn(synthetic_small):
+    from pcm3.skeleton import get_layout
+    from pcm3.visualize import shown_joints
+
+    p = Prepared(synthetic_small)
+    x = p.sample(0)[:, :20].copy()
+    x[:, 3, 7, 0] = 0          # a joint lost in one frame
+    x[:, 5, :, 0] = 0          # person 1 absent from a frame
+    centre = get_layout(p.layout).center
+    assert not np.any(x[:, :, centre, 0])  # centred on it
+    shown = shown_joints(x, p.layout)
+    assert not shown[3, 7, 0] and shown[3, centre, 0]
+    assert not shown[5, :, 0].any()
+    world = x + 1.0            # not centred: a zero centre joint would be a lost one
+    world[:, 4, 1, 0] = 0
+    assert not shown_joints(world, p.layout)[4, 1, 0]

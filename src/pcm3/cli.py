@@ -84,7 +84,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     """
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:  # --help and --version exit 0 as argparse does; a mistake returns 2
+            if e.code in (0, None):
+                raise
+            return int(e.code) if isinstance(e.code, int) else 2
         _check_shared_options(args)
         with _termination_as_interrupt():  # `kill` or a closed terminal: clean up as after Ctrl-C
             code = args.func(args)

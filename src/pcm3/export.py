@@ -14,12 +14,9 @@ from typing import Optional
 import torch
 
 from pcm3.errors import DataError, Pcm3Error
-from pcm3.io import atomic_path
+from pcm3.io import ENCODER_FORMAT, atomic_path
 from pcm3.models import Encoder, EncoderConfig
 from pcm3.outputs import check_writable
-
-ENCODER_FORMAT = "pcm3-encoder"
-
 
 def _find_checkpoint(source: str | Path) -> Path:
     source = Path(source)

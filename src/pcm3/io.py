@@ -1,6 +1,6 @@
-"""Atomic file writing: write to a temporary name in the same folder, then rename.
-
-A crash or a user error never leaves a half-written output under the final name.
+"""Atomic file writing (write to a temporary name in the same folder, then rename: a crash or
+a user error never leaves a half-written output under the final name), and recognising the
+``torch.save`` files that pcm3 writes without unpickling them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 
 @contextlib.contextmanager
@@ -50,3 +50,58 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text``, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+ENCODER_FORMAT = "pcm3-encoder"  # the format of an exported encoder (pcm3.export)
+
+
+#: What each ``format`` of a ``torch.save`` file pcm3 writes is, and what to do with it instead.
+PCM3_FILES = {
+    "pcm3-pretrain": ("a pcm3 pretraining checkpoint (pcm3 pretrain); export its encoder with "
+                      "`pcm3 export RUN --out FILE`"),
+    ENCODER_FORMAT: "an encoder written by pcm3 export or import-release; use it as it is",
+}
+
+
+def pcm3_file_format(path: str | Path) -> Optional[str]:
+    """The ``format`` of a ``torch.save`` file that pcm3 wrote (:data:`PCM3_FILES`), else None.
+
+    Nothing is unpickled (a file that is not pcm3's may be anyone's): the opcodes of the
+    archive's ``data.pkl`` are only scanned for the top-level ``"format"`` entry.
+    """
+    import pickletools
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            name = next((n for n in z.namelist() if n == "data.pkl" or n.endswith("/data.pkl")), None)
+            if name is None or z.getinfo(name).file_size > (64 << 20):
+                return None
+            data = z.read(name)
+        previous = None
+        for _, arg, _ in pickletools.genops(data):
+            if isinstance(arg, str):
+                if previous == "format":
+                    return arg if arg in PCM3_FILES else None
+                previous = arg
+    except Exception:  # noqa: BLE001 - not a zip, not a pickle: not pcm3's
+        return None
+    return None
+
+
+def unreadable_checkpoint(path: str | Path, error: BaseException, expected: str) -> str:
+    """A short message for a file ``torch.load`` refused where ``expected`` was wanted (e.g.
+    "the authors' release checkpoint (.pth.tar)"): what the file is when pcm3 wrote it, else the
+    first line of the error without torch's advice and terminal escape codes."""
+    import re
+
+    found = pcm3_file_format(path)
+    if found is not None:
+        return f"is {PCM3_FILES[found]}; expected {expected}"
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    if "WeightsUnpickler error:" in text:  # torch's advice first, the reason after this
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0].split(". ")[0].rstrip(".") if lines else ""
+    first = first if len(first) <= 120 else first[:117] + "..."
+    return f"not {expected}: torch cannot read it ({type(error).__name__}{': ' + first if first else ''})"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -36,6 +37,9 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 from pcm3.errors import ConfigError, DataError
 
 MARKER = ".pcm3"
+
+#: Foreign entries named in a refusal; the rest are counted (``a, b, c and 4 more``).
+_SHOWN = 3
 
 
 # Files pcm3 writes in a prepared folder (:mod:`pcm3.data.prepared`, and the preparers'
@@ -88,6 +92,18 @@ def _recorded_entries(folder: Path) -> Optional[set]:
     return set(entries)
 
 
+def _foreign(folder: Path, kind: str) -> Tuple[List[str], bool]:
+    """Every entry of ``folder`` that ``pcm3`` did not write (see :func:`foreign_entries`)."""
+    recorded = _recorded_entries(folder)
+    known = recorded if recorded is not None else _FORMAT_FILES.get(kind, frozenset())
+    found: List[str] = []
+    for rel in sorted(list_entries(folder)):
+        if rel in known or any(f.endswith("/") and rel.startswith(f) for f in found):
+            continue  # pcm3's, or inside a folder already named
+        found.append(rel)
+    return found, recorded is not None
+
+
 def foreign_entries(folder: str | os.PathLike, kind: str, limit: int = 3) -> Tuple[List[str], bool]:
     """Up to ``limit`` entries of the ``pcm3`` folder ``folder`` that ``pcm3`` did not write, and
     whether its marker records what was written (False: an older folder, judged by the names
@@ -96,20 +112,14 @@ def foreign_entries(folder: str | os.PathLike, kind: str, limit: int = 3) -> Tup
     A folder counts as ``pcm3``'s only if recorded as a folder, a file only if recorded as a
     file; the contents of a foreign folder are not listed on their own.
     """
-    folder = Path(folder)
-    recorded = _recorded_entries(folder)
-    known = recorded if recorded is not None else _FORMAT_FILES.get(kind, frozenset())
-    found: List[str] = []
-    for rel in sorted(list_entries(folder)):
-        if rel in known or any(f.endswith("/") and rel.startswith(f) for f in found):
-            continue  # pcm3's, or inside a folder already named
-        found.append(rel)
-        if len(found) >= limit:
-            break
-    return found, recorded is not None
+    found, recorded = _foreign(Path(folder), kind)
+    return found[:limit], recorded
 
 
-def _listing(names: Sequence[str]) -> str:
+def _listing(names: Sequence[str], more: int = 0) -> str:
+    """``a``, ``a and b``, ``a, b and c``; with ``more`` left out: ``a, b, c and 4 more``."""
+    if more > 0:
+        return ", ".join(names) + f" and {more} more"
     return ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + names[-1]
 
 
@@ -130,6 +140,37 @@ def folder_kind(folder: str | os.PathLike) -> Optional[str]:
         except (OSError, ValueError, AttributeError):
             return None
     return None
+
+
+#: Kinds of folders that grow over time and record no entries (runs, demo folders, the NTU
+#: reader's cache): never replaced wholesale, so a file added inside one is no obstacle.
+_GROWING_KINDS = frozenset(("run", "demo", "ntu-cache"))
+
+
+def enclosing_pcm3_folder(path: str | os.PathLike) -> Optional[Tuple[Path, str]]:
+    """The nearest folder above ``path`` (resolved) that is a ``pcm3`` folder written whole
+    (prepared data, eval results, a report's images...), with its kind; None when there is none.
+
+    Such a folder holds only what ``pcm3`` wrote there: anything added inside makes a later
+    ``--overwrite`` of it refuse. Folders that grow (runs, demo folders) do not count.
+    """
+    folder = Path(os.path.realpath(path)).parent
+    for f in (folder, *folder.parents):
+        kind = folder_kind(f)
+        if kind is not None and kind not in _GROWING_KINDS:
+            return f, kind
+    return None
+
+
+def check_not_inside_pcm3_folder(path: str | os.PathLike, option: str = "--out") -> None:
+    """Refuse an output (file or folder) inside a ``pcm3`` folder written whole
+    (:func:`enclosing_pcm3_folder`): one-line :class:`DataError`."""
+    found = enclosing_pcm3_folder(path)
+    if found is not None:
+        folder, kind = found
+        raise DataError(path, f"{option} lies inside {folder}, a pcm3 {kind} folder, which must hold only what "
+                              "pcm3 wrote there (anything added makes its --overwrite refuse); choose a place "
+                              "outside it")
 
 
 def overlaps(a: Path, b: Path) -> bool:
@@ -161,6 +202,7 @@ def check_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = Fa
     for p in protect:
         if p is not None and str(p) != "" and overlaps(path, Path(p)):
             raise DataError(path, f"{option} is, lies inside, or contains the input {p}; choose another folder")
+    check_not_inside_pcm3_folder(path, option)
     if path.exists() and not path.is_dir():
         raise DataError(path, f"{option} exists and is not a folder")
     if path.is_symlink() and not path.is_dir():  # dangling, or a loop: the output could not go there
@@ -174,19 +216,166 @@ def check_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = Fa
             raise DataError(path, f"{option} holds a pcm3 {found} folder, not a {kind} folder; choose another folder")
         if not overwrite:
             raise DataError(path, f"{option} already holds a pcm3 {kind} folder; pass --overwrite to replace it")
-        foreign, recorded = foreign_entries(path, kind)
-        if foreign:
-            them = "it" if len(foreign) == 1 else "them"
+        every, recorded = _foreign(path, kind)
+        if every:
+            them = "it" if len(every) == 1 else "them"
+            listing = _listing(every[:_SHOWN], len(every) - _SHOWN)
             if recorded:
-                raise DataError(path, f"{option} holds {_listing(foreign)}, which pcm3 did not write there and "
+                raise DataError(path, f"{option} holds {listing}, which pcm3 did not write there and "
                                       f"--overwrite would remove; move {them} out of the folder or choose another "
                                       "folder (nothing was changed)")
             raise DataError(path, f"{option} was written by an older pcm3 that did not record its files, and "
-                                  f"holds {_listing(foreign)}, which may not be pcm3's; move {them} out of the "
+                                  f"holds {listing}, which may not be pcm3's; move {them} out of the "
                                   "folder, or remove the folder yourself, or choose another folder "
                                   "(nothing was changed)")
     check_writable(path, option)
     return path
+
+
+# --------------------------------------------------------------------------- single output files
+#
+# A file written on its own (features and labels of ``embed``, a GIF of ``visualize``) gets a
+# record beside it, ``.NAME.pcm3`` (hidden; one line of JSON: ``{"kind", "version": 1,
+# "files": {name: {"size", "sha256"}}}``) naming every file written with it and its checksum.
+# ``--overwrite`` replaces such files only while the record proves them pcm3's and unchanged.
+
+RECORD_SUFFIX = ".pcm3"
+
+
+def record_path(path: str | os.PathLike) -> Path:
+    """The record of the single output file ``path``: ``.NAME.pcm3`` beside it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}{RECORD_SUFFIX}")
+
+
+def _digest(path: Path) -> dict:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"size": os.path.getsize(path), "sha256": h.hexdigest()}
+
+
+def _read_record(path: Path) -> Optional[dict]:
+    """The record at ``path`` if it is one ``pcm3`` wrote (a JSON object with ``kind`` and
+    ``files``), else None."""
+    try:
+        if path.is_symlink() or not path.is_file():
+            return None
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(rec, dict) or not isinstance(rec.get("kind"), str) or not isinstance(rec.get("files"), dict):
+        return None
+    return rec
+
+
+def unproven_output(files: Sequence[str | os.PathLike], kind: str) -> Optional[str]:
+    """None when the record of ``files[0]`` proves every one of ``files`` written by ``pcm3``
+    (as ``kind``, together, and unchanged since); else why not, as a clause for a message."""
+    files = [Path(f) for f in files]
+    rec_path = record_path(files[0])
+    rec = _read_record(rec_path)
+    if rec is None:
+        if os.path.lexists(rec_path):
+            return f"{rec_path.name} beside it is not a pcm3 record"
+        return (f"no record {rec_path.name} beside it; if an older pcm3, which kept none, wrote "
+                f"{_listing([f.name for f in files])}, remove {'it' if len(files) == 1 else 'them'} yourself")
+    if rec.get("kind") != kind or set(rec["files"]) != {f.name for f in files}:
+        return f"{rec_path.name} records other files"
+    for f in files:
+        want = rec["files"][f.name]
+        if f.is_symlink() or not f.is_file():
+            return f"{f.name} is missing or not a plain file"
+        if not isinstance(want, dict) or want.get("size") != os.path.getsize(f) or want != _digest(f):
+            return f"{f.name} was changed since pcm3 wrote it"
+    return None
+
+
+def check_out_file(path: str | os.PathLike, overwrite: bool, *, option: str = "--out",
+                   protect: Sequence[str | os.PathLike] = (), ours=None, what: str = "pcm3") -> Path:
+    """An output file: not a folder, not under a file or in a read-only folder, not inside a
+    ``pcm3`` folder written whole (:func:`check_not_inside_pcm3_folder`), not replaced unless
+    ``overwrite``, and not one of the inputs ``protect`` (files or folders) nor inside one.
+
+    ``ours(path)`` says whether an existing file is one this command writes: True, or False or a
+    clause saying why not (:func:`unproven_output`); any other file is never replaced,
+    ``--overwrite`` or not (``what`` names the command in the message). Returns ``path``.
+    """
+    path = Path(path)
+    for p in protect:
+        if p is not None and str(p) != "" and overlaps(path, Path(p)):
+            raise DataError(path, f"{option} is, or lies inside, the input {p}; choose another file")
+    if path.is_dir():
+        raise DataError(path, f"{option} is a folder; give a file name")
+    check_not_inside_pcm3_folder(path, option)
+    if os.path.lexists(path):
+        verdict = ours(path) if ours is not None and path.is_file() and not path.is_symlink() else ours is None
+        if verdict is not True:
+            why = f" ({verdict})" if isinstance(verdict, str) and verdict else ""
+            raise DataError(path, f"{option} exists and was not written by {what}{why}; choose another file")
+        if not overwrite:
+            raise DataError(path, f"{option} exists; pass --overwrite to replace it")
+    check_writable(path, option, file=True)
+    return path
+
+
+def check_recorded_output(files: Sequence[str | os.PathLike], kind: str, overwrite: bool, *, what: str,
+                          option: str = "--out", protect: Sequence[str | os.PathLike] = ()) -> None:
+    """Check the files one output consists of (``files[0]`` the main one, its record beside
+    it): each as :func:`check_out_file`, an existing one replaced only if the record proves all
+    of them ``pcm3``'s (:func:`unproven_output`), and the record's name not taken by a file of
+    the user's."""
+    files = [Path(f) for f in files]
+    verdict: List = []
+
+    def ours(_):
+        if not verdict:  # checksums once for all the files
+            verdict.append(unproven_output(files, kind) or True)
+        return verdict[0]
+
+    for f in files:
+        check_out_file(f, overwrite, option=option, protect=protect, what=what, ours=ours)
+    rec = record_path(files[0])
+    if os.path.lexists(rec) and _read_record(rec) is None:
+        raise DataError(rec, f"exists and is not a record pcm3 wrote (pcm3 keeps the record of {option} "
+                             f"{files[0].name} there); move it away or choose another {option}")
+
+
+@contextlib.contextmanager
+def recorded_output(files: Sequence[str | os.PathLike], kind: str) -> Iterator[List[Path]]:
+    """Yield a temporary path beside each of ``files`` (same suffix: writers that go by the
+    name see the right one); when the block returns, write the record of ``files[0]`` under a
+    temporary name, rename the files into place, then the record. When the block raises,
+    nothing is changed; an ``OSError`` is passed on (the caller makes it one line)."""
+    files = [Path(f) for f in files]
+    tmps: List[Path] = []
+    rec = record_path(files[0])
+    rec_tmp = rec.with_name(rec.name + f".{os.getpid()}.tmp")
+    moved: List[Path] = []
+    try:
+        for f in files:
+            f.parent.mkdir(parents=True, exist_ok=True)  # ``--out new/f.npy``: its folder is made
+            fd, t = tempfile.mkstemp(prefix=f".{f.name}.", suffix=".tmp" + f.suffix, dir=f.parent)
+            os.close(fd)
+            os.unlink(t)  # the writer creates it, with the usual mode
+            tmps.append(Path(t))
+        yield tmps
+        record = {"kind": kind, "version": 1, "files": {f.name: _digest(t) for f, t in zip(files, tmps)}}
+        rec_tmp.write_text(json.dumps(record) + "\n")
+        for f, t in zip(files, tmps):
+            os.replace(t, f)
+            moved.append(f)
+        os.replace(rec_tmp, rec)
+    except BaseException:
+        if moved and len(moved) < len(files):  # half a set is no output: both or neither
+            for f in moved:
+                f.unlink(missing_ok=True)
+        raise
+    finally:
+        for t in (*tmps, rec_tmp):
+            if os.path.lexists(t):
+                t.unlink()
 
 
 def _umask() -> int:
@@ -301,6 +490,8 @@ def open_run_dir(path: str | os.PathLike, *, resume: bool, protect: Sequence[str
         if kind != "run" and not legacy_run:
             raise DataError(path, "--resume: not a pcm3 run folder (no .pcm3 marker / checkpoint_last.pt)")
         return path
+    if kind != "run" and not legacy_run:
+        check_not_inside_pcm3_folder(path, "--out")
     if path.is_dir() and any(path.iterdir()):
         if kind not in ("run", None) or (kind is None and not legacy_run):
             check_output_dir(path, "run", option="--out")  # raises the usual message

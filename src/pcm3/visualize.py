@@ -2,7 +2,10 @@
 
 ``pcm3 visualize DIR --sample NAME|INDEX --out anim.gif`` draws one sample of a prepared folder
 as an animation (matplotlib, written by its Pillow writer): the bones of the folder's layout,
-person 1 in blue, person 2 in orange, absent joints (zeros) left out. The view is the plane of
+person 1 in blue, person 2 in orange, absent persons and lost joints left out (:func:`shown_joints`:
+the readers write zeros for both; the centre joint of centred data is zero too, and drawn). The
+GIF gets a record ``.NAME.gif.pcm3`` beside it: ``--overwrite`` replaces only a GIF it proves
+``pcm3``'s. The view is the plane of
 the body's two largest extents (its height and its width), so it works for any coordinate
 convention (NTU-normalised z-up data, camera y-up data).
 
@@ -57,16 +60,39 @@ def view_axes(x: np.ndarray, layout) -> Tuple[int, int, float]:
     return horiz, vert, sign
 
 
+def shown_joints(x: np.ndarray, layout) -> np.ndarray:
+    """``(T, V, M)`` bool: the joints of ``x`` ``(C, T, V, M)`` to draw.
+
+    The readers write zeros for a person absent from a frame (every joint) and keep a joint the
+    sensor lost at zero (NTU: :func:`pcm3.data.ntu.center_on_spine` leaves exact zeros zero).
+    Centring (NTU, MSR, ...) also makes person 1's centre joint exactly zero, in every frame
+    where person 1 is there: that joint is the origin, not lost. So a person is drawn in a frame
+    where any of its joints is non-zero, with its non-zero joints, and person 1's centre joint
+    too when it is zero in all of person 1's frames (centred data; in world coordinates a zero
+    there is a lost joint).
+    """
+    x = np.asarray(x)
+    nonzero = np.any(x != 0, axis=0)               # T x V x M
+    shown = nonzero.copy()
+    c = get_layout(layout).center
+    there = nonzero[..., 0].any(axis=1)            # T: person 1 present
+    if there.any() and not nonzero[there, c, 0].any():
+        shown[:, c, 0] = there
+    return shown
+
+
 def draw_pose(ax, pose: np.ndarray, layout, axes_: Tuple[int, int, float], colour: Optional[str] = None,
               alpha: float = 1.0, joints: Optional[np.ndarray] = None) -> list:
-    """Draw the bones of ``pose`` ``(C, V, M)``; ``joints`` ``(V, M)`` bool limits the drawn joints
-    (default: the non-zero ones). Returns the line artists."""
+    """Draw the bones of ``pose`` ``(C, V, M)``; ``joints`` ``(V, M)`` bool: the joints to draw
+    (default: :func:`shown_joints` of this pose alone). Returns the line artists."""
     layout = get_layout(layout)
     h, v, sign = axes_
+    if joints is None:
+        joints = shown_joints(np.asarray(pose)[:, None], layout)[0]
     artists = []
     for m in range(pose.shape[-1]):
         p = pose[..., m]
-        shown = np.any(p != 0, axis=0) if joints is None else joints[:, m] & np.any(p != 0, axis=0)
+        shown = joints[:, m]
         if not shown.any():
             continue
         c = colour or PERSON_COLOURS[m % len(PERSON_COLOURS)]
@@ -113,28 +139,35 @@ def _writer(fps: float):
     return PillowWriter(fps=fps)
 
 
-def check_out(out: Path, overwrite: bool = False) -> Path:
-    """A ``.gif`` path in an existing folder, not an existing file unless ``overwrite``."""
+#: The kind in the record (``.NAME.gif.pcm3``) written beside each GIF.
+GIF_KIND = "animation"
+
+
+def check_out(out: Path, overwrite: bool = False, protect: Sequence = ()) -> Path:
+    """A ``.gif`` path in an existing folder, outside the inputs ``protect`` and any pcm3 folder
+    written whole; an existing file is replaced only with ``overwrite`` and only when its record
+    proves it a GIF of ``pcm3 visualize`` (:func:`pcm3.outputs.check_recorded_output`)."""
+    from pcm3.outputs import check_recorded_output
+
     out = Path(out)
     if out.suffix.lower() != ".gif":
         raise ConfigError(f"--out {out}: the animation is written as a GIF (use a .gif name)")
     if not out.parent.is_dir():
         raise DataError(out.parent, "no such folder for --out")
-    if out.is_dir() or (out.exists() and not overwrite):
-        raise DataError(out, "exists; choose another name (or pass --overwrite to replace a file)")
+    check_recorded_output([out], GIF_KIND, overwrite, what="pcm3 visualize", protect=protect)
     return out
 
 
 def _save(anim, out: Path, fps: float) -> None:
-    """Write the GIF under a temporary name, renamed into place when complete."""
+    """Write the GIF under a temporary name, renamed into place with its record when complete."""
+    from pcm3.outputs import recorded_output, write_error
+
     out = Path(out)
-    tmp = out.parent / f".{out.name}.{os.getpid()}.tmp.gif"
     try:
-        anim.save(str(tmp), writer=_writer(fps))
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        with recorded_output([out], GIF_KIND) as (tmp,):
+            anim.save(str(tmp), writer=_writer(fps))
+    except OSError as e:
+        raise write_error(out, e, "the GIF") from None
 
 
 # --------------------------------------------------------------------------- samples
@@ -175,6 +208,7 @@ def animate_sample(prepared, i: int, out: Path, *, fps: float = 15.0, max_frames
 
     x = _frames(prepared, i)
     layout = prepared.layout
+    shown = shown_joints(x, layout)
     axes_ = view_axes(x, layout)
     xlim, ylim = _limits(x, axes_)
     frames = _subsample(x.shape[1], max_frames)
@@ -184,7 +218,7 @@ def animate_sample(prepared, i: int, out: Path, *, fps: float = 15.0, max_frames
 
     def draw(k):
         ax.clear()
-        draw_pose(ax, x[:, frames[k]], layout, axes_)
+        draw_pose(ax, x[:, frames[k]], layout, axes_, joints=shown[frames[k]])
         ax.set_xlim(*xlim)
         ax.set_ylim(*ylim)
         ax.set_aspect("equal")
@@ -199,12 +233,14 @@ def animate_sample(prepared, i: int, out: Path, *, fps: float = 15.0, max_frames
     return Path(out)
 
 
-def reconstruct(run, x: np.ndarray, length: int, seed: int = 0):
+def reconstruct(run, x: np.ndarray, length: int, seed: int = 0, layout: Optional[str] = None, data=None):
     """The masked-prediction branch of the run's model on one clip.
 
     Args:
         run: a PCM3 run folder or checkpoint file.
         x: the clip ``(C, T, V, M)`` (joints, metres); length: its valid frames.
+        layout, data: the clip's layout and the folder it comes from (for the message): a run
+            pretrained on another layout, or on another ``(C, V, M)``, is a one-line DataError.
 
     Returns:
         ``(view (C, L, V, M), mask (L, V, M) bool True = masked, reconstruction (C, L, V, M))``
@@ -225,10 +261,21 @@ def reconstruct(run, x: np.ndarray, length: int, seed: int = 0):
                           "reconstructions can be drawn as skeletons")
     if not cfg.loss.masked_prediction:
         raise ConfigError(f"--checkpoint {run}: this run has no masked-prediction branch (loss.masked_prediction off)")
+    run_layout = (ckpt.get("data") or {}).get("layout", "ntu25")
+    where = data if data is not None else "the sample"
+    if layout is not None and run_layout != layout:
+        raise DataError(run, f"run of layout {run_layout!r} cannot read {where} (layout {layout!r}); give a run "
+                             "pretrained on this layout")
+    enc = cfg.model.encoder
+    want = tuple(getattr(enc, k, None) for k in ("in_channels", "num_joints", "num_persons"))
+    have = (int(x.shape[0]), int(x.shape[2]), int(x.shape[3]))
+    if None not in want and want != have:
+        raise DataError(run, f"run's encoder reads (C, V, M) = {want}, {where} holds {have}; give a run "
+                             "pretrained on this data's shape")
     model = build_model(cfg)
     model.load_state_dict(ckpt["model"])
     model.eval()
-    layout = ckpt.get("data", {}).get("layout", "ntu25")
+    layout = run_layout
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         xt = torch.from_numpy(np.ascontiguousarray(x))[None]
@@ -252,10 +299,10 @@ def animate_reconstruction(prepared, i: int, run, out: Path, *, fps: float = 10.
     if prepared.kind != "clips":
         raise DataError(prepared.root, "--checkpoint needs a clip data set (the run's input), not untrimmed videos")
     x = _frames(prepared, i)
-    view, mask, recon = reconstruct(run, x, x.shape[1], seed)
-    present = np.any(view != 0, axis=0)                          # L x V x M
-    recon = recon * present[None]                                # absent persons stay absent
     layout = prepared.layout
+    view, mask, recon = reconstruct(run, x, x.shape[1], seed, layout=layout, data=prepared.root)
+    present = shown_joints(view, layout)                         # L x V x M
+    recon = recon * present[None]                                # absent persons and lost joints stay absent
     axes_ = view_axes(view, layout)
     xlim, ylim = _limits(np.concatenate([view, recon], axis=1), axes_)
     fig, axes = plt.subplots(1, 3, figsize=(9, 3.4))
@@ -266,12 +313,12 @@ def animate_reconstruction(prepared, i: int, run, out: Path, *, fps: float = 10.
         for ax, title in zip(axes, titles):
             ax.clear()
             if title == "masked input":
-                draw_pose(ax, view[:, t], layout, axes_, joints=~mask[t])
+                draw_pose(ax, view[:, t], layout, axes_, joints=~mask[t] & present[t])
             elif title == "reconstruction":
-                draw_pose(ax, view[:, t], layout, axes_, colour="0.8", joints=~mask[t])
-                draw_pose(ax, recon[:, t], layout, axes_, colour="tab:red")
+                draw_pose(ax, view[:, t], layout, axes_, colour="0.8", joints=~mask[t] & present[t])
+                draw_pose(ax, recon[:, t], layout, axes_, colour="tab:red", joints=present[t])
             else:
-                draw_pose(ax, view[:, t], layout, axes_)
+                draw_pose(ax, view[:, t], layout, axes_, joints=present[t])
             ax.set_xlim(*xlim)
             ax.set_ylim(*ylim)
             ax.set_aspect("equal")
@@ -331,6 +378,7 @@ def animate_detections(prepared, i: int, detections: Sequence[dict], out: Path, 
         raise DataError(prepared.root, f"detections of {name} end after its {x.shape[1]} frames: not this data set's")
     colours = class_colours(K)
     layout = prepared.layout
+    shown = shown_joints(x, layout)
     axes_ = view_axes(x, layout)
     xlim, ylim = _limits(x, axes_)
     frames = _subsample(x.shape[1], max_frames)
@@ -356,7 +404,7 @@ def animate_detections(prepared, i: int, detections: Sequence[dict], out: Path, 
     def draw(k):
         t = int(frames[k])
         ax.clear()
-        draw_pose(ax, x[:, t], layout, axes_)
+        draw_pose(ax, x[:, t], layout, axes_, joints=shown[t])
         ax.set_xlim(*xlim)
         ax.set_ylim(*ylim)
         ax.set_aspect("equal")
@@ -380,7 +428,7 @@ def visualize(data: str | os.PathLike, sample: str | int, out: str | os.PathLike
 
     if checkpoint is not None and detections is not None:
         raise ConfigError("--checkpoint and --detections: give one of them")
-    check_out(Path(out), overwrite)
+    check_out(Path(out), overwrite, protect=[p for p in (data, detections) if p is not None])
     prepared = Prepared(data)
     i = find_sample(prepared, sample)
     if checkpoint is not None:

@@ -169,3 +169,25 @@ def test_a_layout_with_other_joints_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "25 joints" in err and "kinect_v1 has 20 joints" in err and "r.pth.tar" in err
     assert not (tmp_path / "e.pt").exists()
+
+
+def test_pcm3_files_and_garbage_are_one_short_line(tmp_path, capsys):
+    """A pcm3 checkpoint or encoder given instead of the release's says what it is; an unreadable
+    file gives a short line (torch's own message is a kilobyte with terminal escape codes)."""
+    from pcm3.models import Encoder, EncoderConfig
+
+    run_ckpt = tmp_path / "checkpoint_last.pt"
+    torch.save({"format": "pcm3-pretrain", "model": {}, "history": [], "cfg": object.__new__(EncoderConfig)},
+               run_ckpt)
+    enc = tmp_path / "enc.pt"
+    torch.save({"format": "pcm3-encoder", "version": 1,
+                "state_dict": Encoder(EncoderConfig(hidden=8, layers=1)).state_dict()}, enc)
+    garbage = tmp_path / "g.pth.tar"
+    garbage.write_bytes(b"garbage\n")
+    for path, needle in ((run_ckpt, "is a pcm3 pretraining checkpoint"), (enc, "is an encoder written by pcm3"),
+                         (garbage, "torch cannot read it (UnpicklingError")):
+        assert main(["import-release", str(path), "--out", str(tmp_path / "out.pt")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0] and "\x1b" not in err[0] and len(err[0]) < 300, err
+        assert "the authors' release checkpoint (.pth.tar)" in err[0]
+        assert not (tmp_path / "out.pt").exists()

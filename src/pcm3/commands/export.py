@@ -20,13 +20,16 @@ def add_parser(sub) -> None:
     e = sub.add_parser("embed", help="write encoder features of a prepared split to .npy",
                        description="Encode every sample of a split (centre crop of the valid frames, "
                                    "resized to the clip length) and write features (N, D) to OUT and "
-                                   "labels (N,) to OUT with .labels.npy.")
+                                   "labels (N,) to OUT with .labels.npy, and beside them the hidden record "
+                                   ".OUT.pcm3 (their names and checksums): --overwrite replaces only files "
+                                   "it proves embed's.")
     e.add_argument("encoder", help="file written by `pcm3 export`")
     e.add_argument("--data", required=True, help="prepared data folder")
     e.add_argument("--benchmark", default=None, help="benchmark (xsub, xview, ...); default: all samples")
     e.add_argument("--part", default="test", help="train or test (default test)")
     e.add_argument("--out", required=True, help="features .npy file")
-    e.add_argument("--overwrite", action="store_true", help="replace the output files if they exist")
+    e.add_argument("--overwrite", action="store_true",
+                   help="replace output files written before by pcm3 embed (as their record proves)")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--threads", type=int, default=0, metavar="N",
@@ -36,25 +39,13 @@ def add_parser(sub) -> None:
 
 def _check_out_file(path: Path, overwrite: bool, option: str = "--out", protect=(), ours=None,
                     what: str = "pcm3") -> None:
-    """An output file: not a folder, not under a file or in a read-only folder, not replaced
-    unless ``overwrite``, and not one of the inputs ``protect`` (files or folders) nor inside one.
+    """An output file (:func:`pcm3.outputs.check_out_file`): not a folder, not under a file or in
+    a read-only folder, not inside a pcm3 folder written whole, not replaced unless ``overwrite``,
+    and not one of the inputs ``protect`` nor inside one; ``ours(path)`` says whether an existing
+    file is one this command writes (any other file is never replaced)."""
+    from pcm3.outputs import check_out_file
 
-    ``ours(path) -> bool`` says whether an existing file is one this command writes (an encoder,
-    features); any other file is never replaced, ``--overwrite`` or not (``what`` names the
-    command in the message)."""
-    from pcm3.outputs import overlaps, check_writable
-
-    for p in protect:
-        if overlaps(path, Path(p)):
-            raise DataError(path, f"{option} is, or lies inside, the input {p}; choose another file")
-    if path.is_dir():
-        raise DataError(path, f"{option} is a folder; give a file name")
-    if os.path.lexists(path):
-        if ours is not None and not (path.is_file() and not path.is_symlink() and ours(path)):
-            raise DataError(path, f"{option} exists and was not written by {what}; choose another file")
-        if not overwrite:
-            raise DataError(path, f"{option} exists; pass --overwrite to replace it")
-    check_writable(path, option, file=True)
+    check_out_file(path, overwrite, option=option, protect=protect, ours=ours, what=what)
 
 
 def is_encoder_file(path: Path) -> bool:
@@ -70,21 +61,8 @@ def is_encoder_file(path: Path) -> bool:
     return isinstance(payload, dict) and payload.get("format") == ENCODER_FORMAT
 
 
-def _npy_shape(path: Path):
-    import numpy as np
-
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except Exception:  # noqa: BLE001
-        return None
-    return arr.shape if isinstance(arr, np.ndarray) else None
-
-
-def is_features_pair(features: Path, labels: Path) -> bool:
-    """True when ``features`` / ``labels`` are what ``pcm3 embed`` writes: an ``(N, D)`` and an
-    ``(N,)`` array, the pair complete."""
-    f, y = _npy_shape(features), _npy_shape(labels)
-    return f is not None and y is not None and len(f) == 2 and len(y) == 1 and f[0] == y[0]
+#: The kind in the record (``.FEATURES.pcm3``) that ``embed`` writes beside its two files.
+FEATURES_KIND = "features"
 
 
 def run_export(args) -> int:
@@ -132,24 +110,27 @@ def run_embed(args) -> int:
     from pcm3.data.dataset import SkeletonDataset
     from pcm3.data.prepared import Prepared
     from pcm3.evaluation.features import extract_features
+    from pcm3.evaluation.runner import resolve_device
     from pcm3.export import load_encoder
-    from pcm3.io import atomic_path
-    from pcm3.pretrain import resolve_device
+    from pcm3.outputs import check_recorded_output, recorded_output, write_error
 
     if args.batch_size < 1:
         raise DataError("--batch-size", f"must be at least 1, got {args.batch_size}")
     if args.threads < 0:
         raise DataError("--threads", f"must be 0 (automatic) or more, got {args.threads}")
+    device = resolve_device(args.device)  # names --device (the pretraining one names train.device)
     out = Path(args.out)
     labels_path = labels_path_for(out)
-    for path in (out, labels_path):
-        _check_out_file(path, args.overwrite, protect=(args.encoder, args.data), what="pcm3 embed",
-                        ours=lambda _: is_features_pair(out, labels_path))
+    # replaced only while the record beside them proves both files embed's and unchanged
+    check_recorded_output([out, labels_path], FEATURES_KIND, args.overwrite, what="pcm3 embed",
+                          protect=(args.encoder, args.data))
     encoder = load_encoder(args.encoder)
     prepared = Prepared(args.data)
     check_clips(prepared, "embedding")
     check_encoder_fits(encoder, prepared, args.encoder)
-    device = resolve_device(args.device)
+    from pcm3.evaluation.common import check_parts  # an empty part, bad labels or lengths, NaN: one line
+
+    check_parts(prepared, args.benchmark, (args.part,), labelled=False, command="embedding")
     cfg = getattr(encoder, "cfg", None) or getattr(encoder, "config", None)
     torch.set_num_threads(resolve_threads(args.threads, getattr(cfg, "hidden", 1024)))
     dataset = SkeletonDataset(prepared, args.benchmark, args.part)
@@ -160,18 +141,12 @@ def run_embed(args) -> int:
         raise DataError(args.encoder, f"{int((~finite).sum())} of {len(finite)} feature vectors are not finite "
                                       f"(first: sample {j}); the encoder's weights are damaged or diverged; "
                                       "nothing was written")
-    written = []
     try:
-        for path, arr in ((out, feats), (labels_path, labels)):
-            with atomic_path(path, suffix=".npy") as tmp:
+        with recorded_output([out, labels_path], FEATURES_KIND) as tmps:  # both files or neither
+            for tmp, arr in zip(tmps, (feats, labels)):
                 with open(tmp, "wb") as f:
                     np.save(f, arr)
-            written.append(path)
     except OSError as e:
-        from pcm3.outputs import write_error
-
-        for path in written:  # both files or neither
-            path.unlink(missing_ok=True)
         raise write_error(out, e, "the features") from None
     print(f"wrote {out} {feats.shape} and {labels_path}")
     return 0

@@ -26,9 +26,13 @@ def run(args) -> int:
 
     from pcm3.errors import ConfigError
     from pcm3.evaluation.report import write_report
+    from pcm3.outputs import check_not_inside_pcm3_folder
 
     if args.max_points < 10:
         raise ConfigError(f"--max-points: must be >= 10, got {args.max_points}")
+    # the markdown, the HTML and the images folder go in one folder: not one pcm3 keeps its own
+    # (a prepared or eval folder, one of the inputs among them), whose --overwrite would then refuse
+    check_not_inside_pcm3_folder(args.out, "--out")
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
     paths = write_report(args.dirs, args.out, overwrite=args.overwrite, embedding=args.embedding,

@@ -21,7 +21,9 @@ def add_parser(sub) -> None:
     p.add_argument("--max-frames", type=int, default=300,
                    help="thin long samples evenly to at most this many frames (default 300; 0: all)")
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of the mask drawn with --checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a GIF written before by pcm3 visualize (its record .NAME.gif.pcm3 beside it "
+                        "proves it; any other file is never replaced)")
     p.set_defaults(func=run)
 
 

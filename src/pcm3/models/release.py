@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from pcm3.errors import DataError
+from pcm3.io import PCM3_FILES, pcm3_file_format, unreadable_checkpoint
 from pcm3.models.encoder import Encoder, EncoderConfig
 from pcm3.models.pcm3 import PCM3, LossConfig, ModelConfig, Positives
 
@@ -65,7 +66,11 @@ def read_release(source: Source) -> Tuple[Dict[str, Tensor], str, Any]:
         try:
             obj = torch.load(where, map_location="cpu", weights_only=True)
         except Exception as err:  # pickle, zip and torch errors alike: not a checkpoint we can read
-            raise DataError(where, f"not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
+            raise DataError(where, unreadable_checkpoint(where, err, "the authors' release checkpoint (.pth.tar)")) \
+                from None
+        found = pcm3_file_format(where)
+        if found is not None:  # readable, but pcm3's own file (an exported encoder)
+            raise DataError(where, f"is {PCM3_FILES[found]}; expected the authors' release checkpoint (.pth.tar)")
     epoch = obj.get("epoch") if isinstance(obj, Mapping) else None
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
