@@ -92,3 +92,20 @@ def test_encode_names_a_non_finite_clip(ramps, tmp_path, num_workers):
         encode(RawInput("ntu25", "joint", OUT_LEN), ds, clip_len=OUT_LEN, stream="joint", layout="ntu25",
                batch_size=2, num_workers=num_workers)
     assert "\n" not in str(e.value)
+
+
+def test_non_finite_features_are_one_line_not_a_figure(ramps):
+    """An encoder with a NaN weight on finite clips: a wrong kNN / linear figure before."""
+    from pcm3.errors import DataError
+
+    class Broken(torch.nn.Module):
+        def forward(self, x):  # (N, C, T, V, M) -> (N, D), one sample's feature NaN
+            f = x.flatten(1)[:, :8].clone()
+            f[1, 3] = float("nan")
+            return f
+
+    split = SkeletonDataset(ramps, "xsub", "test")
+    with pytest.raises(DataError, match=r"non-finite features .* 1 of 4 clips, the first sample 3 \(s3\)"):
+        encode(Broken(), split, clip_len=OUT_LEN, stream="joint", layout="ntu25")
+    with pytest.raises(DataError, match="non-finite features"):
+        encode(Broken(), split, clip_len=OUT_LEN, stream="joint", layout="ntu25", crops=2)

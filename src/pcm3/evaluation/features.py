@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 from pcm3.augment import center_crop_resize
 from pcm3.checks import refuse_non_finite
 from pcm3.data.dataset import SkeletonDataset
+from pcm3.errors import DataError
 from pcm3.skeleton import to_stream
 
 
@@ -120,7 +121,26 @@ def encode(module: torch.nn.Module, dataset: SkeletonDataset, *, clip_len: int, 
     module.train(was_training)
     out = [torch.cat(f).numpy() for f in feats]
     features = np.stack(out) if crops else out[0]
-    return features, torch.cat(labels).numpy().astype(np.int64), torch.cat(index).numpy().astype(np.int64)
+    index_np = torch.cat(index).numpy().astype(np.int64)
+    _refuse_non_finite_features(features, index_np, dataset)
+    return features, torch.cat(labels).numpy().astype(np.int64), index_np
+
+
+def _refuse_non_finite_features(features: np.ndarray, index: np.ndarray, dataset: SkeletonDataset) -> None:
+    """A one-line :class:`DataError` when a feature is NaN/inf (the clips are checked finite
+    first, so the encoder made it: NaN weights, or an overflow), instead of a wrong figure."""
+    flat = features.reshape(-1, features.shape[-1]) if features.ndim == 3 else features
+    finite = np.isfinite(flat).all(axis=1)
+    if finite.all():
+        return
+    j = int(index[int(np.argmin(finite)) % len(index)])
+    try:
+        name = dataset.prepared.rows[j]["name"]
+    except (OSError, IndexError, KeyError, AttributeError):
+        name = "?"
+    raise DataError("--encoder", f"gives non-finite features (NaN or inf) for {int((~finite).sum())} of "
+                                 f"{len(finite)} clips, the first sample {j} ({name}), whose clip is finite: "
+                                 "its weights hold NaN/inf or overflow on this data")
 
 
 def iter_batches(dataset: SkeletonDataset, batch_size: int, num_workers: int = 0):
