@@ -285,3 +285,34 @@ def test_best_val_keeps_the_adapted_input_norm_of_the_selected_epoch(videos):
     assert not torch.equal(snapshots[0]["running_mean"], snapshots[-1]["running_mean"])  # the stats did move
     assert all(torch.equal(v, snapshots[0][k]) for k, v in enc.input_norm.state_dict().items())
     assert all(not q.requires_grad for q in enc.parameters())  # still frozen
+
+
+@pytest.mark.parametrize("scan", [True, False], ids=["scanned", "as-read"])
+def test_non_finite_frames_are_one_line(videos, tmp_path, capsys, monkeypatch, scan):
+    """A NaN frame in a video (checked up front, or as read in a folder beyond the scan budget)
+    names the video and frame instead of training on it."""
+    import shutil
+
+    from pcm3.data.prepared import Prepared
+    from pcm3.evaluation.detection import Videos
+    from pcm3.evaluation.runner import save_encoder
+
+    bad = tmp_path / "bad"
+    shutil.copytree(videos, bad)
+    p = Prepared(bad)
+    video = 1
+    frame = int(p.offsets[video]) + 5
+    data = np.load(bad / "data.npy", mmap_mode="r+")
+    data[frame, 0, 3, 0] = np.nan
+    data.flush()
+    del data
+    if not scan:
+        monkeypatch.setattr(Videos, "SCAN_BYTES", 0)
+    save_encoder(tiny_encoder(), tmp_path / "enc.pt", {})
+    out = tmp_path / "ev"
+    code = main(["eval", "detection", "--encoder", str(tmp_path / "enc.pt"), "--data", str(bad), "--benchmark",
+                 "all", "--out", str(out), "--set", "epochs=1", "--set", "milestones=[1]", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert f"video {video} ({p.names[video]}) holds non-finite values (NaN or inf) at frame 5" in err[0]
+    assert not out.exists()

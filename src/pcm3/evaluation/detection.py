@@ -175,6 +175,28 @@ class Videos:
             if i not in self.targets:
                 self.targets[i] = np.zeros(int(self.lengths[i]), dtype=np.int64)
             self.targets[i][iv["start"]:iv["end"]] = iv["label"] + 1
+        self._scan_finite()
+
+    #: the most bytes of frames scanned for NaN/inf up front; larger folders are checked as read
+    SCAN_BYTES = 256 << 20
+
+    def _scan_finite(self, chunk: int = 1 << 16) -> None:
+        data = self.prepared.data
+        if int(np.prod(data.shape, dtype=np.int64)) * 4 > self.SCAN_BYTES:
+            return
+        for s in range(0, data.shape[0], chunk):
+            block = np.asarray(data[s:s + chunk])
+            ok = np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1)
+            if not ok.all():
+                self._refuse(s + np.flatnonzero(~ok))
+
+    def _refuse(self, frames: np.ndarray) -> None:
+        """One-line :class:`DataError` naming the video and frame of the first non-finite frame."""
+        g = int(np.min(frames))
+        i = int(np.searchsorted(self.prepared.offsets, g, side="right") - 1)
+        raise DataError(self.prepared.root / "data.npy",
+                        f"video {i} ({self.names[i]}) holds non-finite values (NaN or inf) at frame "
+                        f"{g - int(self.prepared.offsets[i])}; `pcm3 info` lists such samples")
 
     def target(self, i: int) -> np.ndarray:
         """Per-frame targets of video ``i``, ``(T,)`` int64 (0 = background)."""
@@ -192,6 +214,9 @@ class Videos:
         order = np.argsort(flat, kind="stable")  # sorted reads from the memory map
         data = np.empty((flat.size,) + self.prepared.data.shape[1:], dtype=np.float32)
         data[order] = self.prepared.data[flat[order]]
+        ok = np.isfinite(data.reshape(data.shape[0], -1)).all(axis=1)
+        if not ok.all():  # a folder too large to scan up front
+            self._refuse(flat[~ok])
         x = torch.from_numpy(data).view(*global_index.shape, *data.shape[1:])  # B x W x C x V x M
         return x.permute(0, 2, 1, 3, 4)
 
