@@ -11,6 +11,7 @@ from pcm3.cli import main
 from pcm3.errors import DataError
 from pcm3.pretrain import fit, load_checkpoint
 
+from tests.cli_errors import one_line_error
 from tests.test_pretrain import tiny_config
 
 
@@ -79,15 +80,6 @@ def test_embed_encodes_the_requested_part(tmp_path_factory, tmp_path, part):
 
 # --------------------------------------------------------------------------- embed: what --overwrite may replace
 
-def _one_line_error(capsys, *needles) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
-
-
 @pytest.fixture(scope="module")
 def encoder_path(tiny_run, tmp_path_factory):
     path = tmp_path_factory.mktemp("enc") / "encoder.pt"
@@ -107,10 +99,10 @@ def test_embed_never_replaces_a_pair_the_user_wrote(encoder_path, synthetic_smal
             "--device", "cpu"]
     for extra in ([], ["--overwrite"]):
         assert main([*argv, "--out", str(feats / "other.npy"), *extra]) == 2
-        _one_line_error(capsys, "other.npy", "not written by pcm3 embed", "remove them yourself")
+        one_line_error(capsys, "other.npy", "not written by pcm3 embed", "remove them yourself")
     np.save(feats / "lonely.labels.npy", np.arange(5))  # labels of the user's whose features file is gone
     assert main([*argv, "--out", str(feats / "lonely.npy"), "--overwrite"]) == 2
-    _one_line_error(capsys, "lonely.labels.npy", "not written by pcm3 embed")
+    one_line_error(capsys, "lonely.labels.npy", "not written by pcm3 embed")
     (feats / "lonely.labels.npy").unlink()
     assert {p.name: p.read_bytes() for p in feats.iterdir()} == before
 
@@ -124,19 +116,19 @@ def test_embed_replaces_its_own_pair_while_the_record_proves_it(encoder_path, sy
     assert record["kind"] == "features" and set(record["files"]) == {"f.npy", "f.labels.npy"}
     assert record["files"]["f.npy"]["size"] == (tmp_path / "f.npy").stat().st_size
     assert main(argv) == 2
-    _one_line_error(capsys, "--overwrite")
+    one_line_error(capsys, "--overwrite")
     assert main([*argv, "--overwrite"]) == 0
     capsys.readouterr()
     np.save(tmp_path / "f.labels.npy", np.arange(3))  # the user wrote over a file of the pair
     mine = (tmp_path / "f.labels.npy").read_bytes()
     assert main([*argv, "--overwrite"]) == 2
-    _one_line_error(capsys, "f.labels.npy was changed since pcm3 wrote it")
+    one_line_error(capsys, "f.labels.npy was changed since pcm3 wrote it")
     assert (tmp_path / "f.labels.npy").read_bytes() == mine
     (tmp_path / ".f.npy.pcm3").write_text("my notes\n")  # a file of the user's where the record goes
     (tmp_path / "f.npy").unlink()
     (tmp_path / "f.labels.npy").unlink()
     assert main(argv) == 2
-    _one_line_error(capsys, ".f.npy.pcm3", "not a record pcm3 wrote")
+    one_line_error(capsys, ".f.npy.pcm3", "not a record pcm3 wrote")
     assert (tmp_path / ".f.npy.pcm3").read_text() == "my notes\n"
 
 
@@ -146,7 +138,7 @@ def test_embed_device_errors_name_the_option(encoder_path, synthetic_small, tmp_
         pytest.skip("CUDA is available here")
     assert main(["embed", str(encoder_path), "--data", str(synthetic_small), "--device", "cuda",
                  "--out", str(tmp_path / "f.npy")]) == 2
-    msg = _one_line_error(capsys, "--device cuda", "CUDA")
+    msg = one_line_error(capsys, "--device cuda", "CUDA")
     assert "train.device" not in msg and not list(tmp_path.iterdir())
 
 
@@ -157,7 +149,7 @@ def test_embed_output_not_inside_a_pcm3_folder(encoder_path, synthetic_small, tm
     before = tree(tmp_path)
     assert main(["embed", str(encoder_path), "--data", str(synthetic_small), "--device", "cpu",
                  "--out", str(other / "f.npy")]) == 2
-    _one_line_error(capsys, "f.npy", "pcm3 prepared folder")
+    one_line_error(capsys, "f.npy", "pcm3 prepared folder")
     assert tree(tmp_path) == before
 
 

@@ -9,6 +9,7 @@ from pcm3.cli import main
 from pcm3.data.prepared import Prepared
 from pcm3.data.synthetic import prepare_synthetic_untrimmed
 from pcm3.visualize import find_sample, reconstruct, view_axes
+from tests.cli_errors import one_line_error
 
 
 def frames(path):
@@ -110,15 +111,6 @@ def test_detections_of_another_data_set_are_refused(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- files: what --overwrite may replace
 
-def _one_line_error(capsys, *needles) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
-
-
 def test_overwrite_replaces_only_a_gif_pcm3_wrote(synthetic_small, tmp_path, capsys):
     """``--overwrite`` replaced any file with the GIF's name, the user's own GIF too; now only
     one whose record (``.NAME.gif.pcm3``, checksum) proves it pcm3's and unchanged."""
@@ -127,7 +119,7 @@ def test_overwrite_replaces_only_a_gif_pcm3_wrote(synthetic_small, tmp_path, cap
     before = mine.read_bytes()
     argv = ["visualize", str(synthetic_small), "--sample", "0", "--max-frames", "2"]
     assert main([*argv, "--out", str(mine), "--overwrite"]) == 2
-    _one_line_error(capsys, "b.gif", "not written by pcm3 visualize", "remove it yourself")
+    one_line_error(capsys, "b.gif", "not written by pcm3 visualize", "remove it yourself")
     assert mine.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["b.gif"]
 
     ours = tmp_path / "a.gif"
@@ -135,13 +127,13 @@ def test_overwrite_replaces_only_a_gif_pcm3_wrote(synthetic_small, tmp_path, cap
     assert sorted(p.name for p in tmp_path.iterdir()) == [".a.gif.pcm3", "a.gif", "b.gif"]
     capsys.readouterr()
     assert main([*argv, "--out", str(ours)]) == 2
-    _one_line_error(capsys, "--overwrite")
+    one_line_error(capsys, "--overwrite")
     assert main([*argv, "--out", str(ours), "--overwrite", "--fps", "5"]) == 0  # its own GIF: replaced
     capsys.readouterr()
     Image.new("RGB", (8, 8), "blue").save(ours)  # the user replaced it (edited, or saved another GIF there)
     edited = ours.read_bytes()
     assert main([*argv, "--out", str(ours), "--overwrite"]) == 2
-    _one_line_error(capsys, "a.gif", "changed since pcm3 wrote it")
+    one_line_error(capsys, "a.gif", "changed since pcm3 wrote it")
     assert ours.read_bytes() == edited
 
 
@@ -154,9 +146,9 @@ def test_gif_is_not_written_inside_a_pcm3_folder(synthetic_small, tmp_path, caps
     other = make_prepared(tmp_path / "other", seed=1)
     before = tree(tmp_path)
     assert main(["visualize", str(data), "--sample", "0", "--out", str(data / "x.gif")]) == 2
-    _one_line_error(capsys, "x.gif", "input")
+    one_line_error(capsys, "x.gif", "input")
     assert main(["visualize", str(data), "--sample", "0", "--out", str(other / "x.gif")]) == 2
-    _one_line_error(capsys, "x.gif", "pcm3 prepared folder", str(other))
+    one_line_error(capsys, "x.gif", "pcm3 prepared folder", str(other))
     assert tree(tmp_path) == before
 
 
@@ -170,7 +162,7 @@ def test_checkpoint_of_another_layout_is_one_line(tiny_run, tmp_path, capsys):
     before = tree(tmp_path)
     assert main(["visualize", str(msr), "--sample", "0", "--checkpoint", str(run),
                  "--out", str(tmp_path / "v.gif")]) == 2
-    _one_line_error(capsys, str(run), "'ntu25'", "'msr20'")
+    one_line_error(capsys, str(run), "'ntu25'", "'msr20'")
     assert tree(tmp_path) == before
 
 
