@@ -235,6 +235,8 @@ def test_malformed_config_files_are_one_line(tmp_path, text, needle):
                                 "(YAML is indented with spaces, not tabs)"),
     ("train:\n  epochs: 2\n  seed: \x07\n", ":3: not valid YAML: unacceptable character #x0007"),
     ("train:\n  epochs: 1\ntrain:\n  seed: 2\n", ":3: key 'train' set twice (lines 1 and 3)"),
+    # found at the end of the file: no line past it, and no "from line" after the problem's line
+    ("x: [\n", ":1: not valid YAML: expected the node content, but found '<stream end>' (while parsing a flow node)"),
 ])
 def test_yaml_syntax_errors_name_the_line(tmp_path, text, expected):
     """``error: bad.yaml: not valid YAML (while parsing a flow sequence)`` said neither where nor

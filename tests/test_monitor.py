@@ -87,10 +87,10 @@ def test_divergence_guard_leaves_infonce_terms_that_started_on_a_random_queue():
     least MIN_LOSS_REFERENCE."""
     guard = DivergenceGuard(100.0)
     assert guard.check(1, {"loss": 0.15, "con_intra": 0.04, "con_inter": 0.036}) is None
-    assert guard.first == {"loss": DivergenceGuard.MIN_LOSS_REFERENCE}
+    assert guard.first == {"loss": 0.15}  # reported as it was; compared from at least 1
     assert guard.check(2, {"loss": 20.0, "con_intra": 5.0, "con_inter": 3.76}) is None
     msg = guard.check(3, {"loss": 150.0, "con_intra": 5.0, "con_inter": 3.76})
-    assert msg is not None and "loss=" in msg and "con_" not in msg
+    assert msg is not None and "loss=150 (first epoch 0.15)" in msg and "con_" not in msg
 
 
 def test_a_recovery_after_a_warning_is_said_once():

@@ -426,3 +426,53 @@ def test_a_file_without_a_record_is_never_replaced(tmp_path):
     (tmp_path / ".b.gif.pcm3").write_text("the user's\n")
     with pytest.raises(DataError, match="not a record pcm3 wrote"):
         check_recorded_output([gif], "animation", False, what="pcm3 visualize")
+
+
+def _recorded_pair(folder):
+    from pcm3.outputs import recorded_output
+
+    files = [folder / "a.npy", folder / "a.labels.npy"]
+    with recorded_output(files, "features") as tmps:
+        for t, text in zip(tmps, (b"old features", b"old labels")):
+            t.write_bytes(text)
+    return files
+
+
+def test_a_failed_replacement_keeps_the_old_set_and_its_record(tmp_path, monkeypatch):
+    """A rename that fails (a full disk, Ctrl-C) half way through left half of the old pair and a
+    record that no longer matched it: every later --overwrite refused."""
+    from pcm3 import outputs
+    from pcm3.outputs import record_path, recorded_output, unproven_output
+
+    files = _recorded_pair(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real, calls = os.replace, {"n": 0}
+
+    def flaky(src, dst):
+        calls["n"] += 1
+        if calls["n"] == 5:  # after the three old entries went aside and one new file went in
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(outputs.os, "replace", flaky)
+    with pytest.raises(OSError):
+        with recorded_output(files, "features") as tmps:
+            for t in tmps:
+                t.write_bytes(b"new")
+    monkeypatch.setattr(outputs.os, "replace", real)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert unproven_output(files, "features") is None and record_path(files[0]).exists()
+
+
+def test_a_file_that_appears_while_pcm3_works_is_not_replaced(tmp_path):
+    from pcm3.errors import DataError
+    from pcm3.outputs import recorded_output
+
+    files = [tmp_path / "b.npy", tmp_path / "b.labels.npy"]
+    with pytest.raises(DataError, match="changed while pcm3 worked"):
+        with recorded_output(files, "features") as tmps:
+            for t in tmps:
+                t.write_bytes(b"new")
+            files[0].write_bytes(b"the user's, written meanwhile")
+    assert files[0].read_bytes() == b"the user's, written meanwhile" and not files[1].exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.npy"]

@@ -213,6 +213,11 @@ def test_fit_prints_the_collapse_monitor_warning(synthetic_small, tmp_path, monk
     lines = [line for line in capsys.readouterr().err.splitlines() if "collapse" in line]
     assert len(lines) == 1 and lines[0].startswith("warning: epoch 1: contrastive collapse?")
     assert lines[0] in (run / "log.txt").read_text()
+    # a resumed run that is still collapsed says so once in its own session
+    fit(tiny_config(synthetic_small, "train.epochs=3", "train.max_steps_per_epoch=1", "train.collapse_patience=1"),
+        run, resume=True)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "collapse" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: epoch 2: contrastive collapse?"), lines
 
 
 def test_tiny_run_loss_falls(synthetic_small, tmp_path):

@@ -52,21 +52,26 @@ def check_samples(prepared: Prepared, indices: np.ndarray, labelled: bool = Fals
         classes = f"0..{n_classes - 1} ({n_classes} classes in meta.json)" if n_classes else "0 or more"
         if labelled and label == -1:
             raise DataError(prepared.root / "labels.npy",
-                            f"sample {j} ({_name(prepared, j)}) has no label (-1); this evaluation trains and tests "
+                            f"sample {j} ({prepared.sample_name(j)}) has no label (-1); this evaluation trains and tests "
                             f"on labels {classes}; {bad.size} such samples in the parts it reads")
         raise DataError(prepared.root / "labels.npy",
-                        f"sample {j} ({_name(prepared, j)}) has label {label}, outside {classes}; "
+                        f"sample {j} ({prepared.sample_name(j)}) has label {label}, outside {classes}; "
                         f"{bad.size} such samples")
     t = int(prepared.shape[2]) if prepared.kind == "clips" else None
     bad = np.flatnonzero((lengths < 1) | ((lengths > t) if t else False))
     if bad.size:
         j = int(indices[bad[0]])
         raise DataError(prepared.root / "lengths.npy",
-                        f"sample {j} ({_name(prepared, j)}) has length {int(prepared.lengths[j])}, outside "
+                        f"sample {j} ({prepared.sample_name(j)}) has length {int(prepared.lengths[j])}, outside "
                         f"1..{t}; {bad.size} such samples")
 
 
-def check_finite(prepared: Prepared, indices: np.ndarray, max_bytes: int = 256 << 20, chunk: int = 256) -> bool:
+#: the most bytes of clips or frames scanned for NaN/inf before a command starts; larger data
+#: sets are checked as they are read
+SCAN_BYTES = 256 << 20
+
+
+def check_finite(prepared: Prepared, indices: np.ndarray, max_bytes: int = SCAN_BYTES, chunk: int = 256) -> bool:
     """Scan the clips ``indices`` for NaN/inf when they hold at most ``max_bytes``; returns
     whether it scanned. Larger sets are checked sample by sample as they are loaded
     (:class:`pcm3.data.dataset.SkeletonDataset`, :func:`refuse_non_finite`)."""
@@ -96,15 +101,8 @@ def refuse_non_finite(prepared: Prepared, indices: np.ndarray, block: np.ndarray
     j = int(np.asarray(indices)[int(np.argmin(ok))])
     where = f"; {int((~ok).sum())} such samples in this block" if scan else ""
     raise DataError(prepared.root / "data.npy",
-                    f"sample {j} ({_name(prepared, j)}) holds non-finite values (NaN or inf){where}; "
+                    f"sample {j} ({prepared.sample_name(j)}) holds non-finite values (NaN or inf){where}; "
                     "`pcm3 info` lists them")
-
-
-def _name(prepared: Prepared, j: int) -> str:
-    try:
-        return prepared.rows[j]["name"]
-    except (OSError, IndexError, KeyError):
-        return "?"
 
 
 def size_warning(num_params: int, device) -> Optional[str]:

@@ -445,8 +445,9 @@ def _yaml_error(path: Path, text: str, e: "yaml.YAMLError") -> str:
         problem += " (YAML is indented with spaces, not tabs)"
     context, cmark = (getattr(e, "context", None) or "").strip(), getattr(e, "context_mark", None)
     if context and cmark is not None:  # without a mark ("while scanning for the next token") it says nothing
-        if cmark.line + 1 != line:
-            context += f" from line {cmark.line + 1}"
+        start = max(1, min(cmark.line + 1, len(text.splitlines()) or 1))  # clamped like the problem's line
+        if line is None or start < line:
+            context += f" from line {start}"
         problem += f" ({context})"
     where = f"{path}:{line}" if line is not None else f"{path}"
     return f"{where}: not valid YAML: {problem}"

@@ -53,11 +53,12 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 ENCODER_FORMAT = "pcm3-encoder"  # the format of an exported encoder (pcm3.export)
+PRETRAIN_FORMAT = "pcm3-pretrain"  # the format of a pretraining checkpoint (pcm3.pretrain)
 
 
 #: What each ``format`` of a ``torch.save`` file pcm3 writes is, and what to do with it instead.
 PCM3_FILES = {
-    "pcm3-pretrain": ("a pcm3 pretraining checkpoint (pcm3 pretrain); export its encoder with "
+    PRETRAIN_FORMAT: ("a pcm3 pretraining checkpoint (pcm3 pretrain); export its encoder with "
                       "`pcm3 export RUN --out FILE`"),
     ENCODER_FORMAT: "an encoder written by pcm3 export or import-release; use it as it is",
 }

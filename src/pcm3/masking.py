@@ -43,7 +43,7 @@ from typing import Optional, Tuple
 import torch
 
 from pcm3.errors import ConfigError
-from pcm3.skeleton import Layout, get_layout, part_mask
+from pcm3.skeleton import LAYOUTS, Layout, get_layout, part_mask
 
 STRATEGIES = ("topology", "topology_count", "random_joint", "random_frame", "release_topology")
 
@@ -150,7 +150,8 @@ def topology_mask(n: int, t: int, layout: str | Layout = "ntu25", ratio: float =
     pm = torch.from_numpy(part_mask(layout)).to(device)                       # (P, V)
     num_parts = pm.shape[0]
     if ratio > 0 and int(num_parts * ratio + 1e-9) == 0:
-        raise ConfigError(f"mask ratio {ratio}: int({num_parts} * ratio) = 0 body parts per clip masks nothing")
+        raise ConfigError(f"mask.ratio {ratio}: int({num_parts} * ratio) = 0 of the {num_parts} body parts of layout "
+                          f"{layout.name!r} per clip masks nothing")
     clip = _clip_index(t, clip_len, device)
     n_clips = -(-t // clip_len)
     k = torch.full((n, n_clips), int(num_parts * ratio + 1e-9), device=device)
@@ -259,10 +260,14 @@ class MaskConfig:
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown mask strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
         _check_ratio(self.ratio)
-        if self.strategy in ("topology", "release_topology") and 0 < self.ratio and int(5 * self.ratio + 1e-9) == 0:
-            # every packaged layout has 5 body parts; make_mask checks the layout's own count
-            raise ConfigError(f"mask.ratio {self.ratio}: the {self.strategy} mask takes int(5 * ratio) = 0 of the 5 "
-                              f"body parts per clip, i.e. masks nothing; use a ratio >= 0.2 (or 0 to mask nothing)")
+        if self.strategy in ("topology", "release_topology") and 0 < self.ratio:
+            # refused here when no registered layout has parts enough (every packaged one has 5);
+            # the mask itself checks the layout it is drawn for
+            most = max(len(get_layout(name).parts) for name in LAYOUTS)
+            if int(most * self.ratio + 1e-9) == 0:
+                raise ConfigError(f"mask.ratio {self.ratio}: the {self.strategy} mask takes int(P * ratio) = 0 of "
+                                  f"the P body parts per clip (P <= {most}), i.e. masks nothing; use a ratio >= "
+                                  f"{1 / most:.2g} (or 0 to mask nothing)")
         if self.clip_len < 1:
             raise ConfigError(f"mask clip_len must be at least 1, got {self.clip_len}")
 

@@ -133,12 +133,14 @@ class DivergenceGuard:
 
     @classmethod
     def _reference(cls, terms: Dict[str, float]) -> Dict[str, float]:
-        """The first epoch's values of the guarded terms (a resumed run passes them in); the
-        total ``loss`` at least ``MIN_LOSS_REFERENCE``."""
-        ref = {k: v for k, v in terms.items() if cls.guarded(k) and math.isfinite(v)}
-        if "loss" in ref:
-            ref["loss"] = max(ref["loss"], cls.MIN_LOSS_REFERENCE)
-        return ref
+        """The first epoch's values of the guarded terms (a resumed run passes them in)."""
+        return {k: v for k, v in terms.items() if cls.guarded(k) and math.isfinite(v)}
+
+    def _limit(self, name: str) -> float:
+        """What the term ``name`` is compared against: its first-epoch value (the total loss: at
+        least ``MIN_LOSS_REFERENCE``)."""
+        first = self.first[name]
+        return max(first, self.MIN_LOSS_REFERENCE) if name == "loss" else first
 
     @staticmethod
     def guarded(name: str) -> bool:
@@ -153,7 +155,7 @@ class DivergenceGuard:
         if self.factor <= 0:
             return None
         bad = [f"{k}={v:.4g} (first epoch {self.first[k]:.4g})" for k, v in terms.items()
-               if k in self.first and self.first[k] > 0 and v > self.factor * self.first[k]]
+               if k in self.first and self._limit(k) > 0 and v > self.factor * self._limit(k)]
         if not bad:
             return None
         return (f"epoch {epoch}: loss diverging: {', '.join(bad)} grew more than {self.factor:g}x "

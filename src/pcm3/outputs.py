@@ -346,13 +346,15 @@ def check_recorded_output(files: Sequence[str | os.PathLike], kind: str, overwri
 def recorded_output(files: Sequence[str | os.PathLike], kind: str) -> Iterator[List[Path]]:
     """Yield a temporary path beside each of ``files`` (same suffix: writers that go by the
     name see the right one); when the block returns, write the record of ``files[0]`` under a
-    temporary name, rename the files into place, then the record. When the block raises,
-    nothing is changed; an ``OSError`` is passed on (the caller makes it one line)."""
+    temporary name and put the new set in place: files already there (checked again now: they
+    must still be a set that the record proves pcm3's, else nothing is written) and their record
+    are renamed aside, the new files and record renamed in, then the old ones removed. When the
+    block raises, or a rename fails (Ctrl-C too), nothing is changed: the old set is put back.
+    An ``OSError`` is passed on (the caller makes it one line)."""
     files = [Path(f) for f in files]
     tmps: List[Path] = []
     rec = record_path(files[0])
     rec_tmp = rec.with_name(rec.name + f".{os.getpid()}.tmp")
-    moved: List[Path] = []
     try:
         for f in files:
             f.parent.mkdir(parents=True, exist_ok=True)  # ``--out new/f.npy``: its folder is made
@@ -363,19 +365,39 @@ def recorded_output(files: Sequence[str | os.PathLike], kind: str) -> Iterator[L
         yield tmps
         record = {"kind": kind, "version": 1, "files": {f.name: _digest(t) for f, t in zip(files, tmps)}}
         rec_tmp.write_text(json.dumps(record) + "\n")
-        for f, t in zip(files, tmps):
-            os.replace(t, f)
-            moved.append(f)
-        os.replace(rec_tmp, rec)
-    except BaseException:
-        if moved and len(moved) < len(files):  # half a set is no output: both or neither
-            for f in moved:
-                f.unlink(missing_ok=True)
-        raise
+        if any(os.path.lexists(f) for f in files):  # may have appeared or changed while pcm3 worked
+            why = unproven_output(files, kind)
+            if why is not None:
+                raise DataError(files[0], f"--out changed while pcm3 worked ({why}); nothing was written")
+        _replace_set([*files, rec], [*tmps, rec_tmp])
     finally:
         for t in (*tmps, rec_tmp):
             if os.path.lexists(t):
                 t.unlink()
+
+
+def _replace_set(dests: Sequence[Path], news: Sequence[Path]) -> None:
+    """Rename each of ``news`` to its ``dests`` entry as one change: the existing ``dests`` go
+    aside first and come back if any rename fails (or is interrupted); removed at the end."""
+    aside: List[Tuple[Path, Path]] = []
+    moved: List[Path] = []
+    try:
+        for d in dests:
+            if os.path.lexists(d):
+                hidden = d.with_name(f".{d.name}.old-{os.getpid()}")
+                os.replace(d, hidden)
+                aside.append((d, hidden))
+        for d, n in zip(dests, news):
+            os.replace(n, d)
+            moved.append(d)
+    except BaseException:
+        for d in moved:
+            d.unlink(missing_ok=True)
+        for d, hidden in aside:
+            os.replace(hidden, d)
+        raise
+    for _, hidden in aside:
+        hidden.unlink(missing_ok=True)
 
 
 def _umask() -> int:

@@ -38,14 +38,14 @@ from pcm3.config import Config, from_dict, resolve_threads, save_config, to_dict
 from pcm3.data.dataset import SkeletonDataset
 from pcm3.data.prepared import Prepared
 from pcm3.errors import ConfigError, DataError, Pcm3Error
-from pcm3.io import atomic_path
+from pcm3.io import PRETRAIN_FORMAT, atomic_path
 from pcm3.masking import make_mask
 from pcm3.outputs import create_run_dir, open_run_dir
 from pcm3.models import PCM3
 from pcm3.monitor import STAT_NAMES, CollapseMonitor, DivergenceGuard, embedding_stats
 from pcm3.skeleton import get_layout, to_stream
 
-CHECKPOINT_FORMAT = "pcm3-pretrain"
+CHECKPOINT_FORMAT = PRETRAIN_FORMAT
 
 
 class TrainingDiverged(Pcm3Error):
@@ -516,6 +516,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
     monitor = CollapseMonitor(cfg.model.proj_dim, batch, patience=cfg.train.collapse_patience)
     for row in history:  # a resumed run continues the monitor's count
         monitor.check(row["epoch"], row)
+    monitor.warned = False  # this session has said nothing yet: a collapse that lasts warns once here
     last_plot = -math.inf  # the first epoch draws loss.png
     plotted = None  # len(history) when loss.png was last drawn
     written = len(history)  # the epochs in checkpoint_last.pt (and metrics.csv)

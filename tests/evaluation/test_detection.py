@@ -287,8 +287,9 @@ def test_best_val_keeps_the_adapted_input_norm_of_the_selected_epoch(videos):
     assert all(not q.requires_grad for q in enc.parameters())  # still frozen
 
 
+@pytest.mark.parametrize("part", ["train", "test"])
 @pytest.mark.parametrize("scan", [True, False], ids=["scanned", "as-read"])
-def test_non_finite_frames_are_one_line(videos, tmp_path, capsys, monkeypatch, scan):
+def test_non_finite_frames_are_one_line(videos, tmp_path, capsys, monkeypatch, scan, part):
     """A NaN frame in a video (checked up front, or as read in a folder beyond the scan budget)
     names the video and frame instead of training on it."""
     import shutil
@@ -300,10 +301,9 @@ def test_non_finite_frames_are_one_line(videos, tmp_path, capsys, monkeypatch, s
     bad = tmp_path / "bad"
     shutil.copytree(videos, bad)
     p = Prepared(bad)
-    video = 1
-    frame = int(p.offsets[video]) + 5
+    video = int(p.split("xsub", part)[0])  # test videos are read by predict_video, training ones by frames()
     data = np.load(bad / "data.npy", mmap_mode="r+")
-    data[frame, 0, 3, 0] = np.nan
+    data[int(p.offsets[video]) + 5:int(p.offsets[video + 1]), 0, 3, 0] = np.nan  # every window reads some
     data.flush()
     del data
     if not scan:
@@ -311,8 +311,10 @@ def test_non_finite_frames_are_one_line(videos, tmp_path, capsys, monkeypatch, s
     save_encoder(tiny_encoder(), tmp_path / "enc.pt", {})
     out = tmp_path / "ev"
     code = main(["eval", "detection", "--encoder", str(tmp_path / "enc.pt"), "--data", str(bad), "--benchmark",
-                 "all", "--out", str(out), "--set", "epochs=1", "--set", "milestones=[1]", "--quiet"])
+                 "xsub", "--out", str(out), "--set", "epochs=1", "--set", "milestones=[1]", "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
-    assert f"video {video} ({p.names[video]}) holds non-finite values (NaN or inf) at frame 5" in err[0]
+    assert f"video {video} ({p.names[video]}) holds non-finite values (NaN or inf) at frame" in err[0]
+    if scan or part == "test":  # read whole: the first bad frame
+        assert err[0].endswith("at frame 5; `pcm3 info` lists such samples")
     assert not out.exists()

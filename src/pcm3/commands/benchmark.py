@@ -61,7 +61,7 @@ def check_inputs(tasks, *, data, benchmark, overrides, supervised: bool) -> None
     from pathlib import Path
 
     from pcm3.evaluation.common import load_protocol
-    from pcm3.evaluation.runner import task_module
+    from pcm3.evaluation.runner import check_inputs as check_task_inputs, task_module
     from pcm3.evaluation.suite import SUITE_TASKS, split_overrides
 
     if not tasks or any(t not in SUITE_TASKS for t in tasks):
@@ -70,4 +70,5 @@ def check_inputs(tasks, *, data, benchmark, overrides, supervised: bool) -> None
     for task in tasks:
         module = task_module(task)
         protocol = load_protocol(module.PROTOCOL, module.DEFAULT_CONFIG, per_task[task])
-        module.check_inputs(Path(data), benchmark, protocol, "supervised" if supervised else "pretrained")
+        check_task_inputs(task, module, data=Path(data), benchmark=benchmark, protocol=protocol,
+                          kind="supervised" if supervised else "pretrained")

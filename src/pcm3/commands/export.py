@@ -37,16 +37,6 @@ def add_parser(sub) -> None:
     e.set_defaults(func=run_embed)
 
 
-def _check_out_file(path: Path, overwrite: bool, option: str = "--out", protect=(), ours=None,
-                    what: str = "pcm3") -> None:
-    """An output file (:func:`pcm3.outputs.check_out_file`): not a folder, not under a file or in
-    a read-only folder, not inside a pcm3 folder written whole, not replaced unless ``overwrite``,
-    and not one of the inputs ``protect`` nor inside one; ``ours(path)`` says whether an existing
-    file is one this command writes (any other file is never replaced)."""
-    from pcm3.outputs import check_out_file
-
-    check_out_file(path, overwrite, option=option, protect=protect, ours=ours, what=what)
-
 
 def is_encoder_file(path: Path) -> bool:
     """True for a file written by ``pcm3 export`` / ``pcm3 import-release`` (an exported encoder)."""
@@ -68,12 +58,12 @@ FEATURES_KIND = "features"
 def run_export(args) -> int:
     from pcm3.export import export_encoder
 
-    from pcm3.outputs import overlaps
+    from pcm3.outputs import check_out_file, overlaps
 
     out = Path(args.out)
     if os.path.lexists(out) and overlaps(out, Path(args.run)):  # a new file beside the run's is fine
         raise DataError(out, f"--out is a file of the input {args.run}; choose another file")
-    _check_out_file(out, args.overwrite, ours=is_encoder_file, what="pcm3 export")
+    check_out_file(out, args.overwrite, ours=is_encoder_file, what="pcm3 export")
     path = export_encoder(args.run, out)
     print(f"wrote {path}")
     return 0

@@ -45,7 +45,8 @@ def import_release(checkpoint: Union[str, os.PathLike, Mapping[str, Any]], out: 
     """
     import torch
 
-    from pcm3.commands.export import _check_out_file, is_encoder_file
+    from pcm3.commands.export import is_encoder_file
+    from pcm3.outputs import check_out_file
     from pcm3.export import ENCODER_FORMAT
     from pcm3.io import atomic_path
     from pcm3.models.release import load_release_encoder
@@ -58,7 +59,7 @@ def import_release(checkpoint: Union[str, os.PathLike, Mapping[str, Any]], out: 
         src = Path(checkpoint)
         if Path(out).exists() and src.exists() and Path(out).resolve() == src.resolve():
             raise ConfigError(f"{out}: --out is the checkpoint itself; choose another file")
-    _check_out_file(Path(out), overwrite, ours=is_encoder_file, what="pcm3 export or import-release")
+    check_out_file(Path(out), overwrite, ours=is_encoder_file, what="pcm3 export or import-release")
     encoder, epoch = load_release_encoder(checkpoint, channels, persons)  # every key checked
     enc_cfg = encoder.config
     if enc_cfg.num_joints != joints:

@@ -60,14 +60,8 @@ class SkeletonDataset(Dataset):
         j = int(self.indices[i])
         arr = np.array(self.prepared.data[j], dtype=np.float32)
         if not np.isfinite(arr).all():  # ~20 us a clip; a NaN would otherwise surface as a "diverged" loss
-            raise DataError(self.prepared.root / "data.npy", f"sample {j} ({self._name(j)}) holds non-finite "
+            raise DataError(self.prepared.root / "data.npy", f"sample {j} ({self.prepared.sample_name(j)}) holds non-finite "
                                                              "values (NaN or inf); `pcm3 info` lists them")
         x = torch.from_numpy(arr)
         return (x, torch.tensor(int(self.prepared.lengths[j])), torch.tensor(int(self.prepared.labels[j])),
                 torch.tensor(j))
-
-    def _name(self, j: int) -> str:
-        try:
-            return self.prepared.rows[j]["name"]
-        except (OSError, IndexError, KeyError):
-            return "?"

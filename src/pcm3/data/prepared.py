@@ -382,6 +382,13 @@ class Prepared:
     def names(self) -> List[str]:
         return [r["name"] for r in self.rows]
 
+    def sample_name(self, j: int) -> str:
+        """The name of sample ``j`` (``samples.csv``) for a message; ``?`` when it cannot be read."""
+        try:
+            return self.rows[j]["name"]
+        except (OSError, IndexError, KeyError):
+            return "?"
+
     @property
     def benchmarks(self) -> List[str]:
         return sorted(self.splits)

@@ -52,6 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pcm3.checks import SCAN_BYTES
 from pcm3.errors import ConfigError, DataError
 from pcm3.evaluation.common import (EvalContext, SupervisedConfig, carve_validation, dense_benchmark,
                                     smoke_test_notes)
@@ -178,7 +179,7 @@ class Videos:
         self._scan_finite()
 
     #: the most bytes of frames scanned for NaN/inf up front; larger folders are checked as read
-    SCAN_BYTES = 256 << 20
+    SCAN_BYTES = SCAN_BYTES
 
     def _scan_finite(self, chunk: int = 1 << 16) -> None:
         data = self.prepared.data
@@ -188,9 +189,15 @@ class Videos:
             block = np.asarray(data[s:s + chunk])
             ok = np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1)
             if not ok.all():
-                self._refuse(s + np.flatnonzero(~ok))
+                self.refuse(s + np.flatnonzero(~ok))
 
-    def _refuse(self, frames: np.ndarray) -> None:
+    def check_frames(self, first: int, frames: np.ndarray) -> None:
+        """Refuse NaN/inf in ``frames`` ``(F, ...)`` read from global frame ``first`` on."""
+        ok = np.isfinite(frames.reshape(frames.shape[0], -1)).all(axis=1)
+        if not ok.all():
+            self.refuse(first + np.flatnonzero(~ok))
+
+    def refuse(self, frames: np.ndarray) -> None:
         """One-line :class:`DataError` naming the video and frame of the first non-finite frame."""
         g = int(np.min(frames))
         i = int(np.searchsorted(self.prepared.offsets, g, side="right") - 1)
@@ -216,7 +223,7 @@ class Videos:
         data[order] = self.prepared.data[flat[order]]
         ok = np.isfinite(data.reshape(data.shape[0], -1)).all(axis=1)
         if not ok.all():  # a folder too large to scan up front
-            self._refuse(flat[~ok])
+            self.refuse(flat[~ok])
         x = torch.from_numpy(data).view(*global_index.shape, *data.shape[1:])  # B x W x C x V x M
         return x.permute(0, 2, 1, 3, 4)
 
@@ -310,7 +317,9 @@ def predict_video(encoder, head, videos: Videos, i: int, *, window: int, dilatio
     """Per-frame class probabilities ``(T, K + 1)`` of video ``i`` (one window per frame)."""
     T = int(videos.lengths[i])
     start = int(videos.prepared.offsets[i])
-    clip = torch.from_numpy(np.array(videos.prepared.data[start:start + T], dtype=np.float32)).to(device)  # T x C x V x M
+    frames = np.array(videos.prepared.data[start:start + T], dtype=np.float32)  # T x C x V x M
+    videos.check_frames(start, frames)  # a folder too large to scan up front
+    clip = torch.from_numpy(frames).to(device)
     offs = torch.as_tensor(window_offsets(window) * dilation, device=device)
     out = []
     for s in range(0, T, batch_size):

@@ -122,11 +122,12 @@ def encode(module: torch.nn.Module, dataset: SkeletonDataset, *, clip_len: int, 
     out = [torch.cat(f).numpy() for f in feats]
     features = np.stack(out) if crops else out[0]
     index_np = torch.cat(index).numpy().astype(np.int64)
-    _refuse_non_finite_features(features, index_np, dataset)
+    _refuse_non_finite_features(features, index_np, dataset, module)
     return features, torch.cat(labels).numpy().astype(np.int64), index_np
 
 
-def _refuse_non_finite_features(features: np.ndarray, index: np.ndarray, dataset: SkeletonDataset) -> None:
+def _refuse_non_finite_features(features: np.ndarray, index: np.ndarray, dataset: SkeletonDataset,
+                                module: torch.nn.Module) -> None:
     """A one-line :class:`DataError` when a feature is NaN/inf (the clips are checked finite
     first, so the encoder made it: NaN weights, or an overflow), instead of a wrong figure."""
     flat = features.reshape(-1, features.shape[-1]) if features.ndim == 3 else features
@@ -134,13 +135,10 @@ def _refuse_non_finite_features(features: np.ndarray, index: np.ndarray, dataset
     if finite.all():
         return
     j = int(index[int(np.argmin(finite)) % len(index)])
-    try:
-        name = dataset.prepared.rows[j]["name"]
-    except (OSError, IndexError, KeyError, AttributeError):
-        name = "?"
-    raise DataError("--encoder", f"gives non-finite features (NaN or inf) for {int((~finite).sum())} of "
-                                 f"{len(finite)} clips, the first sample {j} ({name}), whose clip is finite: "
-                                 "its weights hold NaN/inf or overflow on this data")
+    where = getattr(module, "file", None) or "the encoder"  # set by the runner's loaders
+    raise DataError(where, f"gives non-finite features (NaN or inf) for {int((~finite).sum())} of {len(finite)} "
+                           f"clips, the first sample {j} ({dataset.prepared.sample_name(j)}), whose clip is "
+                           "finite: its weights hold NaN/inf or overflow on this data")
 
 
 def iter_batches(dataset: SkeletonDataset, batch_size: int, num_workers: int = 0):

@@ -84,6 +84,7 @@ def load_encoder_with_info(path: str | os.PathLike) -> Tuple[torch.nn.Module, di
             "source": payload.get("source"), "encoder_config": payload.get("encoder_config"),
             "layout": encoder.layout, "stream": encoder.stream, "clip_len": encoder.clip_len,
             "test_crop": encoder.test_crop}
+    encoder.file = str(path)  # named by an error about its features (pcm3.evaluation.features)
     if payload.get("pretrain_config_hash"):
         info["config_hash"] = payload["pretrain_config_hash"]
         info["config_hash_of"] = "pretraining config"
@@ -117,6 +118,7 @@ def load_run_encoder(run: str | os.PathLike) -> Tuple[torch.nn.Module, dict]:
     info.update({"path": str(run), "checkpoint": str(ckpt_path), "config_hash": config_hash(ckpt["config"]),
                  "config_hash_of": "pretraining config (checkpoint)"})
     info.pop("file_hash", None)
+    encoder.file = str(run)
     return encoder, info
 
 
