@@ -71,3 +71,32 @@ def test_argument_mistakes_are_one_line(argv, needle, capsys):
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: pcm3") and needle in lines[0], captured.err
     assert "--help" in lines[0] and captured.out == ""
+
+
+def test_under_torchrun_rank_0_alone_prints_a_user_error(tmp_path, capsys, monkeypatch):
+    """Every rank runs the same checks: the same line once per rank was noise."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank, printed in (("1", False), ("0", True)):
+        monkeypatch.setenv("RANK", rank)
+        assert main(["info", str(tmp_path / "nope")]) == 2
+        err = capsys.readouterr().err
+        assert (err.startswith("error: ") and "nope" in err) if printed else err == "", (rank, err)
+
+
+def test_a_lost_peer_is_one_line_not_a_traceback(capsys, monkeypatch):
+    def dies(args):
+        raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer "
+                           "[10.0.0.1]:1234")
+
+    import pcm3.commands.info
+
+    monkeypatch.setattr(pcm3.commands.info, "run", dies)  # the parser is built after this
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert main(["info", "x"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: rank 0: another process of this torchrun job stopped")
+    assert "--resume" in err[0]
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process: a RuntimeError is a bug, shown as such
+    with pytest.raises(RuntimeError):
+        main(["info", "x"])

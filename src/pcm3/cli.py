@@ -105,8 +105,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _error(f"{where}{e.strerror or e}")
     except KeyboardInterrupt:
         _close_bars()
-        print("interrupted", file=sys.stderr)
+        print(f"interrupted{f' (rank {_rank()})' if int(os.environ.get('WORLD_SIZE', '1') or 1) > 1 else ''}",
+              file=sys.stderr)
         return 130
+    except RuntimeError as e:
+        if not _lost_peer(e):
+            raise
+        _close_bars()  # not a user mistake, but no traceback either: say what happened and what is kept
+        first = " ".join(str(e).split()).split(". ")[0][:160].rstrip(".")
+        print(f"error: rank {_rank()}: another process of this torchrun job stopped ({first}); a pretraining run "
+              "keeps its last finished epoch in checkpoint_last.pt: rerun with --resume", file=sys.stderr, flush=True)
+        return 1
     return int(code or 0)
 
 
@@ -156,11 +165,35 @@ def _close_bars() -> None:
     close_all()
 
 
+def _rank() -> int:
+    """This process's rank under torchrun (``RANK``), 0 otherwise."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
 def _error(message: str) -> int:
+    """Print the one-line user error (under torchrun by rank 0 alone: every rank runs the same
+    checks on the same inputs, so the others would print the same line) and return 2."""
     _close_bars()
     line = " ".join(str(message).split("\n")).strip()
-    print(f"error: {line}", file=sys.stderr, flush=True)
+    if _rank() == 0:
+        print(f"error: {line}", file=sys.stderr, flush=True)
     return 2
+
+
+#: What gloo and NCCL say when another process of the job went away.
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted",
+              "ProcessGroupNCCL", "DistNetworkError", "Socket Timeout", "Timed out")
+
+
+def _lost_peer(e: BaseException) -> bool:
+    """A collective failed because another process of a torchrun job stopped."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return False
+    text = f"{type(e).__name__}: {e}"
+    return type(e).__name__ in ("DistBackendError", "DistNetworkError") or any(s in text for s in _PEER_GONE)
 
 
 def _broken_pipe() -> int:
