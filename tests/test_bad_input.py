@@ -787,3 +787,13 @@ def test_embed_device_names_the_option(box, capsys, data, encoder):
     msg = fails(capsys, ["embed", encoder, "--data", data, "--device", "cuda", "--out", box / "f.npy"], "--device",
                 root=box)
     assert "train.device" not in msg
+
+
+def test_resume_with_a_config_of_another_length_is_refused(capsys, encoder, data):
+    """``--resume --config demo`` on a 1-epoch run went on to demo's 20 epochs without a word
+    (and rewrote config.yaml): the length changes only with --set train.epochs."""
+    run = encoder.parent / "run"
+    sets = [a for s in TINY if not s.startswith("train.epochs=") for a in ("--set", s)]
+    fails(capsys, ["pretrain", "--config", "demo", "--data", data, "--out", run, "--resume", *sets],
+          "--resume: train.epochs differs from the run (1 there, 20 in --config demo)",
+          "--set train.epochs=20", root=run)

@@ -49,6 +49,7 @@ def run(args) -> int:
                   f"(all packaged configs: {CONFIG_DIR})", flush=True)
         config = "pcm3"
     cfg = load_config(config, overrides)
+    _resume_keeps_the_length(args, cfg, overrides)
     if args.data:  # as typed: as a --set value the path would be read as YAML (2024.10 -> 2024.1)
         cfg.data.path = str(args.data)
     if not cfg.data.path:
@@ -64,3 +65,26 @@ def run(args) -> int:
     if not args.quiet and last and main_rank:
         print(f"done: {args.out} (epoch {last['epoch']}, loss {last['loss']:.4f})")
     return 0
+
+
+def _resume_keeps_the_length(args, cfg, overrides) -> None:
+    """``--resume`` lengthens a run only when asked (``--set train.epochs=N``): a ``--config``
+    whose epochs differ from the run's would otherwise change the length (and every schedule
+    laid over it) without a word."""
+    from pcm3.config import parse_override, read_yaml
+    from pcm3.errors import ConfigError
+
+    saved = Path(args.out) / "config.yaml"
+    if not args.resume or args.config is None or not saved.is_file():
+        return
+    if any(parse_override(o)[0] == "train.epochs" for o in overrides):
+        return
+    try:
+        before = int(read_yaml(saved)["train"]["epochs"])
+    except Exception:  # noqa: BLE001 - an unreadable run config is fit()'s to report
+        return
+    if before != cfg.train.epochs:
+        raise ConfigError(f"--resume: train.epochs differs from the run ({before} there, "
+                          f"{cfg.train.epochs} in --config {args.config}); to lengthen the run give "
+                          f"--set train.epochs={cfg.train.epochs}, to finish it leave --config out or give "
+                          f"--set train.epochs={before}")
