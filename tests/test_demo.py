@@ -43,6 +43,9 @@ def test_every_step_then_a_rerun_continues(tiny, tmp_path, capsys, monkeypatch):
     before = (out / "eval" / "pretrained" / "linear" / "metrics.json").stat().st_mtime_ns
     assert main(["demo", "--data", str(tiny), "--out", str(out), *FAST, "--steps", "suite,report"]) == 0
     assert (out / "eval" / "pretrained" / "linear" / "metrics.json").stat().st_mtime_ns == before
+    # ... and keeps the figures of the steps it did not redo (the probe rows, the dense tasks)
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["pretrained"] == m["pretrained"] and again["dense"] == m["dense"] and "suite" in again
 
 
 def test_refuses_a_folder_it_did_not_make(tiny, tmp_path, capsys):

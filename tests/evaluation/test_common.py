@@ -113,3 +113,20 @@ def test_check_parts_labelled_or_not(tmp_path_factory, tmp_path):
     check_parts(bad, "xsub", labelled=False)
     with pytest.raises(DataError, match=f"labels.npy: sample {j} .* no label"):
         check_parts(bad, "xsub", labelled=True)
+
+
+@pytest.mark.parametrize("task, item, needle", [
+    ("linear", "epochs=-1", "linear.epochs: must be >= 1, got -1"),
+    ("linear", "lr=0", "linear.lr: must be > 0, got 0"),
+    ("semi", "encoder_lr_factor=-1", "semi.encoder_lr_factor: must be >= 0, got -1"),
+    ("detection", "momentum=1", "detection.momentum: must be in [0, 1), got 1"),
+    ("motion", "weight_decay=-1", "motion.weight_decay: must be >= 0, got -1"),
+])
+def test_a_protocol_value_out_of_range_names_its_key(task, item, needle):
+    """It said `linear: epochs >= 1, batch_size >= 1, lr > 0 and crops >= 0 required`, naming no key."""
+    from pcm3.evaluation.runner import task_module
+
+    module = task_module(task)
+    with pytest.raises(ConfigError) as e:
+        load_protocol(module.PROTOCOL, module.DEFAULT_CONFIG, [item])
+    assert needle in str(e.value) and "--set" in str(e.value)

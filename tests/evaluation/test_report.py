@@ -173,3 +173,20 @@ def test_report_names_folders_as_shown(tmp_path):
     report.write_report([tmp], tmp / "report.md", embedding="pca", shown_as=(tmp, tmp_path / "bench"))
     md = (tmp / "report.md").read_text()
     assert f"`{tmp_path / 'bench' / 'lin'}`" in md and ".tmp" not in md
+
+
+def test_find_runs_looks_inside_a_demo_folder(tmp_path):
+    """A demo folder's own metrics.json (the probe summary) stopped the search: `pcm3 report
+    pcm3-demo` found no eval results and a mix skipped the demo's 16 eval folders."""
+    import json as _json
+
+    from pcm3.evaluation.report import find_runs
+
+    demo = tmp_path / "pcm3-demo"
+    for sub in ("eval/pretrained/linear", "eval/random_init/knn"):
+        (demo / sub).mkdir(parents=True)
+        (demo / sub / "metrics.json").write_text(_json.dumps({"task": sub.rsplit("/", 1)[1]}))
+    (demo / "metrics.json").write_text(_json.dumps({"pretrained": {"linear": 70.0}}))
+    (demo / ".pcm3").write_text(_json.dumps({"kind": "demo", "version": 1}))
+    assert sorted(p.relative_to(demo).as_posix() for p in find_runs([demo])) == [
+        "eval/pretrained/linear", "eval/random_init/knn"]

@@ -21,6 +21,7 @@ with ``msr3d_xsub_joint``); detection then needs untrimmed videos and is skipped
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -93,6 +94,7 @@ def run(args) -> int:
     metrics = run_demo(out, data, args.config, overrides, progress=not args.quiet, steps=steps,
                        supervised_epochs=args.supervised_epochs, builtin=not args.data)  # (pcm3.cli: SIGTERM = Ctrl-C)
     metrics["total_seconds"] = time.perf_counter() - t0
+    metrics = {**_earlier_metrics(out), **metrics}  # a rerun with fewer --steps keeps what it did not redo
     write_json(out / "metrics.json", metrics)
     if "pretrained" in metrics:
         print(format_table(metrics))
@@ -278,6 +280,15 @@ def _collect_supervised(proc, path: Path, cfg, pretrained):
         return None
     encoder.supervised_trained = True
     return encoder.eval()
+
+
+def _earlier_metrics(out: Path) -> dict:
+    """The figures an earlier run of this demo folder wrote (``metrics.json``), or nothing."""
+    try:
+        earlier = json.loads((out / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return earlier if isinstance(earlier, dict) else {}
 
 
 def run_demo(out: Path, data: Path, config: str, overrides, progress: bool = True, rows=ROWS,

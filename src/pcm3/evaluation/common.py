@@ -74,6 +74,15 @@ class EvalContext:
 
 # --------------------------------------------------------------------------- protocol configs
 
+def check_ranges(owner: str, obj, rules) -> None:
+    """One-line ConfigError naming the first setting of ``obj`` outside its range: ``rules`` are
+    ``(name, ok(value) -> bool, "the rule")``, e.g. ``("epochs", lambda v: v >= 1, ">= 1")``."""
+    for name, ok, rule in rules:
+        value = getattr(obj, name)
+        if not ok(value):
+            raise ConfigError(f"{owner}.{name}: must be {rule}, got {value!r}")
+
+
 @dataclass
 class SupervisedConfig:
     """How the ``--supervised`` baseline is trained (issue 6: 60 epochs, Adam, crop-resize).
@@ -95,8 +104,8 @@ class SupervisedConfig:
     min_len: Optional[int] = None
 
     def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
-            raise ConfigError("supervised: epochs >= 1, batch_size >= 2 and lr > 0 required")
+        check_ranges("supervised", self, [("epochs", lambda v: v >= 1, ">= 1"),
+                                          ("batch_size", lambda v: v >= 2, ">= 2"), ("lr", lambda v: v > 0, "> 0")])
         _check_crop_range("supervised.crop_range", self.crop_range)
 
 

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 
 from pcm3.checks import SCAN_BYTES
 from pcm3.errors import ConfigError, DataError
-from pcm3.evaluation.common import (EvalContext, SupervisedConfig, carve_validation, dense_benchmark,
+from pcm3.evaluation.common import (EvalContext, SupervisedConfig, carve_validation, check_ranges, dense_benchmark,
                                     smoke_test_notes)
 from pcm3.evaluation.detection_metrics import METRICS, detection_metrics
 from pcm3.skeleton import to_stream
@@ -127,10 +127,10 @@ class DetectionProtocol:
         for name in ("windows_per_video", "epochs", "batch_size", "test_batch_size", "val_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"detection.{name}: must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
-            raise ConfigError("detection: lr > 0, 0 <= momentum < 1 and weight_decay >= 0 required")
-        if self.smooth_k < 0 or self.smoothing not in SMOOTHING:
-            raise ConfigError(f"detection: smooth_k >= 0 and smoothing in {SMOOTHING} required")
+        check_ranges("detection", self, [
+            ("lr", lambda v: v > 0, "> 0"), ("momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+            ("weight_decay", lambda v: v >= 0, ">= 0"), ("smooth_k", lambda v: v >= 0, ">= 0"),
+            ("smoothing", lambda v: v in SMOOTHING, f"one of {SMOOTHING}")])
         if not 0 < self.threshold <= 1:
             raise ConfigError(f"detection.threshold: must be in (0, 1], got {self.threshold}")
         if not self.iou_thresholds or not all(0 < t <= 1 for t in self.iou_thresholds):

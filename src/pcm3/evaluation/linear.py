@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from pcm3 import distributed
 from pcm3.errors import ConfigError
-from pcm3.evaluation.common import (EvalContext, InputProtocol, _check_crop_range, carve_validation,
+from pcm3.evaluation.common import (EvalContext, InputProtocol, _check_crop_range, carve_validation, check_ranges,
                                     check_recognition_data, encode_kwargs, feature_module, input_spec, open_split,
                                     open_splits, save_scores, topk_accuracy)
 from pcm3.evaluation.features import encode
@@ -94,8 +94,8 @@ class LinearProtocol(InputProtocol):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.crops < 0:
-            raise ConfigError("linear: epochs >= 1, batch_size >= 1, lr > 0 and crops >= 0 required")
+        check_ranges("linear", self, [("epochs", lambda v: v >= 1, ">= 1"), ("batch_size", lambda v: v >= 1, ">= 1"),
+                                      ("lr", lambda v: v > 0, "> 0"), ("crops", lambda v: v >= 0, ">= 0")])
         _check_crop_range("crop_range", self.crop_range)
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"val_fraction: must be in [0, 1), got {self.val_fraction}")

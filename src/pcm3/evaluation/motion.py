@@ -45,7 +45,8 @@ from torch import Tensor, nn
 
 from pcm3.checks import refuse_non_finite
 from pcm3.errors import ConfigError, DataError
-from pcm3.evaluation.common import (EvalContext, SupervisedConfig, check_compatible, check_parts, dense_benchmark,
+from pcm3.evaluation.common import (EvalContext, SupervisedConfig, check_compatible, check_parts, check_ranges,
+                                    dense_benchmark,
                                     smoke_test_notes)
 from pcm3.skeleton import to_stream
 
@@ -91,8 +92,7 @@ class MotionProtocol:
         for name in ("observed", "predicted", "decoder_hidden", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"motion.{name}: must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise ConfigError("motion: lr > 0 and weight_decay >= 0 required")
+        check_ranges("motion", self, [("lr", lambda v: v > 0, "> 0"), ("weight_decay", lambda v: v >= 0, ">= 0")])
         if self.stream is not None and self.stream not in ("joint", "bone", "motion"):
             raise ConfigError(f"motion.stream: joint, bone or motion, got {self.stream!r}")
 

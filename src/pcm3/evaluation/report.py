@@ -9,7 +9,7 @@ given folder, as ``pcm3 benchmark`` writes them), and writes
   predicted frame and mean, zero-velocity row), and the paper's figures beside ours where the data
   set (and benchmark) match; folders of tasks the report does not know are listed as skipped;
 - ``report.html``: the same with the images inline;
-- ``<name>_images/``: confusion matrix (row-normalised, linear, pretrained row), per-class
+- ``<name>_images/``: confusion matrix (row-normalised, linear, pretrained row, joint stream first), per-class
   accuracy of every linear row, a 2-D map of test features coloured by class for pretrained vs
   random init (exact t-SNE, :mod:`pcm3.evaluation.tsne`; PCA when asked, and labelled so),
   accuracy against the realised occlusion ratio, and copies of the dense tasks' own images
@@ -64,6 +64,14 @@ PAPER_MOTION = {"ntu60": {"random_init": 108.5, "pretrained": 101.7}}
 
 # --------------------------------------------------------------------------- collecting
 
+def _is_eval_result(folder: Path) -> bool:
+    """A folder holding ``metrics.json`` is an eval folder, except a demo folder: its
+    ``metrics.json`` is the demo's summary, its eval folders lie below it."""
+    from pcm3.outputs import folder_kind
+
+    return folder_kind(folder) != "demo"
+
+
 def find_runs(paths: Sequence[str | os.PathLike], depth: int = 3) -> List[Path]:
     """Eval folders (holding ``metrics.json``) among ``paths`` and below them (``depth`` levels);
     a folder reached twice (given, and below another given folder) counts once."""
@@ -71,7 +79,7 @@ def find_runs(paths: Sequence[str | os.PathLike], depth: int = 3) -> List[Path]:
     seen = set()
 
     def walk(p: Path, level: int) -> int:
-        if (p / "metrics.json").is_file():
+        if (p / "metrics.json").is_file() and _is_eval_result(p):
             if p.resolve() not in seen:
                 seen.add(p.resolve())
                 found.append(p)
@@ -818,7 +826,9 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *, o
     # renamed into place (images, HTML, markdown), so an error leaves none of them half-made.
     with atomic_path(out) as md_tmp, atomic_path(html_path) as html_tmp, \
             output_dir(images, "report", overwrite=overwrite, protect=[Path(m["_dir"]) for m in all_runs]) as tmp:
-        main = next((m for m in linear if _kind(m) == "pretrained"), linear[0] if linear else None)
+        order = {"joint": 0, "bone": 1, "motion": 2}  # the joint stream's run first, as the paper shows
+        pretrained = sorted((m for m in linear if _kind(m) == "pretrained"), key=lambda m: order.get(_stream(m), 3))
+        main = pretrained[0] if pretrained else (linear[0] if linear else None)
         made = [("Confusion matrix", main and plot_confusion(main, tmp / "confusion.png")),
                 ("Per-class accuracy", linear and plot_per_class(linear, tmp / "per_class.png")),
                 ("Test features in 2-D", linear and plot_feature_maps(linear, tmp / "features_2d.png", method=embedding,

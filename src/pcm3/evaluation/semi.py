@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader
 
 from pcm3 import distributed
 from pcm3.errors import ConfigError, DataError
-from pcm3.evaluation.common import (EvalContext, InputProtocol, _check_crop_range, check_recognition_data,
+from pcm3.evaluation.common import (EvalContext, InputProtocol, _check_crop_range, check_ranges, check_recognition_data,
                                     feature_module, input_spec, open_split, open_splits, save_scores, topk_accuracy)
 from pcm3.evaluation.features import make_clips
 from pcm3.evaluation.linear import encode_shared, lr_at_epoch
@@ -82,8 +82,9 @@ class SemiProtocol(InputProtocol):
             raise ConfigError(f"fractions: each must be in (0, 1], got {list(self.fractions)}")
         if self.sampling not in ("per_class", "uniform"):
             raise ConfigError(f"sampling: must be 'per_class' or 'uniform', got {self.sampling!r}")
-        if self.seeds < 1 or self.epochs < 1 or self.batch_size < 2 or self.lr <= 0 or self.encoder_lr_factor < 0:
-            raise ConfigError("semi: seeds >= 1, epochs >= 1, batch_size >= 2, lr > 0, encoder_lr_factor >= 0 required")
+        check_ranges("semi", self, [("seeds", lambda v: v >= 1, ">= 1"), ("epochs", lambda v: v >= 1, ">= 1"),
+                                    ("batch_size", lambda v: v >= 2, ">= 2"), ("lr", lambda v: v > 0, "> 0"),
+                                    ("encoder_lr_factor", lambda v: v >= 0, ">= 0")])
         _check_crop_range("crop_range", self.crop_range)
 
 
