@@ -100,3 +100,22 @@ def test_a_lost_peer_is_one_line_not_a_traceback(capsys, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "1")  # one process: a RuntimeError is a bug, shown as such
     with pytest.raises(RuntimeError):
         main(["info", "x"])
+
+
+def test_an_error_of_one_rank_during_the_work_is_printed_by_that_rank(tmp_path, capsys, monkeypatch):
+    """After the shared checks each rank works on its own share: a rank's own error (a NaN clip
+    its loader reads) must not be swallowed because it is not rank 0."""
+    import pcm3.commands.info
+    from pcm3.errors import DataError, rank_specific_from_here
+
+    def fails_in_the_work(args):
+        rank_specific_from_here()
+        raise DataError("data.npy", "sample 7 (x) holds non-finite values")
+
+    monkeypatch.setattr(pcm3.commands.info, "run", fails_in_the_work)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank in ("1", "0"):
+        monkeypatch.setenv("RANK", rank)
+        assert main(["info", "x"]) == 2
+        err = capsys.readouterr().err
+        assert err == f"error: rank {rank}: data.npy: sample 7 (x) holds non-finite values\n", err

@@ -7,7 +7,7 @@ import torch
 
 from pcm3.cli import main
 from pcm3.config import load_config
-from pcm3.errors import ConfigError
+from pcm3.errors import ConfigError, DataError
 from pcm3.pretrain import TrainingDiverged, fit, load_checkpoint, lr_at
 
 TINY = [
@@ -153,9 +153,16 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(synthetic_small, t
         return out
 
     monkeypatch.setattr(PCM3, "forward", nan_forward)
-    with pytest.raises(TrainingDiverged, match="not finite"):
+    with pytest.raises(TrainingDiverged, match="not finite.*the last good checkpoint is kept"):
         fit(tiny_config(synthetic_small, "train.epochs=3"), run, resume=True)
     assert load_checkpoint(run / "checkpoint_last.pt")["epoch"] == 1
+    # in the first epoch there is nothing to keep, and --resume then has nothing to continue
+    fresh = tmp_path / "fresh"
+    with pytest.raises(TrainingDiverged, match="no epoch finished, so there is no checkpoint") as e:
+        fit(tiny_config(synthetic_small, "train.epochs=3"), fresh)
+    assert "kept" not in str(e.value) and not (fresh / "checkpoint_last.pt").exists()
+    with pytest.raises(DataError, match="--resume: no checkpoint: the run stopped before its first epoch finished"):
+        fit(tiny_config(synthetic_small, "train.epochs=3"), fresh, resume=True)
 
 
 def _exploding_mask_mse(monkeypatch, after_calls):

@@ -82,6 +82,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     User errors print one line, ``error: <what>: <problem>``, after closing any progress bar.
     When stdout is closed early (``pcm3 ... | head``) the command ends quietly (exit 141).
     """
+    from pcm3.errors import rank_specific_from_here
+
+    rank_specific_from_here(False)  # a command starts with the checks every rank runs alike
     parser = build_parser()
     try:
         try:
@@ -174,12 +177,18 @@ def _rank() -> int:
 
 
 def _error(message: str) -> int:
-    """Print the one-line user error (under torchrun by rank 0 alone: every rank runs the same
-    checks on the same inputs, so the others would print the same line) and return 2."""
+    """Print the one-line user error and return 2. Under torchrun an error of the checks that
+    every rank runs alike is printed by rank 0 alone; once work differs per rank
+    (:func:`pcm3.errors.rank_specific`), every rank prints its own, naming its rank."""
+    from pcm3.errors import rank_specific
+
     _close_bars()
     line = " ".join(str(message).split("\n")).strip()
-    if _rank() == 0:
+    rank = _rank()
+    if rank == 0 and not (rank_specific() and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1):
         print(f"error: {line}", file=sys.stderr, flush=True)
+    elif rank_specific():
+        print(f"error: rank {rank}: {line}", file=sys.stderr, flush=True)
     return 2
 
 

@@ -75,3 +75,21 @@ def _rebuild_data_error(path, message, line):
 def raise_interrupt(signum, frame):
     """A signal handler: raise KeyboardInterrupt, so that SIGTERM / SIGHUP clean up as Ctrl-C does."""
     raise KeyboardInterrupt
+
+
+#: False while a command runs checks that every process of a torchrun job runs alike on the same
+#: inputs (config, data, output folder): their errors are printed by rank 0 alone. Set by
+#: :func:`rank_specific_from_here` once work that differs per process begins (training steps,
+#: each rank's share of the data), after which every rank prints its own error, naming its rank.
+_RANK_SPECIFIC = False
+
+
+def rank_specific_from_here(value: bool = True) -> None:
+    """From now on an error may be one process's own (see ``_RANK_SPECIFIC``); ``False`` at the
+    start of a command."""
+    global _RANK_SPECIFIC
+    _RANK_SPECIFIC = value
+
+
+def rank_specific() -> bool:
+    return _RANK_SPECIFIC

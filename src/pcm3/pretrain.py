@@ -37,7 +37,7 @@ from pcm3.checks import (check_clips, check_finite, check_samples, checkpoint_wr
 from pcm3.config import Config, from_dict, resolve_threads, save_config, to_dict
 from pcm3.data.dataset import SkeletonDataset
 from pcm3.data.prepared import Prepared
-from pcm3.errors import ConfigError, DataError, Pcm3Error
+from pcm3.errors import ConfigError, DataError, Pcm3Error, rank_specific_from_here
 from pcm3.io import PRETRAIN_FORMAT, atomic_path
 from pcm3.masking import make_mask
 from pcm3.outputs import create_run_dir, open_run_dir
@@ -445,6 +445,9 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
     start_epoch = 0
     ckpt = None
     if resume:
+        if not (run / "checkpoint_last.pt").exists():
+            raise DataError(run / "checkpoint_last.pt", "--resume: no checkpoint: the run stopped before its first "
+                                                        "epoch finished; start it again without --resume")
         ckpt = load_checkpoint(run / "checkpoint_last.pt")
         saved = from_dict(Config, ckpt["config"], str(run / "checkpoint_last.pt"))
         _check_resume_compatible(saved, cfg)
@@ -520,6 +523,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
     last_plot = -math.inf  # the first epoch draws loss.png
     plotted = None  # len(history) when loss.png was last drawn
     written = len(history)  # the epochs in checkpoint_last.pt (and metrics.csv)
+    rank_specific_from_here()  # each rank trains on its own share: an error may be one rank's
     try:
         for epoch in range(start_epoch, cfg.train.epochs):
             sampler.set_epoch(epoch)
@@ -560,6 +564,11 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
                     line = warning if warning.startswith(("warning", "note")) else f"warning: {warning}"
                     _log(run, line, False)
                     print(line, file=sys.stderr, flush=True)
+    except TrainingDiverged as e:
+        if written:
+            raise
+        raise TrainingDiverged(str(e).replace("the last good checkpoint is kept",  # nothing to keep yet
+                                              "no epoch finished, so there is no checkpoint")) from None
     finally:  # an interrupted or stopped run: loss.png shows what metrics.csv holds
         if written and plotted != written and dist_info.is_main:
             _plot_quietly(history[:written], run / "loss.png")

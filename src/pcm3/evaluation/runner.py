@@ -25,7 +25,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import torch
 
 from pcm3 import distributed
-from pcm3.errors import ConfigError, Pcm3Error
+from pcm3.errors import ConfigError, Pcm3Error, rank_specific_from_here
 from pcm3.evaluation.common import (ENCODER_KINDS, EvalContext, assemble_metrics, config_hash, load_protocol,
                                     seed_everything, write_results)
 
@@ -341,6 +341,7 @@ def evaluate(task: str, *, data, benchmark: Optional[str], out, kind: str = "pre
         ctx = EvalContext(task=task, data=data, benchmark=benchmark, encoder=enc, encoder_kind=kind,
                           encoder_info=info, protocol=protocol, out=tmp, device=device, seed=seed, progress=progress)
         seed_everything(seed)
+        rank_specific_from_here()  # the checks are done; each rank now reads and trains on its own share
         result = module.run(ctx)
         metrics = assemble_metrics(ctx, result, wall_seconds=time.perf_counter() - t0)
         if world > 1:
