@@ -68,6 +68,9 @@ def test_loss_figure_is_current_after_an_interrupt(synthetic_small, tmp_path, mo
     with pytest.raises(KeyboardInterrupt):
         fit(tiny_config(synthetic_small, "train.epochs=4", "train.max_steps_per_epoch=1"), tmp_path / "run")
     assert drawn == [1, 2] and len(list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))) == 2
+    # the log says where it stopped (it ended after epoch 2's line before)
+    last = (tmp_path / "run" / "log.txt").read_text().splitlines()[-1]
+    assert last.endswith("interrupted during epoch 3; checkpoint_last.pt holds epoch 2: --resume continues"), last
 
 
 def test_resume_from_a_checkpoint_without_the_shuffle_state_warns():

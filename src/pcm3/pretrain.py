@@ -512,6 +512,7 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
     _log(run, f"{'resume at' if resume else 'start:'} epoch {start_epoch + 1}/{cfg.train.epochs}, "
               f"{len(dataset)} samples ({cfg.data.benchmark}/{cfg.data.part}, {cfg.data.stream} stream), "
               f"device {device}{', bfloat16 autocast' if use_amp else ''}, "
+              f"{dist_info.world_size} process{'es' if dist_info.world_size > 1 else ''}, "
               f"{num_params:,} parameters", progress)
 
     last: dict = history[-1] if history else {}
@@ -564,6 +565,11 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
                     line = warning if warning.startswith(("warning", "note")) else f"warning: {warning}"
                     _log(run, line, False)
                     print(line, file=sys.stderr, flush=True)
+    except KeyboardInterrupt:  # Ctrl-C, kill, a closed terminal (pcm3.cli): the log says where it stopped
+        _log(run, f"interrupted during epoch {len(history) + 1}; "
+                  + (f"checkpoint_last.pt holds epoch {written}: --resume continues" if written else
+                     "no epoch finished, so there is no checkpoint"), False)
+        raise
     except TrainingDiverged as e:
         if written:
             raise
