@@ -24,6 +24,7 @@ import torch
 
 from pcm3.cli import main
 from pcm3.data.prepared import Prepared, PreparedWriter
+from tests.prepared_copies import copy_with_values
 
 T, V, M = 32, 25, 2
 TINY = ["model.encoder.hidden=16", "model.encoder.layers=2", "model.proj_dim=16", "model.queue_size=32",
@@ -398,12 +399,7 @@ def test_label_outside_the_classes(box, capsys, data):
 
 
 def test_nan_in_a_clip_is_named(box, capsys, data):
-    bad = box / "nan"
-    shutil.copytree(data, bad)
-    arr = np.load(bad / "data.npy", mmap_mode="r+")
-    arr[3, 0, 5, 0, 0] = np.nan
-    arr.flush()
-    del arr
+    bad = copy_with_values(data, box / "nan", np.s_[3, 0, 5, 0, 0])
     fails(capsys, ["pretrain", "--config", "demo", "--data", bad, "--out", box / "run", *SETS],
           "data.npy", "sample 3 (s003)", root=box)
 
@@ -413,12 +409,7 @@ def test_nan_in_a_clip_named_by_the_loader_workers(tmp_path, capsys, data, monke
     from pcm3.data.dataset import SkeletonDataset
     from pcm3.errors import DataError
 
-    bad = tmp_path / "nan"
-    shutil.copytree(data, bad)
-    arr = np.load(bad / "data.npy", mmap_mode="r+")
-    arr[3, 0, 5, 0, 0] = np.inf
-    arr.flush()
-    del arr
+    bad = copy_with_values(data, tmp_path / "nan", np.s_[3, 0, 5, 0, 0], value=np.inf)
     loader = torch.utils.data.DataLoader(SkeletonDataset(bad, "xsub", "train"), batch_size=8, num_workers=1)
     with pytest.raises(DataError) as e:
         list(loader)
@@ -524,12 +515,7 @@ def test_embed_with_an_encoder_for_another_layout(box, capsys, encoder):
 def test_embed_refuses_untrimmed_and_nan(box, capsys, data, encoder):
     seq = make_prepared(box / "videos", kind="sequences")
     fails(capsys, ["embed", encoder, "--data", seq, "--out", box / "f.npy"], "--trimmed", root=box)
-    bad = box / "nan"
-    shutil.copytree(data, bad)
-    arr = np.load(bad / "data.npy", mmap_mode="r+")
-    arr[35, 0, 5, 0, 0] = np.nan
-    arr.flush()
-    del arr
+    bad = copy_with_values(data, box / "nan", np.s_[35, 0, 5, 0, 0])
     fails(capsys, ["embed", encoder, "--data", bad, "--benchmark", "xsub", "--out", box / "f.npy"],
           "sample 35 (s035)", root=box)
 
@@ -560,13 +546,7 @@ QUICK = {"linear": ["epochs=1", "crops=0"], "knn": [], "semi": ["epochs=1", "see
 
 def _copy(data: Path, to: Path, *, nan=(), labels=None, splits=None) -> Path:
     """A copy of ``data`` with NaN in clips ``nan``, ``labels`` {sample: label}, or ``splits``."""
-    shutil.copytree(data, to)
-    if nan:
-        arr = np.load(to / "data.npy", mmap_mode="r+")
-        for j in nan:
-            arr[j, 0, 5, 0, 0] = np.nan
-        arr.flush()
-        del arr
+    copy_with_values(data, to, *(np.s_[j, 0, 5, 0, 0] for j in nan))
     if labels:
         lab = np.load(to / "labels.npy")
         for j, value in labels.items():

@@ -14,6 +14,7 @@ from pcm3.errors import ConfigError, DataError
 from pcm3.evaluation.detection import (DetectionProtocol, run, segments, smooth, window_indices,
                                        window_offsets)
 from pcm3.models import Encoder, EncoderConfig
+from tests.prepared_copies import copy_with_values
 
 
 def tiny_encoder(seed=0):
@@ -292,20 +293,15 @@ def test_best_val_keeps_the_adapted_input_norm_of_the_selected_epoch(videos):
 def test_non_finite_frames_are_one_line(videos, tmp_path, capsys, monkeypatch, scan, part):
     """A NaN frame in a video (checked up front, or as read in a folder beyond the scan budget)
     names the video and frame instead of training on it."""
-    import shutil
 
     from pcm3.data.prepared import Prepared
     from pcm3.evaluation.detection import Videos
     from pcm3.evaluation.runner import save_encoder
 
-    bad = tmp_path / "bad"
-    shutil.copytree(videos, bad)
-    p = Prepared(bad)
+    p = Prepared(videos)
     video = int(p.split("xsub", part)[0])  # test videos are read by predict_video, training ones by frames()
-    data = np.load(bad / "data.npy", mmap_mode="r+")
-    data[int(p.offsets[video]) + 5:int(p.offsets[video + 1]), 0, 3, 0] = np.nan  # every window reads some
-    data.flush()
-    del data
+    bad = copy_with_values(videos, tmp_path / "bad",  # every window reads some
+                           np.s_[int(p.offsets[video]) + 5:int(p.offsets[video + 1]), 0, 3, 0])
     if not scan:
         monkeypatch.setattr(Videos, "SCAN_BYTES", 0)
     save_encoder(tiny_encoder(), tmp_path / "enc.pt", {})

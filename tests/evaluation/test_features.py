@@ -7,6 +7,7 @@ import torch
 from pcm3.data.dataset import SkeletonDataset
 from pcm3.data.prepared import PreparedWriter
 from pcm3.evaluation.features import encode, extract_features
+from tests.prepared_copies import copy_with_values
 
 LENGTHS = [80, 41, 16, 100, 57, 33, 64, 90]
 OUT_LEN = 16
@@ -76,17 +77,11 @@ def test_labels_and_indices_follow_the_samples_across_batches(ramps):
 def test_encode_names_a_non_finite_clip(ramps, tmp_path, num_workers):
     """The feature loader (the memory map read directly, or DataLoader workers) refuses a NaN clip
     by name: a data set too large to scan before the run must not give a wrong figure."""
-    import shutil
 
     from pcm3.errors import DataError
     from pcm3.evaluation.baselines import RawInput
 
-    bad = tmp_path / "nan"
-    shutil.copytree(ramps, bad)
-    arr = np.load(bad / "data.npy", mmap_mode="r+")
-    arr[5, 0, 3, 0, 0] = np.nan
-    arr.flush()
-    del arr
+    bad = copy_with_values(ramps, tmp_path / "nan", np.s_[5, 0, 3, 0, 0])
     ds = SkeletonDataset(bad, "xsub", "test")
     with pytest.raises(DataError, match=r"data.npy: sample 5 \(s5\) holds non-finite") as e:
         encode(RawInput("ntu25", "joint", OUT_LEN), ds, clip_len=OUT_LEN, stream="joint", layout="ntu25",

@@ -186,20 +186,15 @@ class Videos:
         if int(np.prod(data.shape, dtype=np.int64)) * 4 > self.SCAN_BYTES:
             return
         for s in range(0, data.shape[0], chunk):
-            block = np.asarray(data[s:s + chunk])
-            ok = np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1)
-            if not ok.all():
-                self.refuse(s + np.flatnonzero(~ok))
+            self.check_frames(np.arange(s, min(s + chunk, data.shape[0])), np.asarray(data[s:s + chunk]))
 
-    def check_frames(self, first: int, frames: np.ndarray) -> None:
-        """Refuse NaN/inf in ``frames`` ``(F, ...)`` read from global frame ``first`` on."""
+    def check_frames(self, positions: np.ndarray, frames: np.ndarray) -> None:
+        """One-line :class:`DataError` naming the video and frame of the first NaN/inf among
+        ``frames`` ``(F, ...)``, read at the global frame indices ``positions`` ``(F,)``."""
         ok = np.isfinite(frames.reshape(frames.shape[0], -1)).all(axis=1)
-        if not ok.all():
-            self.refuse(first + np.flatnonzero(~ok))
-
-    def refuse(self, frames: np.ndarray) -> None:
-        """One-line :class:`DataError` naming the video and frame of the first non-finite frame."""
-        g = int(np.min(frames))
+        if ok.all():
+            return
+        g = int(np.min(np.asarray(positions)[~ok]))
         i = int(np.searchsorted(self.prepared.offsets, g, side="right") - 1)
         raise DataError(self.prepared.root / "data.npy",
                         f"video {i} ({self.names[i]}) holds non-finite values (NaN or inf) at frame "
@@ -221,9 +216,7 @@ class Videos:
         order = np.argsort(flat, kind="stable")  # sorted reads from the memory map
         data = np.empty((flat.size,) + self.prepared.data.shape[1:], dtype=np.float32)
         data[order] = self.prepared.data[flat[order]]
-        ok = np.isfinite(data.reshape(data.shape[0], -1)).all(axis=1)
-        if not ok.all():  # a folder too large to scan up front
-            self.refuse(flat[~ok])
+        self.check_frames(flat, data)  # a folder too large to scan up front
         x = torch.from_numpy(data).view(*global_index.shape, *data.shape[1:])  # B x W x C x V x M
         return x.permute(0, 2, 1, 3, 4)
 
@@ -318,7 +311,7 @@ def predict_video(encoder, head, videos: Videos, i: int, *, window: int, dilatio
     T = int(videos.lengths[i])
     start = int(videos.prepared.offsets[i])
     frames = np.array(videos.prepared.data[start:start + T], dtype=np.float32)  # T x C x V x M
-    videos.check_frames(start, frames)  # a folder too large to scan up front
+    videos.check_frames(np.arange(start, start + T), frames)  # a folder too large to scan up front
     clip = torch.from_numpy(frames).to(device)
     offs = torch.as_tensor(window_offsets(window) * dilation, device=device)
     out = []
