@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -284,6 +285,18 @@ def test_writable_and_free_space(tmp_path, monkeypatch):
     monkeypatch.setattr("pcm3.outputs.free_bytes", lambda folder: 1 << 20)
     with pytest.raises(DataError, match="not enough free disk space"):
         ensure_free_space(tmp_path, 1 << 30, "data.npy")
+
+
+def test_a_virtual_file_system_is_named_not_called_full(tmp_path):
+    """/proc has 0 bytes free because it holds no files at all: the refusal says so, not 'free space'."""
+    if not Path("/proc").is_dir() or shutil.disk_usage("/proc").total:
+        pytest.skip("no /proc file system of size 0 on this machine")
+    with pytest.raises(DataError, match="holds no files") as e:
+        ensure_free_space(Path("/proc"), 1 << 20, "two checkpoints of this model")
+    assert "free disk space" not in str(e.value)
+    ensure_free_space(tmp_path, 1 << 10, "a small file")  # a real disk passes
+    with pytest.raises(DataError, match="--out: cannot write in /proc: its file system holds no files"):
+        check_writable("/proc/pcm3-out")
 
 
 def test_reserve_allocates(tmp_path):

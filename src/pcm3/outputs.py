@@ -437,6 +437,8 @@ def check_writable(path: str | os.PathLike, option: str = "--out", *, file: bool
     for folder in ({probe, probe.parent} if probe == path else {probe}):
         if folder.exists() and not os.access(folder, os.W_OK | os.X_OK):
             raise DataError(path, f"{option}: cannot write in {folder} (read-only or no permission)")
+    if probe.exists() and not has_storage(probe):
+        raise DataError(path, f"{option}: {_NO_STORAGE.format(folder=probe)}")
 
 
 def free_bytes(folder: str | os.PathLike) -> int:
@@ -444,10 +446,25 @@ def free_bytes(folder: str | os.PathLike) -> int:
     return int(shutil.disk_usage(folder).free)
 
 
+_NO_STORAGE = ("cannot write in {folder}: its file system holds no files (a virtual one such as /proc or /sys); "
+               "choose a folder on a disk")
+
+
+def has_storage(folder: str | os.PathLike) -> bool:
+    """False when ``folder`` lies on a file system with no storage at all (``/proc``, ``/sys``):
+    its size is 0 bytes, so nothing can be written there whatever the free space says."""
+    try:
+        return int(shutil.disk_usage(folder).total) > 0
+    except OSError:  # cannot tell; the write itself will say
+        return True
+
+
 def ensure_free_space(folder: str | os.PathLike, nbytes: int, what: str, *, report: str | os.PathLike | None = None) -> None:
     """Raise a one-line :class:`DataError` when ``folder``'s file system has less than
     ``nbytes`` (plus 1% and 16 MiB of headroom) free; ``what`` says what needs the space."""
     need = int(nbytes * 1.01) + (16 << 20)
+    if not has_storage(folder):
+        raise DataError(report or folder, _NO_STORAGE.format(folder=folder))
     try:
         free = free_bytes(folder)
     except OSError:  # cannot tell; the write itself will say
