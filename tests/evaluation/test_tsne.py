@@ -43,3 +43,15 @@ def test_pca_fallback():
     x = np.random.default_rng(1).normal(size=(50, 6)) * np.array([10, 1, 0.1, 0.1, 0.1, 0.1])
     e = pca_2d(x)
     assert e.shape == (50, 2) and e[:, 0].std() > e[:, 1].std() > 0
+
+
+def test_pca_of_wide_data_matches_the_svd():
+    """More features than points (the raw-input row): the Gram-matrix path gives the SVD's
+    components up to their signs, and a zero-padded column when there are fewer points than dims."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(40, 300)) * np.linspace(5, 0.1, 300)
+    wide = pca_2d(x, 10)
+    c = x - x.mean(0)
+    u, s, _ = np.linalg.svd(c, full_matrices=False)
+    assert np.allclose(np.abs(wide), np.abs(u[:, :10] * s[:10]), atol=1e-8)
+    assert pca_2d(x[:3], 5).shape == (3, 5)

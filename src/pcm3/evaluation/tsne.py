@@ -17,8 +17,13 @@ def pca_2d(x: np.ndarray, dims: int = 2) -> np.ndarray:
     t = t - t.mean(0, keepdim=True)
     if t.shape[0] < 2:
         return np.zeros((t.shape[0], dims))
-    u, s, _ = torch.linalg.svd(t, full_matrices=False)
-    out = (u[:, :dims] * s[:dims]).numpy()
+    if t.shape[1] > t.shape[0]:  # wide (the raw input: N x 9,600): the N x N Gram matrix is cheaper
+        evals, u = torch.linalg.eigh(t @ t.T)  # ascending; t t^T = U S^2 U^T
+        keep = min(dims, t.shape[0])
+        out = (u[:, -keep:].flip(1) * evals[-keep:].flip(0).clamp_min(0).sqrt()).numpy()
+    else:
+        u, s, _ = torch.linalg.svd(t, full_matrices=False)
+        out = (u[:, :dims] * s[:dims]).numpy()
     if out.shape[1] < dims:
         out = np.pad(out, ((0, 0), (0, dims - out.shape[1])))
     return out
