@@ -55,6 +55,42 @@ def test_sequences_roundtrip(tmp_path):
     assert ds.intervals() == [{"index": 2, "label": 1, "start": 0, "end": 2, "confidence": 1.0}]
 
 
+@pytest.mark.parametrize("x, msg", [
+    (np.ones((3, 10, 25, 1), np.float32), r"sample 0 \(s0\): shape \(3, 10, 25, 1\), the folder's clips are \(3, 10, 25, 2\)"),
+    (np.ones((3, 1, 25, 2), np.float32), r"shape \(3, 1, 25, 2\)"),
+])
+def test_writer_refuses_a_clip_numpy_would_broadcast(tmp_path, x, msg):
+    """One person written into a two-person folder used to fill both slots; one frame, every frame."""
+    with pytest.raises(ValueError, match=msg):
+        with PreparedWriter(tmp_path / "p", kind="clips", shape=(2, 3, 10, 25, 2), dataset="toy", layout="ntu25",
+                            class_names=["a"]) as w:
+            w.set(0, x, label=0, length=10, name="s0")
+    assert not (tmp_path / "p").exists()  # nothing half-written
+
+
+def test_writer_checks_layout_shape_index_and_length(tmp_path):
+    kw = dict(kind="clips", dataset="toy", class_names=["a"])
+    with pytest.raises(ValueError, match="layout ntu25 has 25 joints, shape"):
+        PreparedWriter(tmp_path / "a", shape=(2, 3, 10, 17, 1), layout="ntu25", **kw)
+    with pytest.raises(ValueError, match="layout 'nope' is not registered"):
+        PreparedWriter(tmp_path / "a", shape=(2, 3, 10, 25, 1), layout="nope", **kw)
+    with pytest.raises(ValueError, match=r"shape must be \(N, C, T, V, M\)"):
+        PreparedWriter(tmp_path / "a", shape=(2, 3, 25, 1), layout="ntu25", **kw)
+    with PreparedWriter(tmp_path / "b", shape=(1, 3, 10, 25, 1), layout="ntu25", **kw) as w:
+        with pytest.raises(IndexError, match="sample 1"):
+            w.set(1, np.zeros((3, 10, 25, 1), np.float32), label=0, length=10, name="s1")
+        with pytest.raises(ValueError, match="length 11 outside 0..10"):
+            w.set(0, np.zeros((3, 10, 25, 1), np.float32), label=0, length=11, name="s0")
+        w.set(0, np.zeros((3, 10, 25, 1), np.float32), label=0, length=10, name="s0")
+        w.set_splits({"xsub": {"train": [0], "test": [0]}})
+    with PreparedWriter(tmp_path / "s", kind="sequences", shape=(1, 3, 25, 2), dataset="toy", layout="ntu25",
+                        class_names=["a"]) as w:
+        with pytest.raises(ValueError, match=r"sequence 0 \(v0\): shape \(3, 5, 25, 1\).*\(3, T, 25, 2\)"):
+            w.append(np.zeros((3, 5, 25, 1), np.float32), name="v0")
+        w.append(np.zeros((3, 5, 25, 2), np.float32), name="v0")
+        w.set_splits({"xsub": {"train": [0], "test": [0]}})
+
+
 def test_writer_is_atomic(tmp_path):
     with pytest.raises(RuntimeError, match="boom"):
         with PreparedWriter(tmp_path / "p", kind="clips", shape=(2, 3, 4, 25, 1), dataset="toy",

@@ -85,6 +85,16 @@ class PreparedWriter:
         self.protect = [p for p in protect if p is not None]
         self.kind = kind
         self.shape = tuple(int(s) for s in shape)
+        dims = 5 if kind == "clips" else 4
+        if len(self.shape) != dims or min(self.shape[1:], default=1) < 1 or self.shape[0] < 0:
+            want = "(N, C, T, V, M)" if kind == "clips" else "(N, C, V, M)"
+            raise ValueError(f"shape must be {want} for kind {kind!r} with positive sizes, got {self.shape}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout {layout!r} is not registered ({', '.join(sorted(LAYOUTS))}; "
+                             "pcm3.skeleton.register_layout first)")
+        if LAYOUTS[layout].num_joints != self.shape[-2]:
+            raise ValueError(f"layout {layout} has {LAYOUTS[layout].num_joints} joints, shape {self.shape} has "
+                             f"{self.shape[-2]}")
         self.meta = {"format": FORMAT, "version": VERSION, "dataset": dataset, "source": source,
                      "layout": layout, "kind": kind, "class_names": list(class_names), **(extra_meta or {})}
         n = self.shape[0]
@@ -113,6 +123,13 @@ class PreparedWriter:
         """Store clip ``i``: ``x`` ``(C, T, V, M)`` float32, its class and true length."""
         if self.kind != "clips":
             raise TypeError("set() is for clips; use append() for sequences")
+        if not 0 <= int(i) < self.shape[0]:
+            raise IndexError(f"sample {i} ({name}): index outside 0..{self.shape[0] - 1}")
+        if tuple(np.shape(x)) != self.shape[1:]:  # numpy would broadcast e.g. one person into both slots
+            raise ValueError(f"sample {i} ({name}): shape {tuple(np.shape(x))}, the folder's clips are "
+                             f"{self.shape[1:]} (C, T, V, M)")
+        if not 0 <= int(length) <= self.shape[2]:
+            raise ValueError(f"sample {i} ({name}): length {length} outside 0..{self.shape[2]} frames")
         self.data[i] = x
         self._record(i, label, length, name, columns)
 
@@ -125,6 +142,10 @@ class PreparedWriter:
         if self.kind != "sequences":
             raise TypeError("append() is for sequences; use set() for clips")
         i = len(self._offsets) - 1
+        if np.ndim(x) != 4 or (np.shape(x)[0],) + tuple(np.shape(x)[2:]) != self.shape[1:]:
+            c, v, m = self.shape[1:]
+            raise ValueError(f"sequence {i} ({name}): shape {tuple(np.shape(x))}, the folder's sequences are "
+                             f"({c}, T, {v}, {m}) (C, T, V, M)")
         frames = np.ascontiguousarray(np.transpose(np.asarray(x, dtype=np.float32), (1, 0, 2, 3)))
         self._raw.write(frames.tobytes())
         self._offsets.append(self._offsets[-1] + frames.shape[0])
