@@ -344,6 +344,21 @@ def test_batch_shape_checked():
         A.crop_resize(torch.zeros(2, 3, 10, 25, 2), torch.tensor([5, 5, 5]))
 
 
+def test_a_layout_of_other_joints_is_refused_not_applied():
+    """20-joint parents on 25-joint data silently rebuilt joints 0-19 with the wrong bones."""
+    x = torch.randn(2, 3, 10, 25, 2)
+    with pytest.raises(ValueError, match="bone_scale: 25 joints, layout kinect_v1 has 20"):
+        A.bone_scale(x, "kinect_v1", 0.2)
+    with pytest.raises(ValueError, match="mixing: 17 joints, layout ntu25 has 25"):
+        A.cutmix(torch.randn(4, 3, 48, 17, 1))
+    with pytest.raises(ValueError, match="mixing: 17 joints"):
+        A.resizemix(torch.randn(4, 3, 48, 17, 1))
+    with pytest.raises(ValueError, match="make_views: 25 joints, layout msr20 has 20"):
+        A.make_views(x, torch.tensor([10, 10]), layout="msr20")
+    with pytest.raises(ValueError, match=r"expected 3-D coordinates \(N, 3, T, V, M\), got shape \(2, 2, 10, 25, 2\)"):
+        A.shear(torch.randn(2, 2, 10, 25, 2))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
 def test_same_seed_same_result_on_gpu():
     x, lengths = batch(8, 300), torch.randint(1, 301, (8,), generator=gen(0))

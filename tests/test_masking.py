@@ -234,3 +234,18 @@ def test_topology_ratio_below_one_part_is_an_error(strategy):
     assert not Mk.make_mask(Mk.MaskConfig(strategy, 0.0), 4, 16, "ntu25", 2, gen(0)).any()
     assert Mk.make_mask(Mk.MaskConfig(strategy, 0.2), 4, 16, "ntu25", 2, gen(0)).any()
     Mk.MaskConfig("random_joint", 0.1)  # the joint-level strategies take any ratio
+
+
+def test_masks_and_occlusion_check_their_shapes():
+    x = torch.randn(2, 3, 8, 17, 1)
+    with pytest.raises(ValueError, match="spatial occlusion: 17 joints, layout ntu25 has 25"):
+        Mk.spatial_occlusion(x, "ntu25")
+    with pytest.raises(ValueError, match=r"mask \(2, 8, 25, 1\) does not fit x \(2, 3, 8, 17, 1\)"):
+        Mk.apply_mask(x, torch.zeros(2, 8, 25, 1, dtype=torch.bool))
+
+
+def test_the_release_mask_refuses_a_ratio_below_one_part():
+    """int(5 * 0.1) = 0 parts: it used to return an all-False mask, unlike topology_mask."""
+    with pytest.raises(ConfigError, match="masks nothing"):
+        Mk.release_topology_mask(2, 8, "ntu25", 0.1)
+    assert Mk.release_topology_mask(2, 8, "ntu25", 0.2).any()

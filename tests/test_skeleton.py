@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pcm3.errors import ConfigError
-from pcm3.skeleton import KINECT_V1, NTU25, get_layout, part_mask, to_bone, to_motion, to_stream
+from pcm3.skeleton import KINECT_V1, NTU25, Layout, get_layout, part_mask, to_bone, to_motion, to_stream
 
 
 def test_ntu_layout_matches_the_method_doc():
@@ -110,3 +110,16 @@ def test_align_view_leaves_a_sample_without_a_body_alone():
 
     x = np.zeros((3, 4, 25, 2), np.float32)
     assert np.array_equal(align_view(x, "ntu25"), x)
+
+
+@pytest.mark.parametrize("parents, center, msg", [
+    ((0, 5, 1), 0, "parent 5 is not a joint"),
+    ((0, 0, 1), 7, "center 7 is not a joint"),
+    ((1, 0, 1), 0, "the parents of joint 0 form a cycle without a root"),
+    ((0, -1, 1), 0, "parent -1 is not a joint"),
+])
+def test_a_layout_must_be_a_forest_of_its_own_joints(parents, center, msg):
+    """A cycle used to end in a RecursionError in bone_scale; an outside parent in an IndexError later."""
+    with pytest.raises(ValueError, match=msg):
+        Layout("x", ("a", "b", "c"), parents, {"p": (0, 1, 2)}, center)
+    Layout("ok", ("a", "b", "c"), (0, 0, 1), {"p": (0, 1, 2)}, 1)

@@ -26,7 +26,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 
 from pcm3.errors import ConfigError
-from pcm3.skeleton import Layout, get_layout, part_mask
+from pcm3.skeleton import Layout, check_joints, get_layout, part_mask
 
 MIX_KINDS = ("cutmix", "resizemix", "mixup")
 
@@ -62,6 +62,9 @@ def _random_subset(n: int, size: int, k: torch.Tensor, generator, device) -> tor
 
 def _apply_matrix(x: torch.Tensor, mats: torch.Tensor) -> torch.Tensor:
     """``out[n, :, t, v, m] = mats[n] @ x[n, :, t, v, m]``; mats ``(N, C, C)``."""
+    if x.shape[1] != mats.shape[-1]:
+        raise ValueError(f"expected {mats.shape[-1]}-D coordinates (N, {mats.shape[-1]}, T, V, M), "
+                         f"got shape {tuple(x.shape)}")
     return torch.einsum("nij,njtvm->nitvm", mats.to(device=x.device, dtype=x.dtype), x)
 
 
@@ -325,7 +328,7 @@ def cutmix(x: torch.Tensor, layout: str | Layout = "ntu25", parts: Tuple[int, in
     """
     _check_batch(x)
     n, _, t, _, _ = x.shape
-    layout = get_layout(layout)
+    layout = check_joints(x, layout, "mixing")
     if partner is None:
         partner = mix_partner(n, generator, x.device)
     region, _, _ = _cut_region(n, t, layout, parts, window, step, per_sample, generator, x.device)
@@ -346,7 +349,7 @@ def resizemix(x: torch.Tensor, layout: str | Layout = "ntu25", parts: Tuple[int,
     """
     _check_batch(x)
     n, _, t, _, _ = x.shape
-    layout = get_layout(layout)
+    layout = check_joints(x, layout, "mixing")
     if partner is None:
         partner = mix_partner(n, generator, x.device)
     region, start, length = _cut_region(n, t, layout, parts, window, step, per_sample, generator, x.device)
@@ -506,7 +509,8 @@ def bone_scale(x: torch.Tensor, layout, amplitude: float, generator: Optional[to
     Shape:
         x: ``(N, C, T, V, M)``; output: the same.
     """
-    layout = get_layout(layout)
+    _check_batch(x)
+    layout = check_joints(x, layout, "bone_scale")
     n, _, _, v, _ = x.shape
     if amplitude <= 0:
         return x
@@ -567,6 +571,8 @@ def make_views(x: torch.Tensor, lengths, cfg: Optional[ViewConfig] = None,
     _check_batch(x)
     if cfg.bone_scale > 0 and layout is None:
         raise ValueError("views.bone_scale needs the layout (make_views(..., layout=...))")
+    if layout is not None:
+        check_joints(x, layout, "make_views")
     views = []
     for p_corrupt in (cfg.p_corrupt, cfg.p_corrupt, 0.0):
         v = crop_resize(x, lengths, cfg.out_len, cfg.crop_ratio, cfg.min_len, generator)

@@ -43,7 +43,7 @@ from typing import Optional, Tuple
 import torch
 
 from pcm3.errors import ConfigError
-from pcm3.skeleton import LAYOUTS, Layout, get_layout, part_mask
+from pcm3.skeleton import LAYOUTS, Layout, check_joints, get_layout, part_mask
 
 STRATEGIES = ("topology", "topology_count", "random_joint", "random_frame", "release_topology")
 
@@ -134,6 +134,13 @@ def _random_positions(shape_rows: Tuple[int, ...], size: int, k: torch.Tensor, g
 
 # --------------------------------------------------------------------------- mask generators
 
+def _refuse_no_parts(parts: float, ratio: float, num_parts: int, layout: Layout) -> None:
+    """A :class:`ConfigError` when a positive ``ratio`` masks ``int(parts) == 0`` body parts."""
+    if ratio > 0 and int(parts) == 0:
+        raise ConfigError(f"mask.ratio {ratio}: int({num_parts} * ratio) = 0 of the {num_parts} body parts of layout "
+                          f"{layout.name!r} per clip masks nothing")
+
+
 def topology_mask(n: int, t: int, layout: str | Layout = "ntu25", ratio: float = 0.6, clip_len: int = 8,
                   persons: int = 2, generator: Optional[torch.Generator] = None, device=None) -> torch.Tensor:
     """Topology-based mask (paper Sec. 3.2), per sample and per clip, both persons alike.
@@ -149,9 +156,7 @@ def topology_mask(n: int, t: int, layout: str | Layout = "ntu25", ratio: float =
     device = torch.device(device or "cpu")
     pm = torch.from_numpy(part_mask(layout)).to(device)                       # (P, V)
     num_parts = pm.shape[0]
-    if ratio > 0 and int(num_parts * ratio + 1e-9) == 0:
-        raise ConfigError(f"mask.ratio {ratio}: int({num_parts} * ratio) = 0 of the {num_parts} body parts of layout "
-                          f"{layout.name!r} per clip masks nothing")
+    _refuse_no_parts(num_parts * ratio + 1e-9, ratio, num_parts, layout)
     clip = _clip_index(t, clip_len, device)
     n_clips = -(-t // clip_len)
     k = torch.full((n, n_clips), int(num_parts * ratio + 1e-9), device=device)
@@ -197,6 +202,7 @@ def release_topology_mask(n: int, t: int, layout: str | Layout = "ntu25", ratio:
     device = torch.device(device or "cpu")
     pm = torch.from_numpy(part_mask(layout)).to(device)                       # (P, V)
     num_parts = pm.shape[0]
+    _refuse_no_parts(num_parts * ratio, ratio, num_parts, layout)
     k = int(num_parts * ratio)
     clip = _clip_index(t, clip_len, device)
     n_clips = -(-t // clip_len)
@@ -298,6 +304,9 @@ def apply_mask(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     (True = masked, broadcast over C). Returns a new tensor."""
     if mask.dtype != torch.bool:
         raise TypeError(f"mask must be bool (True = masked), got {mask.dtype}")
+    if x.dim() != 5 or tuple(mask.shape) != (x.shape[0], *x.shape[2:]):
+        raise ValueError(f"mask {tuple(mask.shape)} does not fit x {tuple(x.shape)}: expected (N, T, V, M) for "
+                         "x (N, C, T, V, M)")
     return x.masked_fill(mask.unsqueeze(1).to(x.device), 0)
 
 
@@ -318,7 +327,7 @@ def spatial_occlusion(x: torch.Tensor, layout: str | Layout = "ntu25", ratio_ran
     Returns:
         the occluded ``(N, C, T, V, M)`` (and the mask).
     """
-    layout = get_layout(layout)
+    layout = check_joints(x, layout, "spatial occlusion")
     n, _, t, v, m = x.shape
     _, joints, counts = part_subsets(layout)
     lo, hi = ratio_range

@@ -13,6 +13,7 @@ Both work on NumPy arrays and on torch tensors, batched or not.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Dict, Sequence, Tuple
 
@@ -46,6 +47,17 @@ class Layout:
         v = len(self.joint_names)
         if len(self.parents) != v:
             raise ValueError(f"layout {self.name}: {len(self.parents)} parents for {v} joints")
+        for what, joints in (("parent", self.parents), ("center", (self.center,))):
+            bad = [j for j in joints if isinstance(j, bool) or not isinstance(j, numbers.Integral) or not 0 <= j < v]
+            if bad:
+                raise ValueError(f"layout {self.name}: {what} {bad[0]!r} is not a joint (0..{v - 1})")
+        for j in range(v):  # every chain of parents must end at a root (a joint that is its own parent)
+            seen, k = set(), j
+            while self.parents[k] != k:
+                if k in seen:
+                    raise ValueError(f"layout {self.name}: the parents of joint {j} form a cycle without a root")
+                seen.add(k)
+                k = self.parents[k]
         covered = sorted(j for p in self.parts.values() for j in p)
         if covered != list(range(v)):
             raise ValueError(f"layout {self.name}: body parts must cover each joint exactly once")
@@ -170,11 +182,18 @@ def get_layout(name: str | Layout) -> Layout:
         raise ConfigError(f"unknown skeleton layout {name!r}; known: {', '.join(sorted(LAYOUTS))}") from None
 
 
-def to_bone(x, layout: str | Layout = "ntu25"):
-    """Bone stream of joints ``x`` ``(..., C, T, V, M)``: ``x[v] - x[parent(v)]``."""
+def check_joints(x, layout: str | Layout, what: str) -> Layout:
+    """The registered ``layout``, after checking that ``x`` ``(..., V, M)`` has its ``V`` joints;
+    a ``ValueError`` naming ``what`` otherwise (a wrong layout would silently pick wrong joints)."""
     layout = get_layout(layout)
     if x.shape[-2] != layout.num_joints:
-        raise ValueError(f"bone stream: {x.shape[-2]} joints, layout {layout.name} has {layout.num_joints}")
+        raise ValueError(f"{what}: {x.shape[-2]} joints, layout {layout.name} has {layout.num_joints}")
+    return layout
+
+
+def to_bone(x, layout: str | Layout = "ntu25"):
+    """Bone stream of joints ``x`` ``(..., C, T, V, M)``: ``x[v] - x[parent(v)]``."""
+    layout = check_joints(x, layout, "bone stream")
     return x - x[..., list(layout.parents), :]
 
 
