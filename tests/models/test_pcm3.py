@@ -546,3 +546,14 @@ def test_packaged_ablation_configs_compute_their_table_row(name, terms):
     loss = load_config(CONFIG_DIR / f"{name}.yaml").loss
     out = model(loss)(make_inputs())
     assert {k for k in out if k.startswith(("con_", "kl_", "mask_mse"))} == terms
+
+
+def test_forward_and_backward_run_on_the_meta_device():
+    """Shapes without data: the float32 similarities used to enter torch.autocast('meta'), which
+    torch refuses ('unsupported scalarType'); the model must follow its input's device."""
+    m = model().to("meta")
+    inputs = {k: v.to("meta") for k, v in make_inputs().items()}
+    out = m(inputs)
+    assert out["loss"].device.type == "meta" and out["reconstruction"].shape == (N, C, T, V, M)
+    out["loss"].backward()
+    assert all(p.grad is None or p.grad.device.type == "meta" for p in m.parameters())

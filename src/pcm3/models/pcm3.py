@@ -46,6 +46,7 @@ enqueued. Nothing is updated in eval mode.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import dataclasses
@@ -92,6 +93,14 @@ def _check_positive(owner: str, name: str, value, allow_zero: bool = False) -> N
     if not ok:
         raise ConfigError(f"{owner}.{name} must be a number {'>= 0' if allow_zero else '> 0'}, got {value!r}")
 
+
+
+def _autocast_off(device_type: str):
+    """A context that turns autocast off on ``device_type``; nothing where torch has no autocast
+    for it (``meta`` and other devices), where nothing was cast to begin with."""
+    if not torch.amp.is_autocast_available(device_type):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, enabled=False)
 
 @dataclass
 class Positives:
@@ -581,7 +590,7 @@ class PCM3(nn.Module):
             extra = mined if name != "inter" else None
             # similarities in float32 also under bf16 autocast (train.amp): a cosine of 0.9 has
             # bf16 steps of 0.004, i.e. 0.06 in the logits at temperature 0.07
-            with torch.autocast(z.device.type, enabled=False):
+            with _autocast_off(z.device.type):
                 zf, keyf = z.float(), key.float()
                 out[f"con_{name}"] = info_nce(zf, keyf, queue, cfg.temperature, exclude=ex, extra_positives=extra)
                 if cfg.distill:
