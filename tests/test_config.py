@@ -142,6 +142,32 @@ def test_validate_catches_assignments_after_loading():
         cfg.validate()
 
 
+@pytest.mark.parametrize("edit, msg", [
+    (lambda c: setattr(c.optim, "lr", "fast"), "optim.lr: expected a number, got 'fast'"),
+    (lambda c: setattr(c.views, "crop_ratio", (0.5,)), r"views.crop_ratio: expected 2 values, got 1"),
+    (lambda c: setattr(c.loss, "temperature", float("inf")), "loss.temperature: expected a finite number"),
+    (lambda c: setattr(c.model.encoder, "hidden", "big"), "model.encoder.hidden: expected an integer"),
+])
+def test_validate_checks_types_of_assignments_as_a_file_would(edit, msg):
+    """A wrong type assigned in Python used to end in a TypeError/IndexError, or (inf) pass."""
+    cfg = load_config("demo")
+    edit(cfg)
+    with pytest.raises(ConfigError, match=msg):
+        cfg.validate()
+
+
+def test_sections_given_as_mappings_in_python_become_their_dataclasses():
+    from pcm3.models import LossConfig, ModelConfig
+    from pcm3.pretrain import build_model
+
+    cfg = Config(model={"queue_size": 8, "prompt_dim": 8, "encoder": {"hidden": 8, "layers": 1}}, loss={"w_mask": 1.0}).validate()
+    assert isinstance(cfg.model, ModelConfig) and cfg.model.queue_size == 8 and cfg.model.encoder.hidden == 8
+    assert isinstance(cfg.loss, LossConfig) and cfg.loss.w_mask == 1.0
+    assert build_model(Config(model={"queue_size": 8, "prompt_dim": 8, "encoder": {"hidden": 8, "layers": 1}})).queue.shape[0] == 8
+    with pytest.raises(ConfigError, match="model: unknown key 'nope'"):
+        Config(model={"nope": 1}).validate()
+
+
 def test_auto_threads_rule():
     from pcm3.config import auto_threads, physical_cores
 

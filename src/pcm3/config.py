@@ -197,23 +197,42 @@ class Config:
 
         Raises :class:`ConfigError` naming the key; returns ``self``.
         """
-        for f in dataclasses.fields(self):
-            _revalidate(getattr(self, f.name))
+        _revalidate(self, "")
         return self
 
 
-def _revalidate(obj) -> None:
-    """Run ``__post_init__`` of ``obj`` and of the dataclasses inside it (their checks)."""
+def _revalidate(obj, where: str) -> None:
+    """Check ``obj`` as :func:`from_dict` checks a file: each field against its annotated type
+    (a mapping assigned in Python becomes its section's dataclass, ``optim.lr = "fast"`` or a
+    non-finite number is a :class:`ConfigError` naming the key), then ``__post_init__`` of the
+    dataclasses inside it and of ``obj`` (their checks)."""
+    hints = _hints(type(obj))
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
+        key = _join(where, f.name) if where else f.name
+        if f.init and f.name in hints:
+            coerced = _coerce(value, hints[f.name], key)
+            if coerced is not value and not _same(coerced, value):
+                setattr(obj, f.name, coerced)
+            value = coerced
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            _revalidate(value)
+            _revalidate(value, key)
     check = getattr(obj, "__post_init__", None)
     if check is not None:
         try:
             check()
-        except (TypeError, ValueError) as e:
+        except ConfigError as e:
             raise ConfigError(str(e)) from None
+        except (TypeError, ValueError, IndexError) as e:
+            raise ConfigError(f"{where}: {e}" if where else str(e)) from None
+
+
+def _same(a: Any, b: Any) -> bool:
+    """``a == b`` of the same type (a coerced value equal to the one held: keep the held one)."""
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except Exception:  # e.g. arrays: not worth keeping
+        return False
 
 
 # --------------------------------------------------------------------------- building

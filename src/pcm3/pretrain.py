@@ -140,7 +140,9 @@ def data_shape_into_config(cfg: Config, prepared: Prepared) -> None:
 def build_model(cfg: Config) -> PCM3:
     """The PCM3 module of ``cfg`` (initialised from ``train.seed``).
 
-    Sizes too large to allocate (``model.queue_size: 1e12``...) are a :class:`ConfigError`."""
+    Sizes too large to allocate (``model.queue_size: 1e12``...) are a :class:`ConfigError`, as
+    is any value :meth:`Config.validate` refuses."""
+    cfg.validate()
     torch.manual_seed(cfg.train.seed)
     try:
         return PCM3(cfg.model, cfg.loss)
