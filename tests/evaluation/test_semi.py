@@ -81,6 +81,23 @@ def test_cli_semi_writes_subsets_disjoint_from_test(tmp_path_factory, tmp_path):
     assert len(np.load(out / "subset_frac0.5_seed0.npy")) == 48
     scores = np.load(out / "frac0.5_seed1_scores.npy")
     assert scores.shape == (96, 16) and np.allclose(scores.sum(1), 1, atol=1e-4)
+    # the labelled clips actually used: 16 of 96 at "10%" (one per class at least), said in a note
+    assert m["figures"]["10%_labelled"] == 16 and m["figures"]["50%_labelled"] == 48
+    assert m["units"]["10%_labelled"] == "clips"
+    assert any("10%: 16 labelled clips of 96 (16.7%, not 10%" in n for n in m["notes"])
+    assert not any(n.startswith("50%:") for n in m["notes"])
+    assert m["figures"]["10%_top1_std"] is not None
+
+
+def test_one_seed_has_no_standard_deviation(tmp_path_factory, tmp_path):
+    """With one seed the spread is unknown: null and 'n/a', not '± 0.0'."""
+    data, enc = tiny_data(tmp_path_factory), encoder_file(tmp_path_factory)
+    out = tmp_path / "semi1"
+    assert cli("eval", "semi", "--encoder", str(enc), "--data", str(data), "--benchmark", "xsub", "--out", str(out),
+               "--set", "fractions=[0.5]", "--set", "seeds=1", "--set", "epochs=1", "--set", "min_len=8") == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["figures"]["50%_top1_std"] is None and m["figures"]["50%_top1_mean"] is not None
+    assert "| 50%_top1_std | n/a |" in (out / "results.md").read_text()
 
 
 def test_fine_tuning_sees_only_the_labelled_subset(tmp_path_factory, tmp_path, monkeypatch):

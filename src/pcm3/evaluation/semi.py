@@ -294,7 +294,7 @@ def run(ctx: EvalContext) -> dict:
     check_classes(train.prepared, labels, ctx.benchmark)
     subsets = {(f, i): sample_subset(labels, f, p.sampling, ctx.seed + i, num_classes)
                for f in p.fractions for i in range(p.seeds)}  # all checked before any training
-    figures, per_seed = {}, []
+    figures, per_seed, units = {}, [], {}
     for f in p.fractions:
         tops = []
         for i in range(p.seeds):
@@ -321,8 +321,25 @@ def run(ctx: EvalContext) -> dict:
         for key in ("top1", "top5"):
             vals = np.array([t[key] for t in tops])
             figures[f"{label}_{key}_mean"] = float(vals.mean())
-            figures[f"{label}_{key}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
-    return {"figures": figures, "per_seed": per_seed, "seeds": [ctx.seed + i for i in range(p.seeds)],
+            # one seed has no spread to report: null (results.md: n/a), not a standard deviation of 0
+            figures[f"{label}_{key}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else None
+        figures[f"{label}_labelled"] = float(np.mean([len(subsets[(f, i)]) for i in range(p.seeds)]))
+    units.update({f"{fraction_label(f)}_labelled": "clips" for f in p.fractions})
+    return {"figures": figures, "units": units, "per_seed": per_seed, "seeds": [ctx.seed + i for i in range(p.seeds)],
             "splits": {"train": len(train), "test": len(test)}, "input": spec,
-            "notes": [f"{p.sampling} subsets, {p.seeds} seed(s) per fraction (std: sample standard deviation); "
-                      "subset_frac<fraction>_seed<s>.npy lists the labelled samples"]}
+            "notes": [f"{p.sampling} subsets, {p.seeds} seed(s) per fraction (std: sample standard deviation"
+                      f"{'; one seed: n/a' if p.seeds == 1 else ''}); "
+                      "subset_frac<fraction>_seed<s>.npy lists the labelled samples",
+                      *_fraction_notes(p.fractions, subsets, p.seeds, len(train))]}
+
+
+def _fraction_notes(fractions, subsets, seeds: int, total: int) -> list:
+    """A note for each fraction whose labelled subset is far from its nominal share of the
+    ``total`` training clips (at least one clip per class: 1% of a small set is far more)."""
+    notes = []
+    for f in fractions:
+        n = float(np.mean([len(subsets[(f, i)]) for i in range(seeds)]))
+        if total and abs(n / total - f) > 0.5 * f:
+            notes.append(f"{fraction_label(f)}: {n:g} labelled clips of {total} ({100 * n / total:.1f}%, not "
+                         f"{100 * f:g}%: at least one per class)")
+    return notes
