@@ -63,6 +63,8 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
     (["eval", "linear", "--encoder"], "argument --encoder: expected one argument"),
     (["nosuch"], "invalid choice: 'nosuch'"),
     (["info", "d", "--bogus"], "unrecognized arguments: --bogus"),
+    # --help used to show [--benchmark BENCHMARK] as optional
+    (["benchmark", "--encoders", "e.pt", "--data", "d", "--out", "o"], "the following arguments are required: --benchmark"),
 ])
 def test_argument_mistakes_are_one_line(argv, needle, capsys):
     """argparse's mistakes follow the one-line rule too (its default prints the usage block)."""

@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
                                    "data set matches) and OUT/report.md/.html.")
     p.add_argument("--encoders", nargs="+", required=True, metavar="FILE", help="encoder files from `pcm3 export`")
     p.add_argument("--data", required=True, help="prepared data folder")
-    p.add_argument("--benchmark", default=None, help="split (xsub, xview, ...)")
+    p.add_argument("--benchmark", required=True, help="split of the data (xsub, xview, ...; `pcm3 info DATA` lists them)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--tasks", default="linear,knn,occlusion,semi", help="comma-separated subset of the suite")
     p.add_argument("--raw-input", action="store_true", help="add the raw-input row")
