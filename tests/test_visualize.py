@@ -10,6 +10,7 @@ from pcm3.data.prepared import Prepared
 from pcm3.data.synthetic import prepare_synthetic_untrimmed
 from pcm3.visualize import find_sample, reconstruct, view_axes
 from tests.cli_errors import one_line_error
+from tests.mpl_backend import pdf_backend
 
 
 def frames(path):
@@ -227,3 +228,31 @@ def test_lost_joints_and_absent_persons_are_not_drawn(synthetic_small):
     world = x + 1.0            # not centred: a zero centre joint would be a lost one
     world[:, 4, 1, 0] = 0
     assert not shown_joints(world, p.layout)[4, 1, 0]
+
+
+def test_animations_leave_the_matplotlib_backend_alone(synthetic_small, tiny_run, tmp_path):
+    """``matplotlib.use("Agg")`` stopped a notebook's inline plots after any animation."""
+    from pcm3.visualize import animate_detections, animate_reconstruction, animate_sample
+
+    p = Prepared(synthetic_small)
+    videos = tmp_path / "u"
+    prepare_synthetic_untrimmed(videos, seed=0, num_subjects=2, videos_per_view=1, actions_per_video=2, progress=False)
+    v = Prepared(videos)
+    with pdf_backend() as unchanged:
+        animate_sample(p, 0, tmp_path / "s.gif", max_frames=4)
+        animate_reconstruction(p, 0, tiny_run[0], tmp_path / "r.gif")
+        animate_detections(v, 0, [{"video": v.names[0], "label": 3, "start": 10, "end": 60, "confidence": 0.8}],
+                           tmp_path / "d.gif", max_frames=4)
+        unchanged()
+    assert frames(tmp_path / "s.gif")[0] == 4 and frames(tmp_path / "d.gif")[0] == 4
+    assert frames(tmp_path / "r.gif")[0] == tiny_run[1].views.out_len
+
+
+def test_reconstruct_leaves_the_global_generator_alone(synthetic_small, tiny_run):
+    """Building the run's model seeded the global generator with the run's seed."""
+    p = Prepared(synthetic_small)
+    torch.manual_seed(42)
+    expected = torch.rand(3)
+    torch.manual_seed(42)
+    reconstruct(tiny_run[0], p.sample(0)[:, :int(p.lengths[0])], int(p.lengths[0]))
+    assert torch.equal(torch.rand(3), expected)

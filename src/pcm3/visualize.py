@@ -15,6 +15,10 @@ convention (NTU-normalised z-up data, camera y-up data).
 - ``--detections FILE`` (a ``detections.csv`` of ``pcm3 eval detection``) on an untrimmed
   video: the skeleton above a timeline of the true and detected intervals, coloured by class,
   with the current frame marked and the true / detected class named in the title.
+
+Every picture of pcm3 (these, the evaluation's and the loss curves) is drawn on a figure of its
+own (:func:`new_figure`), outside pyplot: the process's matplotlib backend and pyplot's figures
+are never touched, so a notebook's inline plots keep working after a call.
 """
 
 from __future__ import annotations
@@ -115,6 +119,21 @@ def _limits(x: np.ndarray, axes_, pad: float = 0.1):
     return (cx - r, cx + r), (cy - r, cy + r)
 
 
+def new_figure(**kwargs):
+    """A :class:`matplotlib.figure.Figure` (``kwargs``: ``figsize``...) drawn by the Agg canvas.
+
+    Not pyplot's: no backend is chosen (``matplotlib.use``) and the figure is in no list of
+    pyplot's, so nothing global changes and nothing needs closing (freed with its last
+    reference). Pixels as ``pyplot.subplots`` under the Agg backend draws them.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def class_colours(num_classes: int) -> list:
     """One colour per class number 1..K (index 0 unused)."""
     import matplotlib
@@ -200,10 +219,6 @@ def _subsample(T: int, max_frames: int) -> np.ndarray:
 
 def animate_sample(prepared, i: int, out: Path, *, fps: float = 15.0, max_frames: int = 300) -> Path:
     """Animated skeleton of sample ``i`` (every frame, or evenly thinned to ``max_frames``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.animation import FuncAnimation
 
     x = _frames(prepared, i)
@@ -212,7 +227,8 @@ def animate_sample(prepared, i: int, out: Path, *, fps: float = 15.0, max_frames
     axes_ = view_axes(x, layout)
     xlim, ylim = _limits(x, axes_)
     frames = _subsample(x.shape[1], max_frames)
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig = new_figure(figsize=(4, 4))
+    ax = fig.subplots()
     label = prepared.labels[i]
     title = prepared.names[i] + (f": {prepared.class_names[label]}" if 0 <= label < prepared.num_classes else "")
 
@@ -229,7 +245,6 @@ def animate_sample(prepared, i: int, out: Path, *, fps: float = 15.0, max_frames
 
     anim = FuncAnimation(fig, draw, frames=len(frames), blit=False)
     _save(anim, out, fps)
-    plt.close(fig)
     return Path(out)
 
 
@@ -272,7 +287,10 @@ def reconstruct(run, x: np.ndarray, length: int, seed: int = 0, layout: Optional
     if None not in want and want != have:
         raise DataError(run, f"run's encoder reads (C, V, M) = {want}, {where} holds {have}; give a run "
                              "pretrained on this data's shape")
-    model = build_model(cfg)
+    from pcm3.evaluation.features import preserved_rng
+
+    with preserved_rng():  # build_model seeds the global generators; its weights are replaced below
+        model = build_model(cfg)
     model.load_state_dict(ckpt["model"])
     model.eval()
     layout = run_layout
@@ -290,10 +308,6 @@ def reconstruct(run, x: np.ndarray, length: int, seed: int = 0, layout: Optional
 
 def animate_reconstruction(prepared, i: int, run, out: Path, *, fps: float = 10.0, seed: int = 0) -> Path:
     """Masked input, reconstruction and original of sample ``i`` side by side (animated)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.animation import FuncAnimation
 
     if prepared.kind != "clips":
@@ -305,7 +319,8 @@ def animate_reconstruction(prepared, i: int, run, out: Path, *, fps: float = 10.
     recon = recon * present[None]                                # absent persons and lost joints stay absent
     axes_ = view_axes(view, layout)
     xlim, ylim = _limits(np.concatenate([view, recon], axis=1), axes_)
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.4))
+    fig = new_figure(figsize=(9, 3.4))
+    axes = fig.subplots(1, 3)
     titles = ("masked input", "reconstruction", "original")
     ratio = float(mask[present].mean()) if present.any() else 0.0
 
@@ -331,7 +346,6 @@ def animate_reconstruction(prepared, i: int, run, out: Path, *, fps: float = 10.
 
     anim = FuncAnimation(fig, draw, frames=view.shape[1], blit=False)
     _save(anim, out, fps)
-    plt.close(fig)
     return Path(out)
 
 
@@ -359,10 +373,6 @@ def read_detections(path) -> List[dict]:
 def animate_detections(prepared, i: int, detections: Sequence[dict], out: Path, *, fps: float = 15.0,
                        max_frames: int = 300) -> Path:
     """An untrimmed video with its true and detected intervals below, the current frame marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.animation import FuncAnimation
 
     if prepared.kind != "sequences":
@@ -382,7 +392,7 @@ def animate_detections(prepared, i: int, detections: Sequence[dict], out: Path, 
     axes_ = view_axes(x, layout)
     xlim, ylim = _limits(x, axes_)
     frames = _subsample(x.shape[1], max_frames)
-    fig = plt.figure(figsize=(6, 6))
+    fig = new_figure(figsize=(6, 6))
     ax = fig.add_axes((0.1, 0.3, 0.8, 0.62))
     tl = fig.add_axes((0.15, 0.07, 0.8, 0.15))
     for row, items in ((1.1, truth), (0.1, found)):
@@ -416,7 +426,6 @@ def animate_detections(prepared, i: int, detections: Sequence[dict], out: Path, 
 
     anim = FuncAnimation(fig, draw, frames=len(frames), blit=False)
     _save(anim, out, fps)
-    plt.close(fig)
     return Path(out)
 
 

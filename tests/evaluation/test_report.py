@@ -8,6 +8,8 @@ from pcm3.cli import main
 from pcm3.errors import DataError
 from pcm3.evaluation import report
 
+from tests.mpl_backend import pdf_backend
+
 from .tiny import cli, encoder_file, fast, tiny_data
 
 
@@ -190,3 +192,30 @@ def test_find_runs_looks_inside_a_demo_folder(tmp_path):
     (demo / ".pcm3").write_text(_json.dumps({"kind": "demo", "version": 1}))
     assert sorted(p.relative_to(demo).as_posix() for p in find_runs([demo])) == [
         "eval/pretrained/linear", "eval/random_init/knn"]
+
+
+def test_pictures_leave_the_matplotlib_backend_alone(tmp_path):
+    """``matplotlib.use("Agg")`` stopped a notebook's inline plots after a report."""
+    import numpy as np
+
+    from pcm3.evaluation.common import save_scores
+
+    g = np.random.default_rng(0)
+    runs = []
+    for kind in ("pretrained", "random_init"):
+        folder = tmp_path / kind
+        folder.mkdir()
+        labels = np.arange(30) % 3
+        save_scores(folder, g.random((30, 3)), np.arange(30), labels)
+        np.save(folder / "test_features.npy", g.normal(size=(30, 5)).astype(np.float32))
+        runs.append({"_dir": str(folder), "task": "linear", "encoder": {"kind": kind}, "input": {"stream": "joint"},
+                     "dataset": "tiny", "benchmark": "xsub", "class_names": ["a", "b", "c"]})
+    bins = [{"low": 0.0, "high": 0.2, "top1": 50.0}, {"low": 0.2, "high": 0.4, "top1": 40.0}]
+    occ = [{**runs[0], "task": "occlusion", "by_ratio": {"spatial": bins}, "figures": {"clean_top1": 60.0}}]
+    with pdf_backend() as unchanged:
+        made = [report.plot_confusion(runs[0], tmp_path / "c.png"), report.plot_per_class(runs, tmp_path / "p.png"),
+                report.plot_feature_maps(runs, tmp_path / "f.png", method="pca"),
+                report.plot_occlusion(occ, tmp_path / "o.png")]
+        unchanged()
+    for path in made:
+        assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

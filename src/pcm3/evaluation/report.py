@@ -539,13 +539,12 @@ def unknown_runs(runs: List[dict]) -> List[dict]:
 
 # --------------------------------------------------------------------------- figures
 
-def _plt():
-    import matplotlib
+def _figure(**kwargs):
+    """A figure of its own, outside pyplot (:func:`pcm3.visualize.new_figure`): the process's
+    matplotlib backend and pyplot's figures are left alone."""
+    from pcm3.visualize import new_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return new_figure(**kwargs)
 
 
 def _class_names(m: dict, k: int) -> List[str]:
@@ -564,9 +563,9 @@ def plot_confusion(m: dict, path: Path) -> Optional[Path]:
     k = scores.shape[1]
     cm = confusion_matrix(scores.argmax(1), labels, k).astype(np.float64)
     cm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    plt = _plt()
     size = max(5.0, 0.32 * k + 2)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig = _figure(figsize=(size + 1, size))
+    ax = fig.subplots()
     im = ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
     names = _class_names(m, k)
     if k <= 60:
@@ -587,7 +586,6 @@ def plot_confusion(m: dict, path: Path) -> Optional[Path]:
     fig.colorbar(im, ax=ax, fraction=0.04)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -606,8 +604,8 @@ def plot_per_class(linear_runs: List[dict], path: Path) -> Optional[Path]:
     if not rows:
         return None
     k = len(rows[0][1])
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(7.0, 0.45 * k + 2), 4.2))
+    fig = _figure(figsize=(max(7.0, 0.45 * k + 2), 4.2))
+    ax = fig.subplots()
     width = 0.8 / len(rows)
     for i, (label, acc) in enumerate(rows):
         ax.bar(np.arange(k) + (i - (len(rows) - 1) / 2) * width, acc, width, label=label)
@@ -620,7 +618,6 @@ def plot_per_class(linear_runs: List[dict], path: Path) -> Optional[Path]:
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -672,12 +669,15 @@ def plot_feature_maps(linear_runs: List[dict], path: Path, *, method: str = "tsn
         panels.append((f"{KIND_LABEL.get(_kind(m))} ({_stream(m)})", xy, y))
     if not panels:
         return None
-    plt = _plt()
+    import matplotlib
+    from matplotlib.lines import Line2D
+
     cols = 2 if len(panels) == 4 else len(panels)
     nrows = (len(panels) + cols - 1) // cols
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 4.4 * nrows + 0.8), squeeze=False)
+    fig = _figure(figsize=(4.6 * cols, 4.4 * nrows + 0.8))
+    axes = fig.subplots(nrows, cols, squeeze=False)
     k = int(max(p[2].max() for p in panels)) + 1
-    cmap = plt.get_cmap("tab20" if k > 10 else "tab10")
+    cmap = matplotlib.colormaps["tab20" if k > 10 else "tab10"]
     for ax, (title, xy, y) in zip(axes.ravel(), panels):
         ax.scatter(xy[:, 0], xy[:, 1], c=[cmap(int(c) % cmap.N) for c in y], s=6, linewidths=0)
         ax.set_title(title, fontsize=10)
@@ -687,14 +687,13 @@ def plot_feature_maps(linear_runs: List[dict], path: Path, *, method: str = "tsn
     what = "exact t-SNE (perplexity 30)" if method == "tsne" else "PCA (first two components; not t-SNE)"
     fig.suptitle(f"Test features, {what}, {len(panels[0][2])} samples coloured by class, {d} {b}", fontsize=10)
     names = _class_names(linear_runs[0], k)
-    handles = [plt.Line2D([], [], marker="o", ls="", color=cmap(i % cmap.N), label=names[i]) for i in range(k)]
+    handles = [Line2D([], [], marker="o", ls="", color=cmap(i % cmap.N), label=names[i]) for i in range(k)]
     if k <= 20:
         fig.legend(handles=handles, loc="lower center", ncol=min(k, 4 * cols), fontsize=7, frameon=False)
         fig.tight_layout(rect=(0, (0.05 + 0.03 * ((k - 1) // (4 * cols))) * 2 / (nrows + 1), 1, 0.95))
     else:
         fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -703,8 +702,8 @@ def plot_occlusion(occ_runs: List[dict], path: Path) -> Optional[Path]:
     lines = [(m, kind, bins) for m in occ_runs for kind, bins in (m.get("by_ratio") or {}).items()]
     if not lines:
         return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig = _figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
     colors = {}
     for m, kind, bins in lines:
         label = f"{KIND_LABEL.get(_kind(m))} ({_stream(m)})"
@@ -724,7 +723,6 @@ def plot_occlusion(occ_runs: List[dict], path: Path) -> Optional[Path]:
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
