@@ -9,6 +9,7 @@ from pcm3.cli import main
 from pcm3.config import load_config
 from pcm3.errors import ConfigError, DataError
 from pcm3.pretrain import TrainingDiverged, fit, load_checkpoint, lr_at
+from tests.mpl_backend import pdf_backend
 
 TINY = [
     "model.encoder.hidden=16", "model.encoder.layers=2", "model.proj_dim=16", "model.queue_size=64",
@@ -353,3 +354,52 @@ def test_clip_grad_norm_bounds_the_step(synthetic_small, tmp_path, monkeypatch):
     fit(tiny_config(synthetic_small, *base, "optim.clip_grad_norm=0.01"), tmp_path / "clipped")
     assert min(free) > 0.02  # the bound below is active
     assert len(norms) == 2 and max(norms) <= 0.01 * (1 + 1e-4)
+
+
+def test_fit_leaves_the_callers_threads_random_states_and_config_alone(synthetic_small, tmp_path):
+    """``fit`` set the thread count and seeded the global generators for good, and filled the
+    caller's config in from the data."""
+    import random
+
+    import numpy as np
+
+    from pcm3.config import read_yaml
+
+    def draws():
+        return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+    def seed():
+        random.seed(123)
+        np.random.seed(123)
+        torch.manual_seed(123)
+
+    cfg = tiny_config(synthetic_small, "train.epochs=1", "train.max_steps_per_epoch=1", "train.threads=1")
+    cfg.model.encoder.num_joints = 7  # the data's 25 in the run's copy
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        seed()
+        expected = draws()
+        seed()
+        fit(cfg, tmp_path / "run")
+        assert torch.get_num_threads() == 3
+        assert draws() == expected
+        assert cfg.model.encoder.num_joints == 7
+        assert read_yaml(tmp_path / "run" / "config.yaml")["model"]["encoder"]["num_joints"] == 25
+        seed()
+        with pytest.raises(DataError, match="--resume: no such run folder"):  # after the run set its thread count
+            fit(cfg, tmp_path / "new", resume=True)
+        assert torch.get_num_threads() == 3 and draws() == expected
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_loss_figure_leaves_the_matplotlib_backend_alone(tmp_path):
+    """``matplotlib.use("Agg")`` stopped a notebook's inline plots after a pretraining run."""
+    from pcm3.pretrain import plot_losses
+
+    with pdf_backend() as unchanged:
+        plot_losses([{"epoch": 1, "loss": 2.0, "con_x": 1.0, "emb_std": 0.5},
+                     {"epoch": 2, "loss": 1.5, "con_x": 0.8, "emb_std": 0.4}], tmp_path / "loss.png")
+        unchanged()
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -17,6 +17,8 @@ pointer are in the checkpoint; the global RNG states are saved and restored too)
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import csv
 import sys
 import math
@@ -368,16 +370,15 @@ def write_metrics(run: Path, history: List[dict], plot: bool = True) -> None:
 
 def plot_losses(history: List[dict], path: Path) -> None:
     """Loss curves (the total and each term, log scale) and, when present, the embedding
-    health statistics of :mod:`pcm3.monitor` in a second panel, per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    health statistics of :mod:`pcm3.monitor` in a second panel, per epoch. Drawn on a figure of
+    its own (:func:`pcm3.visualize.new_figure`): matplotlib's backend and pyplot are left alone."""
+    from pcm3.visualize import new_figure
 
     epochs = [r["epoch"] for r in history]
     terms = list(_loss_terms(history[-1]))
     stats = [k for k in STAT_NAMES if k in history[-1]]
-    fig, axes = plt.subplots(1, 2 if stats else 1, figsize=(12 if stats else 7, 4), squeeze=False)
+    fig = new_figure(figsize=(12 if stats else 7, 4))
+    axes = fig.subplots(1, 2 if stats else 1, squeeze=False)
     ax = axes[0, 0]
     for k in terms:
         vals = [r.get(k, float("nan")) for r in history]
@@ -399,7 +400,6 @@ def plot_losses(history: List[dict], path: Path) -> None:
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
 
 
 def _plot_quietly(history: List[dict], path: Path) -> None:
@@ -426,7 +426,22 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
     With ``resume`` the run continues from ``out/checkpoint_last.pt`` (its model, optimizer,
     queue, epoch and RNG states); ``cfg`` may only extend ``train.epochs`` or change
     bookkeeping (progress, save_every, num_workers, device).
+
+    The caller's state is left as it was, on return or on an error: ``cfg`` is not changed (the
+    run works on a copy, whose encoder input size ``model.encoder.in_channels``/``num_joints``/
+    ``num_persons`` is taken from the data: the run's resolved config is ``out/config.yaml``),
+    and torch's thread count (set from ``train.threads`` for the run) and the global random
+    states (Python, NumPy, torch CPU and CUDA; seeded from ``train.seed`` for the run) are put
+    back.
     """
+    with contextlib.ExitStack() as restore:
+        restore.callback(torch.set_num_threads, torch.get_num_threads())
+        return _fit(copy.deepcopy(cfg), out, resume, progress, restore)
+
+
+def _fit(cfg: Config, out: str | Path, resume: bool, progress: Optional[bool], restore: contextlib.ExitStack) -> dict:
+    """:func:`fit` on a copy of the caller's ``cfg`` (filled in here from the data); what the
+    run changes of the process's state is put back by ``restore``'s callbacks."""
     progress = cfg.train.progress if progress is None else progress
     cfg.validate()
     if not cfg.data.path:
@@ -437,6 +452,8 @@ def fit(cfg: Config, out: str | Path, resume: bool = False, progress: Optional[b
     data_shape_into_config(cfg, prepared)
     device = resolve_device(cfg.train.device)
     dist_info, device = distributed.init_from_env(device)  # under torchrun: this rank's device
+    # the caller's random states, read once this rank's CUDA device is set (nothing has drawn yet)
+    restore.callback(_set_rng_state, _rng_state())
     progress = progress and dist_info.is_main
     if dist_info.world_size > 1:  # a config error: before anything is written
         distributed.local_batch(cfg.train.batch_size, dist_info.world_size)

@@ -14,6 +14,7 @@ from pcm3.errors import ConfigError, DataError
 from pcm3.evaluation.detection import (DetectionProtocol, run, segments, smooth, window_indices,
                                        window_offsets)
 from pcm3.models import Encoder, EncoderConfig
+from tests.mpl_backend import pdf_backend
 from tests.prepared_copies import copy_with_values
 
 
@@ -314,3 +315,53 @@ def test_non_finite_frames_are_one_line(videos, tmp_path, capsys, monkeypatch, s
     if scan or part == "test":  # read whole: the first bad frame
         assert err[0].endswith("at frame 5; `pcm3 info` lists such samples")
     assert not out.exists()
+
+
+class NoFeatureDim(torch.nn.Module):
+    """A custom encoder without ``feature_dim`` or ``config``: ``(N, C, W, V, M) -> (N, 6)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3 * 25 * 2, 6)
+
+    def forward(self, x):
+        return self.lin(x.mean(dim=2).flatten(1))
+
+
+def test_a_module_without_feature_dim_is_measured_by_one_forward_pass(videos, tmp_path):
+    """``encoder.config.feature_dim`` was read: an AttributeError for any other module."""
+    p = DetectionProtocol(epochs=1, milestones=[1], max_videos=2, timeline_videos=0)
+    result = run(ctx(videos, tmp_path, NoFeatureDim(), p))
+    assert 0 <= result["figures"]["frame accuracy"] <= 100
+
+
+def test_training_leaves_the_global_generator_alone(videos):
+    """``train_head`` called ``torch.manual_seed(seed)``: the caller's next draw was seed 0's."""
+    from pcm3.data.prepared import Prepared
+    from pcm3.evaluation.detection import Videos, train_head
+
+    v = Videos(Prepared(videos))
+    p = DetectionProtocol(epochs=1, milestones=[1], windows_per_video=8)
+    heads = []
+    for _ in range(2):
+        encoder = tiny_encoder()  # seeds torch itself
+        torch.manual_seed(77)
+        expected = torch.rand(3)
+        torch.manual_seed(77)
+        head, _ = train_head(encoder, v, np.arange(2), p, stream="joint", layout="ntu25", device="cpu", seed=3)
+        assert torch.equal(torch.rand(3), expected)
+        heads.append(head.state_dict())
+    assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])  # the seed alone sets them
+
+
+def test_timeline_leaves_the_matplotlib_backend_alone(videos, tmp_path):
+    """``matplotlib.use("Agg")`` stopped a notebook's inline plots after any call."""
+    from pcm3.data.prepared import Prepared
+    from pcm3.evaluation.detection import Videos, plot_timeline
+
+    v = Videos(Prepared(videos))
+    dets = [{"video": v.names[0], "label": 2, "start": 5, "end": 30, "confidence": 0.7}]
+    with pdf_backend() as unchanged:
+        plot_timeline(tmp_path / "t.png", v, [0, 1], dets, {0: np.full((int(v.lengths[0]), 17), 1 / 17)})
+        unchanged()
+    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -106,3 +106,148 @@ def test_non_finite_features_are_one_line_not_a_figure(ramps):
     broken.file = "runs/x"  # set by the runner's loaders: the file or run is named
     with pytest.raises(DataError, match="^runs/x: gives non-finite features"):
         encode(broken, split, clip_len=OUT_LEN, stream="joint", layout="ntu25", crops=2)
+
+
+@pytest.fixture(scope="module")
+def kinect_clips(tmp_path_factory):
+    """Six random clips of the 20-joint ``kinect_v1`` layout, one person."""
+    out = tmp_path_factory.mktemp("features") / "kinect"
+    g = np.random.default_rng(0)
+    with PreparedWriter(out, kind="clips", shape=(6, 3, 40, 20, 1), dataset="kinect", layout="kinect_v1",
+                        class_names=["a", "b"]) as w:
+        for j in range(6):
+            w.set(j, g.normal(size=(3, 40, 20, 1)).astype(np.float32), label=j % 2, length=40, name=f"k{j}",
+                  subject=j % 2 + 1)
+        w.set_splits({"xsub": {"train": [0, 2, 4], "test": [1, 3, 5]}})
+    return out
+
+
+def test_extract_features_defaults_to_the_datas_layout(kinect_clips):
+    """A module without ``layout`` on 20-joint data: the bones of the data's layout (``ntu25`` before,
+    whose bones index joints the data does not have)."""
+    from pcm3.skeleton import to_stream
+
+    dataset = SkeletonDataset(kinect_clips)
+    feats, _ = extract_features(torch.nn.Flatten(), dataset, stream="bone", clip_len=OUT_LEN)
+    named, _ = extract_features(torch.nn.Flatten(), dataset, stream="bone", clip_len=OUT_LEN, layout="kinect_v1")
+    np.testing.assert_array_equal(feats, named)
+    joints, _ = extract_features(torch.nn.Flatten(), dataset, stream="joint", clip_len=OUT_LEN)
+    clips = torch.from_numpy(joints).view(6, 3, OUT_LEN, 20, 1)
+    np.testing.assert_allclose(feats, to_stream(clips, "bone", "kinect_v1").flatten(1).numpy(), rtol=1e-6)
+
+
+class PerFrame(torch.nn.Module):
+    """A sequence model: ``(N, C, T, V, M) -> (N, T, 8)``, not one feature vector per clip."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 8)
+
+    def forward(self, x):
+        return self.lin(x.mean(dim=(3, 4)).transpose(1, 2))
+
+
+def test_an_output_that_is_not_n_by_d_is_one_line_naming_the_module(ramps):
+    """A per-frame output failed deep inside the tasks before (k-NN: a size mismatch; linear:
+    "too many values to unpack")."""
+    from pcm3.errors import ConfigError
+
+    split = SkeletonDataset(ramps, "xsub", "test")
+    message = r"^encoder PerFrame: returned shape \(4, 16, 8\) for 4 clips .* one feature vector per clip, \(N, D\)"
+    for crops in (0, 2):
+        with pytest.raises(ConfigError, match=message) as e:
+            encode(PerFrame(), split, clip_len=OUT_LEN, stream="joint", layout="ntu25", crops=crops)
+        assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match=message):
+        extract_features(PerFrame(), split, clip_len=OUT_LEN)
+    pair = torch.nn.Module()
+    pair.forward = lambda x: (x.flatten(1), x)
+    with pytest.raises(ConfigError, match=r"returned a tuple for 4 clips"):
+        encode(pair, split, clip_len=OUT_LEN, stream="joint", layout="ntu25")
+
+
+def test_encode_puts_back_every_submodules_mode_also_after_an_error(ramps):
+    """A module in training with a frozen (eval) BatchNorm inside: ``train(was_training)`` made the
+    BatchNorm train again before."""
+    from pcm3.errors import ConfigError
+
+    module = frozen_norm()
+    split = SkeletonDataset(ramps, "xsub", "test")
+    encode(module, split, clip_len=OUT_LEN, stream="joint", layout="ntu25")
+    extract_features(module, split, clip_len=OUT_LEN)
+    assert module.training and not module[1].training and module[0].training
+    seq = PerFrame().train()
+    with pytest.raises(ConfigError):
+        encode(seq, split, clip_len=OUT_LEN, stream="joint", layout="ntu25")
+    assert seq.training and seq.lin.training
+
+
+def frozen_norm():
+    """A module in training mode whose BatchNorm is frozen (eval)."""
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.BatchNorm1d(3 * OUT_LEN * 25 * 2)).train()
+    module[1].eval()
+    return module
+
+
+def test_feature_dim_is_the_attribute_or_one_forward_pass():
+    from pcm3.errors import ConfigError
+    from pcm3.evaluation.features import feature_dim
+    from pcm3.models import Encoder, EncoderConfig
+
+    def never():
+        raise AssertionError("no forward pass for a module that says its D")
+
+    assert feature_dim(Encoder(EncoderConfig(hidden=8, layers=1)), never) == 16
+    module, seq = frozen_norm(), PerFrame()
+    clip = torch.zeros(1, 3, OUT_LEN, 25, 2)
+    assert feature_dim(module, lambda: clip) == 3 * OUT_LEN * 25 * 2 and module.training and not module[1].training
+    with pytest.raises(ConfigError, match="encoder PerFrame: returned shape"):
+        feature_dim(seq, lambda: clip)
+
+
+def test_preserved_rng_puts_back_every_global_state_however_the_block_ends():
+    import random
+
+    from pcm3.evaluation.features import preserved_rng
+
+    def draws():
+        return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+    def seed():
+        random.seed(11)
+        np.random.seed(11)
+        torch.manual_seed(11)
+
+    seed()
+    expected = draws()
+    seed()
+    with preserved_rng():
+        random.seed(0)
+        np.random.seed(0)
+        torch.manual_seed(0)
+        draws()
+    assert draws() == expected
+    seed()
+    with pytest.raises(KeyError):
+        with preserved_rng():
+            torch.manual_seed(0)
+            np.random.seed(0)
+            raise KeyError("stop")
+    assert draws() == expected
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_kept_mode_and_device_moves_a_module_back_and_keeps_the_cuda_generator():
+    from pcm3.evaluation.features import kept_mode_and_device, preserved_rng
+
+    module = torch.nn.Linear(3, 2).train()
+    with kept_mode_and_device(module):
+        module.cuda().eval()
+    assert module.weight.device.type == "cpu" and module.training
+    torch.cuda.manual_seed_all(7)
+    expected = torch.rand(2, device="cuda")
+    torch.cuda.manual_seed_all(7)
+    with preserved_rng():
+        torch.manual_seed(0)
+        torch.rand(5, device="cuda")
+    assert torch.equal(torch.rand(2, device="cuda"), expected)

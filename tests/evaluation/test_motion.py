@@ -11,6 +11,7 @@ from pcm3.cli import main
 from pcm3.errors import ConfigError, DataError
 from pcm3.evaluation.motion import MotionProtocol, ResidualGRUDecoder, joint_mask, mpjpe, run
 from pcm3.models import Encoder, EncoderConfig
+from tests.mpl_backend import pdf_backend
 
 
 def tiny_encoder():
@@ -227,3 +228,62 @@ def test_unlabelled_clips_are_fine_but_an_empty_part_is_named(synthetic_small, t
     empty = resplit(synthetic_small, tmp_path / "empty", no_test)
     with pytest.raises(DataError, match="benchmark 'xsub' has no test clips"):
         run(ctx(empty, tmp_path / "o3", tiny_encoder(), p))
+
+
+class NoFeatureDim(torch.nn.Module):
+    """A custom encoder without ``feature_dim`` or ``config``: ``(N, C, T, V, M) -> (N, 6)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3 * 25 * 2, 6)
+
+    def forward(self, x):
+        return self.lin(x.mean(dim=2).flatten(1))
+
+
+def test_a_module_without_feature_dim_is_measured_by_one_forward_pass(synthetic_small, tmp_path):
+    """``encoder.config.feature_dim`` was read: an AttributeError for any other module."""
+    result = run(ctx(synthetic_small, tmp_path, NoFeatureDim(), small_protocol(epochs=1)))
+    assert result["figures"]["MPJPE (encoder)"] > 0
+
+
+def test_per_frame_outputs_are_one_line(synthetic_small, tmp_path):
+    class PerFrame(NoFeatureDim):
+        def forward(self, x):
+            return self.lin(x.permute(0, 2, 1, 3, 4).flatten(2))  # N x T x 6
+
+    with pytest.raises(ConfigError, match=r"^encoder PerFrame: returned shape \(1, 20, 6\) for 1 clips"):
+        run(ctx(synthetic_small, tmp_path, PerFrame(), small_protocol(epochs=1)))
+
+
+def test_training_leaves_the_global_generator_alone(synthetic_small):
+    """``train_decoder`` called ``torch.manual_seed(seed)``: the caller's next draw was seed 0's."""
+    from pcm3.data.prepared import Prepared
+    from pcm3.evaluation.motion import Windows, train_decoder
+
+    prepared = Prepared(synthetic_small)
+    p = small_protocol(epochs=1)
+    windows = Windows(prepared, np.arange(32), p.observed, p.predicted)
+    decoders = []
+    for _ in range(2):
+        encoder = tiny_encoder()  # seeds torch itself
+        torch.manual_seed(77)
+        expected = torch.rand(3)
+        torch.manual_seed(77)
+        decoder, _ = train_decoder(encoder, windows, p, stream="joint", layout="ntu25", device="cpu", seed=3)
+        assert torch.equal(torch.rand(3), expected)
+        decoders.append(decoder.state_dict())
+    assert all(torch.equal(decoders[0][k], decoders[1][k]) for k in decoders[0])  # the seed alone sets them
+
+
+def test_pictures_leave_the_matplotlib_backend_alone(tmp_path):
+    """``matplotlib.use("Agg")`` stopped a notebook's inline plots after any call."""
+    from pcm3.evaluation.motion import plot_mpjpe, render_prediction
+
+    target = np.random.default_rng(0).normal(size=(3, 4, 25, 2)).astype(np.float32)
+    with pdf_backend() as unchanged:
+        plot_mpjpe(tmp_path / "m.png", {"encoder": [10.0, 20.0], "zero-velocity": [12.0, 25.0]}, 30.0)
+        render_prediction(tmp_path / "p.png", target[:, 0], target, target + 0.01, "ntu25", 30.0, title="x")
+        unchanged()
+    for name in ("m.png", "p.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

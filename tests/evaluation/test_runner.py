@@ -107,3 +107,141 @@ def test_contradictory_rows_are_refused_and_the_documented_ones_kept():
         task, kind = kw.pop("task"), kw.pop("kind")
         with pytest.raises(ConfigError, match=message):
             check_row(task, kind, **kw)
+
+
+# --------------------------------------------------------------------------- a module given from Python
+
+def _frozen_norm_encoder(**attrs):
+    """A small pcm3 Encoder in training mode with its input BatchNorm frozen (eval)."""
+    import torch
+
+    from pcm3.models import Encoder, EncoderConfig
+
+    torch.manual_seed(0)
+    enc = Encoder(EncoderConfig(hidden=8, layers=1)).train()
+    enc.input_norm.eval()
+    for k, v in attrs.items():
+        setattr(enc, k, v)
+    return enc
+
+
+def _global_draws():
+    import random
+
+    import numpy as np
+    import torch
+
+    return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+
+def _seed_globals(seed):
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+LINEAR_FAST = ["epochs=2", "milestones=[1]", "crops=1", "min_len=8", "batch_size=32"]
+
+
+def test_evaluate_leaves_the_callers_module_and_random_states_as_they_were(tmp_path_factory, tmp_path):
+    """``enc.to(device).eval()`` left the caller's module in eval mode, and ``seed_everything``
+    left the global generators at the run's seed: the next draw was the one after seed 0."""
+    import torch
+
+    from pcm3.evaluation.runner import evaluate
+
+    data = tiny_data(tmp_path_factory)
+    enc = _frozen_norm_encoder(layout="ntu25", stream="joint", clip_len=16, test_crop=0.95)
+    _seed_globals(123)
+    expected = _global_draws()
+    _seed_globals(123)
+    torch.set_num_threads(1)
+    runs = [evaluate("linear", data=data, benchmark="xsub", out=tmp_path / f"lin{i}", encoder=enc,
+                     overrides=LINEAR_FAST, seed=4) for i in range(2)]
+    assert enc.training and enc.gru.training and not enc.input_norm.training
+    assert _global_draws() == expected
+    assert runs[0]["figures"] == runs[1]["figures"]  # the seed alone sets the run's draws
+
+
+def test_evaluate_puts_them_back_when_the_task_raises(tmp_path_factory, tmp_path, monkeypatch):
+    import pytest
+
+    from pcm3.evaluation import runner
+
+    data = tiny_data(tmp_path_factory)
+    enc = _frozen_norm_encoder(layout="ntu25", stream="joint", clip_len=16, test_crop=0.95)
+    seen = {}
+
+    def failing(ctx):
+        seen["training"] = ctx.encoder.training
+        raise RuntimeError("the task fails")
+
+    monkeypatch.setattr(runner.task_module("knn"), "run", failing)
+    _seed_globals(5)
+    expected = _global_draws()
+    _seed_globals(5)
+    with pytest.raises(RuntimeError, match="the task fails"):
+        runner.evaluate("knn", data=data, benchmark="xsub", out=tmp_path / "knn", encoder=enc)
+    assert seen["training"] is False  # the task saw it in eval mode
+    assert _global_draws() == expected
+    assert enc.training and not enc.input_norm.training
+
+
+class _NotPcm3(__import__("torch").nn.Module):
+    """A custom encoder: no ``config``, ``feature_dim`` or input attributes; ``(N, ...) -> (N, 8)``."""
+
+    def __init__(self):
+        import torch
+
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 8)
+
+    def forward(self, x):
+        return self.lin(x.mean(dim=(2, 3, 4)))
+
+
+def test_random_init_and_supervised_of_a_module_that_is_no_pcm3_encoder_are_one_line(tmp_path_factory, tmp_path):
+    """They rebuild the architecture from a pcm3 EncoderConfig: an AttributeError ('config') before."""
+    import pytest
+
+    from pcm3.errors import ConfigError
+    from pcm3.evaluation.runner import build_encoder, evaluate
+
+    data = tiny_data(tmp_path_factory)
+    for kind in ("random_init", "supervised"):
+        with pytest.raises(ConfigError, match=f"^{kind} needs a pcm3 Encoder .*; got _NotPcm3$"):
+            evaluate("knn", data=data, benchmark="xsub", out=tmp_path / kind, kind=kind, encoder=_NotPcm3())
+        assert not (tmp_path / kind).exists()  # refused before the output folder is touched
+        with pytest.raises(ConfigError, match="needs a pcm3 Encoder"):
+            build_encoder(kind, data=data, benchmark="xsub", protocol=None, encoder=_NotPcm3(), device="cpu", seed=0,
+                          progress=False)
+
+
+def test_missing_input_attributes_are_named_not_silently_defaulted(tmp_path_factory, tmp_path):
+    """A module without ``clip_len`` (...) is read with 64 frames: metrics.json says so."""
+    import json
+
+    from pcm3.evaluation.runner import evaluate
+
+    data = tiny_data(tmp_path_factory)
+    m = evaluate("knn", data=data, benchmark="xsub", out=tmp_path / "custom", encoder=_NotPcm3())
+    assert m["input"] == {"stream": "joint", "layout": "ntu25", "clip_len": 64, "test_crop": 0.95}
+    assert m["encoder"]["missing_attributes"] == ["layout", "stream", "clip_len", "test_crop"]
+    assert json.loads((tmp_path / "custom" / "metrics.json").read_text())["encoder"]["missing_attributes"]
+    note = "_NotPcm3 has no layout, stream, clip_len, test_crop attribute: used layout of the data, stream joint"
+    assert note in (tmp_path / "custom" / "results.md").read_text()
+    m = evaluate("knn", data=data, benchmark="xsub", out=tmp_path / "set", encoder=_NotPcm3(),
+                 overrides=["clip_len=16"])
+    assert m["input"]["clip_len"] == 16 and "clip_len" not in m["encoder"]["missing_attributes"]
+    full = evaluate("knn", data=data, benchmark="xsub", out=tmp_path / "full", encoder=_frozen_norm_encoder(
+        layout="ntu25", stream="joint", clip_len=16, test_crop=0.95))
+    assert "missing_attributes" not in full["encoder"]
+    # the random-init twin of a bare pcm3 Encoder (no input attributes): an AttributeError before
+    rnd = evaluate("knn", data=data, benchmark="xsub", out=tmp_path / "rnd", kind="random_init",
+                   encoder=_frozen_norm_encoder(), seed=2)
+    assert rnd["input"]["clip_len"] == 64 and rnd["input"]["layout"] == "ntu25"

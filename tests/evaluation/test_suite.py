@@ -29,3 +29,33 @@ def test_benchmark_two_streams(tmp_path_factory, tmp_path, capsys):
     assert cli("benchmark", "--encoders", str(joint), "--data", str(data), "--benchmark", "xsub",
                "--out", str(tmp_path / "b2"), "--set", "epochs=2") == 2
     assert "prefix the key with a task" in capsys.readouterr().err
+
+
+def test_benchmark_takes_modules_as_evaluate_does(tmp_path_factory, tmp_path):
+    """A module gave a pathlib TypeError before (only exported files were read)."""
+    import pytest
+    import torch
+
+    from pcm3.errors import ConfigError
+    from pcm3.evaluation.suite import run_benchmark
+    from pcm3.export import load_encoder
+
+    data = tiny_data(tmp_path_factory)
+    enc = load_encoder(encoder_file(tmp_path_factory, "bone", seed=4)).train()
+    torch.set_num_threads(1)
+    result = run_benchmark([enc], data=data, benchmark="xsub", out=tmp_path / "b", tasks=("knn",), report=False)
+    assert {"bone_pretrained", "bone_random_init"} <= {p.name for p in (tmp_path / "b").iterdir()}
+    assert "`Encoder (module)`" in result["table"] and enc.training
+    m = json.loads((tmp_path / "b" / "bone_pretrained" / "knn" / "metrics.json").read_text())
+    assert m["input"]["stream"] == "bone" and m["input"]["clip_len"] == enc.clip_len
+
+    class Custom(torch.nn.Module):  # no pcm3 config, no attributes: the joint stream
+        def forward(self, x):
+            return x.mean(dim=(2, 4)).flatten(1)
+
+    with pytest.raises(ConfigError, match="random_init needs a pcm3 Encoder"):
+        run_benchmark([Custom()], data=data, benchmark="xsub", out=tmp_path / "c", tasks=("knn",), report=False)
+    assert not (tmp_path / "c").exists()  # refused before any work
+    run_benchmark([Custom()], data=data, benchmark="xsub", out=tmp_path / "c", tasks=("knn",), random_init=False,
+                  report=False)
+    assert (tmp_path / "c" / "joint_pretrained" / "knn" / "metrics.json").is_file()

@@ -57,6 +57,7 @@ from pcm3.errors import ConfigError, DataError
 from pcm3.evaluation.common import (EvalContext, SupervisedConfig, carve_validation, check_ranges, dense_benchmark,
                                     smoke_test_notes)
 from pcm3.evaluation.detection_metrics import METRICS, detection_metrics
+from pcm3.evaluation.features import feature_dim, preserved_rng
 from pcm3.skeleton import to_stream
 
 DEFAULT_CONFIG = "eval_detection"
@@ -355,11 +356,28 @@ def train_head(encoder, videos: Videos, train_idx: np.ndarray, protocol: Detecti
 
     Returns ``(head, history)``; ``validate(head) -> float`` (if given) is called every
     ``val_every`` epochs and with ``select: best_val`` the best head (and encoder) is kept.
+
+    The head's initial weights come from ``seed`` (the global torch generator, seeded here and
+    put back on return: :func:`pcm3.evaluation.features.preserved_rng`); the feature size D
+    from the encoder's ``feature_dim``, else from one forward pass on one window.
     """
+    def one_window():  # the window centred on the first frame of the first training video
+        local = window_indices(np.zeros(1, dtype=np.int64), videos.lengths[train_idx[:1]],
+                               np.asarray(protocol.train_dilations[:1]), protocol.window)
+        x = videos.frames(videos.prepared.offsets[train_idx[:1]][:, None] + local)
+        return to_stream(x.to(device), stream, layout)
+
+    dim = feature_dim(encoder, one_window)
+    with preserved_rng():
+        torch.manual_seed(seed)
+        return _train_head(encoder, dim, videos, train_idx, protocol, stream=stream, layout=layout, device=device,
+                           seed=seed, progress=progress, validate=validate)
+
+
+def _train_head(encoder, dim: int, videos: Videos, train_idx: np.ndarray, protocol: DetectionProtocol, *,
+                stream: str, layout: str, device, seed: int, progress: bool, validate) -> tuple:
     from pcm3.progress import track
 
-    torch.manual_seed(seed)
-    dim = int(getattr(encoder, "feature_dim", 0) or encoder.config.feature_dim)
     head = torch.nn.Linear(dim, videos.num_classes + 1).to(device)
     mode = _Mode(encoder, protocol.finetune, protocol.adapt_input_norm)
     params = list(head.parameters()) + (list(encoder.parameters()) if protocol.finetune else [])
@@ -449,16 +467,13 @@ def plot_timeline(path: Path, videos: Videos, indices: Sequence[int], dets: Sequ
                   probs: Optional[Dict[int, np.ndarray]] = None) -> None:
     """Ground truth and detections of ``indices`` as coloured bars per class, one panel per video,
     with ``1 - P(background)`` (smoothed input to the threshold) as a grey curve when given."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from pcm3.visualize import class_colours
+    from pcm3.visualize import class_colours, new_figure
 
     colours = class_colours(videos.num_classes)
-    fig, axes = plt.subplots(len(indices), 1, figsize=(12, 1.7 * len(indices) + 0.8), squeeze=False)
+    fig = new_figure(figsize=(12, 1.7 * len(indices) + 0.8))
+    axes = fig.subplots(len(indices), 1, squeeze=False)
     used = set()
     for ax, i in zip(axes[:, 0], indices):
         name = videos.names[int(i)]
@@ -488,7 +503,6 @@ def plot_timeline(path: Path, videos: Videos, indices: Sequence[int], dets: Sequ
                loc="lower center", ncol=ncol, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, min(0.5, (0.25 * rows + 0.2) / fig.get_figheight()), 1, 1))
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 # --------------------------------------------------------------------------- the task

@@ -1,8 +1,15 @@
-"""Frozen-encoder features of a prepared split (test-time view: centre crop, resize)."""
+"""Frozen-encoder features of a prepared split (test-time view: centre crop, resize).
+
+Also what every task needs to leave the caller's objects as they were: :func:`preserved_rng`
+(the global random states) and :func:`kept_mode_and_device` (a module's train/eval modes and
+device), and the checks of a module's output (:func:`check_features`, :func:`feature_dim`).
+"""
 
 from __future__ import annotations
 
-from typing import Tuple
+import contextlib
+import random
+from typing import Callable, Iterator, Tuple
 
 import numpy as np
 import torch
@@ -11,9 +18,92 @@ from torch.utils.data import DataLoader
 from pcm3.augment import center_crop_resize
 from pcm3.checks import refuse_non_finite
 from pcm3.data.dataset import SkeletonDataset
-from pcm3.errors import DataError
+from pcm3.errors import ConfigError, DataError
 from pcm3.skeleton import to_stream
 
+
+# --------------------------------------------------------------------------- the caller's state
+
+@contextlib.contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Put the global random states back on exit, however the block ends.
+
+    Saved on entry: Python's ``random``, NumPy's global generator, torch's CPU generator and,
+    where CUDA is available, every CUDA device's (reading them initialises CUDA, as
+    ``torch.cuda.get_rng_state_all`` does). A library call seeds these inside the block for
+    its own reproducible draws (:func:`pcm3.evaluation.common.seed_everything`) and the
+    caller's next draw is the one it would have had without the call.
+    """
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices, device_type="cuda"):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
+def _device_of(module: torch.nn.Module):
+    """The one device of ``module``'s parameters and buffers; None when it has none or several."""
+    devices = {t.device for t in (*module.parameters(), *module.buffers())}
+    return devices.pop() if len(devices) == 1 else None
+
+
+@contextlib.contextmanager
+def kept_mode_and_device(module: torch.nn.Module | None) -> Iterator[None]:
+    """Put ``module`` back on exit as it was on entry, however the block ends: the train/eval
+    mode of each of its submodules, and its device when the block moved it (a module whose
+    tensors lie on several devices is moved back only if they were on one). ``None``: nothing."""
+    if module is None:
+        yield
+        return
+    modes = [(m, m.training) for m in module.modules()]
+    device = _device_of(module)
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+        if device is not None and _device_of(module) != device:
+            module.to(device)
+
+
+def _module_name(module: torch.nn.Module) -> str:
+    file = getattr(module, "file", None)  # set by the runner's loaders
+    return type(module).__name__ + (f" ({file})" if file else "")
+
+
+def check_features(module: torch.nn.Module, clip: torch.Tensor, out) -> None:
+    """A one-line :class:`ConfigError` unless ``out`` (``module(clip)``) is ``(N, D)``, one feature
+    vector per clip of ``clip`` ``(N, C, T, V, M)``: a per-frame output ``(N, T, D)`` or a tuple
+    would otherwise fail deep inside a task (a size mismatch in k-NN, an unpacking error...)."""
+    n = clip.shape[0]
+    if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[0] == n:
+        return
+    got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
+    raise ConfigError(f"encoder {_module_name(module)}: returned {got} for {n} clips of shape "
+                      f"{tuple(clip.shape[1:])} (C, T, V, M); evaluation needs one feature vector per clip, "
+                      f"(N, D) = ({n}, D)")
+
+
+@torch.no_grad()
+def feature_dim(module: torch.nn.Module, make_clip: Callable[[], torch.Tensor]) -> int:
+    """D, the size of ``module``'s features: its ``feature_dim`` (or ``config.feature_dim``, a pcm3
+    :class:`~pcm3.models.Encoder`), else the width of one forward pass in eval mode (its modes
+    are kept) on the clip ``(1, C, T, V, M)`` that ``make_clip()`` gives (called only then),
+    checked ``(N, D)`` by :func:`check_features`."""
+    dim = getattr(module, "feature_dim", None) or getattr(getattr(module, "config", None), "feature_dim", None)
+    if dim:
+        return int(dim)
+    clip = make_clip()
+    with kept_mode_and_device(module):
+        out = module.eval()(clip)
+    check_features(module, clip, out)
+    return int(out.shape[1])
+
+
+# --------------------------------------------------------------------------- features
 
 @torch.no_grad()
 def extract_features(encoder: torch.nn.Module, dataset: SkeletonDataset, *, batch_size: int = 256,
@@ -22,25 +112,30 @@ def extract_features(encoder: torch.nn.Module, dataset: SkeletonDataset, *, batc
                      ) -> Tuple[np.ndarray, np.ndarray]:
     """Encode every sample: centre crop of ``crop`` of the valid frames, resized to ``clip_len``.
 
-    Defaults come from the encoder's export attributes (stream, layout, clip_len, test_crop).
+    Defaults come from the encoder's export attributes (stream, layout, clip_len, test_crop);
+    where the module has none: the joint stream, the data's layout, 64 frames, crop 0.95. The
+    module's modes and device are put back on return.
 
     Returns:
         features ``(N, D)`` float32 and labels ``(N,)`` int64, in dataset order.
     """
     stream = stream or getattr(encoder, "stream", "joint")
-    layout = layout or getattr(encoder, "layout", "ntu25")
+    layout = layout or getattr(encoder, "layout", None) or dataset.prepared.layout
     clip_len = clip_len or getattr(encoder, "clip_len", 64)
     crop = crop or getattr(encoder, "test_crop", 0.95)
     device = torch.device(device)
-    was_training = encoder.training
-    encoder.eval().to(device)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     feats, labels = [], []
-    for x, lengths, y, _ in loader:
-        x = center_crop_resize(x.to(device), lengths.to(device), ratio=crop, out_len=clip_len)
-        feats.append(encoder(to_stream(x, stream, layout)).float().cpu())
-        labels.append(y)
-    encoder.train(was_training)
+    with kept_mode_and_device(encoder):
+        encoder.eval().to(device)
+        for x, lengths, y, _ in loader:
+            x = to_stream(center_crop_resize(x.to(device), lengths.to(device), ratio=crop, out_len=clip_len), stream,
+                          layout)
+            out = encoder(x)
+            if not feats:
+                check_features(encoder, x, out)
+            feats.append(out.float().cpu())
+            labels.append(y)
     return torch.cat(feats).numpy(), torch.cat(labels).numpy()
 
 
@@ -76,11 +171,13 @@ def encode(module: torch.nn.Module, dataset: SkeletonDataset, *, clip_len: int, 
            dtype: torch.dtype = torch.float32, first_batch: int = 0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features of every sample of ``dataset``: the centre crop, or ``crops`` random crops each.
 
-    The module runs in eval mode under ``torch.no_grad`` in batches on ``device``; the data is
-    read from the memory-mapped prepared folder (``num_workers`` loader processes).
+    The module runs in eval mode under ``torch.no_grad`` in batches on ``device`` (its modes and
+    device are put back on return); the data is read from the memory-mapped prepared folder
+    (``num_workers`` loader processes).
 
     Args:
-        module: ``(N, C, clip_len, V, M) -> (N, D)``.
+        module: ``(N, C, clip_len, V, M) -> (N, D)``; any other output is a one-line
+            :class:`ConfigError` naming the module and the shape it returned.
         crops: 0 for the deterministic centre crop of ``test_crop``; ``K > 0`` for K random
             crops ``U(crop_range)`` per sample, drawn from ``seed`` (crop ``k`` of batch ``b``
             from its own generator, so the result does not depend on ``num_workers``).
@@ -97,28 +194,30 @@ def encode(module: torch.nn.Module, dataset: SkeletonDataset, *, clip_len: int, 
     from pcm3.progress import progress_bar
 
     device = torch.device(device)
-    was_training = module.training
-    module.eval().to(device)
     loader = iter_batches(dataset, batch_size, num_workers)
     passes = max(1, crops)
     feats = [[] for _ in range(passes)]
     labels, index = [], []
     bar = progress_bar(total=len(dataset), desc=desc, disable=not progress)
-    for b, (x, lengths, y, idx) in enumerate(loader, start=first_batch):
-        x, lengths = x.to(device, non_blocking=True), lengths.to(device)
-        for k in range(passes):
-            if crops:
-                g = torch.Generator(device=device).manual_seed((seed * 1_000_003 + k * 7_919 + b) % (2 ** 63 - 1))
-                clip = make_clips(x, lengths, clip_len=clip_len, stream=stream, layout=layout,
-                                  crop_range=crop_range, min_len=min_len, generator=g)
-            else:
-                clip = make_clips(x, lengths, clip_len=clip_len, stream=stream, layout=layout, crop=test_crop)
-            feats[k].append(module(clip).to(dtype).cpu())
-        labels.append(y)
-        index.append(idx)
-        bar.update(len(y))
+    with kept_mode_and_device(module):
+        module.eval().to(device)
+        for b, (x, lengths, y, idx) in enumerate(loader, start=first_batch):
+            x, lengths = x.to(device, non_blocking=True), lengths.to(device)
+            for k in range(passes):
+                if crops:
+                    g = torch.Generator(device=device).manual_seed((seed * 1_000_003 + k * 7_919 + b) % (2 ** 63 - 1))
+                    clip = make_clips(x, lengths, clip_len=clip_len, stream=stream, layout=layout,
+                                      crop_range=crop_range, min_len=min_len, generator=g)
+                else:
+                    clip = make_clips(x, lengths, clip_len=clip_len, stream=stream, layout=layout, crop=test_crop)
+                out = module(clip)
+                if not labels and k == 0:  # the first batch: a module that does not give (N, D) is named
+                    check_features(module, clip, out)
+                feats[k].append(out.to(dtype).cpu())
+            labels.append(y)
+            index.append(idx)
+            bar.update(len(y))
     bar.close()
-    module.train(was_training)
     out = [torch.cat(f).numpy() for f in feats]
     features = np.stack(out) if crops else out[0]
     index_np = torch.cat(index).numpy().astype(np.int64)

@@ -48,6 +48,7 @@ from pcm3.errors import ConfigError, DataError
 from pcm3.evaluation.common import (EvalContext, SupervisedConfig, check_compatible, check_parts, check_ranges,
                                     dense_benchmark,
                                     smoke_test_notes)
+from pcm3.evaluation.features import feature_dim, preserved_rng
 from pcm3.skeleton import to_stream
 
 DEFAULT_CONFIG = "eval_motion"
@@ -227,13 +228,31 @@ def evaluate_mpjpe(encoder, decoder, windows: Windows, *, stream: str, layout: s
 
 def train_decoder(encoder, windows: Windows, protocol: MotionProtocol, *, stream: str, layout: str, device,
                   seed: int, progress: bool = False):
-    """Train the decoder (and the encoder when fine-tuning); returns ``(decoder, history)``."""
+    """Train the decoder (and the encoder when fine-tuning); returns ``(decoder, history)``.
+
+    The decoder's initial weights come from ``seed`` (the global torch generator, seeded here
+    and put back on return: :func:`pcm3.evaluation.features.preserved_rng`); the feature size D
+    from the encoder's ``feature_dim``, else from one forward pass on one observed window.
+    """
+    c, _, v, m = windows.prepared.shape[1:]
+
+    def one_clip():  # the observed frames of the first window
+        first = np.arange(1)
+        win = windows.batch(first, windows.middle_starts(first))[:, :, :protocol.observed]
+        return to_stream(win.to(device), stream, layout)
+
+    dim = feature_dim(encoder, one_clip)
+    with preserved_rng():
+        torch.manual_seed(seed)
+        return _train_decoder(encoder, dim, c * v * m, windows, protocol, stream=stream, layout=layout, device=device,
+                              seed=seed, progress=progress)
+
+
+def _train_decoder(encoder, dim: int, pose_dim: int, windows: Windows, protocol: MotionProtocol, *, stream: str,
+                   layout: str, device, seed: int, progress: bool):
     from pcm3.progress import track
 
-    torch.manual_seed(seed)
-    c, _, v, m = windows.prepared.shape[1:]
-    dim = int(getattr(encoder, "feature_dim", 0) or encoder.config.feature_dim)
-    decoder = ResidualGRUDecoder(dim, c * v * m, protocol.decoder_hidden).to(device)
+    decoder = ResidualGRUDecoder(dim, pose_dim, protocol.decoder_hidden).to(device)
     for q in encoder.parameters():
         q.requires_grad_(protocol.finetune)
     params = list(decoder.parameters()) + (list(encoder.parameters()) if protocol.finetune else [])
@@ -273,12 +292,10 @@ def train_decoder(encoder, windows: Windows, protocol: MotionProtocol, *, stream
 
 def plot_mpjpe(path: Path, rows: Dict[str, Sequence[float]], fps: float) -> None:
     """MPJPE (mm) per predicted frame, one line per row (model, zero-velocity, ...)."""
-    import matplotlib
+    from pcm3.visualize import new_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = new_figure(figsize=(6, 4))
+    ax = fig.subplots()
     for name, values in rows.items():
         h = np.arange(1, len(values) + 1)
         ax.plot(1000.0 * h / fps, values, marker="o", label=name)
@@ -288,24 +305,19 @@ def plot_mpjpe(path: Path, rows: Dict[str, Sequence[float]], fps: float) -> None
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def render_prediction(path: Path, observed_last: np.ndarray, target: np.ndarray, pred: np.ndarray, layout: str,
                       fps: float, title: str = "") -> None:
     """True (black) and predicted (red) skeletons at a few horizons; arrays ``(C, T, V, M)``
     (``observed_last`` ``(C, V, M)``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from pcm3.visualize import draw_pose, view_axes
+    from pcm3.visualize import draw_pose, new_figure, view_axes
 
     T = target.shape[1]
     steps = sorted({0, T // 2 - 1, T - 1}) if T > 2 else list(range(T))
     axes_ = view_axes(np.concatenate([observed_last[:, None], target], axis=1), layout)
-    fig, axes = plt.subplots(1, len(steps) + 1, figsize=(3 * (len(steps) + 1), 3.4))
+    fig = new_figure(figsize=(3 * (len(steps) + 1), 3.4))
+    axes = fig.subplots(1, len(steps) + 1)
     draw_pose(axes[0], observed_last, layout, axes_, colour="0.2")
     axes[0].set_title("last observed", fontsize=9)
     for ax, t in zip(axes[1:], steps):
@@ -322,7 +334,6 @@ def render_prediction(path: Path, observed_last: np.ndarray, target: np.ndarray,
     fig.suptitle(title + "  (black: true, red: predicted)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _limits(poses, axes_):

@@ -28,6 +28,7 @@ from pcm3 import distributed
 from pcm3.errors import ConfigError, Pcm3Error, rank_specific_from_here
 from pcm3.evaluation.common import (ENCODER_KINDS, EvalContext, assemble_metrics, config_hash, load_protocol,
                                     seed_everything, write_results)
+from pcm3.evaluation.features import kept_mode_and_device, preserved_rng
 
 TASK_MODULES: Dict[str, str] = {
     "linear": "pcm3.evaluation.linear",
@@ -137,6 +138,23 @@ def architecture_from_pretrain_config(config: str, data: str | os.PathLike) -> T
                                "pretrain_config": str(config), **attrs}
 
 
+#: the attributes of an encoder module that say how clips are made for it, and what is used where
+#: one is missing (:func:`pcm3.evaluation.common.input_spec`; ``layout``: the data's)
+INPUT_ATTRIBUTES = {"layout": None, "stream": "joint", "clip_len": 64, "test_crop": 0.95}
+
+
+def architecture_of(encoder: torch.nn.Module, kind: str):
+    """The :class:`pcm3.models.EncoderConfig` that ``kind`` (``random_init``, ``supervised``)
+    rebuilds ``encoder`` from; a one-line ConfigError for a module that is no pcm3 Encoder."""
+    from pcm3.models import EncoderConfig
+
+    arch = getattr(encoder, "config", None)
+    if not isinstance(arch, EncoderConfig):
+        raise ConfigError(f"{kind} needs a pcm3 Encoder (it rebuilds the architecture from its config, a "
+                          f"pcm3.models.EncoderConfig); got {type(encoder).__name__}")
+    return arch
+
+
 def build_encoder(kind: str, *, data, benchmark: Optional[str], protocol, encoder: Optional[torch.nn.Module] = None,
                   encoder_path=None, run=None, pretrain_config=None, device: torch.device, seed: int,
                   progress: bool, out: Optional[Path] = None) -> Tuple[Optional[torch.nn.Module], dict]:
@@ -152,6 +170,10 @@ def build_encoder(kind: str, *, data, benchmark: Optional[str], protocol, encode
       not made on data the encoder was trained on); an ``encoder``
       returned by :func:`pcm3.evaluation.baselines.train_supervised` (attribute
       ``supervised_trained``) is used as given.
+
+    ``random_init`` and ``supervised`` from a module need a pcm3 :class:`~pcm3.models.Encoder`
+    (its ``config``; :func:`architecture_of`); the input attributes it lacks are taken from
+    :data:`INPUT_ATTRIBUTES` (the layout: the data's).
     """
     from pcm3.evaluation.baselines import random_init_encoder, train_supervised
 
@@ -171,8 +193,10 @@ def build_encoder(kind: str, *, data, benchmark: Optional[str], protocol, encode
             raise ConfigError("pretrained evaluation needs --encoder FILE or --run RUN")
         return encoder, info
     if encoder is not None:
-        arch = encoder.config
-        attrs = {k: getattr(encoder, k) for k in ("layout", "stream", "clip_len", "test_crop")}
+        arch = architecture_of(encoder, kind)
+        attrs = {k: getattr(encoder, k, None) for k in INPUT_ATTRIBUTES}
+        attrs.update({k: _data_layout(data) if k == "layout" else INPUT_ATTRIBUTES[k]
+                      for k, v in attrs.items() if v is None})
         info = {**info, "architecture_of": info.get("path", "given encoder")}
     elif pretrain_config is not None:
         arch, arch_info = architecture_from_pretrain_config(pretrain_config, data)
@@ -208,6 +232,12 @@ def build_encoder(kind: str, *, data, benchmark: Optional[str], protocol, encode
     return trained, info
 
 
+def _data_layout(data) -> str:
+    from pcm3.data.prepared import Prepared
+
+    return Prepared(data).layout
+
+
 def save_encoder(encoder: torch.nn.Module, path: Path, info: dict) -> None:
     """Write an encoder in the ``pcm3 export`` format (loadable with ``pcm3.load_encoder``)."""
     import dataclasses
@@ -241,6 +271,9 @@ def check_row(task: str, kind: str, *, encoder: Optional[torch.nn.Module] = None
     """
     given = [flag for flag, value in (("--encoder", encoder_path), ("--run", run),
                                       ("--pretrain-config", pretrain_config)) if value is not None]
+    if (task not in NO_ENCODER_TASKS and kind in ("random_init", "supervised") and encoder is not None
+            and not (kind == "supervised" and getattr(encoder, "supervised_trained", False))):
+        architecture_of(encoder, kind)  # a module that is no pcm3 Encoder: refused before anything is written
     if task in NO_ENCODER_TASKS:
         extra = given + ([ROW_FLAGS[kind]] if kind in ROW_FLAGS else [])
         extra += ["an encoder"] if encoder is not None else []
@@ -302,6 +335,15 @@ def evaluate(task: str, *, data, benchmark: Optional[str], out, kind: str = "pre
     Before the output folder is touched, the row options are checked against each other
     (:func:`check_row`) and the data the task reads against the task (:func:`check_inputs`).
 
+    A given ``encoder`` module maps clips ``(N, C, T, V, M)`` to features ``(N, D)`` (anything
+    else is a one-line ConfigError); its attributes ``layout``, ``stream``, ``clip_len``,
+    ``test_crop`` say how clips are made (missing ones: :data:`INPUT_ATTRIBUTES`, the layout of
+    ``data``; ``metrics.json`` names them under ``encoder.missing_attributes`` and, for the
+    recognition tasks, records the values used under ``input``), ``feature_dim`` its D (else one
+    forward pass measures it). Its train/eval modes and device, and the global random states
+    (Python, NumPy, torch CPU and CUDA), are as they were when this returns or raises; the
+    ``seed`` alone sets the run's draws.
+
     Returns:
         the metrics dict written to ``out/metrics.json``.
     """
@@ -326,7 +368,8 @@ def evaluate(task: str, *, data, benchmark: Optional[str], out, kind: str = "pre
         world, progress = dist_info.world_size, progress and dist_info.is_main
     folder = (output_dir(out, "eval", overwrite=overwrite, protect=protect) if world == 1
               else _rank_output(out, overwrite, protect))
-    with folder as tmp:
+    # the caller's module (modes, device) and random states are put back, however the run ends
+    with kept_mode_and_device(encoder), preserved_rng(), folder as tmp:
         seed_everything(seed)
         if task in NO_ENCODER_TASKS:
             enc, info, kind = None, {}, "none"
@@ -344,11 +387,31 @@ def evaluate(task: str, *, data, benchmark: Optional[str], out, kind: str = "pre
         rank_specific_from_here()  # the checks are done; each rank now reads and trains on its own share
         result = module.run(ctx)
         metrics = assemble_metrics(ctx, result, wall_seconds=time.perf_counter() - t0)
+        _note_missing_attributes(metrics, task, encoder, protocol)
         if world > 1:
             metrics["processes"] = world
         if distributed.is_main():
             write_results(tmp, metrics)
     return metrics
+
+
+def _note_missing_attributes(metrics: dict, task: str, encoder: Optional[torch.nn.Module], protocol) -> None:
+    """Where the caller's module lacks input attributes that the task reads (and the protocol
+    does not set), ``metrics["encoder"]["missing_attributes"]`` names them and a note says what
+    was used instead: never a silent default (a clip length of 64 frames...)."""
+    if encoder is None or task in NO_ENCODER_TASKS:
+        return
+    read = ("layout", "stream") if task in ("motion", "detection") else tuple(INPUT_ATTRIBUTES)
+    missing = [k for k in read if getattr(encoder, k, None) is None and getattr(protocol, k, None) is None]
+    if not missing:
+        return
+    used = ", ".join(f"{k} {'of the data' if k == 'layout' else INPUT_ATTRIBUTES[k]}" for k in missing)
+    where = " (metrics.json: `input`)" if "input" in metrics else ""
+    metrics["encoder"]["missing_attributes"] = missing
+    notes = metrics.get("notes") or []
+    metrics["notes"] = [*(notes if isinstance(notes, list) else [notes]),
+                        f"the encoder module {type(encoder).__name__} has no {', '.join(missing)} attribute: "
+                        f"used {used}{where}"]
 
 
 @contextlib.contextmanager

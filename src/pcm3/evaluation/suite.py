@@ -13,13 +13,14 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from pcm3.errors import ConfigError
 from pcm3.evaluation.common import load_protocol
-from pcm3.evaluation.runner import build_encoder, evaluate, load_encoder_with_info, task_module
+from pcm3.evaluation.runner import (INPUT_ATTRIBUTES, build_encoder, check_row, evaluate, load_encoder_with_info,
+                                    task_module)
 
 SUITE_TASKS = ("linear", "knn", "occlusion", "semi")
 
@@ -51,14 +52,31 @@ def _rename_runs(folder: Path, tmp: Path, final: Path) -> None:
     write_results(folder, m)
 
 
-def run_benchmark(encoders: Sequence[str], *, data, benchmark: Optional[str], out, tasks: Sequence[str] = SUITE_TASKS,
-                  raw_input: bool = False, supervised: bool = False, random_init: bool = True,
-                  overrides: Sequence[str] = (), device: str | torch.device = "cpu", seed: int = 0,
-                  progress: bool = False, overwrite: bool = False, report: bool = True) -> dict:
+def _named(encoder) -> str:
+    """How the table names an encoder: its file, or a module's class."""
+    return str(encoder) if not isinstance(encoder, torch.nn.Module) else f"{type(encoder).__name__} (module)"
+
+
+def _load(encoder) -> Tuple[torch.nn.Module, Dict[str, object]]:
+    """An encoder file (``pcm3 export``) or module, and the ``evaluate`` arguments that name it."""
+    if isinstance(encoder, torch.nn.Module):
+        return encoder, dict(encoder=encoder)
+    enc, _ = load_encoder_with_info(encoder)
+    return enc, dict(encoder_path=encoder)
+
+
+def run_benchmark(encoders: Sequence[Union[str, os.PathLike, torch.nn.Module]], *, data, benchmark: Optional[str],
+                  out, tasks: Sequence[str] = SUITE_TASKS, raw_input: bool = False, supervised: bool = False,
+                  random_init: bool = True, overrides: Sequence[str] = (), device: str | torch.device = "cpu",
+                  seed: int = 0, progress: bool = False, overwrite: bool = False, report: bool = True) -> dict:
     """Run the suite; returns ``{"runs": [folders], "table": markdown, "seconds": ...}``.
 
     Args:
-        encoders: exported encoder files (one per stream, e.g. joint, bone, motion).
+        encoders: exported encoder files (``pcm3 export``) or modules, as ``encoder=`` of
+            :func:`pcm3.evaluation.runner.evaluate` takes them (attribute ``stream``, else
+            ``joint``), one per stream (e.g. joint, bone, motion). The random-init and
+            supervised rows need pcm3 Encoders (they rebuild the architecture); a module's
+            modes, device and the global random states are left as they were.
         tasks: subset of ``linear``, ``knn``, ``occlusion``, ``semi``.
         raw_input / supervised / random_init: which baseline rows to add (random-init twins by
             default).
@@ -77,20 +95,24 @@ def run_benchmark(encoders: Sequence[str], *, data, benchmark: Optional[str], ou
     per_task = split_overrides(overrides, tasks)
     for t in tasks:  # every protocol checked before any work
         load_protocol(task_module(t).PROTOCOL, task_module(t).DEFAULT_CONFIG, per_task[t])
+    for module in (e for e in encoders if isinstance(e, torch.nn.Module)):  # rows that rebuild it: pcm3 Encoders
+        for kind in [k for k, wanted in (("random_init", random_init), ("supervised", supervised)) if wanted]:
+            check_row("linear", kind, encoder=module)
     device = torch.device(device)
     t0 = time.perf_counter()
     folders: List[str] = []
     final = Path(os.path.abspath(out))
-    with output_dir(out, "benchmark", overwrite=overwrite, protect=[data, *encoders]) as tmp:
-        loaded = [load_encoder_with_info(e) for e in encoders]
-        streams = [enc.stream for enc, _ in loaded]
+    files = [e for e in encoders if not isinstance(e, torch.nn.Module)]
+    with output_dir(out, "benchmark", overwrite=overwrite, protect=[data, *files]) as tmp:
+        loaded = [_load(e) for e in encoders]
+        streams = [getattr(enc, "stream", None) or INPUT_ATTRIBUTES["stream"] for enc, _ in loaded]
         if len(set(streams)) != len(streams):
             raise ConfigError(f"--encoders: two encoders of the same stream ({', '.join(streams)}); give one per stream")
         linear_dirs: Dict[str, List[Path]] = {}
-        for path, (enc, info) in zip(encoders, loaded):
-            rows = [("pretrained", dict(encoder_path=path))]
+        for stream, (enc, source) in zip(streams, loaded):
+            rows = [("pretrained", source)]
             if random_init:
-                rows.append(("random_init", dict(encoder_path=path)))
+                rows.append(("random_init", source))
             if raw_input:
                 rows.append(("raw_input", {}))
             if supervised:
@@ -98,13 +120,14 @@ def run_benchmark(encoders: Sequence[str], *, data, benchmark: Optional[str], ou
                 sup, _ = build_encoder("supervised", data=data, benchmark=benchmark, protocol=lin, encoder=enc,
                                        device=device, seed=seed, progress=progress, out=None)
                 rows.append(("supervised", dict(encoder=sup)))
-            for kind, source in rows:
+            for kind, row_source in rows:
                 for task in tasks:
-                    folder = tmp / f"{enc.stream}_{kind}" / task
-                    extra = [] if kind != "raw_input" else [f"stream={enc.stream}", f"clip_len={enc.clip_len}"]
+                    folder = tmp / f"{stream}_{kind}" / task
+                    clip_len = getattr(enc, "clip_len", None) or INPUT_ATTRIBUTES["clip_len"]
+                    extra = [] if kind != "raw_input" else [f"stream={stream}", f"clip_len={clip_len}"]
                     evaluate(task, data=data, benchmark=benchmark, out=folder, kind=kind, config=None,
                              overrides=[*extra, *per_task[task]], device=device, seed=seed, progress=progress,
-                             **source)
+                             **row_source)
                     folders.append(str(Path(out) / folder.relative_to(tmp)))
                     if task == "linear":
                         linear_dirs.setdefault(kind, []).append(folder)
@@ -123,8 +146,9 @@ def run_benchmark(encoders: Sequence[str], *, data, benchmark: Optional[str], ou
         footer = [] if not fusions else [  # what the fusion rows fused, with the weights they used
             "Fusion rows: the streams' linear test scores, weights " + "; ".join(f"[{w}]" for w in weights)
             + (" (equal)." if not per_task["fusion"] else " (--set fusion.*).")]
-        table = "\n".join(["# pcm3 benchmark", "", f"data `{data}`, benchmark `{benchmark}`, encoders: "
-                           + ", ".join(f"`{e}`" for e in encoders), "", *recognition_tables(runs), *footer]) + "\n"
+        named = ", ".join(f"`{_named(e)}`" for e in encoders)
+        table = "\n".join(["# pcm3 benchmark", "", f"data `{data}`, benchmark `{benchmark}`, encoders: {named}", "",
+                           *recognition_tables(runs), *footer]) + "\n"
         write_text(tmp / "benchmark.md", table)
         if report:
             write_report([tmp], tmp / "report.md", shown_as=(tmp, final))
