@@ -36,6 +36,9 @@ def test_every_step_then_a_rerun_continues(tiny, tmp_path, capsys, monkeypatch):
     assert set(m["suite"]) == {"pretrained", "random_init", "raw_input", "supervised"}
     assert set(m["suite"]["pretrained"]) == {"linear", "knn", "occlusion", "semi"}
     assert "motion" in m["dense"] and "detection" not in m["dense"]  # --data: no untrimmed videos
+    for task in ("knn", "linear"):  # the bound's own settings (--supervised-epochs 1), not the task's default 60
+        sup = json.loads((out / "eval" / "supervised" / task / "metrics.json").read_text())
+        assert sup["protocol"]["supervised"]["epochs"] == 1 and sup["encoder"]["supervised"]["epochs"] == 1
     report = (out / "report.md").read_text()
     assert "Table 1" in report and "Table 6" in report and (out / "report.html").exists()
     assert json.loads((out / ".pcm3").read_text())["kind"] == "demo"
@@ -83,6 +86,7 @@ def test_the_supervised_bound_trained_alongside_equals_the_serial_one(tiny, tmp_
     pretrained = random_init_encoder(shaped.model.encoder, 5, layout=Prepared(tiny).layout, clip_len=16)
     background = demo._collect_supervised(proc, path, cfg, pretrained)
     assert background is not None and background.supervised_trained and path.exists()
+    assert background.supervised_settings["epochs"] == 2  # what it was trained with, carried to its evaluations
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

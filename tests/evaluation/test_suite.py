@@ -1,6 +1,9 @@
 """``pcm3 benchmark``: the suite for two streams with baseline rows and fusion, on tiny data."""
 
 import json
+import re
+
+import pytest
 
 from .tiny import cli, encoder_file, tiny_data
 
@@ -59,3 +62,34 @@ def test_benchmark_takes_modules_as_evaluate_does(tmp_path_factory, tmp_path):
     run_benchmark([Custom()], data=data, benchmark="xsub", out=tmp_path / "c", tasks=("knn",), random_init=False,
                   report=False)
     assert (tmp_path / "c" / "joint_pretrained" / "knn" / "metrics.json").is_file()
+
+
+def test_the_supervised_row_records_what_it_was_trained_with_and_is_kept(tmp_path_factory, tmp_path):
+    """Its metrics said the task's default supervised epochs (60 from knn's protocol) while it was
+    trained once with linear's settings; no supervised_encoder.pt was kept."""
+    data, joint = tiny_data(tmp_path_factory), encoder_file(tmp_path_factory, "joint")
+    out = tmp_path / "bsup"
+    assert cli("benchmark", "--encoders", str(joint), "--data", str(data), "--benchmark", "xsub", "--out", str(out),
+               "--tasks", "knn", "--supervised", "--no-random-init", "--no-report",
+               "--set", "linear.supervised.epochs=1", "--set", "linear.supervised.min_len=8") == 0
+    m = json.loads((out / "joint_supervised" / "knn" / "metrics.json").read_text())
+    assert m["protocol"]["supervised"]["epochs"] == 1 and m["encoder"]["supervised"]["epochs"] == 1
+    assert m["encoder"]["supervised"]["train_samples"] == 96
+    assert (out / "joint_supervised" / "supervised_encoder.pt").is_file()
+
+
+@pytest.mark.parametrize("sets, msg", [
+    (["--set", "linear.epochs=3"], "linear.epochs=3: linear is not among --tasks \\(knn\\)"),
+    (["--set", "knn.supervised.epochs=1", "--supervised"], "trained once per encoder, with linear's settings: "
+                                                            "give --set linear.supervised.epochs=1"),
+    (["--set", "linear.supervised.epochs=1"], "without --supervised there is no supervised row"),
+    (["--set", "fusion.grid_step=0.5"], "no fusion is run"),
+])
+def test_settings_the_benchmark_would_ignore_are_refused(tmp_path_factory, tmp_path, capsys, sets, msg):
+    data, joint = tiny_data(tmp_path_factory), encoder_file(tmp_path_factory, "joint")
+    capsys.readouterr()
+    assert cli("benchmark", "--encoders", str(joint), "--data", str(data), "--benchmark", "xsub",
+               "--out", str(tmp_path / "b"), "--tasks", "knn", "--no-report", *sets) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(msg, err[0]), err
+    assert not (tmp_path / "b").exists()

@@ -230,7 +230,8 @@ def _train_supervised_to(path: str, encoder_config: dict, data: str, benchmark: 
         _child_setup()
         encoder = train_supervised(encoder_config, SkeletonDataset(data, benchmark, "train"), **kwargs)
         with atomic_path(Path(path)) as tmp:
-            torch.save({"encoder_config": encoder_config, "state_dict": encoder.state_dict()}, tmp)
+            torch.save({"encoder_config": encoder_config, "state_dict": encoder.state_dict(),
+                        "settings": encoder.supervised_settings}, tmp)
     except (Exception, KeyboardInterrupt):
         raise SystemExit(1) from None
 
@@ -279,6 +280,7 @@ def _collect_supervised(proc, path: Path, cfg, pretrained):
     except RuntimeError:  # not the pretrained architecture (cannot happen with one config): retrain here
         return None
     encoder.supervised_trained = True
+    encoder.supervised_settings = saved.get("settings")
     return encoder.eval()
 
 

@@ -98,7 +98,8 @@ def train_supervised(encoder_config: EncoderConfig | dict, train_dataset: Skelet
         seed: initial weights, data order and crops.
 
     Returns:
-        the trained :class:`pcm3.models.Encoder`.
+        the trained :class:`pcm3.models.Encoder`; its ``supervised_settings`` (a dict: the
+        arguments above and ``train_samples``) say how.
     """
     from pcm3.progress import progress_bar
 
@@ -138,4 +139,9 @@ def train_supervised(encoder_config: EncoderConfig | dict, train_dataset: Skelet
             bar.update(1)
     bar.close()
     encoder.supervised_trained = True  # evaluate() uses it as the supervised row without retraining
+    # what it was trained with: recorded as the row's protocol.supervised by every evaluation of it
+    encoder.supervised_settings = {"epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
+                                   "weight_decay": float(weight_decay), "crop_range": [float(c) for c in crop_range],
+                                   "min_len": int(min_len), "clip_len": int(clip_len), "stream": stream,
+                                   "seed": int(seed), "train_samples": int(len(train_dataset))}
     return encoder.eval()

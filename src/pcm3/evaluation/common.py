@@ -365,6 +365,33 @@ def smoke_test_notes(train_idx, test_idx, unit: str) -> List[str]:
     return [f"train and test share {shared} {unit}: a smoke test, not an evaluation"] if shared else []
 
 
+def pretraining_overlap(pretrained_on: Optional[dict], data, benchmark: Optional[str],
+                        part: str = "test") -> Optional[str]:
+    """A note when clips of ``part`` of ``benchmark`` in ``data`` were among the encoder's
+    pretraining clips (``pretrained_on`` of an exported encoder: ``dataset``, ``benchmark``,
+    ``part``), else ``None``: the same data set (``meta.json``'s ``dataset``) and the pretraining
+    part, taken from ``data``'s own splits, sharing samples with the evaluated part. Unknown
+    (an older encoder file, another data set, a benchmark ``data`` lacks): ``None``."""
+    from pcm3.data.prepared import Prepared
+
+    if not pretrained_on or data is None or not pretrained_on.get("dataset"):
+        return None
+    try:
+        prepared = Prepared(data)
+        if prepared.meta.get("dataset") != pretrained_on["dataset"]:
+            return None
+        seen = prepared.split(pretrained_on.get("benchmark"), pretrained_on.get("part") or "train")
+        tested = prepared.split(benchmark, part)
+    except (DataError, KeyError, ValueError):
+        return None
+    shared = np.intersect1d(seen, tested).size
+    if not shared:
+        return None
+    where = f"{pretrained_on.get('benchmark') or 'all'}/{pretrained_on.get('part') or 'train'}"
+    return (f"{shared} of the {tested.size} {part} clips of {benchmark or 'all'} were pretraining clips of this "
+            f"encoder ({pretrained_on['dataset']} {where}): the {part} is not on unseen clips")
+
+
 def open_splits(ctx: EvalContext):
     """The ``train`` and ``test`` parts of ``ctx.benchmark``, after checking them
     (:func:`check_recognition_data`) and that the encoder fits them."""
@@ -517,6 +544,10 @@ def assemble_metrics(ctx: EvalContext, result: dict, *, wall_seconds: float, spl
         "encoder": {"kind": ctx.encoder_kind, **dict(ctx.encoder_info or {})},
         "protocol": protocol_dict(ctx.protocol), "seed": ctx.seed, "device": str(ctx.device),
     }
+    trained = getattr(ctx.encoder, "supervised_settings", None) if ctx.encoder_kind == "supervised" else None
+    if trained:  # the supervised row was trained before this task (by the caller, `benchmark`, the demo): its
+        metrics["protocol"]["supervised"] = dict(trained)  # settings, not this task's unused defaults
+        metrics["encoder"]["supervised"] = dict(trained)
     for k, v in result.items():
         if k != "splits":
             metrics[k] = v

@@ -36,6 +36,29 @@ def split_overrides(overrides: Sequence[str], tasks: Sequence[str]) -> Dict[str,
     return out
 
 
+def check_overrides_used(per_task: Dict[str, List[str]], tasks: Sequence[str], *, supervised: bool,
+                         fusion: bool) -> None:
+    """Refuse ``--set`` settings the benchmark would not use (a ConfigError naming the first):
+    those of a task not run, and ``supervised.*`` settings other than ``linear``'s (the supervised
+    row is trained once per encoder, with ``linear.supervised.*``), or without ``--supervised``.
+    ``linear.supervised.*`` alone is used without ``linear`` among the tasks."""
+    for task, items in per_task.items():
+        for item in items:
+            key = item.split("=", 1)[0]
+            sup = key.startswith("supervised.")
+            if sup and not supervised:
+                raise ConfigError(f"--set {task}.{item}: without --supervised there is no supervised row to train")
+            if sup and task != "linear":
+                raise ConfigError(f"--set {task}.{item}: the supervised row is trained once per encoder, with "
+                                  f"linear's settings: give --set linear.{item}")
+            if task == "fusion" and not fusion:
+                raise ConfigError(f"--set fusion.{item}: no fusion is run (it needs linear among --tasks and more "
+                                  "than one encoder)")
+            if task != "fusion" and task not in tasks and not (task == "linear" and sup):
+                raise ConfigError(f"--set {task}.{item}: {task} is not among --tasks ({', '.join(tasks)}); the "
+                                  "setting would be ignored")
+
+
 def _rename_runs(folder: Path, tmp: Path, final: Path) -> None:
     """A fusion folder's ``runs`` named where they will be once the temporary folder is renamed."""
     from pcm3.evaluation.common import read_metrics, write_results
@@ -93,6 +116,7 @@ def run_benchmark(encoders: Sequence[Union[str, os.PathLike, torch.nn.Module]], 
     if not encoders:
         raise ConfigError("--encoders: give at least one encoder file")
     per_task = split_overrides(overrides, tasks)
+    check_overrides_used(per_task, tasks, supervised=supervised, fusion="linear" in tasks and len(encoders) > 1)
     for t in tasks:  # every protocol checked before any work
         load_protocol(task_module(t).PROTOCOL, task_module(t).DEFAULT_CONFIG, per_task[t])
     for module in (e for e in encoders if isinstance(e, torch.nn.Module)):  # rows that rebuild it: pcm3 Encoders
@@ -117,8 +141,10 @@ def run_benchmark(encoders: Sequence[Union[str, os.PathLike, torch.nn.Module]], 
                 rows.append(("raw_input", {}))
             if supervised:
                 lin = load_protocol(task_module("linear").PROTOCOL, "eval_linear", per_task.get("linear", []))
+                keep = tmp / f"{stream}_supervised"  # its supervised_encoder.pt, beside the task folders
+                keep.mkdir(parents=True, exist_ok=True)
                 sup, _ = build_encoder("supervised", data=data, benchmark=benchmark, protocol=lin, encoder=enc,
-                                       device=device, seed=seed, progress=progress, out=None)
+                                       device=device, seed=seed, progress=progress, out=keep)
                 rows.append(("supervised", dict(encoder=sup)))
             for kind, row_source in rows:
                 for task in tasks:
