@@ -69,7 +69,25 @@ def test_run_end_to_end(synthetic_small, tmp_path):
     assert result["splits"]["train"] == 64 and result["splits"]["test"] == 32
     for name in ("mpjpe.csv", "mpjpe.png", "prediction.png"):
         assert (tmp_path / name).stat().st_size > 100
-    assert "Martinez" in result["notes"][0]
+    assert "set by the protocol (the defaults, 50 -> 10, follow Martinez" in result["notes"][0]
+    assert result["warnings"] == []  # every clip of the built-in data holds 25 frames
+
+
+def test_few_long_enough_clips_are_a_warning(synthetic_small, tmp_path, capsys):
+    """MSR at 50 -> 10 trained on 1 window of 284 clips without a word; said in notes and on stderr."""
+    from pcm3.evaluation.runner import save_encoder
+
+    lengths = np.load(synthetic_small / "lengths.npy")
+    span = int(np.sort(lengths)[-3])  # only the 3 longest clips of the whole set are long enough
+    result = run(ctx(synthetic_small, tmp_path / "r", tiny_encoder(), small_protocol(observed=span - 5, predicted=5)))
+    assert len(result["warnings"]) == 2 and "training clips hold observed + predicted" in result["warnings"][0]
+    assert all(w in result["notes"] for w in result["warnings"])
+    save_encoder(tiny_encoder(), tmp_path / "enc.pt", {})
+    capsys.readouterr()
+    assert main(["eval", "motion", "--encoder", str(tmp_path / "enc.pt"), "--data", str(synthetic_small),
+                 "--benchmark", "xsub", "--out", str(tmp_path / "ev"), "--set", f"observed={span - 5}",
+                 "--set", "predicted=5", "--set", "epochs=1", "--device", "cpu", "--quiet"]) == 0
+    assert "warning: only" in capsys.readouterr().err
 
 
 def test_training_lowers_the_training_error(synthetic_small, tmp_path):

@@ -9,6 +9,8 @@ processes (see :mod:`pcm3.evaluation.runner`); rank 0 alone writes and prints.
 
 from __future__ import annotations
 
+import sys
+
 from pcm3.args import seed_arg
 
 from pcm3.evaluation.runner import TASK_MODULES  # noqa: F401  (the registry, imported lazily per task)
@@ -120,4 +122,6 @@ def run(args) -> int:
     figures = ", ".join(f"{k} {format_figure(k, v, units)}" for k, v in metrics["figures"].items())
     print(f"{args.task} ({metrics['encoder']['kind']}): {figures}")
     print(f"wrote {args.out}/metrics.json and results.md ({metrics['wall_seconds']:.1f} s)")
+    for warning in metrics.get("warnings") or []:  # also among results.md's notes
+        print(f"warning: {warning}", file=sys.stderr)
     return 0

@@ -352,6 +352,19 @@ RAW_INPUT_REFUSED = ("--raw-input: not defined for motion prediction (the decode
                      "zero-velocity is reported with every row, --random-init is the untrained row")
 
 
+def _few_windows(prepared, indices, p: MotionProtocol, part: str) -> Optional[str]:
+    """A warning when under a quarter (or fewer than 16) of the ``part`` clips are long enough for
+    one ``observed + predicted`` window: the figures then rest on a handful of clips."""
+    idx = np.asarray(indices, dtype=np.int64)
+    span = p.observed + p.predicted
+    usable = int((prepared.lengths[idx] >= span).sum())
+    if usable >= 16 and usable >= 0.25 * idx.size:
+        return None
+    return (f"only {usable} of the {idx.size} {part} clips hold observed + predicted = {span} frames (the others "
+            f"are shorter and are left out): lower --set observed=N --set predicted=N (MSR Action3D at 15 fps: "
+            "observed=20 predicted=6)")
+
+
 def check_inputs(data, benchmark, protocol: MotionProtocol, kind: str):
     """Before anything is written: an encoder row, clips, the benchmark (``xsub`` by default), and
     its training and test parts (present, not empty, labels, lengths, NaN/inf;
@@ -417,10 +430,15 @@ def run(ctx: EvalContext) -> dict:
         figures[f"MPJPE@{t + 1} ({label})"] = float(errors["model"][t])
         figures[f"MPJPE@{t + 1} (zero-velocity)"] = float(errors["zero_velocity"][t])
     units = {k: "mm" for k in figures}
+    defaults = (p.observed, p.predicted) == (MotionProtocol.observed, MotionProtocol.predicted)
     notes = [f"{p.observed} observed, {p.predicted} predicted frames ({1000 * p.predicted / fps:.0f} ms at {fps:g} "
-             "fps); the paper gives no horizons, these defaults follow Martinez et al. 2017 (50 -> 10 at 25 fps)"]
+             "fps); the paper gives no horizons, "
+             + ("these defaults follow" if defaults else "set by the protocol (the defaults, 50 -> 10, follow")
+             + " Martinez et al. 2017 (50 -> 10 at 25 fps)" + ("" if defaults else ")")]
     notes += smoke_test_notes(train_idx, test_idx, "clips")
-    return {"figures": figures, "units": units, "notes": notes, "history": history,
+    warnings = [w for w in (_few_windows(prepared, train_idx, p, "training"), _few_windows(prepared, test_idx, p, "test"))
+                if w]
+    return {"figures": figures, "units": units, "notes": [*notes, *warnings], "warnings": warnings, "history": history,
             "mpjpe_per_horizon": {label: errors["model"].tolist(), "zero_velocity": errors["zero_velocity"].tolist()},
             "splits": {"train": len(train), "test": len(test)}, "train_seconds": train_s, "fps": fps,
             "benchmark_used": benchmark,
