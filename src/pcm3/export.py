@@ -53,6 +53,10 @@ def export_encoder(source: str | Path, out: str | Path) -> Path:
         "layout": ckpt["data"]["layout"], "stream": cfg["data"]["stream"],
         "clip_len": cfg["views"]["out_len"], "test_crop": cfg["views"]["test_crop_ratio"],
         "pretrain_epochs": ckpt["epoch"], "source": str(source),
+        # what it was pretrained on: evaluations warn when their test clips were among them
+        "pretrained_on": {"dataset": ckpt["data"].get("dataset"), "data": ckpt["data"].get("path"),
+                          "benchmark": cfg["data"].get("benchmark"), "part": cfg["data"].get("part"),
+                          "samples": ckpt["data"].get("samples")},
     }
     try:
         with atomic_path(out) as tmp:
@@ -71,7 +75,9 @@ def load_encoder(path: str | Path, map_location: Optional[str] = "cpu") -> Encod
 
     The module maps ``(N, C, T, V, M)`` clips (``clip_len`` frames of the ``stream``) to
     ``(N, D)`` features. Attributes ``layout``, ``stream``, ``clip_len``, ``test_crop`` say how
-    inputs were made in pretraining (see :func:`pcm3.evaluation.features.extract_features`).
+    inputs were made in pretraining (see :func:`pcm3.evaluation.features.extract_features`);
+    ``pretrained_on`` (``dataset``, ``data``, ``benchmark``, ``part``, ``samples``; ``None`` in files
+    of older versions) what it was pretrained on.
     """
     path = Path(path)
     if not path.exists():
@@ -95,4 +101,5 @@ def load_encoder(path: str | Path, map_location: Optional[str] = "cpu") -> Encod
     encoder.eval()
     for key in ("layout", "stream", "clip_len", "test_crop"):
         setattr(encoder, key, payload[key])
+    encoder.pretrained_on = payload.get("pretrained_on")  # None for files of older versions
     return encoder

@@ -23,6 +23,33 @@ def test_run_folder_and_its_export_are_the_same_encoder(tmp_path_factory, tmp_pa
     assert a["encoder"]["config_hash"] == b["encoder"]["config_hash"] == c["encoder"]["config_hash"]
     assert b["encoder"]["config_hash_of"].startswith("pretraining config")
     assert c["encoder"]["kind"] == "random_init" and a["input"]["clip_len"] == 32
+    # what it was pretrained on travels with the export; xsub's test subjects were not among them
+    assert b["encoder"]["pretrained_on"] == {"dataset": "synthetic", "data": str(data), "benchmark": "xsub",
+                                             "part": "train", "samples": 96}
+    assert not a.get("warnings") and not b.get("warnings")
+
+
+def test_testing_on_pretraining_clips_is_a_warning(tmp_path_factory, tmp_path, capsys):
+    """xview's test clips include xsub's training clips: an xsub-pretrained encoder tested there
+    went unnoticed."""
+    data = tiny_data(tmp_path_factory)
+    run = tmp_path / "run"
+    assert main(["pretrain", "--config", "demo", "--data", str(data), "--out", str(run), "--quiet",
+                 "--set", "train.epochs=1", "--set", "train.max_steps_per_epoch=1", "--set", "train.batch_size=16",
+                 "--set", "model.encoder.hidden=8", "--set", "model.prompt_dim=8"]) == 0
+    capsys.readouterr()
+    assert cli("eval", "knn", "--run", str(run), "--data", str(data), "--benchmark", "xview",
+               "--out", str(tmp_path / "x")) == 0
+    m = json.loads((tmp_path / "x" / "metrics.json").read_text())
+    test = json.loads((data / "splits.json").read_text())["xview"]["test"]
+    seen = set(json.loads((data / "splits.json").read_text())["xsub"]["train"])
+    shared = len(set(test) & seen)
+    assert shared and m["warnings"] == [f"{shared} of the {len(test)} test clips of xview were pretraining clips of "
+                                        "this encoder (synthetic xsub/train): the test is not on unseen clips"]
+    assert m["warnings"][0] in m["notes"] and f"warning: {m['warnings'][0]}" in capsys.readouterr().err
+    assert cli("eval", "knn", "--random-init", "--run", str(run), "--data", str(data), "--benchmark", "xview",
+               "--out", str(tmp_path / "y")) == 0
+    assert not json.loads((tmp_path / "y" / "metrics.json").read_text()).get("warnings")  # not pretrained
 
 
 def test_the_supervised_row_never_trains_on_the_validation_subjects(tmp_path_factory, monkeypatch):

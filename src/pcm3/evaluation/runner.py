@@ -85,6 +85,8 @@ def load_encoder_with_info(path: str | os.PathLike) -> Tuple[torch.nn.Module, di
             "source": payload.get("source"), "encoder_config": payload.get("encoder_config"),
             "layout": encoder.layout, "stream": encoder.stream, "clip_len": encoder.clip_len,
             "test_crop": encoder.test_crop}
+    if payload.get("pretrained_on"):
+        info["pretrained_on"] = payload["pretrained_on"]
     encoder.file = str(path)  # named by an error about its features (pcm3.evaluation.features)
     if payload.get("pretrain_config_hash"):
         info["config_hash"] = payload["pretrain_config_hash"]
@@ -388,11 +390,27 @@ def evaluate(task: str, *, data, benchmark: Optional[str], out, kind: str = "pre
         result = module.run(ctx)
         metrics = assemble_metrics(ctx, result, wall_seconds=time.perf_counter() - t0)
         _note_missing_attributes(metrics, task, encoder, protocol)
+        _warn_pretraining_overlap(metrics, kind, info, getattr(enc, "pretrained_on", None), data, benchmark)
         if world > 1:
             metrics["processes"] = world
         if distributed.is_main():
             write_results(tmp, metrics)
     return metrics
+
+
+def _warn_pretraining_overlap(metrics: dict, kind: str, info: dict, pretrained_on: Optional[dict], data,
+                              benchmark: Optional[str]) -> None:
+    """A warning (``metrics["warnings"]`` and a note) when the pretrained encoder's pretraining
+    clips include clips of the evaluated test part (:func:`pcm3.evaluation.common.pretraining_overlap`)."""
+    from pcm3.evaluation.common import pretraining_overlap
+
+    if kind != "pretrained":
+        return
+    text = pretraining_overlap(info.get("pretrained_on") or pretrained_on, data, metrics.get("benchmark") or benchmark)
+    if text:
+        notes = metrics.get("notes") or []
+        metrics["notes"] = [*(notes if isinstance(notes, list) else [notes]), text]
+        metrics["warnings"] = [*(metrics.get("warnings") or []), text]
 
 
 def _note_missing_attributes(metrics: dict, task: str, encoder: Optional[torch.nn.Module], protocol) -> None:

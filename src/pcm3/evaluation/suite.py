@@ -11,6 +11,7 @@ Tables 1-4 shape, with the paper's PCM3 figures where the data set matches) and,
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -133,6 +134,7 @@ def run_benchmark(encoders: Sequence[Union[str, os.PathLike, torch.nn.Module]], 
         if len(set(streams)) != len(streams):
             raise ConfigError(f"--encoders: two encoders of the same stream ({', '.join(streams)}); give one per stream")
         linear_dirs: Dict[str, List[Path]] = {}
+        warned: set = set()
         for stream, (enc, source) in zip(streams, loaded):
             rows = [("pretrained", source)]
             if random_init:
@@ -151,9 +153,13 @@ def run_benchmark(encoders: Sequence[Union[str, os.PathLike, torch.nn.Module]], 
                     folder = tmp / f"{stream}_{kind}" / task
                     clip_len = getattr(enc, "clip_len", None) or INPUT_ATTRIBUTES["clip_len"]
                     extra = [] if kind != "raw_input" else [f"stream={stream}", f"clip_len={clip_len}"]
-                    evaluate(task, data=data, benchmark=benchmark, out=folder, kind=kind, config=None,
-                             overrides=[*extra, *per_task[task]], device=device, seed=seed, progress=progress,
-                             **row_source)
+                    m = evaluate(task, data=data, benchmark=benchmark, out=folder, kind=kind, config=None,
+                                 overrides=[*extra, *per_task[task]], device=device, seed=seed, progress=progress,
+                                 **row_source)
+                    for w in m.get("warnings") or []:  # once each (the same for every task of a row)
+                        if w not in warned:
+                            warned.add(w)
+                            print(f"warning: {stream} {kind}: {w}", file=sys.stderr, flush=True)
                     folders.append(str(Path(out) / folder.relative_to(tmp)))
                     if task == "linear":
                         linear_dirs.setdefault(kind, []).append(folder)
