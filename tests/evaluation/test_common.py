@@ -130,3 +130,24 @@ def test_a_protocol_value_out_of_range_names_its_key(task, item, needle):
     with pytest.raises(ConfigError) as e:
         load_protocol(module.PROTOCOL, module.DEFAULT_CONFIG, [item])
     assert needle in str(e.value) and "--set" in str(e.value)
+
+
+def test_test_classes_without_training_clips_are_a_warning(tmp_path):
+    """On the 5-file NTU sample no test class appears in training: linear and k-NN gave 0% silently."""
+    from types import SimpleNamespace
+
+    from pcm3.data.prepared import PreparedWriter
+    from pcm3.evaluation.common import assemble_metrics
+
+    with PreparedWriter(tmp_path / "d", kind="clips", shape=(4, 3, 4, 25, 1), dataset="toy", layout="ntu25",
+                        class_names=["a", "b", "c"]) as w:
+        for i, label in enumerate([0, 1, 0, 2]):
+            w.set(i, np.ones((3, 4, 25, 1), np.float32), label=label, length=4, name=f"s{i}")
+        w.set_splits({"xsub": {"train": [0, 1], "test": [2, 3]}})
+    ctx = SimpleNamespace(task="knn", data=tmp_path / "d", benchmark="xsub", encoder=None, encoder_kind="raw_input",
+                          encoder_info={}, protocol=LinearProtocol(), seed=0, device="cpu")
+    m = assemble_metrics(ctx, {"figures": {"top1": 50.0}}, wall_seconds=0.0)
+    text = "1 of the 2 test clips belong to 1 class(es) with no training clip (2): they cannot be classified correctly"
+    assert m["warnings"] == [text] and text in m["notes"]
+    ctx.task = "motion"  # no classes predicted there
+    assert "warnings" not in assemble_metrics(ctx, {"figures": {}}, wall_seconds=0.0)

@@ -544,6 +544,10 @@ def assemble_metrics(ctx: EvalContext, result: dict, *, wall_seconds: float, spl
         "encoder": {"kind": ctx.encoder_kind, **dict(ctx.encoder_info or {})},
         "protocol": protocol_dict(ctx.protocol), "seed": ctx.seed, "device": str(ctx.device),
     }
+    unseen = _classes_without_training_clips(ctx) if ctx.task in ("linear", "knn", "occlusion") else None
+    if unseen:
+        result = {**result, "notes": [*(result.get("notes") or []), unseen],
+                  "warnings": [*(result.get("warnings") or []), unseen]}
     trained = getattr(ctx.encoder, "supervised_settings", None) if ctx.encoder_kind == "supervised" else None
     if trained:  # the supervised row was trained before this task (by the caller, `benchmark`, the demo): its
         metrics["protocol"]["supervised"] = dict(trained)  # settings, not this task's unused defaults
@@ -553,6 +557,26 @@ def assemble_metrics(ctx: EvalContext, result: dict, *, wall_seconds: float, spl
             metrics[k] = v
     metrics["wall_seconds"] = float(wall_seconds)
     return metrics
+
+
+def _classes_without_training_clips(ctx: EvalContext) -> Optional[str]:
+    """A warning when test clips belong to classes the training part lacks: a classifier or a
+    k-NN gallery cannot predict those classes, so they count as errors (0% when all are)."""
+    from pcm3.data.prepared import Prepared
+
+    try:
+        prepared = Prepared(ctx.data)
+        train = prepared.labels[prepared.split(ctx.benchmark, "train")]
+        test = prepared.labels[prepared.split(ctx.benchmark, "test")]
+    except (DataError, KeyError, ValueError, TypeError):
+        return None
+    missing = np.setdiff1d(np.unique(test[test >= 0]), np.unique(train[train >= 0]))
+    if missing.size == 0:
+        return None
+    clips = int(np.isin(test, missing).sum())
+    shown = ", ".join(str(int(c)) for c in missing[:5]) + (f" and {missing.size - 5} more" if missing.size > 5 else "")
+    return (f"{clips} of the {test.size} test clips belong to {missing.size} class(es) with no training clip "
+            f"({shown}): they cannot be classified correctly")
 
 
 def _jsonable(obj):
