@@ -53,14 +53,15 @@ def test_align_reorders_rows_and_rejects_other_samples():
         align([runs[0], runs[1]], [idx, idx + 1], [y, y], ["a", "b"])
 
 
-def fake_run(folder, scores, index, labels, stream, val=None, task="linear", protocol=None, seed=0, prefixes=("",)):
+def fake_run(folder, scores, index, labels, stream, val=None, task="linear", protocol=None, seed=0, prefixes=("",),
+             encoder=None):
     folder.mkdir()
     for prefix in prefixes:
         save_scores(folder, scores, index, labels, prefix=prefix)
     if val is not None:
         save_scores(folder, *val, prefix="val_")
     write_results(folder, {"task": task, "data": "d", "benchmark": "xsub", "input": {"stream": stream},
-                           "encoder": {"kind": "pretrained"}, "protocol": protocol or {}, "seed": seed,
+                           "encoder": encoder or {"kind": "pretrained"}, "protocol": protocol or {}, "seed": seed,
                            "figures": {}, "wall_seconds": 0})
 
 
@@ -80,15 +81,8 @@ def test_cli_fusion_weights_given_and_searched(tmp_path, capsys):
     assert cli("eval", "fusion", "--scores", *dirs, "--out", str(tmp_path / "f2")) == 0
     m2 = json.loads((tmp_path / "f2" / "metrics.json").read_text())
     assert m2["weights_searched"] and sum(m2["weights"]) == pytest.approx(1) and "val_top1" in m2["figures"]
-    # two runs of one stream: each keeps its own top-1 (neither overwrites the other)
-    fake_run(tmp_path / "joint2", runs[1], idx, y, "joint")
-    assert cli("eval", "fusion", "--scores", dirs[0], str(tmp_path / "joint2"), "--out", str(tmp_path / "f4"),
-               "--set", "weights=[1, 1]") == 0
-    f4 = json.loads((tmp_path / "f4" / "metrics.json").read_text())["figures"]
-    assert f4["run1_joint_top1"] == pytest.approx(100 * (runs[0].argmax(1) == y).mean())
-    assert f4["run2_joint_top1"] == pytest.approx(100 * (runs[1].argmax(1) == y).mean())
     capsys.readouterr()
-    fake_run(tmp_path / "noval", runs[0], idx, y, "joint")
+    fake_run(tmp_path / "noval", runs[1], idx, y, "bone")
     assert cli("eval", "fusion", "--scores", dirs[0], str(tmp_path / "noval"), "--out", str(tmp_path / "f3")) == 2
     assert "no validation scores" in capsys.readouterr().err
 
@@ -204,3 +198,135 @@ def test_cli_fusion_of_semi_folders_chooses_a_fraction(tmp_path, capsys):
     assert cli("eval", "fusion", "--scores", str(tmp_path / "lin"), str(knn), "--out", str(tmp_path / "h"),
                "--set", "weights=[1, 1]") == 2
     assert "a knn eval folder without class scores" in capsys.readouterr().err
+
+
+def _refused(capsys, tmp_path, dirs, *sets):
+    """Run a fusion that must be refused: exit 2, one `error: runs: ...` line, nothing written."""
+    capsys.readouterr()
+    out = tmp_path / "refused"
+    assert cli("eval", "fusion", "--scores", *map(str, dirs), "--out", str(out),
+               "--set", f"weights=[{', '.join('1' for _ in dirs)}]", *sets) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: runs: "), err
+    assert not out.exists()
+    return err
+
+
+def test_cli_fusion_refuses_runs_of_other_rows_tasks_or_one_stream(tmp_path, capsys):
+    """A random-init or raw-input joint run beside pretrained bone and motion, a linear beside an
+    occlusion run, two runs of one stream, a bone-pretrained encoder evaluated on joint clips, a
+    fusion folder: all fused with exit 0 and labelled a 3s fusion. Each is refused, naming the
+    folders and what differs; the runs of one row (any kind) still fuse."""
+    runs, y = constructed(60)
+    idx = np.arange(60)
+
+    def make(name, stream, s=0, **kw):
+        fake_run(tmp_path / name, runs[s], idx, y, stream, **kw)
+        return tmp_path / name
+
+    bone, motion = make("bone", "bone", 1), make("motion", "motion", 2)
+    for kind in ("random_init", "raw_input"):
+        joint = make(f"joint_{kind}", "joint", encoder={"kind": kind})
+        err = _refused(capsys, tmp_path, [joint, bone, motion])
+        assert f"{joint} and {bone} differ in encoder kind ({kind} vs pretrained)" in err, err
+    occ = make("occlusion", "joint", task="occlusion")
+    err = _refused(capsys, tmp_path, [bone, occ, motion])
+    assert f"{bone} and {occ} differ in task (linear vs occlusion)" in err, err
+    # semi scores of one fraction and seed fuse with semi folders only
+    prefix = "frac0.1_seed0_"
+    semi = make("semi_joint", "joint", task="semi", prefixes=(prefix,))
+    lin = make("lin_prefixed", "bone", 1, prefixes=(prefix,))
+    err = _refused(capsys, tmp_path, [semi, lin], "--set", f"prefix={prefix}")
+    assert f"{semi} and {lin} differ in task (semi vs linear)" in err, err
+    # two runs of one stream are no multi-stream fusion
+    joint, joint2 = make("joint", "joint"), make("joint2", "joint", 1)
+    err = _refused(capsys, tmp_path, [joint, bone, joint2])
+    assert f"{joint} and {joint2} both read the joint stream" in err, err
+    # an encoder pretrained on bone evaluated on joint clips (--set stream=joint) is no joint run
+    bone_as_joint = make("bone_as_joint", "joint", encoder={"kind": "pretrained", "stream": "bone"})
+    err = _refused(capsys, tmp_path, [bone_as_joint, motion])
+    assert f"{bone_as_joint}: its encoder was pretrained on the bone stream but evaluated on the joint" in err, err
+    # fused scores are not fused again
+    assert cli("eval", "fusion", "--scores", str(joint), str(bone), "--out", str(tmp_path / "f"),
+               "--set", "weights=[1, 1]") == 0
+    err = _refused(capsys, tmp_path, [tmp_path / "f", motion])
+    assert f"{tmp_path / 'f'} is a fusion folder (task fusion)" in err, err
+    # one row's streams fuse, whatever the row: a random-init joint built from a bone encoder
+    # (its input stream chosen with --set stream=joint) beside a random-init bone run
+    ri_joint = make("ri_joint", "joint", encoder={"kind": "random_init", "stream": "bone"})
+    ri_bone = make("ri_bone", "bone", 1, encoder={"kind": "random_init", "stream": "bone"})
+    assert cli("eval", "fusion", "--scores", str(ri_joint), str(ri_bone), "--out", str(tmp_path / "g"),
+               "--set", "weights=[1, 1]") == 0
+    g = json.loads((tmp_path / "g" / "metrics.json").read_text())
+    assert g["encoder"]["kind"] == "random_init" and g["streams"] == ["joint", "bone"]
+
+
+def test_cli_fusion_says_what_it_fused_and_records_the_scores_hashes(tmp_path, capsys):
+    """The CLI line said ``fusion (none)`` and results.md ``encoder: none`` for pretrained runs;
+    metrics.json recorded only the folders' paths, so a run re-evaluated since went unnoticed."""
+    import hashlib
+
+    runs, y = constructed(60)
+    idx = np.arange(60)
+    dirs = []
+    for s, name in enumerate(("joint", "bone", "motion")):
+        fake_run(tmp_path / name, runs[s], idx, y, name, encoder={"kind": "pretrained", "stream": name,
+                                                                   "path": f"{name}.pt", "config_hash": f"h{s}"})
+        dirs.append(tmp_path / name)
+    capsys.readouterr()
+    assert cli("eval", "fusion", "--scores", *map(str, dirs), "--out", str(tmp_path / "f"),
+               "--set", "weights=[1, 1, 1]") == 0
+    assert capsys.readouterr().out.startswith("fusion (pretrained): top1")
+    m = json.loads((tmp_path / "f" / "metrics.json").read_text())
+    assert m["encoder"]["kind"] == "pretrained" and m["run_kinds"] == ["pretrained"] * 3
+    assert [e["stream"] for e in m["encoder"]["fused"]] == ["joint", "bone", "motion"]
+    assert [e["path"] for e in m["encoder"]["fused"]] == ["joint.pt", "bone.pt", "motion.pt"]
+    assert m["scores_sha256"] == [hashlib.sha256((d / "scores.npy").read_bytes()).hexdigest() for d in dirs]
+    assert m["prefix"] == "" and len(set(m["scores_sha256"])) == 3
+    md = (tmp_path / "f" / "results.md").read_text()
+    assert "- encoder: pretrained" in md and "fused the pretrained linear scores.npy of joint, bone, motion" in md
+    # semi scores: the hashes are those of the chosen fraction's files, and the prefix is recorded
+    prefix = "frac0.1_seed0_"
+    semi = []
+    for s, name in enumerate(("joint", "bone")):
+        fake_run(tmp_path / f"semi_{name}", runs[s], idx, y, name, task="semi",
+                 prefixes=("frac0.01_seed0_", prefix))
+        semi.append(tmp_path / f"semi_{name}")
+    np.save(semi[0] / f"{prefix}scores.npy", runs[2].astype(np.float32))  # the other fraction's file differs
+    assert cli("eval", "fusion", "--scores", *map(str, semi), "--out", str(tmp_path / "g"),
+               "--set", f"prefix={prefix}", "--set", "weights=[1, 1]") == 0
+    g = json.loads((tmp_path / "g" / "metrics.json").read_text())
+    assert g["prefix"] == prefix and g["scores_sha256"] == [
+        hashlib.sha256((d / f"{prefix}scores.npy").read_bytes()).hexdigest() for d in semi]
+    assert g["scores_sha256"][0] != hashlib.sha256((semi[0] / "frac0.01_seed0_scores.npy").read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("step", [0.7, 0.3, 0.15, 0.4])
+def test_a_grid_step_that_does_not_divide_one_is_refused(tmp_path, capsys, step):
+    """``grid_step=0.7`` searched single-run weights only (a grid of step 1.0) while metrics.json
+    said 0.7."""
+    from pcm3.errors import ConfigError
+    from pcm3.evaluation.fusion import FusionProtocol
+
+    with pytest.raises(ConfigError, match="^grid_step: .*whole number"):
+        FusionProtocol(runs=["a", "b"], grid_step=step)
+    runs, y = constructed(60)
+    vruns, vy = constructed(30, seed=1)
+    for s, name in enumerate(("joint", "bone")):
+        fake_run(tmp_path / name, runs[s], np.arange(60), y, name, val=(vruns[s], np.arange(30) + 100, vy))
+    dirs = [str(tmp_path / "joint"), str(tmp_path / "bone")]
+    capsys.readouterr()
+    assert cli("eval", "fusion", "--scores", *dirs, "--out", str(tmp_path / "f"), "--set", f"grid_step={step}") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "grid_step: " in err, err
+    assert f"got {step} " in err and "whole number" in err, err
+    assert not (tmp_path / "f").exists()
+
+
+@pytest.mark.parametrize("step, points", [(0.5, 3), (0.25, 5), (0.1, 11), (1 / 3, 4), (0.333, 4), (1.0, 2)])
+def test_grid_steps_that_divide_one_are_kept(step, points):
+    from pcm3.evaluation.fusion import FusionProtocol
+
+    FusionProtocol(runs=["a", "b"], grid_step=step)
+    grid = list(simplex_grid(2, step))
+    assert len(grid) == points and all(abs(w.sum() - 1) < 1e-12 for w in grid)

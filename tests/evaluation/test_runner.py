@@ -272,3 +272,52 @@ def test_missing_input_attributes_are_named_not_silently_defaulted(tmp_path_fact
     rnd = evaluate("knn", data=data, benchmark="xsub", out=tmp_path / "rnd", kind="random_init",
                    encoder=_frozen_norm_encoder(), seed=2)
     assert rnd["input"]["clip_len"] == 64 and rnd["input"]["layout"] == "ntu25"
+
+
+def test_a_stream_override_that_contradicts_the_pretrained_encoder_is_refused(tmp_path_factory, tmp_path, capsys):
+    """``--encoder bone.pt --set stream=joint`` evaluated a bone-pretrained encoder on joint clips
+    without a word. The rows that choose their stream keep the override: random init (fresh
+    weights of that architecture), raw input (no encoder), supervised (trained on that stream,
+    and recorded so); a module given from Python yields to the override, as documented."""
+    import pytest
+
+    from pcm3.errors import ConfigError
+    from pcm3.evaluation.runner import check_stream, evaluate
+    from pcm3.export import load_encoder
+
+    from .tiny import encoder_file
+
+    data, bone = tiny_data(tmp_path_factory), encoder_file(tmp_path_factory, stream="bone", seed=3)
+    base = ["--data", str(data), "--benchmark", "xsub"]
+    capsys.readouterr()
+    assert cli("eval", "knn", "--encoder", str(bone), *base, "--set", "stream=joint", "--out", str(tmp_path / "a")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: stream=joint: the encoder ({bone}) was pretrained on the bone stream"), err
+    assert not (tmp_path / "a").exists()
+    # the encoder's own stream, given or not, is its stream
+    for name, sets in (("b", ["--set", "stream=bone"]), ("c", [])):
+        assert cli("eval", "knn", "--encoder", str(bone), *base, *sets, "--out", str(tmp_path / name)) == 0
+        m = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert m["input"]["stream"] == m["encoder"]["stream"] == "bone"
+    assert cli("eval", "knn", "--random-init", "--encoder", str(bone), *base, "--set", "stream=joint",
+               "--out", str(tmp_path / "ri")) == 0
+    ri = json.loads((tmp_path / "ri" / "metrics.json").read_text())
+    assert ri["encoder"]["kind"] == "random_init" and ri["input"]["stream"] == "joint"
+    assert cli("eval", "knn", "--supervised", "--encoder", str(bone), *base, "--set", "stream=joint",
+               "--set", "supervised.epochs=1", "--set", "supervised.min_len=8", "--out", str(tmp_path / "sup")) == 0
+    sup = json.loads((tmp_path / "sup" / "metrics.json").read_text())
+    assert sup["input"]["stream"] == sup["encoder"]["stream"] == "joint"  # it was trained on joint clips
+    assert load_encoder(tmp_path / "sup" / "supervised_encoder.pt").stream == "joint"
+    module = load_encoder(bone)
+    m = evaluate("knn", data=data, benchmark="xsub", out=tmp_path / "mod", encoder=module, overrides=["stream=joint"])
+    assert m["input"]["stream"] == "joint"
+    # the check itself, per row
+    p = __import__("types").SimpleNamespace(stream="motion")
+    with pytest.raises(ConfigError, match="^stream=motion: the encoder \\(b.pt\\) was pretrained on the bone stream"):
+        check_stream("pretrained", {"stream": "bone", "path": "b.pt"}, p)
+    for kind in ("random_init", "supervised", "raw_input"):
+        check_stream(kind, {"stream": "bone"}, p)
+    check_stream("pretrained", {}, p)  # a module: nothing recorded
+    check_stream("pretrained", {"stream": "bone"}, __import__("types").SimpleNamespace(stream=None))
+    check_stream("pretrained", {"stream": "bone"}, object())  # detection: no stream setting

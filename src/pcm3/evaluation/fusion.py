@@ -13,10 +13,19 @@ the same validation samples (the same ``val_fraction``, ``val_by`` and ``--seed`
 labelled fraction and seed (``frac0.1_seed0_scores.npy``...) and no validation scores: choose
 one with ``--set prefix=frac0.1_seed0_`` (the same prefix in every folder) and give the
 weights. Each folder may be given once.
+
+The runs must be one row of one protocol, one stream each: the same ``task`` and encoder
+``kind`` (pretrained, random_init, raw_input, supervised), different input streams, and no
+pretrained encoder evaluated on another stream than the one it was pretrained on; a fusion
+folder is not fused again. Anything else is refused (one-line ConfigError naming the folders).
+``metrics.json`` records the fused runs' common encoder kind (``encoder``), the ``prefix`` and
+the SHA-256 of each run's ``{prefix}scores.npy`` (``scores_sha256``, runs order), so that a
+fusion whose runs were re-evaluated since can be told.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 from dataclasses import dataclass, field
@@ -40,7 +49,8 @@ class FusionProtocol:
         weights: one weight per run; None = search on the validation scores.
         prefix: score files' prefix inside each folder (``""``; semi: ``frac<fraction>_seed<seed>_``,
             e.g. ``frac0.1_seed0_``, one of the fractions and seeds the semi runs saved).
-        grid_step: step of the weight grid on the simplex when searching.
+        grid_step: step of the weight grid on the simplex when searching; 1/grid_step must be a
+            whole number (0.1: weights 0, 0.1, ..., 1), others are refused.
     """
 
     runs: List[str] = field(default_factory=list)
@@ -64,6 +74,17 @@ class FusionProtocol:
             raise ConfigError(f"weights: need {len(self.runs)} non-negative weights, not all zero; got {self.weights}")
         if not 0 < self.grid_step <= 1:
             raise ConfigError(f"grid_step: must be in (0, 1], got {self.grid_step}")
+        if abs(1 / grid_divisions(self.grid_step) - self.grid_step) > 0.01 * self.grid_step:
+            raise ConfigError(f"grid_step: the weights are multiples of grid_step summing to 1, so 1/grid_step must be "
+                              f"a whole number (0.5, 0.25, 0.1, 0.05...); got {self.grid_step} "
+                              f"(1/{self.grid_step} = {1 / self.grid_step:.4g})")
+
+
+def grid_divisions(step: float) -> int:
+    """``round(1 / step)``, at least 1: the number of steps of size ``step`` in 1 (the grid's
+    weights are multiples of ``1 / grid_divisions(step)``; the protocol refuses steps for which
+    that is not ``step`` within 1%)."""
+    return max(1, int(round(1 / step)))
 
 
 PROTOCOL = FusionProtocol
@@ -136,6 +157,61 @@ def _scores_present(folder: str, prefix: str, meta: dict) -> None:
                             f"(--set prefix={prefix} applies to every folder given)")
 
 
+def _encoder_kind(meta: dict) -> Optional[str]:
+    return (meta.get("encoder") or {}).get("kind")
+
+
+def _input_stream(meta: dict) -> Optional[str]:
+    return (meta.get("input") or {}).get("stream")
+
+
+def check_runs(names: List[str], metas: List[dict]) -> None:
+    """Refuse (one-line ConfigError) runs that are not one row's streams of one protocol.
+
+    - a fusion folder (``task: fusion``): its scores are already fused;
+    - a pretrained run whose encoder was pretrained on another stream than its input stream
+      (``encoder.stream`` vs ``input.stream``: ``pcm3 eval --set stream=...`` of an older
+      pcm3); the random-init, raw-input and supervised rows take their input stream as theirs;
+    - two runs of other ``task`` (linear, semi, occlusion: other protocols) or of another
+      encoder ``kind`` (a random-init joint beside pretrained bone and motion is no 3s row);
+    - two runs of one input stream (``input.stream``): a fusion combines streams.
+
+    A key a folder's ``metrics.json`` lacks (written by hand or an older pcm3) is not compared.
+    """
+    for name, meta in zip(names, metas):
+        if meta.get("task") == "fusion":
+            raise ConfigError(f"runs: {name} is a fusion folder (task fusion): its scores are fused already; "
+                              f"give the eval folders it fused (its metrics.json `runs`)")
+        enc_stream, stream = (meta.get("encoder") or {}).get("stream"), _input_stream(meta)
+        if _encoder_kind(meta) == "pretrained" and enc_stream and stream and enc_stream != stream:
+            raise ConfigError(f"runs: {name}: its encoder was pretrained on the {enc_stream} stream but evaluated on "
+                              f"the {stream} stream (--set stream={stream}): not a {stream}-stream run; evaluate an "
+                              f"encoder pretrained on the {stream} stream")
+    for what, key in (("task", lambda m: m.get("task")), ("encoder kind", _encoder_kind)):
+        for k in range(1, len(metas)):
+            first, other = key(metas[0]), key(metas[k])
+            if first and other and first != other:
+                raise ConfigError(f"runs: {names[0]} and {names[k]} differ in {what} ({first} vs {other}): fusion "
+                                  "combines the streams of one row (pretrained, random_init, raw_input or "
+                                  "supervised) evaluated with one task")
+    seen = {}
+    for name, meta in zip(names, metas):
+        stream = _input_stream(meta)
+        if stream and stream in seen:
+            raise ConfigError(f"runs: {seen[stream]} and {name} both read the {stream} stream: fusion combines "
+                              "different streams (joint, bone, motion), one folder per stream")
+        seen.setdefault(stream, name)
+
+
+def scores_sha256(folder: str | os.PathLike, prefix: str = "") -> str:
+    """Hex SHA-256 of the bytes of ``folder/{prefix}scores.npy`` (what a fusion fused)."""
+    h = hashlib.sha256()
+    with open(Path(folder) / f"{prefix}scores.npy", "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def fuse(scores: List[np.ndarray], weights) -> np.ndarray:
     """``sum_i w_i * scores_i``, scores ``(N, K)`` each."""
     return sum(float(w) * s for w, s in zip(weights, scores))
@@ -143,7 +219,7 @@ def fuse(scores: List[np.ndarray], weights) -> np.ndarray:
 
 def simplex_grid(n: int, step: float):
     """Weight vectors with entries multiples of ``step`` summing to 1 (every run weight > 0 allowed 0)."""
-    m = int(round(1 / step))
+    m = grid_divisions(step)
     for combo in itertools.product(range(m + 1), repeat=n - 1):
         if sum(combo) <= m:
             yield np.array([*combo, m - sum(combo)], dtype=np.float64) / m
@@ -163,12 +239,15 @@ def search_weights(scores: List[np.ndarray], labels: np.ndarray, step: float) ->
 
 
 def run(ctx: EvalContext) -> dict:
-    """Fused top-1/top-5 (percent), each run's own top-1, and the weights."""
+    """Fused top-1/top-5 (percent), each run's own top-1 (``<stream>_top1``), the weights, the
+    runs' common ``encoder`` kind, and ``scores_sha256`` / ``prefix``: what was fused."""
     p: FusionProtocol = ctx.protocol
     names = [str(r) for r in p.runs]
     metas = [read_metrics(r) for r in p.runs]
     for r, meta in zip(p.runs, metas):
         _scores_present(r, p.prefix, meta)
+    check_runs(names, metas)
+    hashes = [scores_sha256(r, p.prefix) for r in p.runs]
     test = [load_scores(r, p.prefix) for r in p.runs]
     scores = align([t[0] for t in test], [t[1] for t in test], [t[2] for t in test], names)
     labels, index = test[0][2], test[0][1]
@@ -194,19 +273,26 @@ def run(ctx: EvalContext) -> dict:
         weights = weights / weights.sum()
     fused = fuse(scores, weights)
     figures = topk_accuracy(fused, labels, (1, 5))
-    labels_of = [(meta.get("input") or {}).get("stream") or f"run{k + 1}" for k, meta in enumerate(metas)]
-    for k, (label, s) in enumerate(zip(labels_of, scores)):
-        if labels_of.count(label) > 1:  # two runs of one stream (a pretrained and a random-init joint...)
-            label = f"run{k + 1}_{label}"
-        figures[f"{label}_top1"] = topk_accuracy(s, labels, (1,))["top1"]
+    streams = [_input_stream(m) for m in metas]
+    for k, (stream, s) in enumerate(zip(streams, scores)):  # the streams differ (check_runs)
+        figures[f"{stream or f'run{k + 1}'}_top1"] = topk_accuracy(s, labels, (1,))["top1"]
     if searched:
         figures["val_top1"] = val_top1
     save_scores(ctx.out, fused, index, labels)
+    kind = next((k for k in map(_encoder_kind, metas) if k), None) or "none"  # one kind (check_runs)
+    task = next((m.get("task") for m in metas if m.get("task")), None) or "eval"
+    fused_what = ", ".join(s or f"run {k + 1} (stream unknown)" for k, s in enumerate(streams))
     return {"figures": figures, "weights": [float(w) for w in weights], "weights_searched": searched,
-            "runs": names, "streams": [(m.get("input") or {}).get("stream") for m in metas],
-            "run_kinds": [(m.get("encoder") or {}).get("kind") for m in metas],
+            "runs": names, "streams": streams, "run_kinds": [_encoder_kind(m) for m in metas],
+            "scores_sha256": hashes, "prefix": p.prefix,
+            # the fused row: the runs' common kind and, in runs order, each one's stream and encoder
+            # (no run folder here: `runs` names them, and pcm3 benchmark renames them there)
+            "encoder": {"kind": kind, "fused": [{"stream": s, **{key: (m.get("encoder") or {}).get(key)
+                                                                 for key in ("path", "config_hash")}}
+                                                for s, m in zip(streams, metas)]},
             "data": metas[0].get("data"), "dataset": metas[0].get("dataset"),
             "class_names": metas[0].get("class_names"), "benchmark": metas[0].get("benchmark"),
             "splits": {"test": int(len(labels))},
-            "notes": [f"weights {', '.join(f'{w:.2f}' for w in weights)} "
+            "notes": [f"fused the {kind} {task} {p.prefix}scores.npy of {fused_what}",
+                      f"weights {', '.join(f'{w:.2f}' for w in weights)} "
                       + ("searched on validation scores" if searched else "as given (normalised to sum 1)")]}

@@ -228,7 +228,7 @@ def build_encoder(kind: str, *, data, benchmark: Optional[str], protocol, encode
                                crop_range=sup.crop_range, min_len=sup.min_len or clip_len, test_crop=attrs["test_crop"],
                                device=device, seed=seed, progress=progress)
     info = {**info, "weights": f"supervised on the {benchmark} {where}, {sup.epochs} epochs, seed {seed}",
-            "supervised_seconds": time.perf_counter() - t0}
+            "supervised_seconds": time.perf_counter() - t0, "stream": stream}  # the stream it was trained on
     if out is not None:
         save_encoder(trained, Path(out) / "supervised_encoder.pt", info)
     return trained, info
@@ -250,6 +250,27 @@ def save_encoder(encoder: torch.nn.Module, path: Path, info: dict) -> None:
                 "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
                 "layout": encoder.layout, "stream": encoder.stream, "clip_len": encoder.clip_len,
                 "test_crop": encoder.test_crop, "pretrain_epochs": 0, "source": info.get("weights", "")}, path)
+
+
+def check_stream(kind: str, info: dict, protocol) -> None:
+    """Refuse (one-line ConfigError) a protocol ``stream`` override that contradicts the stream a
+    pretrained encoder records (``info["stream"]``: ``pcm3 export`` files and runs record the
+    stream they were pretrained on): an encoder pretrained on bone, fed joint clips, is no
+    joint-stream result.
+
+    The other rows choose their stream: ``raw_input`` has no network, ``random_init`` weights
+    know no stream (the encoder given lends its architecture), ``supervised`` is trained on the
+    override's stream. A module given as ``encoder=`` records nothing in ``info``: its
+    ``stream`` attribute yields to the override, as documented.
+    """
+    wanted, recorded = getattr(protocol, "stream", None), (info or {}).get("stream")
+    if kind != "pretrained" or wanted is None or recorded is None or wanted == recorded:
+        return
+    source = f" ({info['path']})" if info.get("path") else ""
+    raise ConfigError(f"stream={wanted}: the encoder{source} was pretrained on the {recorded} stream; fed {wanted} "
+                      f"clips it gives no {wanted}-stream result: drop --set stream={wanted}, or evaluate an encoder "
+                      f"pretrained on the {wanted} stream (--random-init, --supervised and --raw-input rows take "
+                      "any stream)")
 
 
 # --------------------------------------------------------------------------- one task
@@ -335,7 +356,9 @@ def evaluate(task: str, *, data, benchmark: Optional[str], out, kind: str = "pre
         overrides: ``key=value`` protocol overrides.
 
     Before the output folder is touched, the row options are checked against each other
-    (:func:`check_row`) and the data the task reads against the task (:func:`check_inputs`).
+    (:func:`check_row`) and the data the task reads against the task (:func:`check_inputs`). A
+    ``stream`` override that contradicts the stream a pretrained encoder file or run records is
+    refused once the encoder is loaded, before the task runs (:func:`check_stream`).
 
     A given ``encoder`` module maps clips ``(N, C, T, V, M)`` to features ``(N, D)`` (anything
     else is a one-line ConfigError); its attributes ``layout``, ``stream``, ``clip_len``,
@@ -379,6 +402,7 @@ def evaluate(task: str, *, data, benchmark: Optional[str], out, kind: str = "pre
             enc, info = build_encoder(kind, data=data, benchmark=benchmark, protocol=protocol, encoder=encoder,
                                       encoder_path=encoder_path, run=run, pretrain_config=pretrain_config,
                                       device=device, seed=seed, progress=progress, out=tmp)
+            check_stream(kind, info, protocol)
             if enc is not None:
                 enc = enc.to(device).eval()
                 if world > 1:  # every rank evaluates rank 0's encoder
