@@ -290,11 +290,12 @@ def test_a_stream_override_that_contradicts_the_pretrained_encoder_is_refused(tm
     data, bone = tiny_data(tmp_path_factory), encoder_file(tmp_path_factory, stream="bone", seed=3)
     base = ["--data", str(data), "--benchmark", "xsub"]
     capsys.readouterr()
-    assert cli("eval", "knn", "--encoder", str(bone), *base, "--set", "stream=joint", "--out", str(tmp_path / "a")) == 2
+    assert cli("eval", "knn", "--encoder", str(bone), *base, "--set", "stream=joint",
+               "--out", str(tmp_path / "new" / "a")) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert err.startswith(f"error: stream=joint: the encoder ({bone}) was pretrained on the bone stream"), err
-    assert not (tmp_path / "a").exists()
+    assert not (tmp_path / "new").exists()  # refused before any folder is made, its parent included
     # the encoder's own stream, given or not, is its stream
     for name, sets in (("b", ["--set", "stream=bone"]), ("c", [])):
         assert cli("eval", "knn", "--encoder", str(bone), *base, *sets, "--out", str(tmp_path / name)) == 0
@@ -321,3 +322,21 @@ def test_a_stream_override_that_contradicts_the_pretrained_encoder_is_refused(tm
     check_stream("pretrained", {}, p)  # a module: nothing recorded
     check_stream("pretrained", {"stream": "bone"}, __import__("types").SimpleNamespace(stream=None))
     check_stream("pretrained", {"stream": "bone"}, object())  # detection: no stream setting
+
+
+def test_dense_supervised_rows(tmp_path_factory, tmp_path, capsys):
+    """Motion's --supervised row without --benchmark trains on the task's default split (it said
+    '--benchmark: required'); detection has no supervised row, said in one line."""
+    from .tiny import encoder_file
+
+    data, enc = tiny_data(tmp_path_factory), encoder_file(tmp_path_factory)
+    assert cli("eval", "motion", "--supervised", "--encoder", str(enc), "--data", str(data), "--out",
+               str(tmp_path / "m"), "--set", "observed=10", "--set", "predicted=4", "--set", "epochs=1",
+               "--set", "supervised.epochs=1", "--set", "supervised.min_len=8") == 0
+    m = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert m["benchmark"] == "xsub" and "on the xsub training split" in m["encoder"]["weights"]
+    capsys.readouterr()
+    assert cli("eval", "detection", "--supervised", "--encoder", str(enc), "--data", str(data),
+               "--out", str(tmp_path / "d")) == 2
+    assert "--supervised: detection has no supervised row" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

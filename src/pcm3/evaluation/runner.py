@@ -294,6 +294,9 @@ def check_row(task: str, kind: str, *, encoder: Optional[torch.nn.Module] = None
     """
     given = [flag for flag, value in (("--encoder", encoder_path), ("--run", run),
                                       ("--pretrain-config", pretrain_config)) if value is not None]
+    if task == "detection" and kind == "supervised":
+        raise ConfigError("--supervised: detection has no supervised row (the bound is trained on trimmed, labelled "
+                          "clips; detection reads untrimmed videos): compare --random-init with the pretrained row")
     if (task not in NO_ENCODER_TASKS and kind in ("random_init", "supervised") and encoder is not None
             and not (kind == "supervised" and getattr(encoder, "supervised_trained", False))):
         architecture_of(encoder, kind)  # a module that is no pcm3 Encoder: refused before anything is written
@@ -328,13 +331,31 @@ def check_row(task: str, kind: str, *, encoder: Optional[torch.nn.Module] = None
                               "or --pretrain-config NAME|FILE")
 
 
-def check_inputs(task: str, module, *, data, benchmark: Optional[str], protocol, kind: str) -> None:
+def _recorded_input(encoder_path, run) -> dict:
+    """``{"stream", "path"}`` that an encoder file or a run folder records, read cheaply before any
+    output is written (empty when neither is given or it cannot be read: the later checks say why)."""
+    try:
+        if encoder_path is not None:
+            payload = torch.load(encoder_path, map_location="cpu", weights_only=False)
+            return {"stream": payload.get("stream"), "path": str(encoder_path)} if isinstance(payload, dict) else {}
+        if run is not None:
+            from pcm3.config import read_yaml
+
+            tree = read_yaml(Path(run) / "config.yaml")
+            return {"stream": ((tree or {}).get("data") or {}).get("stream", "joint"), "path": str(run)}
+    except Exception:  # unreadable: build_encoder names the problem
+        return {}
+    return {}
+
+
+def check_inputs(task: str, module, *, data, benchmark: Optional[str], protocol, kind: str):
     """The data a task reads, checked before anything is written: the task module's
     ``check_inputs(data, benchmark, protocol, kind)`` where it has one (parts present and not
     empty, labels, lengths, NaN/inf; task settings that depend on the data, such as k-NN's k)."""
     check = getattr(module, "check_inputs", None)
     if check is not None and data is not None:
-        check(Path(data), benchmark, protocol, kind)
+        return check(Path(data), benchmark, protocol, kind)
+    return None
 
 
 def evaluate(task: str, *, data, benchmark: Optional[str], out, kind: str = "pretrained",
@@ -384,7 +405,11 @@ def evaluate(task: str, *, data, benchmark: Optional[str], out, kind: str = "pre
     if task not in NO_ENCODER_TASKS:
         if data is None:
             raise ConfigError(f"eval {task}: --data is required")
-        check_inputs(task, module, data=data, benchmark=benchmark, protocol=protocol, kind=kind)
+        checked = check_inputs(task, module, data=data, benchmark=benchmark, protocol=protocol, kind=kind)
+        if benchmark is None and task in ("motion", "detection") and isinstance(checked, tuple):
+            benchmark = checked[1]  # the task's default split (xsub): the supervised row trains on its part
+        if kind == "pretrained":  # before the output folder is made: what the file or run records
+            check_stream(kind, _recorded_input(encoder_path, run), protocol)
     world = 1
     if distributed.launched():
         if task not in DISTRIBUTED_TASKS:
