@@ -68,8 +68,8 @@ def random_init_encoder(encoder_config: EncoderConfig | dict, seed: int = 0, *, 
                         stream: str = "joint", clip_len: int = 64, test_crop: float = 0.95) -> Encoder:
     """A freshly initialised encoder (weights from ``seed``) in eval mode, with input attributes."""
     cfg = encoder_config if isinstance(encoder_config, EncoderConfig) else EncoderConfig(**dict(encoder_config))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # the CPU generator only: CUDA's is left alone
+        torch.default_generator.manual_seed(seed)
         encoder = Encoder(cfg).eval()
     for key, value in (("layout", layout), ("stream", stream), ("clip_len", clip_len), ("test_crop", test_crop)):
         setattr(encoder, key, value)
@@ -111,8 +111,8 @@ def train_supervised(encoder_config: EncoderConfig | dict, train_dataset: Skelet
     if labels.size == 0 or labels.min() < 0:
         raise ValueError("supervised training needs labelled training samples")
     classes = max(int(train_dataset.num_classes), int(labels.max()) + 1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed + 1)
+    with torch.random.fork_rng(devices=[]):  # the CPU generator only: CUDA's is left alone
+        torch.default_generator.manual_seed(seed + 1)
         head = torch.nn.Linear(encoder.feature_dim, classes).to(device)
     params = list(encoder.parameters()) + list(head.parameters())
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)

@@ -151,8 +151,8 @@ def fit_linear(epoch_features: Callable[[int], torch.Tensor], labels: np.ndarray
         first = (first.float() - mean) / std
         if val is not None:
             val = ((torch.as_tensor(val[0]) - mean) / std, val[1])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # the CPU generator only: CUDA's is left alone
+        torch.default_generator.manual_seed(seed)
         head = torch.nn.Linear(d, num_classes)
     # the field's linear layer init: weights N(0, 0.01), bias 0
     with torch.no_grad():
