@@ -41,3 +41,17 @@ def test_supervised_training_changes_weights_and_keeps_attributes(tmp_path_facto
     enc = train_supervised(cfg, train, epochs=1, batch_size=32, clip_len=12, min_len=8, stream="bone", seed=0)
     assert not enc.training and enc.stream == "bone" and enc.clip_len == 12 and enc.supervised_trained
     assert not all(torch.equal(p, q) for p, q in zip(init.parameters(), enc.parameters()))
+
+
+def test_seeding_the_weights_leaves_cudas_generators_alone(monkeypatch):
+    """fork_rng(devices=[]) restores the CPU generator only; torch.manual_seed inside it also
+    reseeded every CUDA generator (a caller's CUDA draws changed)."""
+    import torch
+
+    from pcm3.evaluation.baselines import random_init_encoder
+    from pcm3.models import EncoderConfig
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
+    random_init_encoder(EncoderConfig(hidden=8, layers=1), 3)
+    assert calls == []
