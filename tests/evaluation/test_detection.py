@@ -15,6 +15,7 @@ from pcm3.evaluation.detection import (DetectionProtocol, run, segments, smooth,
                                        window_offsets)
 from pcm3.models import Encoder, EncoderConfig
 from tests.mpl_backend import pdf_backend
+from tests.evaluation.tiny import NoFeatureDim
 from tests.prepared_copies import copy_with_values
 
 
@@ -315,17 +316,6 @@ def test_non_finite_frames_are_one_line(videos, tmp_path, capsys, monkeypatch, s
     if scan or part == "test":  # read whole: the first bad frame
         assert err[0].endswith("at frame 5; `pcm3 info` lists such samples")
     assert not out.exists()
-
-
-class NoFeatureDim(torch.nn.Module):
-    """A custom encoder without ``feature_dim`` or ``config``: ``(N, C, W, V, M) -> (N, 6)``."""
-
-    def __init__(self):
-        super().__init__()
-        self.lin = torch.nn.Linear(3 * 25 * 2, 6)
-
-    def forward(self, x):
-        return self.lin(x.mean(dim=2).flatten(1))
 
 
 def test_a_module_without_feature_dim_is_measured_by_one_forward_pass(videos, tmp_path):

@@ -11,6 +11,7 @@ from pcm3.cli import main
 from pcm3.errors import ConfigError, DataError
 from pcm3.evaluation.motion import MotionProtocol, ResidualGRUDecoder, joint_mask, mpjpe, run
 from pcm3.models import Encoder, EncoderConfig
+from tests.evaluation.tiny import NoFeatureDim
 from tests.mpl_backend import pdf_backend
 
 
@@ -246,17 +247,6 @@ def test_unlabelled_clips_are_fine_but_an_empty_part_is_named(synthetic_small, t
     empty = resplit(synthetic_small, tmp_path / "empty", no_test)
     with pytest.raises(DataError, match="benchmark 'xsub' has no test clips"):
         run(ctx(empty, tmp_path / "o3", tiny_encoder(), p))
-
-
-class NoFeatureDim(torch.nn.Module):
-    """A custom encoder without ``feature_dim`` or ``config``: ``(N, C, T, V, M) -> (N, 6)``."""
-
-    def __init__(self):
-        super().__init__()
-        self.lin = torch.nn.Linear(3 * 25 * 2, 6)
-
-    def forward(self, x):
-        return self.lin(x.mean(dim=2).flatten(1))
 
 
 def test_a_module_without_feature_dim_is_measured_by_one_forward_pass(synthetic_small, tmp_path):

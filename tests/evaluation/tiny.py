@@ -55,3 +55,15 @@ def cli(*args: str) -> int:
 
     torch.set_num_threads(1)
     return main([*args, "--quiet", "--device", "cpu"])
+
+
+class NoFeatureDim(torch.nn.Module):
+    """A custom encoder without ``feature_dim`` or ``config`` (25 joints, 2 persons): clips or
+    windows ``(N, 3, T, 25, 2)`` -> ``(N, 6)``, the mean over time through a linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3 * 25 * 2, 6)
+
+    def forward(self, x):
+        return self.lin(x.mean(dim=2).flatten(1))
