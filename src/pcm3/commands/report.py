@@ -13,7 +13,9 @@ def add_parser(sub) -> None:
                                    "the HTML beside it (images inline) and OUT_images/.")
     p.add_argument("dirs", nargs="+", metavar="DIR", help="eval folders, or folders that hold them")
     p.add_argument("--out", required=True, help="markdown file, e.g. report.md")
-    p.add_argument("--overwrite", action="store_true", help="replace a report written before by pcm3")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a report written before by pcm3, unless a file of it was changed since "
+                        "(the record .NAME.md.pcm3 beside OUT holds their SHA-256)")
     p.add_argument("--embedding", choices=("tsne", "pca"), default="tsne",
                    help="2-D map of test features: exact t-SNE (default) or PCA")
     p.add_argument("--max-points", type=int, default=800, help="test samples per feature map (default 800)")
@@ -22,6 +24,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    import sys
+
     import torch
 
     from pcm3.errors import ConfigError
@@ -37,5 +41,7 @@ def run(args) -> int:
         torch.set_num_threads(max(1, args.threads))
     paths = write_report(args.dirs, args.out, overwrite=args.overwrite, embedding=args.embedding,
                          max_points=args.max_points)
+    if paths.get("notice"):  # an older report without a record was replaced
+        print(f"note: {paths['notice']}", file=sys.stderr)
     print(f"wrote {paths['markdown']}, {paths['html']} and {paths['images']}/")
     return 0
