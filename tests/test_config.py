@@ -346,3 +346,25 @@ def test_release_recipes_switch_what_the_release_drops(stream):
     cfg = _flat(to_dict(load_config(CONFIG_DIR / f"release_ntu60_xsub_{stream}.yaml")))
     assert {k: v for k, v in cfg.items() if paper[k] != v} == {
         "loss.distill": False, **_NO_PROMPTS, "loss.predict_grad_to_decoder": False}
+
+
+def test_a_section_check_that_raises_valueerror_is_named_by_its_section(monkeypatch):
+    from pcm3.config import OptimConfig
+
+    def boom(self):
+        raise ValueError("boom")
+
+    cfg = load_config("demo")
+    monkeypatch.setattr(OptimConfig, "__post_init__", boom)
+    with pytest.raises(ConfigError, match="^optim: boom$"):
+        cfg.validate()
+
+
+def test_build_model_validates_the_config():
+    """PCM3 itself takes an infinite temperature; build_model refuses it by name."""
+    from pcm3.pretrain import build_model
+
+    cfg = load_config("demo")
+    cfg.loss.temperature = float("inf")
+    with pytest.raises(ConfigError, match="loss.temperature: expected a finite number"):
+        build_model(cfg)

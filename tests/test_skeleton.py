@@ -117,6 +117,8 @@ def test_align_view_leaves_a_sample_without_a_body_alone():
     ((0, 0, 1), 7, "center 7 is not a joint"),
     ((1, 0, 1), 0, "the parents of joint 0 form a cycle without a root"),
     ((0, -1, 1), 0, "parent -1 is not a joint"),
+    ((0, 3, 1), 0, "parent 3 is not a joint"),
+    ((0, 0, 1), 3, "center 3 is not a joint"),
 ])
 def test_a_layout_must_be_a_forest_of_its_own_joints(parents, center, msg):
     """A cycle used to end in a RecursionError in bone_scale; an outside parent in an IndexError later."""

@@ -79,6 +79,8 @@ def test_writer_checks_layout_shape_index_and_length(tmp_path):
     with PreparedWriter(tmp_path / "b", shape=(1, 3, 10, 25, 1), layout="ntu25", **kw) as w:
         with pytest.raises(IndexError, match="sample 1"):
             w.set(1, np.zeros((3, 10, 25, 1), np.float32), label=0, length=10, name="s1")
+        with pytest.raises(IndexError, match="sample -1"):  # numpy would write the last clip
+            w.set(-1, np.zeros((3, 10, 25, 1), np.float32), label=0, length=10, name="s-1")
         with pytest.raises(ValueError, match="length 11 outside 0..10"):
             w.set(0, np.zeros((3, 10, 25, 1), np.float32), label=0, length=11, name="s0")
         w.set(0, np.zeros((3, 10, 25, 1), np.float32), label=0, length=10, name="s0")

@@ -151,3 +151,14 @@ def test_test_classes_without_training_clips_are_a_warning(tmp_path):
     assert m["warnings"] == [text] and text in m["notes"]
     ctx.task = "motion"  # no classes predicted there
     assert "warnings" not in assemble_metrics(ctx, {"figures": {}}, wall_seconds=0.0)
+
+
+def test_pretraining_overlap_needs_the_same_data_set(tmp_path_factory):
+    from pcm3.evaluation.common import pretraining_overlap
+
+    data = tiny_data(tmp_path_factory)  # synthetic: xview's test shares clips with xsub's training part
+    seen = {"dataset": "synthetic", "benchmark": "xsub", "part": "train"}
+    assert "were pretraining clips of this encoder (synthetic xsub/train)" in pretraining_overlap(seen, data, "xview")
+    assert pretraining_overlap({**seen, "dataset": "ntu60"}, data, "xview") is None  # other data, same names
+    assert pretraining_overlap(seen, data, "xsub") is None
+    assert pretraining_overlap(None, data, "xview") is None  # an encoder file of an older version

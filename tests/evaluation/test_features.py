@@ -251,3 +251,24 @@ def test_kept_mode_and_device_moves_a_module_back_and_keeps_the_cuda_generator()
         torch.manual_seed(0)
         torch.rand(5, device="cuda")
     assert torch.equal(torch.rand(2, device="cuda"), expected)
+
+
+def test_features_of_the_wrong_count_and_the_probe_in_eval_mode():
+    """An (M, D) output for N clips, M != N, is refused too; the probe forward pass runs in eval
+    mode (a training BatchNorm refuses one sample) and leaves the module's mode as it was."""
+    from pcm3.errors import ConfigError
+    from pcm3.evaluation.features import check_features, feature_dim
+
+    with pytest.raises(ConfigError, match=r"returned shape \(1, 16\) for 4 clips"):
+        check_features(torch.nn.Identity(), torch.zeros(4, 3, 8, 25, 2), torch.zeros(1, 16))
+    m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.BatchNorm1d(6)).train()
+    assert feature_dim(m, lambda: torch.zeros(1, 3, 1, 2, 1)) == 6 and m.training
+
+
+def test_kept_mode_and_device_moves_a_module_back_on_the_cpu_too():
+    from pcm3.evaluation.features import kept_mode_and_device
+
+    m = torch.nn.Linear(2, 2, device="meta")
+    with kept_mode_and_device(m):
+        m.to_empty(device="cpu")
+    assert m.weight.device.type == "meta"

@@ -295,3 +295,14 @@ def test_pictures_leave_the_matplotlib_backend_alone(tmp_path):
         unchanged()
     for name in ("m.png", "p.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("usable, total, warned", [(20, 100, True), (10, 10, True), (16, 64, False), (40, 100, False)])
+def test_few_windows_needs_a_quarter_and_16_clips(usable, total, warned):
+    from pcm3.evaluation.motion import _few_windows
+
+    prepared = SimpleNamespace(lengths=np.array([30] * usable + [5] * (total - usable)))
+    text = _few_windows(prepared, np.arange(total), small_protocol(observed=20, predicted=5), "training")
+    assert (text is not None) == warned
+    if warned:
+        assert text.startswith(f"only {usable} of the {total} training clips hold observed + predicted = 25 frames")

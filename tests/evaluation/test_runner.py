@@ -340,3 +340,20 @@ def test_dense_supervised_rows(tmp_path_factory, tmp_path, capsys):
                "--out", str(tmp_path / "d")) == 2
     assert "--supervised: detection has no supervised row" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_the_stream_check_after_loading_backs_up_the_early_one(tmp_path_factory, tmp_path, monkeypatch):
+    """Should the early read of the file say nothing (unreadable there), the loaded encoder's
+    recorded stream still refuses a contradicting override."""
+    import pytest
+
+    from pcm3.errors import ConfigError
+    from pcm3.evaluation import runner
+
+    from .tiny import encoder_file
+
+    data, bone = tiny_data(tmp_path_factory), encoder_file(tmp_path_factory, stream="bone", seed=3)
+    monkeypatch.setattr(runner, "_recorded_input", lambda *a: {})
+    with pytest.raises(ConfigError, match="pretrained on the bone stream"):
+        runner.evaluate("knn", data=data, benchmark="xsub", out=tmp_path / "k", encoder_path=bone,
+                        overrides=["stream=joint"])

@@ -56,9 +56,16 @@ def test_benchmark_takes_modules_as_evaluate_does(tmp_path_factory, tmp_path):
         def forward(self, x):
             return x.mean(dim=(2, 4)).flatten(1)
 
+    calls = []
+
+    class Counted(Custom):
+        def forward(self, x):
+            calls.append(1)
+            return super().forward(x)
+
     with pytest.raises(ConfigError, match="random_init needs a pcm3 Encoder"):
-        run_benchmark([Custom()], data=data, benchmark="xsub", out=tmp_path / "c", tasks=("knn",), report=False)
-    assert not (tmp_path / "c").exists()  # refused before any work
+        run_benchmark([Counted()], data=data, benchmark="xsub", out=tmp_path / "c", tasks=("knn",), report=False)
+    assert not (tmp_path / "c").exists() and calls == []  # refused before any work
     run_benchmark([Custom()], data=data, benchmark="xsub", out=tmp_path / "c", tasks=("knn",), random_init=False,
                   report=False)
     assert (tmp_path / "c" / "joint_pretrained" / "knn" / "metrics.json").is_file()
@@ -84,6 +91,7 @@ def test_the_supervised_row_records_what_it_was_trained_with_and_is_kept(tmp_pat
                                                             "give --set linear.supervised.epochs=1"),
     (["--set", "linear.supervised.epochs=1"], "without --supervised there is no supervised row"),
     (["--set", "fusion.grid_step=0.5"], "no fusion is run"),
+    (["--tasks", "linear", "--set", "fusion.grid_step=0.5"], "no fusion is run"),  # linear, but one encoder
 ])
 def test_settings_the_benchmark_would_ignore_are_refused(tmp_path_factory, tmp_path, capsys, sets, msg):
     data, joint = tiny_data(tmp_path_factory), encoder_file(tmp_path_factory, "joint")
@@ -93,3 +101,21 @@ def test_settings_the_benchmark_would_ignore_are_refused(tmp_path_factory, tmp_p
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.search(msg, err[0]), err
     assert not (tmp_path / "b").exists()
+
+
+def test_a_rows_warning_is_printed_once_for_all_its_tasks(tmp_path_factory, tmp_path, capsys):
+    """Every task of an xsub-pretrained encoder run on xview warns of the same overlap: once."""
+    from pcm3.cli import main
+
+    data = tiny_data(tmp_path_factory)
+    run = tmp_path / "run"
+    assert main(["pretrain", "--config", "demo", "--data", str(data), "--out", str(run), "--quiet",
+                 "--set", "train.epochs=1", "--set", "train.max_steps_per_epoch=1", "--set", "train.batch_size=16",
+                 "--set", "model.encoder.hidden=8", "--set", "model.prompt_dim=8"]) == 0
+    assert main(["export", str(run), "--out", str(tmp_path / "enc.pt")]) == 0
+    capsys.readouterr()
+    assert cli("benchmark", "--encoders", str(tmp_path / "enc.pt"), "--data", str(data), "--benchmark", "xview",
+               "--out", str(tmp_path / "b"), "--tasks", "knn,occlusion", "--no-random-init", "--no-report",
+               "--set", "occlusion.epochs=1", "--set", "occlusion.crops=1", "--set", "occlusion.min_len=8") == 0
+    err = capsys.readouterr().err
+    assert err.count("were pretraining clips of this encoder") == 1, err
