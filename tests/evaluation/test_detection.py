@@ -15,7 +15,7 @@ from pcm3.evaluation.detection import (DetectionProtocol, run, segments, smooth,
                                        window_offsets)
 from pcm3.models import Encoder, EncoderConfig
 from tests.mpl_backend import pdf_backend
-from tests.evaluation.tiny import NoFeatureDim
+from tests.evaluation.tiny import NoFeatureDim, assert_seeded_and_leaves_the_global_generator
 from tests.prepared_copies import copy_with_values
 
 
@@ -332,16 +332,8 @@ def test_training_leaves_the_global_generator_alone(videos):
 
     v = Videos(Prepared(videos))
     p = DetectionProtocol(epochs=1, milestones=[1], windows_per_video=8)
-    heads = []
-    for _ in range(2):
-        encoder = tiny_encoder()  # seeds torch itself
-        torch.manual_seed(77)
-        expected = torch.rand(3)
-        torch.manual_seed(77)
-        head, _ = train_head(encoder, v, np.arange(2), p, stream="joint", layout="ntu25", device="cpu", seed=3)
-        assert torch.equal(torch.rand(3), expected)
-        heads.append(head.state_dict())
-    assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])  # the seed alone sets them
+    assert_seeded_and_leaves_the_global_generator(tiny_encoder, lambda encoder: train_head(
+        encoder, v, np.arange(2), p, stream="joint", layout="ntu25", device="cpu", seed=3)[0])
 
 
 def test_timeline_leaves_the_matplotlib_backend_alone(videos, tmp_path):

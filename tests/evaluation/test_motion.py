@@ -11,7 +11,7 @@ from pcm3.cli import main
 from pcm3.errors import ConfigError, DataError
 from pcm3.evaluation.motion import MotionProtocol, ResidualGRUDecoder, joint_mask, mpjpe, run
 from pcm3.models import Encoder, EncoderConfig
-from tests.evaluation.tiny import NoFeatureDim
+from tests.evaluation.tiny import NoFeatureDim, assert_seeded_and_leaves_the_global_generator
 from tests.mpl_backend import pdf_backend
 
 
@@ -272,16 +272,8 @@ def test_training_leaves_the_global_generator_alone(synthetic_small):
     prepared = Prepared(synthetic_small)
     p = small_protocol(epochs=1)
     windows = Windows(prepared, np.arange(32), p.observed, p.predicted)
-    decoders = []
-    for _ in range(2):
-        encoder = tiny_encoder()  # seeds torch itself
-        torch.manual_seed(77)
-        expected = torch.rand(3)
-        torch.manual_seed(77)
-        decoder, _ = train_decoder(encoder, windows, p, stream="joint", layout="ntu25", device="cpu", seed=3)
-        assert torch.equal(torch.rand(3), expected)
-        decoders.append(decoder.state_dict())
-    assert all(torch.equal(decoders[0][k], decoders[1][k]) for k in decoders[0])  # the seed alone sets them
+    assert_seeded_and_leaves_the_global_generator(tiny_encoder, lambda encoder: train_decoder(
+        encoder, windows, p, stream="joint", layout="ntu25", device="cpu", seed=3)[0])
 
 
 def test_pictures_leave_the_matplotlib_backend_alone(tmp_path):

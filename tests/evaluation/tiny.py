@@ -67,3 +67,18 @@ class NoFeatureDim(torch.nn.Module):
 
     def forward(self, x):
         return self.lin(x.mean(dim=2).flatten(1))
+
+
+def assert_seeded_and_leaves_the_global_generator(make_encoder, train) -> None:
+    """``train(encoder)`` (returning a module) twice, each on a fresh ``make_encoder()``: the
+    caller's next global torch draw is the one it would have been without the call, and both
+    calls give the same weights (the ``seed`` argument alone sets them)."""
+    states = []
+    for _ in range(2):
+        encoder = make_encoder()  # may seed torch itself
+        torch.manual_seed(77)
+        expected = torch.rand(3)
+        torch.manual_seed(77)
+        states.append(train(encoder).state_dict())
+        assert torch.equal(torch.rand(3), expected)
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
