@@ -368,3 +368,18 @@ def test_build_model_validates_the_config():
     cfg.loss.temperature = float("inf")
     with pytest.raises(ConfigError, match="loss.temperature: expected a finite number"):
         build_model(cfg)
+
+
+def test_validate_takes_paths_and_numpy_numbers():
+    """Sweeps built from numpy values and pathlib paths were refused ('expected a string')."""
+    from pathlib import Path
+
+    import numpy as np
+
+    cfg = load_config("demo")
+    cfg.data.path, cfg.train.epochs, cfg.optim.lr = Path("/data/x"), np.int64(3), np.float32(0.5)
+    cfg.validate()
+    assert cfg.data.path == "/data/x" and type(cfg.train.epochs) is int and type(cfg.optim.lr) is float
+    cfg.train.epochs = np.float64(2.5)
+    with pytest.raises(ConfigError, match="train.epochs: expected an integer"):
+        cfg.validate()

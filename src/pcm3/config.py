@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 import re
 import types
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union, Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import yaml
 
 from pcm3.args import MAX_SEED
@@ -195,7 +197,9 @@ class Config:
     def validate(self) -> "Config":
         """Check every section again (values may have been assigned after loading).
 
-        Raises :class:`ConfigError` naming the key; returns ``self``.
+        Each field is checked against its type as a file's value is, and normalised in place:
+        a ``pathlib.Path`` becomes its string, numpy numbers Python numbers, a mapping its
+        section's dataclass. Raises :class:`ConfigError` naming the key; returns ``self``.
         """
         _revalidate(self, "")
         return self
@@ -286,6 +290,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):  # numpy integers
+            return int(value)
         number = _number(value)
         if number is not None and math.isfinite(number) and number.is_integer():
             return int(number)
@@ -300,6 +306,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, os.PathLike):  # a pathlib.Path assigned in Python
+            return os.fspath(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
         raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -317,9 +325,9 @@ def _number(value: Any) -> Optional[float]:
     spelling that Python's ``float`` accepts (``1e-3``, ``1E-4``, ``.5``, ``2.``, ``1_000``)
     is accepted here. Booleans are not numbers.
     """
-    if isinstance(value, bool):
+    if isinstance(value, (bool, np.bool_)):
         return None
-    if isinstance(value, (int, float)):
+    if isinstance(value, numbers.Real):  # also numpy scalars (np.float32, np.int64)
         return float(value)
     if isinstance(value, str):
         try:

@@ -557,3 +557,14 @@ def test_forward_and_backward_run_on_the_meta_device():
     assert out["loss"].device.type == "meta" and out["reconstruction"].shape == (N, C, T, V, M)
     out["loss"].backward()
     assert all(p.grad is None or p.grad.device.type == "meta" for p in m.parameters())
+
+
+def test_autocast_off_without_is_autocast_available(monkeypatch):
+    """torch 2.1-2.3 (allowed by pyproject) have no torch.amp.is_autocast_available."""
+    from pcm3.models import pcm3 as module
+
+    monkeypatch.delattr(torch.amp, "is_autocast_available", raising=False)
+    with module._autocast_off("cpu"), module._autocast_off("meta"):
+        pass
+    m = model()
+    assert torch.isfinite(m(make_inputs())["loss"])

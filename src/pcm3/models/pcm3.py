@@ -98,9 +98,12 @@ def _check_positive(owner: str, name: str, value, allow_zero: bool = False) -> N
 def _autocast_off(device_type: str):
     """A context that turns autocast off on ``device_type``; nothing where torch has no autocast
     for it (``meta`` and other devices), where nothing was cast to begin with."""
-    if not torch.amp.is_autocast_available(device_type):
-        return contextlib.nullcontext()
-    return torch.autocast(device_type, enabled=False)
+    available = getattr(torch.amp, "is_autocast_available", None)  # torch >= 2.4
+    if available is not None:
+        return torch.autocast(device_type, enabled=False) if available(device_type) else contextlib.nullcontext()
+    if device_type in ("cpu", "cuda"):  # older torch: the devices it has autocast for
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 @dataclass
 class Positives:
