@@ -289,7 +289,8 @@ def test_pictures_leave_the_matplotlib_backend_alone(tmp_path):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("usable, total, warned", [(20, 100, True), (10, 10, True), (16, 64, False), (40, 100, False)])
+@pytest.mark.parametrize("usable, total, warned", [(20, 100, True), (10, 12, True), (10, 10, False), (16, 64, False),
+                                                   (40, 100, False)])
 def test_few_windows_needs_a_quarter_and_16_clips(usable, total, warned):
     from pcm3.evaluation.motion import _few_windows
 

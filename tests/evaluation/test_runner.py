@@ -357,3 +357,19 @@ def test_the_stream_check_after_loading_backs_up_the_early_one(tmp_path_factory,
     with pytest.raises(ConfigError, match="pretrained on the bone stream"):
         runner.evaluate("knn", data=data, benchmark="xsub", out=tmp_path / "k", encoder_path=bone,
                         overrides=["stream=joint"])
+
+
+def test_a_module_attribute_set_to_none_counts_as_missing(tmp_path_factory, tmp_path):
+    """``clip_len = None`` was a TypeError traceback in input_spec (int(None))."""
+    import torch
+
+    from pcm3.evaluation.runner import evaluate
+
+    class M(torch.nn.Module):
+        clip_len = None
+
+        def forward(self, x):
+            return x.mean(dim=(2, 4)).flatten(1)
+
+    m = evaluate("knn", data=tiny_data(tmp_path_factory), benchmark="xsub", out=tmp_path / "k", encoder=M())
+    assert m["input"]["clip_len"] == 64 and "clip_len" in m["encoder"]["missing_attributes"]

@@ -78,11 +78,14 @@ def test_the_supervised_row_records_what_it_was_trained_with_and_is_kept(tmp_pat
     out = tmp_path / "bsup"
     assert cli("benchmark", "--encoders", str(joint), "--data", str(data), "--benchmark", "xsub", "--out", str(out),
                "--tasks", "knn", "--supervised", "--no-random-init", "--no-report",
-               "--set", "linear.supervised.epochs=1", "--set", "linear.supervised.min_len=8") == 0
+               "--set", "linear.supervised.epochs=1", "--set", "linear.supervised.min_len=8",
+               "--set", "linear.val_fraction=0.5") == 0  # read by the supervised row: not refused
     m = json.loads((out / "joint_supervised" / "knn" / "metrics.json").read_text())
     assert m["protocol"]["supervised"]["epochs"] == 1 and m["encoder"]["supervised"]["epochs"] == 1
-    assert m["encoder"]["supervised"]["train_samples"] == 96
+    assert m["encoder"]["supervised"]["train_samples"] < 96  # less the validation subjects
     assert (out / "joint_supervised" / "supervised_encoder.pt").is_file()
+    assert "on the xsub training split" in m["encoder"]["weights"]  # not "trained by the caller"
+    assert m["encoder"]["path"] == str(out / "joint_supervised" / "supervised_encoder.pt")
 
 
 @pytest.mark.parametrize("sets, msg", [
@@ -92,6 +95,7 @@ def test_the_supervised_row_records_what_it_was_trained_with_and_is_kept(tmp_pat
     (["--set", "linear.supervised.epochs=1"], "without --supervised there is no supervised row"),
     (["--set", "fusion.grid_step=0.5"], "no fusion is run"),
     (["--tasks", "linear", "--set", "fusion.grid_step=0.5"], "no fusion is run"),  # linear, but one encoder
+    (["--set", "linear.val_fraction=0.2"], "linear.val_fraction=0.2: linear is not among"),  # no supervised row
 ])
 def test_settings_the_benchmark_would_ignore_are_refused(tmp_path_factory, tmp_path, capsys, sets, msg):
     data, joint = tiny_data(tmp_path_factory), encoder_file(tmp_path_factory, "joint")

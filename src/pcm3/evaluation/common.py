@@ -345,14 +345,14 @@ def input_spec(ctx: EvalContext) -> Dict[str, Any]:
     p = ctx.protocol
     layout = Prepared(ctx.data).layout
 
-    def pick(name, default):
-        value = getattr(p, name, None)
-        if value is not None:
-            return value
-        return getattr(enc, name, default) if enc is not None else default
+    from pcm3.evaluation.features import input_attribute
 
-    spec = {"stream": pick("stream", "joint"), "layout": getattr(enc, "layout", None) or layout,
-            "clip_len": int(pick("clip_len", 64)), "test_crop": float(pick("test_crop", 0.95))}
+    def pick(name):  # the protocol's value, else the module's (None: missing), else the default
+        value = getattr(p, name, None)
+        return value if value is not None else input_attribute(enc, name)
+
+    spec = {"stream": pick("stream"), "layout": input_attribute(enc, "layout") or layout,
+            "clip_len": int(pick("clip_len")), "test_crop": float(pick("test_crop"))}
     if spec["stream"] not in STREAMS:
         raise ConfigError(f"stream: must be one of {', '.join(STREAMS)}, got {spec['stream']!r}")
     return spec

@@ -21,6 +21,17 @@ from pcm3.data.dataset import SkeletonDataset
 from pcm3.errors import ConfigError, DataError
 from pcm3.skeleton import to_stream
 
+#: What an encoder module's input attributes default to when it has none (or ``None``): the
+#: layout falls back to the data's (``None`` here), the rest to these values.
+INPUT_ATTRIBUTES = {"layout": None, "stream": "joint", "clip_len": 64, "test_crop": 0.95}
+
+
+def input_attribute(encoder, name: str):
+    """``encoder.<name>`` (``layout``, ``stream``, ``clip_len``, ``test_crop``), or its default
+    (:data:`INPUT_ATTRIBUTES`) when the module has none or holds ``None``."""
+    value = getattr(encoder, name, None) if encoder is not None else None
+    return INPUT_ATTRIBUTES[name] if value is None else value
+
 
 # --------------------------------------------------------------------------- the caller's state
 
@@ -119,10 +130,10 @@ def extract_features(encoder: torch.nn.Module, dataset: SkeletonDataset, *, batc
     Returns:
         features ``(N, D)`` float32 and labels ``(N,)`` int64, in dataset order.
     """
-    stream = stream or getattr(encoder, "stream", "joint")
-    layout = layout or getattr(encoder, "layout", None) or dataset.prepared.layout
-    clip_len = clip_len or getattr(encoder, "clip_len", 64)
-    crop = crop or getattr(encoder, "test_crop", 0.95)
+    stream = stream or input_attribute(encoder, "stream")
+    layout = layout or input_attribute(encoder, "layout") or dataset.prepared.layout
+    clip_len = clip_len or input_attribute(encoder, "clip_len")
+    crop = crop or input_attribute(encoder, "test_crop")
     device = torch.device(device)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     feats, labels = [], []

@@ -354,11 +354,12 @@ RAW_INPUT_REFUSED = ("--raw-input: not defined for motion prediction (the decode
 
 def _few_windows(prepared, indices, p: MotionProtocol, part: str) -> Optional[str]:
     """A warning when under a quarter (or fewer than 16) of the ``part`` clips are long enough for
-    one ``observed + predicted`` window: the figures then rest on a handful of clips."""
+    one ``observed + predicted`` window: the figures then rest on a handful of clips. A part
+    whose every clip is long enough is never warned of, however small."""
     idx = np.asarray(indices, dtype=np.int64)
     span = p.observed + p.predicted
     usable = int((prepared.lengths[idx] >= span).sum())
-    if usable >= 16 and usable >= 0.25 * idx.size:
+    if usable == idx.size or (usable >= 16 and usable >= 0.25 * idx.size):  # every clip, or enough
         return None
     return (f"only {usable} of the {idx.size} {part} clips hold observed + predicted = {span} frames (the others "
             f"are shorter and are left out): lower --set observed=N --set predicted=N (MSR Action3D at 15 fps: "

@@ -28,7 +28,7 @@ from pcm3 import distributed
 from pcm3.errors import ConfigError, Pcm3Error, rank_specific_from_here
 from pcm3.evaluation.common import (ENCODER_KINDS, EvalContext, assemble_metrics, config_hash, load_protocol,
                                     seed_everything, write_results)
-from pcm3.evaluation.features import kept_mode_and_device, preserved_rng
+from pcm3.evaluation.features import INPUT_ATTRIBUTES, kept_mode_and_device, preserved_rng
 
 TASK_MODULES: Dict[str, str] = {
     "linear": "pcm3.evaluation.linear",
@@ -140,11 +140,6 @@ def architecture_from_pretrain_config(config: str, data: str | os.PathLike) -> T
                                "pretrain_config": str(config), **attrs}
 
 
-#: the attributes of an encoder module that say how clips are made for it, and what is used where
-#: one is missing (:func:`pcm3.evaluation.common.input_spec`; ``layout``: the data's)
-INPUT_ATTRIBUTES = {"layout": None, "stream": "joint", "clip_len": 64, "test_crop": 0.95}
-
-
 def architecture_of(encoder: torch.nn.Module, kind: str):
     """The :class:`pcm3.models.EncoderConfig` that ``kind`` (``random_init``, ``supervised``)
     rebuilds ``encoder`` from; a one-line ConfigError for a module that is no pcm3 Encoder."""
@@ -184,7 +179,7 @@ def build_encoder(kind: str, *, data, benchmark: Optional[str], protocol, encode
     if kind == "raw_input":
         return None, {}
     if kind == "supervised" and encoder is not None and getattr(encoder, "supervised_trained", False):
-        return encoder, {"weights": "supervised, trained by the caller"}
+        return encoder, dict(getattr(encoder, "supervised_info", None) or {"weights": "supervised, trained by the caller"})
     info: dict = {}
     if encoder is None and encoder_path is not None:
         encoder, info = load_encoder_with_info(encoder_path)

@@ -37,12 +37,18 @@ def split_overrides(overrides: Sequence[str], tasks: Sequence[str]) -> Dict[str,
     return out
 
 
+#: linear's keys that the supervised row's training also reads (the validation subjects it leaves
+#: out, its stream and clip length: :func:`pcm3.evaluation.runner.build_encoder`)
+SUPERVISED_READS = frozenset(("val_fraction", "val_by", "stream", "clip_len"))
+
+
 def check_overrides_used(per_task: Dict[str, List[str]], tasks: Sequence[str], *, supervised: bool,
                          fusion: bool) -> None:
     """Refuse ``--set`` settings the benchmark would not use (a ConfigError naming the first):
     those of a task not run, and ``supervised.*`` settings other than ``linear``'s (the supervised
     row is trained once per encoder, with ``linear.supervised.*``), or without ``--supervised``.
-    ``linear.supervised.*`` alone is used without ``linear`` among the tasks."""
+    ``linear.supervised.*`` and the linear keys the supervised row reads (:data:`SUPERVISED_READS`)
+    are used with ``--supervised`` without ``linear`` among the tasks."""
     for task, items in per_task.items():
         for item in items:
             key = item.split("=", 1)[0]
@@ -55,7 +61,8 @@ def check_overrides_used(per_task: Dict[str, List[str]], tasks: Sequence[str], *
             if task == "fusion" and not fusion:
                 raise ConfigError(f"--set fusion.{item}: no fusion is run (it needs linear among --tasks and more "
                                   "than one encoder)")
-            if task != "fusion" and task not in tasks and not (task == "linear" and sup):
+            if task != "fusion" and task not in tasks and not (task == "linear" and supervised
+                                                                and (sup or key in SUPERVISED_READS)):
                 raise ConfigError(f"--set {task}.{item}: {task} is not among --tasks ({', '.join(tasks)}); the "
                                   "setting would be ignored")
 
@@ -145,8 +152,9 @@ def run_benchmark(encoders: Sequence[Union[str, os.PathLike, torch.nn.Module]], 
                 lin = load_protocol(task_module("linear").PROTOCOL, "eval_linear", per_task.get("linear", []))
                 keep = tmp / f"{stream}_supervised"  # its supervised_encoder.pt, beside the task folders
                 keep.mkdir(parents=True, exist_ok=True)
-                sup, _ = build_encoder("supervised", data=data, benchmark=benchmark, protocol=lin, encoder=enc,
-                                       device=device, seed=seed, progress=progress, out=keep)
+                sup, sup_info = build_encoder("supervised", data=data, benchmark=benchmark, protocol=lin,
+                                              encoder=enc, device=device, seed=seed, progress=progress, out=keep)
+                sup.supervised_info = {**sup_info, "path": str(Path(out) / keep.name / "supervised_encoder.pt")}
                 rows.append(("supervised", dict(encoder=sup)))
             for kind, row_source in rows:
                 for task in tasks:
@@ -156,9 +164,9 @@ def run_benchmark(encoders: Sequence[Union[str, os.PathLike, torch.nn.Module]], 
                     m = evaluate(task, data=data, benchmark=benchmark, out=folder, kind=kind, config=None,
                                  overrides=[*extra, *per_task[task]], device=device, seed=seed, progress=progress,
                                  **row_source)
-                    for w in m.get("warnings") or []:  # once each (the same for every task of a row)
-                        if w not in warned:
-                            warned.add(w)
+                    for w in m.get("warnings") or []:  # once per row (the same for every task of a row)
+                        if (stream, kind, w) not in warned:
+                            warned.add((stream, kind, w))
                             print(f"warning: {stream} {kind}: {w}", file=sys.stderr, flush=True)
                     folders.append(str(Path(out) / folder.relative_to(tmp)))
                     if task == "linear":
