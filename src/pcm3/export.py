@@ -56,7 +56,7 @@ def export_encoder(source: str | Path, out: str | Path) -> Path:
         # what it was pretrained on: evaluations warn when their test clips were among them
         "pretrained_on": {"dataset": ckpt["data"].get("dataset"), "data": ckpt["data"].get("path"),
                           "benchmark": cfg["data"].get("benchmark"), "part": cfg["data"].get("part"),
-                          "samples": ckpt["data"].get("samples")},
+                          "samples": ckpt["data"].get("samples"), "fingerprint": ckpt["data"].get("fingerprint")},
     }
     try:
         with atomic_path(out) as tmp:
@@ -76,7 +76,8 @@ def load_encoder(path: str | Path, map_location: Optional[str] = "cpu") -> Encod
     The module maps ``(N, C, T, V, M)`` clips (``clip_len`` frames of the ``stream``) to
     ``(N, D)`` features. Attributes ``layout``, ``stream``, ``clip_len``, ``test_crop`` say how
     inputs were made in pretraining (see :func:`pcm3.evaluation.features.extract_features`);
-    ``pretrained_on`` (``dataset``, ``data``, ``benchmark``, ``part``, ``samples``; ``None`` in files
+    ``pretrained_on`` (``dataset``, ``data``, ``benchmark``, ``part``, ``samples``, the folder's
+    ``fingerprint``; ``None`` in files
     of older versions) what it was pretrained on.
     """
     path = Path(path)

@@ -526,7 +526,7 @@ def _fit(cfg: Config, out: str | Path, resume: bool, progress: Optional[bool], r
                         num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
                         persistent_workers=cfg.data.num_workers > 0)
     data_info = {"path": str(cfg.data.path), "layout": layout.name, "shape": list(prepared.shape),
-                 "samples": len(dataset), "dataset": prepared.meta.get("dataset"),
+                 "samples": len(dataset), "dataset": prepared.meta.get("dataset"), "fingerprint": prepared.fingerprint(),
                  "benchmark": cfg.data.benchmark, "part": cfg.data.part}
     writer = _tensorboard(run) if dist_info.is_main else None
     _log(run, f"{'resume at' if resume else 'start:'} epoch {start_epoch + 1}/{cfg.train.epochs}, "

@@ -156,9 +156,23 @@ def test_test_classes_without_training_clips_are_a_warning(tmp_path):
 def test_pretraining_overlap_needs_the_same_data_set(tmp_path_factory):
     from pcm3.evaluation.common import pretraining_overlap
 
+    from pcm3.data.prepared import Prepared
+    from pcm3.data.synthetic import prepare_synthetic
+
     data = tiny_data(tmp_path_factory)  # synthetic: xview's test shares clips with xsub's training part
-    seen = {"dataset": "synthetic", "benchmark": "xsub", "part": "train"}
+    seen = {"dataset": "synthetic", "benchmark": "xsub", "part": "train", "fingerprint": Prepared(data).fingerprint()}
     assert "were pretraining clips of this encoder (synthetic xsub/train)" in pretraining_overlap(seen, data, "xview")
     assert pretraining_overlap({**seen, "dataset": "ntu60"}, data, "xview") is None  # other data, same names
     assert pretraining_overlap(seen, data, "xsub") is None
     assert pretraining_overlap(None, data, "xview") is None  # an encoder file of an older version
+    other = tmp_path_factory.mktemp("other") / "syn7"  # the same names, another seed: other clips
+    prepare_synthetic(other, seed=7, num_subjects=4, repetitions=1, progress=False)
+    assert pretraining_overlap(seen, other, "xview") is None
+    copy = tmp_path_factory.mktemp("copy") / "data"  # the same clips elsewhere: still the same
+    import shutil
+    shutil.copytree(data, copy)
+    assert pretraining_overlap(seen, copy, "xview") is not None
+    # without a fingerprint (an export of earlier today): the same folder only
+    legacy = {k: v for k, v in seen.items() if k != "fingerprint"}
+    assert pretraining_overlap({**legacy, "data": str(data)}, data, "xview") is not None
+    assert pretraining_overlap({**legacy, "data": str(data)}, copy, "xview") is None

@@ -24,8 +24,11 @@ def test_run_folder_and_its_export_are_the_same_encoder(tmp_path_factory, tmp_pa
     assert b["encoder"]["config_hash_of"].startswith("pretraining config")
     assert c["encoder"]["kind"] == "random_init" and a["input"]["clip_len"] == 32
     # what it was pretrained on travels with the export; xsub's test subjects were not among them
+    from pcm3.data.prepared import Prepared
+
     assert b["encoder"]["pretrained_on"] == {"dataset": "synthetic", "data": str(data), "benchmark": "xsub",
-                                             "part": "train", "samples": 96}
+                                             "part": "train", "samples": 96,
+                                             "fingerprint": Prepared(data).fingerprint()}
     assert not a.get("warnings") and not b.get("warnings")
 
 

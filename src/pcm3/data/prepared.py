@@ -403,6 +403,19 @@ class Prepared:
     def names(self) -> List[str]:
         return [r["name"] for r in self.rows]
 
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of ``meta.json`` and ``samples.csv``: the same for two folders holding the
+        same clips (same data set, source, seed, names, labels, lengths), whatever their paths;
+        different for another preparation under the same data-set name (another seed, a sample
+        of the files). ``splits.json`` is left out: it says how the clips are used, not which."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name in ("meta.json", "samples.csv"):
+            path = self.root / name
+            digest.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"") + b"\0")
+        return digest.hexdigest()
+
     def sample_name(self, j: int) -> str:
         """The name of sample ``j`` (``samples.csv``) for a message; ``?`` when it cannot be read."""
         try:

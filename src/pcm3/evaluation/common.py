@@ -369,9 +369,10 @@ def pretraining_overlap(pretrained_on: Optional[dict], data, benchmark: Optional
                         part: str = "test") -> Optional[str]:
     """A note when clips of ``part`` of ``benchmark`` in ``data`` were among the encoder's
     pretraining clips (``pretrained_on`` of an exported encoder: ``dataset``, ``benchmark``,
-    ``part``), else ``None``: the same data set (``meta.json``'s ``dataset``) and the pretraining
-    part, taken from ``data``'s own splits, sharing samples with the evaluated part. Unknown
-    (an older encoder file, another data set, a benchmark ``data`` lacks): ``None``."""
+    ``part``, ``fingerprint``), else ``None``: the same clips (the folder's
+    :meth:`~pcm3.data.prepared.Prepared.fingerprint`; without one recorded, the same folder) and
+    the pretraining part, taken from ``data``'s own splits, sharing samples with the evaluated
+    part. Unknown (an older encoder file, another preparation, a benchmark ``data`` lacks): None."""
     from pcm3.data.prepared import Prepared
 
     if not pretrained_on or data is None or not pretrained_on.get("dataset"):
@@ -380,6 +381,11 @@ def pretraining_overlap(pretrained_on: Optional[dict], data, benchmark: Optional
         prepared = Prepared(data)
         if prepared.meta.get("dataset") != pretrained_on["dataset"]:
             return None
+        if pretrained_on.get("fingerprint"):  # the same clips, wherever the folder lies
+            if prepared.fingerprint() != pretrained_on["fingerprint"]:
+                return None
+        elif os.path.realpath(str(data)) != os.path.realpath(str(pretrained_on.get("data") or "")):
+            return None  # no fingerprint recorded: the same folder only
         seen = prepared.split(pretrained_on.get("benchmark"), pretrained_on.get("part") or "train")
         tested = prepared.split(benchmark, part)
     except (DataError, KeyError, ValueError):
