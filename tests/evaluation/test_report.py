@@ -447,6 +447,32 @@ def test_a_benchmark_report_finds_its_fused_runs_in_its_temporary_folder(tmp_pat
     assert "stale" not in (tmp / "report.md").read_text()
 
 
+def test_a_moved_benchmark_folder_keeps_its_fusions_checked(tmp_path):
+    """The fused runs are recorded by absolute path: a moved or copied benchmark folder marked
+    every fusion stale ("scores.npy is gone"); a changed score there still is."""
+    old = tmp_path / "bench"
+    runs = [_scored_folder(old / f"{s}_pretrained" / "linear", stream=s) for s in ("joint", "bone")]
+    fus = old / "fusion_pretrained"
+    fus.mkdir()
+    (fus / "metrics.json").write_text(json.dumps({
+        "task": "fusion", "dataset": "tiny", "benchmark": "xsub", "figures": {"top1": 50.0},
+        "runs": [str(r) for r in runs], "streams": ["joint", "bone"],
+        "scores_sha256": [_sha(r / "scores.npy") for r in runs], "prefix": ""}))
+    moved = tmp_path / "elsewhere" / "bench_moved"
+    moved.parent.mkdir()
+    old.rename(moved)
+    report.write_report([moved], tmp_path / "r1" / "report.md", embedding="pca")
+    assert "stale" not in (tmp_path / "r1" / "report.md").read_text()
+    import numpy as np
+
+    from pcm3.evaluation.common import save_scores
+
+    save_scores(moved / "bone_pretrained" / "linear", np.random.default_rng(0).random((30, 3)) + 1.0, np.arange(30),
+                np.arange(30) % 3)  # recomputed since
+    report.write_report([moved], tmp_path / "r2" / "report.md", embedding="pca")
+    assert "recomputed after this fusion" in (tmp_path / "r2" / "report.md").read_text()
+
+
 def test_runs_list_shows_every_seed_of_a_semi_run(tmp_path):
     """A semi run of seeds [0, 1] was listed as "seed 0"."""
     folder = tmp_path / "runs" / "semi"

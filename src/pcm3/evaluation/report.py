@@ -141,11 +141,17 @@ def _fused_folders(name: str, fusion_dir: str, locate=None) -> List[Path]:
     """Where a fused run folder named ``name`` in a fusion's ``runs`` may be now: the path itself
     (``locate`` maps it first, e.g. to the temporary folder a benchmark reports from); a relative
     one (as given to ``pcm3 eval fusion`` in the folder it ran in) below the current folder, else
-    below a folder holding the fusion folder."""
+    below a folder holding the fusion folder; an absolute one that is gone (a moved or copied
+    benchmark folder), its last parts below a folder holding the fusion folder."""
     path = Path(locate(name) if locate is not None else name)
-    if path.is_absolute():
-        return [path]
     bases = [Path.cwd(), *Path(os.path.abspath(fusion_dir)).parents]
+    if path.is_absolute():
+        if path.exists():
+            return [path]
+        # a moved or copied folder (a benchmark's fusions record absolute paths): the path's last
+        # parts below a folder holding the fusion folder (the checksum then tells the right one)
+        tails = [Path(*path.parts[-k:]) for k in range(1, len(path.parts))]
+        return [path] + list(dict.fromkeys(Path(os.path.normpath(b / t)) for t in tails for b in bases[1:]))
     return list(dict.fromkeys(Path(os.path.normpath(b / path)) for b in bases))
 
 
