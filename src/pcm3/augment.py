@@ -26,7 +26,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 
 from pcm3.errors import ConfigError
-from pcm3.skeleton import Layout, check_joints, get_layout, part_mask
+from pcm3.skeleton import Layout, check_joints, part_mask
 
 MIX_KINDS = ("cutmix", "resizemix", "mixup")
 

@@ -6,6 +6,7 @@ a user error never leaves a half-written output under the final name), and recog
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -38,6 +39,15 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
                 shutil.rmtree(tmp, ignore_errors=True)
             else:
                 tmp.unlink()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of the bytes of the file ``path`` (read in blocks of 1 MiB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 from pcm3.errors import ConfigError, DataError
+from pcm3.io import file_sha256
 
 MARKER = ".pcm3"
 
@@ -249,11 +249,7 @@ def record_path(path: str | os.PathLike) -> Path:
 
 
 def _digest(path: Path) -> dict:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return {"size": os.path.getsize(path), "sha256": h.hexdigest()}
+    return {"size": os.path.getsize(path), "sha256": file_sha256(path)}
 
 
 def _read_record(path: Path) -> Optional[dict]:

@@ -22,13 +22,11 @@ import copy
 import csv
 import sys
 import math
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
@@ -43,6 +41,7 @@ from pcm3.errors import ConfigError, DataError, Pcm3Error, rank_specific_from_he
 from pcm3.io import PRETRAIN_FORMAT, atomic_path
 from pcm3.masking import make_mask
 from pcm3.outputs import create_run_dir, open_run_dir
+from pcm3.rng import rng_state, set_rng_state
 from pcm3.models import PCM3
 from pcm3.monitor import STAT_NAMES, CollapseMonitor, DivergenceGuard, embedding_stats
 from pcm3.skeleton import get_layout, to_stream
@@ -300,28 +299,13 @@ def _is_term(key: str, value) -> bool:
 
 # --------------------------------------------------------------------------- run folder
 
-def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def save_checkpoint(path: Path, model: PCM3, optimizer, cfg: Config, epoch: int, history: List[dict], data_info: dict) -> None:
     """Write a resumable checkpoint atomically (``epoch`` = epochs completed); rank 0 only."""
     if not distributed.is_main():
         return
     state = {"format": CHECKPOINT_FORMAT, "version": 1, "epoch": epoch, "model": model.state_dict(),
              "optimizer": optimizer.state_dict(), "config": to_dict(cfg), "history": history,
-             "rng": _rng_state(), "data": data_info,
+             "rng": rng_state(), "data": data_info,
              "comm": model.comm.state_dict() if model.comm is not None else None}
     try:
         with atomic_path(path) as tmp:
@@ -453,7 +437,7 @@ def _fit(cfg: Config, out: str | Path, resume: bool, progress: Optional[bool], r
     device = resolve_device(cfg.train.device)
     dist_info, device = distributed.init_from_env(device)  # under torchrun: this rank's device
     # the caller's random states, read once this rank's CUDA device is set (nothing has drawn yet)
-    restore.callback(_set_rng_state, _rng_state())
+    restore.callback(set_rng_state, rng_state())
     progress = progress and dist_info.is_main
     if dist_info.world_size > 1:  # a config error: before anything is written
         distributed.local_batch(cfg.train.batch_size, dist_info.world_size)
@@ -509,7 +493,7 @@ def _fit(cfg: Config, out: str | Path, resume: bool, progress: Optional[bool], r
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        _set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])
 
     sampler = EpochSampler(len(dataset), cfg.train.seed)
     batch, train_model = cfg.train.batch_size, model

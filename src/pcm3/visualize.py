@@ -287,7 +287,7 @@ def reconstruct(run, x: np.ndarray, length: int, seed: int = 0, layout: Optional
     if None not in want and want != have:
         raise DataError(run, f"run's encoder reads (C, V, M) = {want}, {where} holds {have}; give a run "
                              "pretrained on this data's shape")
-    from pcm3.evaluation.features import preserved_rng
+    from pcm3.rng import preserved_rng
 
     with preserved_rng():  # build_model seeds the global generators; its weights are replaced below
         model = build_model(cfg)

@@ -205,40 +205,10 @@ def test_feature_dim_is_the_attribute_or_one_forward_pass():
         feature_dim(seq, lambda: clip)
 
 
-def test_preserved_rng_puts_back_every_global_state_however_the_block_ends():
-    import random
-
-    from pcm3.evaluation.features import preserved_rng
-
-    def draws():
-        return random.random(), float(np.random.rand()), float(torch.rand(1))
-
-    def seed():
-        random.seed(11)
-        np.random.seed(11)
-        torch.manual_seed(11)
-
-    seed()
-    expected = draws()
-    seed()
-    with preserved_rng():
-        random.seed(0)
-        np.random.seed(0)
-        torch.manual_seed(0)
-        draws()
-    assert draws() == expected
-    seed()
-    with pytest.raises(KeyError):
-        with preserved_rng():
-            torch.manual_seed(0)
-            np.random.seed(0)
-            raise KeyError("stop")
-    assert draws() == expected
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_kept_mode_and_device_moves_a_module_back_and_keeps_the_cuda_generator():
-    from pcm3.evaluation.features import kept_mode_and_device, preserved_rng
+    from pcm3.evaluation.features import kept_mode_and_device
+    from pcm3.rng import preserved_rng
 
     module = torch.nn.Linear(3, 2).train()
     with kept_mode_and_device(module):

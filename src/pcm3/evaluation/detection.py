@@ -57,7 +57,8 @@ from pcm3.errors import ConfigError, DataError
 from pcm3.evaluation.common import (EvalContext, SupervisedConfig, carve_validation, check_ranges, dense_benchmark,
                                     smoke_test_notes)
 from pcm3.evaluation.detection_metrics import METRICS, detection_metrics
-from pcm3.evaluation.features import feature_dim, preserved_rng
+from pcm3.evaluation.features import feature_dim
+from pcm3.rng import preserved_rng
 from pcm3.skeleton import to_stream
 
 DEFAULT_CONFIG = "eval_detection"
@@ -358,7 +359,7 @@ def train_head(encoder, videos: Videos, train_idx: np.ndarray, protocol: Detecti
     ``val_every`` epochs and with ``select: best_val`` the best head (and encoder) is kept.
 
     The head's initial weights come from ``seed`` (the global torch generator, seeded here and
-    put back on return: :func:`pcm3.evaluation.features.preserved_rng`); the feature size D
+    put back on return: :func:`pcm3.rng.preserved_rng`); the feature size D
     from the encoder's ``feature_dim``, else from one forward pass on one window.
     """
     def one_window():  # the window centred on the first frame of the first training video

@@ -1,6 +1,6 @@
 """Frozen-encoder features of a prepared split (test-time view: centre crop, resize).
 
-Also what every task needs to leave the caller's objects as they were: :func:`preserved_rng`
+Also what every task needs to leave the caller's objects as they were: :func:`pcm3.rng.preserved_rng`
 (the global random states) and :func:`kept_mode_and_device` (a module's train/eval modes and
 device), and the checks of a module's output (:func:`check_features`, :func:`feature_dim`).
 """
@@ -8,7 +8,6 @@ device), and the checks of a module's output (:func:`check_features`, :func:`fea
 from __future__ import annotations
 
 import contextlib
-import random
 from typing import Callable, Iterator, Tuple
 
 import numpy as np
@@ -34,26 +33,6 @@ def input_attribute(encoder, name: str):
 
 
 # --------------------------------------------------------------------------- the caller's state
-
-@contextlib.contextmanager
-def preserved_rng() -> Iterator[None]:
-    """Put the global random states back on exit, however the block ends.
-
-    Saved on entry: Python's ``random``, NumPy's global generator, torch's CPU generator and,
-    where CUDA is available, every CUDA device's (reading them initialises CUDA, as
-    ``torch.cuda.get_rng_state_all`` does). A library call seeds these inside the block for
-    its own reproducible draws (:func:`pcm3.evaluation.common.seed_everything`) and the
-    caller's next draw is the one it would have had without the call.
-    """
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices, device_type="cuda"):
-        try:
-            yield
-        finally:
-            random.setstate(python_state)
-            np.random.set_state(numpy_state)
-
 
 def _device_of(module: torch.nn.Module):
     """The one device of ``module``'s parameters and buffers; None when it has none or several."""

@@ -25,7 +25,6 @@ fusion whose runs were re-evaluated since can be told.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ import numpy as np
 
 from pcm3.errors import ConfigError, DataError
 from pcm3.evaluation.common import EvalContext, load_scores, read_metrics, save_scores, topk_accuracy
+from pcm3.io import file_sha256
 
 DEFAULT_CONFIG = "eval_fusion"
 
@@ -205,11 +205,7 @@ def check_runs(names: List[str], metas: List[dict]) -> None:
 
 def scores_sha256(folder: str | os.PathLike, prefix: str = "") -> str:
     """Hex SHA-256 of the bytes of ``folder/{prefix}scores.npy`` (what a fusion fused)."""
-    h = hashlib.sha256()
-    with open(Path(folder) / f"{prefix}scores.npy", "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(Path(folder) / f"{prefix}scores.npy")
 
 
 def fuse(scores: List[np.ndarray], weights) -> np.ndarray:

@@ -48,7 +48,8 @@ from pcm3.errors import ConfigError, DataError
 from pcm3.evaluation.common import (EvalContext, SupervisedConfig, check_compatible, check_parts, check_ranges,
                                     dense_benchmark,
                                     smoke_test_notes)
-from pcm3.evaluation.features import feature_dim, preserved_rng
+from pcm3.evaluation.features import feature_dim
+from pcm3.rng import preserved_rng
 from pcm3.skeleton import to_stream
 
 DEFAULT_CONFIG = "eval_motion"
@@ -231,7 +232,7 @@ def train_decoder(encoder, windows: Windows, protocol: MotionProtocol, *, stream
     """Train the decoder (and the encoder when fine-tuning); returns ``(decoder, history)``.
 
     The decoder's initial weights come from ``seed`` (the global torch generator, seeded here
-    and put back on return: :func:`pcm3.evaluation.features.preserved_rng`); the feature size D
+    and put back on return: :func:`pcm3.rng.preserved_rng`); the feature size D
     from the encoder's ``feature_dim``, else from one forward pass on one observed window.
     """
     c, _, v, m = windows.prepared.shape[1:]

@@ -26,7 +26,6 @@ given folder, as ``pcm3 benchmark`` writes them), and writes
 from __future__ import annotations
 
 import base64
-import hashlib
 import html
 import os
 import re
@@ -38,6 +37,7 @@ import numpy as np
 
 from pcm3.errors import DataError
 from pcm3.evaluation.common import load_scores, read_metrics
+from pcm3.io import file_sha256
 
 MARKER_LINE = "<!-- written by pcm3 report -->"
 KIND_ORDER = ("raw_input", "random_init", "pretrained", "supervised", "none")
@@ -129,14 +129,6 @@ def load_runs(paths: Sequence[str | os.PathLike]) -> List[dict]:
     return runs
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _fused_folders(name: str, fusion_dir: str, locate=None) -> List[Path]:
     """Where a fused run folder named ``name`` in a fusion's ``runs`` may be now: the path itself
     (``locate`` maps it first, e.g. to the temporary folder a benchmark reports from); a relative
@@ -181,7 +173,7 @@ def check_fusions(runs: List[dict], locate=None) -> None:
             if not files:
                 stale.append((str(name), f"{prefix}scores.npy is gone (or the folder), so the fused scores "
                                          "cannot be checked"))
-            elif not any(_sha256(f) == want.lower() for f in files):
+            elif not any(file_sha256(f) == want.lower() for f in files):
                 stale.append((str(name), f"{prefix}scores.npy recomputed after this fusion"))
         if stale:
             m["_stale"] = stale
@@ -1308,7 +1300,7 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *, o
     linear = [m for m in runs if m.get("task") == "linear"]
     occ = [m for m in runs if m.get("task") == "occlusion"]
     pictures: List[Tuple[str, Path]] = []
-    legacy = {f: _sha256(f) for f in (out, html_path) if notice and os.path.lexists(f)}
+    legacy = {f: file_sha256(f) for f in (out, html_path) if notice and os.path.lexists(f)}
     aside: List[Tuple[Path, Path]] = []
     # Every byte of the three outputs is written under temporary names first; only then are they
     # put in place (images, then HTML, markdown and their record), so an error leaves none of them
@@ -1344,7 +1336,7 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *, o
             # An older report without a record: recorded_output replaces only files its record
             # proves pcm3's, so these (checked above) go aside first, and come back on a failure.
             for f, digest in legacy.items():
-                if _sha256(f) != digest:
+                if file_sha256(f) != digest:
                     raise DataError(f, "--out changed while pcm3 worked; nothing was written")
                 hidden = f.with_name(f".{f.name}.old-{os.getpid()}")
                 aside.append((f, hidden))

@@ -14,7 +14,6 @@ rank, rank 0 alone writes the output folder (with ``processes`` in ``metrics.jso
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import os
 import tempfile
@@ -28,7 +27,9 @@ from pcm3 import distributed
 from pcm3.errors import ConfigError, Pcm3Error, rank_specific_from_here
 from pcm3.evaluation.common import (ENCODER_KINDS, EvalContext, assemble_metrics, config_hash, load_protocol,
                                     seed_everything, write_results)
-from pcm3.evaluation.features import INPUT_ATTRIBUTES, kept_mode_and_device, preserved_rng
+from pcm3.evaluation.features import INPUT_ATTRIBUTES, kept_mode_and_device
+from pcm3.io import file_sha256
+from pcm3.rng import preserved_rng
 
 TASK_MODULES: Dict[str, str] = {
     "linear": "pcm3.evaluation.linear",
@@ -66,11 +67,8 @@ def available_tasks() -> list:
 # --------------------------------------------------------------------------- encoders
 
 def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+    """The first 16 hex digits of the file's SHA-256 (how metrics.json names an encoder file)."""
+    return file_sha256(path)[:16]
 
 
 def load_encoder_with_info(path: str | os.PathLike) -> Tuple[torch.nn.Module, dict]:
