@@ -147,7 +147,7 @@ def test_test_classes_without_training_clips_are_a_warning(tmp_path):
     ctx = SimpleNamespace(task="knn", data=tmp_path / "d", benchmark="xsub", encoder=None, encoder_kind="raw_input",
                           encoder_info={}, protocol=LinearProtocol(), seed=0, device="cpu")
     m = assemble_metrics(ctx, {"figures": {"top1": 50.0}}, wall_seconds=0.0)
-    text = "1 of the 2 test clips belong to 1 class(es) with no training clip (2): they cannot be classified correctly"
+    text = "1 of the 2 test clips belong to 1 class(es) with no training clip (c): they cannot be classified correctly"
     assert m["warnings"] == [text] and text in m["notes"]
     ctx.task = "motion"  # no classes predicted there
     assert "warnings" not in assemble_metrics(ctx, {"figures": {}}, wall_seconds=0.0)
