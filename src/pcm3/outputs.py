@@ -446,13 +446,35 @@ _NO_STORAGE = ("cannot write in {folder}: its file system holds no files (a virt
                "choose a folder on a disk")
 
 
-def has_storage(folder: str | os.PathLike) -> bool:
-    """False when ``folder`` lies on a file system with no storage at all (``/proc``, ``/sys``):
-    its size is 0 bytes, so nothing can be written there whatever the free space says."""
+#: kernel file systems that hold no files of their own (the free space of which reads 0)
+VIRTUAL_FILE_SYSTEMS = frozenset(("proc", "sysfs", "devpts", "cgroup", "cgroup2", "debugfs", "tracefs",
+                                  "securityfs", "configfs", "pstore", "bpf", "mqueue", "efivarfs", "binfmt_misc",
+                                  "fusectl", "autofs"))
+
+
+def _file_system_type(folder: str | os.PathLike) -> Optional[str]:
+    """The type of the mounted file system holding ``folder`` (``/proc/self/mounts``: the longest
+    mount point above it), or None where that cannot be read (not Linux)."""
     try:
-        return int(shutil.disk_usage(folder).total) > 0
-    except OSError:  # cannot tell; the write itself will say
-        return True
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
+            mounts = [line.split()[1:3] for line in f if len(line.split()) >= 3]
+    except OSError:
+        return None
+    path = os.path.realpath(folder)
+    best, kind = "", None
+    for point, fs in mounts:
+        point = point.replace("\\040", " ")
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fs
+    return kind
+
+
+def has_storage(folder: str | os.PathLike) -> bool:
+    """False when ``folder`` lies on a kernel file system that holds no files (``/proc``,
+    ``/sys``...; :data:`VIRTUAL_FILE_SYSTEMS`): nothing can be written there, whatever its free
+    space reads. A RAM disk (tmpfs, ramfs) is storage. Unknown (not Linux): True."""
+    return _file_system_type(folder) not in VIRTUAL_FILE_SYSTEMS
 
 
 def ensure_free_space(folder: str | os.PathLike, nbytes: int, what: str, *, report: str | os.PathLike | None = None) -> None:
