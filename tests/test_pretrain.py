@@ -359,19 +359,11 @@ def test_clip_grad_norm_bounds_the_step(synthetic_small, tmp_path, monkeypatch):
 def test_fit_leaves_the_callers_threads_random_states_and_config_alone(synthetic_small, tmp_path):
     """``fit`` set the thread count and seeded the global generators for good, and filled the
     caller's config in from the data."""
-    import random
-
-    import numpy as np
-
     from pcm3.config import read_yaml
-
-    def draws():
-        return random.random(), float(np.random.rand()), float(torch.rand(1))
+    from tests.global_draws import draws, seed_all
 
     def seed():
-        random.seed(123)
-        np.random.seed(123)
-        torch.manual_seed(123)
+        seed_all(123)
 
     cfg = tiny_config(synthetic_small, "train.epochs=1", "train.max_steps_per_epoch=1", "train.threads=1")
     cfg.model.encoder.num_joints = 7  # the data's 25 in the run's copy

@@ -9,14 +9,10 @@ def test_preserved_rng_puts_back_every_global_state_however_the_block_ends():
     import random
 
     from pcm3.rng import preserved_rng
-
-    def draws():
-        return random.random(), float(np.random.rand()), float(torch.rand(1))
+    from tests.global_draws import draws, seed_all
 
     def seed():
-        random.seed(11)
-        np.random.seed(11)
-        torch.manual_seed(11)
+        seed_all(11)
 
     seed()
     expected = draws()
