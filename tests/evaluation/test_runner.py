@@ -3,6 +3,7 @@
 import json
 
 from pcm3.cli import main
+from tests.global_draws import draws, seed_all
 
 from .tiny import cli, tiny_data
 
@@ -155,26 +156,6 @@ def _frozen_norm_encoder(**attrs):
     return enc
 
 
-def _global_draws():
-    import random
-
-    import numpy as np
-    import torch
-
-    return random.random(), float(np.random.rand()), float(torch.rand(1))
-
-
-def _seed_globals(seed):
-    import random
-
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 LINEAR_FAST = ["epochs=2", "milestones=[1]", "crops=1", "min_len=8", "batch_size=32"]
 
 
@@ -187,14 +168,14 @@ def test_evaluate_leaves_the_callers_module_and_random_states_as_they_were(tmp_p
 
     data = tiny_data(tmp_path_factory)
     enc = _frozen_norm_encoder(layout="ntu25", stream="joint", clip_len=16, test_crop=0.95)
-    _seed_globals(123)
-    expected = _global_draws()
-    _seed_globals(123)
+    seed_all(123)
+    expected = draws()
+    seed_all(123)
     torch.set_num_threads(1)
     runs = [evaluate("linear", data=data, benchmark="xsub", out=tmp_path / f"lin{i}", encoder=enc,
                      overrides=LINEAR_FAST, seed=4) for i in range(2)]
     assert enc.training and enc.gru.training and not enc.input_norm.training
-    assert _global_draws() == expected
+    assert draws() == expected
     assert runs[0]["figures"] == runs[1]["figures"]  # the seed alone sets the run's draws
 
 
@@ -212,13 +193,13 @@ def test_evaluate_puts_them_back_when_the_task_raises(tmp_path_factory, tmp_path
         raise RuntimeError("the task fails")
 
     monkeypatch.setattr(runner.task_module("knn"), "run", failing)
-    _seed_globals(5)
-    expected = _global_draws()
-    _seed_globals(5)
+    seed_all(5)
+    expected = draws()
+    seed_all(5)
     with pytest.raises(RuntimeError, match="the task fails"):
         runner.evaluate("knn", data=data, benchmark="xsub", out=tmp_path / "knn", encoder=enc)
     assert seen["training"] is False  # the task saw it in eval mode
-    assert _global_draws() == expected
+    assert draws() == expected
     assert enc.training and not enc.input_norm.training
 
 
