@@ -98,6 +98,13 @@ def test_the_supervised_bound_trained_alongside_equals_the_serial_one(tiny, tmp_
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=name)
     assert not torch.equal(background.state_dict()["input_norm.running_mean"],
                            pretrained.state_dict()["input_norm.running_mean"])  # it did train
+    assert background.supervised_settings == serial.supervised_settings
+    # a bound saved by an older version (no settings in the file): the settings it was trained with
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved.pop("settings")
+    torch.save(saved, path)
+    old = demo._collect_supervised(None, path, cfg, pretrained, 2, tiny)
+    assert old.supervised_settings == serial.supervised_settings
 
 
 def test_the_dense_tasks_run_alongside_and_equal_the_serial_ones(tiny, tmp_path, monkeypatch):

@@ -259,7 +259,7 @@ def _start_supervised(out: Path, data: Path, cfg, epochs: int):
     return proc, path
 
 
-def _collect_supervised(proc, path: Path, cfg, pretrained):
+def _collect_supervised(proc, path: Path, cfg, pretrained, epochs: Optional[int] = None, data=None):
     """The background bound as an encoder like ``train_supervised``'s, or None if it failed
     (the probe then trains it in this process)."""
     import torch
@@ -281,6 +281,15 @@ def _collect_supervised(proc, path: Path, cfg, pretrained):
         return None
     encoder.supervised_trained = True
     encoder.supervised_settings = saved.get("settings")
+    if encoder.supervised_settings is None and epochs is not None and data is not None:
+        # a bound saved by an older version: the settings this demo trains it with (settings.json
+        # holds the same --supervised-epochs, or the rerun is refused)
+        from pcm3.data.dataset import SkeletonDataset
+        from pcm3.evaluation.baselines import supervised_settings
+
+        train = SkeletonDataset(data, cfg.data.benchmark, "train")
+        encoder.supervised_settings = supervised_settings(
+            len(train), **supervised_kwargs(cfg, cfg.views.out_len, pretrained.layout, epochs))
     return encoder.eval()
 
 
@@ -343,9 +352,9 @@ def run_demo(out: Path, data: Path, config: str, overrides, progress: bool = Tru
     }
     supervised = None
     if background is not None:  # before the dense tasks start: one background process at a time
-        supervised = _collect_supervised(*background, cfg, pretrained)
+        supervised = _collect_supervised(*background, cfg, pretrained, supervised_epochs, data)
     elif wants_supervised and trained.exists():
-        supervised = _collect_supervised(None, trained, cfg, pretrained)
+        supervised = _collect_supervised(None, trained, cfg, pretrained, supervised_epochs, data)
     dense_proc = None
     if "dense" in steps and ("probe" in steps or "suite" in steps):  # something to overlap it with
         dense_proc = _start_dense(out, data, cfg, encoder_path, builtin)

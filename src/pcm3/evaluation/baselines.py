@@ -76,6 +76,21 @@ def random_init_encoder(encoder_config: EncoderConfig | dict, seed: int = 0, *, 
     return encoder
 
 
+def supervised_settings(train_samples: int, **kwargs) -> dict:
+    """What :func:`train_supervised` records of a bound trained with ``kwargs`` (its arguments;
+    those not given: its defaults) on ``train_samples`` clips: ``epochs``, ``batch_size``, ``lr``,
+    ``weight_decay``, ``crop_range``, ``min_len``, ``clip_len``, ``stream``, ``seed``, ``train_samples``."""
+    import inspect
+
+    defaults = {k: p.default for k, p in inspect.signature(train_supervised).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    a = {**defaults, **kwargs}
+    return {"epochs": int(a["epochs"]), "batch_size": int(a["batch_size"]), "lr": float(a["lr"]),
+            "weight_decay": float(a["weight_decay"]), "crop_range": [float(c) for c in a["crop_range"]],
+            "min_len": int(a["min_len"]), "clip_len": int(a["clip_len"]), "stream": a["stream"],
+            "seed": int(a["seed"]), "train_samples": int(train_samples)}
+
+
 def train_supervised(encoder_config: EncoderConfig | dict, train_dataset: SkeletonDataset, *, epochs: int = 60,
                      batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.0, clip_len: int = 64,
                      stream: str = "joint", layout: Optional[str] = None,
@@ -140,8 +155,7 @@ def train_supervised(encoder_config: EncoderConfig | dict, train_dataset: Skelet
     bar.close()
     encoder.supervised_trained = True  # evaluate() uses it as the supervised row without retraining
     # what it was trained with: recorded as the row's protocol.supervised by every evaluation of it
-    encoder.supervised_settings = {"epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
-                                   "weight_decay": float(weight_decay), "crop_range": [float(c) for c in crop_range],
-                                   "min_len": int(min_len), "clip_len": int(clip_len), "stream": stream,
-                                   "seed": int(seed), "train_samples": int(len(train_dataset))}
+    encoder.supervised_settings = supervised_settings(len(train_dataset), epochs=epochs, batch_size=batch_size,
+                                                      lr=lr, weight_decay=weight_decay, crop_range=crop_range,
+                                                      min_len=min_len, clip_len=clip_len, stream=stream, seed=seed)
     return encoder.eval()
