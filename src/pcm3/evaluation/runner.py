@@ -27,7 +27,7 @@ from pcm3 import distributed
 from pcm3.errors import ConfigError, Pcm3Error, rank_specific_from_here
 from pcm3.evaluation.common import (ENCODER_KINDS, EvalContext, assemble_metrics, config_hash, load_protocol,
                                     seed_everything, write_results)
-from pcm3.evaluation.features import INPUT_ATTRIBUTES, kept_mode_and_device
+from pcm3.evaluation.features import INPUT_ATTRIBUTES, input_attribute, kept_mode_and_device
 from pcm3.io import file_sha256
 from pcm3.rng import preserved_rng
 
@@ -71,6 +71,16 @@ def _file_hash(path: Path) -> str:
     return file_sha256(path)[:16]
 
 
+def _metadata(path: str | os.PathLike):
+    """An encoder file's payload with its tensors memory-mapped (``torch.load(mmap=True)``): its
+    metadata without reading the weights again (a file of torch's legacy format cannot be mapped:
+    read whole)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except RuntimeError:
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+
 def load_encoder_with_info(path: str | os.PathLike) -> Tuple[torch.nn.Module, dict]:
     """An exported encoder (``pcm3 export``) and what is known of its pretraining."""
     from pcm3.config import read_yaml
@@ -78,7 +88,7 @@ def load_encoder_with_info(path: str | os.PathLike) -> Tuple[torch.nn.Module, di
 
     path = Path(path)
     encoder = load_encoder(path)
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    payload = _metadata(path)  # the weights were read by load_encoder; mapped, not read again
     info = {"path": str(path), "file_hash": _file_hash(path), "pretrain_epochs": payload.get("pretrain_epochs"),
             "source": payload.get("source"), "encoder_config": payload.get("encoder_config"),
             "layout": encoder.layout, "stream": encoder.stream, "clip_len": encoder.clip_len,
@@ -189,9 +199,8 @@ def build_encoder(kind: str, *, data, benchmark: Optional[str], protocol, encode
         return encoder, info
     if encoder is not None:
         arch = architecture_of(encoder, kind)
-        attrs = {k: getattr(encoder, k, None) for k in INPUT_ATTRIBUTES}
-        attrs.update({k: _data_layout(data) if k == "layout" else INPUT_ATTRIBUTES[k]
-                      for k, v in attrs.items() if v is None})
+        attrs = {k: input_attribute(encoder, k) for k in INPUT_ATTRIBUTES}
+        attrs["layout"] = attrs["layout"] or _data_layout(data)
         info = {**info, "architecture_of": info.get("path", "given encoder")}
     elif pretrain_config is not None:
         arch, arch_info = architecture_from_pretrain_config(pretrain_config, data)
@@ -329,7 +338,7 @@ def _recorded_input(encoder_path, run) -> dict:
     output is written (empty when neither is given or it cannot be read: the later checks say why)."""
     try:
         if encoder_path is not None:
-            payload = torch.load(encoder_path, map_location="cpu", weights_only=False)
+            payload = _metadata(encoder_path)
             return {"stream": payload.get("stream"), "path": str(encoder_path)} if isinstance(payload, dict) else {}
         if run is not None:
             from pcm3.config import read_yaml
