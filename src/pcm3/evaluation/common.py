@@ -580,7 +580,7 @@ def _classes_without_training_clips(ctx: EvalContext) -> Optional[str]:
     if missing.size == 0:
         return None
     clips = int(np.isin(test, missing).sum())
-    names = prepared.meta.get("class_names") or []
+    names = prepared.class_names
     named = [names[c] if 0 <= c < len(names) else str(int(c)) for c in missing[:5].tolist()]
     shown = ", ".join(named) + (f" and {missing.size - 5} more" if missing.size > 5 else "")
     return (f"{clips} of the {test.size} test clips belong to {missing.size} class(es) with no training clip "

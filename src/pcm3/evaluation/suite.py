@@ -20,8 +20,8 @@ import torch
 
 from pcm3.errors import ConfigError
 from pcm3.evaluation.common import load_protocol
-from pcm3.evaluation.runner import (INPUT_ATTRIBUTES, build_encoder, check_row, evaluate, load_encoder_with_info,
-                                    task_module)
+from pcm3.evaluation.features import input_attribute
+from pcm3.evaluation.runner import build_encoder, check_row, evaluate, load_encoder_with_info, task_module
 
 SUITE_TASKS = ("linear", "knn", "occlusion", "semi")
 
@@ -137,7 +137,7 @@ def run_benchmark(encoders: Sequence[Union[str, os.PathLike, torch.nn.Module]], 
     files = [e for e in encoders if not isinstance(e, torch.nn.Module)]
     with output_dir(out, "benchmark", overwrite=overwrite, protect=[data, *files]) as tmp:
         loaded = [_load(e) for e in encoders]
-        streams = [getattr(enc, "stream", None) or INPUT_ATTRIBUTES["stream"] for enc, _ in loaded]
+        streams = [input_attribute(enc, "stream") for enc, _ in loaded]
         if len(set(streams)) != len(streams):
             raise ConfigError(f"--encoders: two encoders of the same stream ({', '.join(streams)}); give one per stream")
         linear_dirs: Dict[str, List[Path]] = {}
@@ -159,7 +159,7 @@ def run_benchmark(encoders: Sequence[Union[str, os.PathLike, torch.nn.Module]], 
             for kind, row_source in rows:
                 for task in tasks:
                     folder = tmp / f"{stream}_{kind}" / task
-                    clip_len = getattr(enc, "clip_len", None) or INPUT_ATTRIBUTES["clip_len"]
+                    clip_len = input_attribute(enc, "clip_len")
                     extra = [] if kind != "raw_input" else [f"stream={stream}", f"clip_len={clip_len}"]
                     m = evaluate(task, data=data, benchmark=benchmark, out=folder, kind=kind, config=None,
                                  overrides=[*extra, *per_task[task]], device=device, seed=seed, progress=progress,
