@@ -1,5 +1,6 @@
 """``pcm3 report`` (src/pcm3/commands/report.py): where the report may be written. The report's
-contents are tested in tests/evaluation/test_report.py."""
+contents are tested in tests/evaluation/test_report.py, test_report_tables.py, test_report_figures.py
+and test_report_dense.py."""
 
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ import struct
 import zlib
 
 from pcm3.cli import main
-from pcm3.evaluation.report import detection_tables, motion_tables, write_report
+from pcm3.evaluation.report import write_report
+from pcm3.evaluation.report_tables import detection_tables, motion_tables
 
 
 def tiny_png(path, shade=0):
@@ -144,7 +145,7 @@ def test_dense_only_and_recognition_only_reports(tmp_path):
 
 
 def test_dense_rows_of_two_encoders_with_one_seed_are_told_apart():
-    from pcm3.evaluation.report import _labels
+    from pcm3.evaluation.report_tables import _labels
 
     def run(folder, seed=0):
         return {"task": "motion", "encoder": {"kind": "pretrained"}, "stream": "joint", "seed": seed, "_dir": folder}

@@ -114,7 +114,8 @@ def run_benchmark(encoders: Sequence[Union[str, os.PathLike, torch.nn.Module]], 
         overrides: ``task.key=value`` protocol overrides (``supervised`` settings belong to each
             task; the supervised encoder is trained once per encoder with ``linear``'s settings).
     """
-    from pcm3.evaluation.report import load_runs, recognition_tables, write_report
+    from pcm3.evaluation.report import load_runs, write_report
+    from pcm3.evaluation.report_tables import recognition_tables
     from pcm3.io import write_text
     from pcm3.outputs import output_dir
 
