@@ -74,6 +74,27 @@ def test_loss_figure_is_current_after_an_interrupt(synthetic_small, tmp_path, mo
     assert last.endswith("interrupted during epoch 3; checkpoint_last.pt holds epoch 2: --resume continues"), last
 
 
+def test_an_interrupt_while_an_epoch_is_saved_names_that_epoch(synthetic_small, tmp_path, monkeypatch):
+    """Interrupted while epoch 3's checkpoint was being written (epoch 3 already in the history),
+    the log said "interrupted during epoch 4": it names the epoch in progress, 3, and the
+    checkpoint's epoch 2."""
+    import pcm3.pretrain as pretrain
+
+    real = pretrain.save_checkpoint
+
+    def interrupted(path, model, optimizer, cfg, epoch, *args, **kwargs):
+        if epoch == 3:
+            raise KeyboardInterrupt
+        return real(path, model, optimizer, cfg, epoch, *args, **kwargs)
+
+    monkeypatch.setattr(pretrain, "save_checkpoint", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_config(synthetic_small, "train.epochs=4", "train.max_steps_per_epoch=1"), tmp_path / "run")
+    last = (tmp_path / "run" / "log.txt").read_text().splitlines()[-1]
+    assert last.endswith("interrupted during epoch 3; checkpoint_last.pt holds epoch 2: --resume continues"), last
+    assert len(list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))) == 2
+
+
 def test_resume_from_a_checkpoint_without_the_shuffle_state_warns():
     """A checkpoint written before the key-shuffle generator was saved resumed a multi-process
     shuffle-BN run silently with fresh shuffles (not the uninterrupted run): a warning says so."""

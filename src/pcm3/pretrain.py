@@ -528,9 +528,11 @@ def _fit(cfg: Config, out: str | Path, resume: bool, progress: Optional[bool], r
     last_plot = -math.inf  # the first epoch draws loss.png
     plotted = None  # len(history) when loss.png was last drawn
     written = len(history)  # the epochs in checkpoint_last.pt (and metrics.csv)
+    running = start_epoch + 1  # the epoch in progress (until its checkpoint and metrics.csv are written)
     rank_specific_from_here()  # each rank trains on its own share: an error may be one rank's
     try:
         for epoch in range(start_epoch, cfg.train.epochs):
+            running = epoch + 1
             sampler.set_epoch(epoch)
             lr = lr_at(cfg, epoch)
             for group in optimizer.param_groups:
@@ -570,7 +572,7 @@ def _fit(cfg: Config, out: str | Path, resume: bool, progress: Optional[bool], r
                     _log(run, line, False)
                     print(line, file=sys.stderr, flush=True)
     except KeyboardInterrupt:  # Ctrl-C, kill, a closed terminal (pcm3.cli): the log says where it stopped
-        _log(run, f"interrupted during epoch {len(history) + 1}; "
+        _log(run, f"interrupted during epoch {running}; "
                   + (f"checkpoint_last.pt holds epoch {written}: --resume continues" if written else
                      "no epoch finished, so there is no checkpoint"), False)
         raise
