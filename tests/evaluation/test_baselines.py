@@ -55,3 +55,41 @@ def test_seeding_the_weights_leaves_cudas_generators_alone(monkeypatch):
     monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
     random_init_encoder(EncoderConfig(hidden=8, layers=1), 3)
     assert calls == []
+
+
+def test_random_init_refuses_a_config_of_other_joints_than_the_layout():
+    """random_init_encoder(load_config("msr3d_xsub_joint").model.encoder, layout="msr20") built
+    an encoder labelled msr20 that read NTU's 25 joints (a packaged config's input size is
+    NTU's until pretraining takes it from the data)."""
+    import pytest
+
+    from pcm3.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="reads 25 joints, layout msr20 has 20"):
+        random_init_encoder(EncoderConfig(hidden=8, layers=1), 0, layout="msr20")
+    enc = random_init_encoder(EncoderConfig(hidden=8, layers=1, num_joints=20, num_persons=1), 0, layout="msr20")
+    assert enc.config.num_joints == 20 and enc.layout == "msr20"
+
+
+def test_supervised_training_takes_the_input_size_from_the_data(tmp_path_factory):
+    """A config whose input size is not the data's (a packaged config's NTU defaults on other
+    data) ended in a traceback from the encoder's shape check on the first batch: the input
+    size is taken from the training clips, as pretraining does."""
+    train = open_split(tiny_data(tmp_path_factory), "xsub", "train")
+    cfg = EncoderConfig(hidden=8, layers=1, num_persons=1)   # the data has 2 persons
+    enc = train_supervised(cfg, train, epochs=1, batch_size=32, clip_len=12, min_len=8, seed=0)
+    assert (enc.config.in_channels, enc.config.num_joints, enc.config.num_persons) == (3, 25, 2)
+    assert cfg.num_persons == 1   # the caller's config is left as it was
+
+
+def test_save_encoder_writes_a_loadable_encoder_without_info(tmp_path):
+    """The README's save_encoder(random_init_encoder(...), path) needed a third argument."""
+    from pcm3.evaluation.runner import save_encoder
+    from pcm3.export import load_encoder
+
+    enc = random_init_encoder(EncoderConfig(hidden=8, layers=1), 0, clip_len=16)
+    save_encoder(enc, tmp_path / "rand.pt")
+    back = load_encoder(tmp_path / "rand.pt")
+    assert back.clip_len == 16 and all(torch.equal(p, q) for p, q in zip(enc.state_dict().values(),
+                                                                          back.state_dict().values()))
+    assert [p.name for p in tmp_path.iterdir()] == ["rand.pt"]   # no temporary left beside it

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from pcm3.data.dataset import SkeletonDataset
+from pcm3.errors import ConfigError
 from pcm3.evaluation.features import encode, make_clips
 from pcm3.models import Encoder, EncoderConfig
 from pcm3.skeleton import get_layout
@@ -66,14 +67,33 @@ def raw_input_features(dataset: SkeletonDataset, *, clip_len: int = 64, crop: fl
 
 def random_init_encoder(encoder_config: EncoderConfig | dict, seed: int = 0, *, layout: str = "ntu25",
                         stream: str = "joint", clip_len: int = 64, test_crop: float = 0.95) -> Encoder:
-    """A freshly initialised encoder (weights from ``seed``) in eval mode, with input attributes."""
+    """A freshly initialised encoder (weights from ``seed``) in eval mode, with input attributes.
+
+    ``encoder_config`` must hold the data's input size (``num_joints``, ``num_persons``,
+    ``in_channels``): a packaged config's are NTU's until pretraining takes them from the data
+    (:func:`pcm3.pretrain.data_shape_into_config`); a ``num_joints`` other than ``layout``'s is a
+    :class:`~pcm3.errors.ConfigError`."""
     cfg = encoder_config if isinstance(encoder_config, EncoderConfig) else EncoderConfig(**dict(encoder_config))
+    joints = get_layout(layout).num_joints
+    if cfg.num_joints != joints:
+        raise ConfigError(f"random_init_encoder: the encoder config reads {cfg.num_joints} joints, layout {layout} has "
+                          f"{joints}; set encoder_config.num_joints (and num_persons) to the data's")
     with torch.random.fork_rng(devices=[]):  # the CPU generator only: CUDA's is left alone
         torch.default_generator.manual_seed(seed)
         encoder = Encoder(cfg).eval()
     for key, value in (("layout", layout), ("stream", stream), ("clip_len", clip_len), ("test_crop", test_crop)):
         setattr(encoder, key, value)
     return encoder
+
+
+def _sized_to(encoder_config: EncoderConfig | dict, dataset: SkeletonDataset) -> EncoderConfig:
+    """``encoder_config`` with the input size (coordinates, joints, persons) of ``dataset``'s
+    clips ``(C, T, V, M)``, as pretraining takes it from the data."""
+    import dataclasses
+
+    cfg = encoder_config if isinstance(encoder_config, EncoderConfig) else EncoderConfig(**dict(encoder_config))
+    shape = dataset.prepared.shape
+    return dataclasses.replace(cfg, in_channels=int(shape[1]), num_joints=int(shape[3]), num_persons=int(shape[4]))
 
 
 def supervised_settings(train_samples: int, **kwargs) -> dict:
@@ -106,7 +126,8 @@ def train_supervised(encoder_config: EncoderConfig | dict, train_dataset: Skelet
     pretrained one.
 
     Args:
-        encoder_config: the architecture (an :class:`EncoderConfig` or its dict).
+        encoder_config: the architecture (an :class:`EncoderConfig` or its dict); its input size
+            (coordinates, joints, persons) is taken from ``train_dataset``, as pretraining does.
         train_dataset: labelled training clips ``(C, T, V, M)``.
         epochs: passes over the training set (issue 6: 60).
         device: where to train.
@@ -120,6 +141,7 @@ def train_supervised(encoder_config: EncoderConfig | dict, train_dataset: Skelet
 
     device = torch.device(device)
     layout = layout or train_dataset.prepared.layout
+    encoder_config = _sized_to(encoder_config, train_dataset)
     encoder = random_init_encoder(encoder_config, seed, layout=layout, stream=stream, clip_len=clip_len,
                                   test_crop=test_crop).to(device)
     labels = train_dataset.labels

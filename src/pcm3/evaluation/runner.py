@@ -28,7 +28,7 @@ from pcm3.errors import ConfigError, Pcm3Error, rank_specific_from_here
 from pcm3.evaluation.common import (ENCODER_KINDS, EvalContext, assemble_metrics, config_hash, load_protocol,
                                     seed_everything, write_results)
 from pcm3.evaluation.features import INPUT_ATTRIBUTES, input_attribute, kept_mode_and_device
-from pcm3.io import file_sha256
+from pcm3.io import atomic_path, file_sha256
 from pcm3.rng import preserved_rng
 
 TASK_MODULES: Dict[str, str] = {
@@ -242,16 +242,21 @@ def _data_layout(data) -> str:
     return Prepared(data).layout
 
 
-def save_encoder(encoder: torch.nn.Module, path: Path, info: dict) -> None:
-    """Write an encoder in the ``pcm3 export`` format (loadable with ``pcm3.load_encoder``)."""
+def save_encoder(encoder: torch.nn.Module, path: str | os.PathLike, info: Optional[dict] = None) -> None:
+    """Write a pcm3 :class:`~pcm3.models.Encoder` (with its input attributes, as
+    :func:`pcm3.evaluation.baselines.random_init_encoder` and ``train_supervised`` return it) in the
+    ``pcm3 export`` format, loadable with ``pcm3.load_encoder``; ``info["weights"]`` (optional)
+    is recorded as its ``source``. The file appears whole or not at all."""
     import dataclasses
 
     from pcm3.export import ENCODER_FORMAT
 
-    torch.save({"format": ENCODER_FORMAT, "version": 1, "encoder_config": dataclasses.asdict(encoder.config),
-                "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
-                "layout": encoder.layout, "stream": encoder.stream, "clip_len": encoder.clip_len,
-                "test_crop": encoder.test_crop, "pretrain_epochs": 0, "source": info.get("weights", "")}, path)
+    info = info or {}
+    with atomic_path(path) as tmp:
+        torch.save({"format": ENCODER_FORMAT, "version": 1, "encoder_config": dataclasses.asdict(encoder.config),
+                    "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
+                    "layout": encoder.layout, "stream": encoder.stream, "clip_len": encoder.clip_len,
+                    "test_crop": encoder.test_crop, "pretrain_epochs": 0, "source": info.get("weights", "")}, tmp)
 
 
 def check_stream(kind: str, info: dict, protocol) -> None:
