@@ -53,6 +53,12 @@ def test_sequences_roundtrip(tmp_path):
     for i, v in enumerate(videos):
         np.testing.assert_array_equal(ds.sample(i), v)
     assert ds.intervals() == [{"index": 2, "label": 1, "start": 0, "end": 2, "confidence": 1.0}]
+    # the summary counts a split's classes by its videos' intervals (it said 0: videos have no
+    # label) and names the frames beside meta.json's (N, C, V, M)
+    s = ds.summary()
+    assert s["frames"] == 22 and s["splits"]["xsub/test"]["classes"] == 1 and s["splits"]["xsub/train"]["classes"] == 0
+    from pcm3.data.prepared import format_summary
+    assert "shape 3 videos, 22 frames of (3, 25, 2)" in format_summary(s)
 
 
 @pytest.mark.parametrize("x, msg", [

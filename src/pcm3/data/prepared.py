@@ -520,16 +520,27 @@ class Prepared:
                      "end": int(r["end"]), "confidence": float(r["confidence"])} for r in csv.DictReader(f)]
 
     def summary(self) -> dict:
-        """Per split: samples, classes present, length statistics."""
+        """Per split: samples, classes present, length statistics (frames).
+
+        ``shape`` is ``meta.json``'s: ``(N, C, T, V, M)`` for clips; for sequences ``(N, C, V, M)``
+        with ``frames`` (F, the rows of ``data.npy``) beside it, and a split's ``classes`` are
+        those of its videos' labelled intervals (the videos themselves have no label)."""
         out = {"root": str(self.root), "dataset": self.meta.get("dataset"), "kind": self.kind,
                "layout": self.layout, "shape": list(self.shape), "num_samples": len(self),
                "num_classes": self.num_classes, "source": self.meta.get("source", ""), "splits": {}}
+        intervals = None
+        if self.kind == "sequences":
+            out["frames"] = int(self.offsets[-1])
+            intervals = self.intervals()
         groups = {"all": np.arange(len(self))}
         for b in self.benchmarks:
             for p, idx in self.splits[b].items():
                 groups[f"{b}/{p}"] = idx
         for key, idx in groups.items():
             lab = self.labels[idx]
+            if intervals is not None:
+                videos = set(np.asarray(idx).tolist())
+                lab = np.array([r["label"] for r in intervals if r["index"] in videos], dtype=np.int64)
             ln = self.lengths[idx]
             out["splits"][key] = {
                 "samples": int(idx.size),
@@ -604,11 +615,15 @@ class Prepared:
 
 def format_summary(summary: dict) -> str:
     """Render :meth:`Prepared.summary` as a human-readable table."""
+    shape = tuple(summary["shape"])
+    if "frames" in summary:  # sequences: (N, C, V, M) in meta.json, (F, C, V, M) in data.npy
+        shape = f"{shape[0]} videos, {summary['frames']} frames of {shape[1:]}"
     lines = [f"{summary['root']}: {summary['dataset']} ({summary['kind']}, layout {summary['layout']}, "
-             f"shape {tuple(summary['shape'])}, {summary['num_classes']} classes)"]
+             f"shape {shape}, {summary['num_classes']} classes)"]
     if summary.get("source"):
         lines.append(f"  source: {summary['source']}")
-    lines.append(f"  {'split':<16}{'samples':>9}{'classes':>9}{'len min':>9}{'len mean':>10}{'len max':>9}")
+    unit = "videos" if "frames" in summary else "samples"
+    lines.append(f"  {'split':<16}{unit:>9}{'classes':>9}{'len min':>9}{'len mean':>10}{'len max':>9}")
     for key, s in summary["splits"].items():
         lines.append(f"  {key:<16}{s['samples']:>9}{s['classes']:>9}{s['length_min']:>9}"
                      f"{s['length_mean']:>10.1f}{s['length_max']:>9}")
