@@ -217,3 +217,24 @@ def test_occlusion_delta_over_different_benchmarks_is_noted():
     md = "\n".join(recognition_tables([occ("xsub"), occ("xview"), occ("xsub", "random_init"),
                                        occ("xview", "random_init")]))
     assert "average over different benchmarks" not in md
+
+
+def test_a_setting_some_rows_lack_names_every_group():
+    """"pretraining epochs 6 (pretrained joint) vs 2 (the other linear rows)": the raw-input and
+    random-init rows have no pretraining, yet "the other rows" took them in. A setting only some
+    rows have names each group of rows; one every row has still folds the common value."""
+    from pcm3.evaluation.report_tables import recognition_tables
+
+    def lin(kind, stream, epochs=None, lr=0.1):
+        m = _rec("linear", "synthetic", {"top1": 50.0}, kind=kind, folder=f"/runs/{kind}_{stream}",
+                 protocol={"lr": lr})
+        m["input"] = {"stream": stream}
+        if epochs is not None:
+            m["encoder"]["pretrain_epochs"] = epochs
+        return m
+
+    runs = [lin("pretrained", "joint", 6), lin("pretrained", "bone", 2), lin("pretrained", "motion", 2),
+            lin("raw_input", "joint"), lin("random_init", "joint", lr=0.3)]
+    table1 = _section("\n".join(recognition_tables(runs)), "Table 1")
+    assert "pretraining epochs 2 (pretrained bone, pretrained motion) vs 6 (pretrained joint)" in table1, table1
+    assert "lr 0.3 (random init joint) vs 0.1 (the other rows)" in table1, table1

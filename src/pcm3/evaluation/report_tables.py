@@ -254,16 +254,17 @@ def _train_size(m: dict) -> Optional[int]:
     return n if isinstance(n, int) and not isinstance(n, bool) else None
 
 
-def _by_value(values: Dict[int, str], refs: Dict[int, str], others: str = "the other rows") -> str:
+def _by_value(values: Dict[int, str], refs: Dict[int, str], others: Optional[str] = "the other rows") -> str:
     """``3 (row a) vs 2 (row b, row c)``: the rows grouped by the value they have; the most common
-    value, when it is the only one that common, stands for "the other rows"."""
+    value, when it is the only one that common, stands for ``others`` ("the other rows"; None:
+    every group is named, for a setting that only some of the rows have)."""
     groups: Dict[str, List[str]] = {}
     for i, v in values.items():
         if refs[i] not in groups.setdefault(v, []):
             groups[v].append(refs[i])
     order = sorted(groups, key=lambda v: -len(groups[v]))
     sizes = [len(groups[v]) for v in order]
-    majority = len(order) > 1 and sizes[0] > 1 and sizes[0] > sizes[1] and len(values) > 2
+    majority = others is not None and len(order) > 1 and sizes[0] > 1 and sizes[0] > sizes[1] and len(values) > 2
     parts = [f"{v} ({', '.join(groups[v])})" for v in (order[1:] if majority else order)]
     if majority:
         parts.append(f"{order[0]} ({others})")
@@ -285,8 +286,8 @@ def _settings_footnote(sel: List[dict], refs: Dict[int, str], unit: str) -> Opti
         others = f"the other {task} rows" if len(tasks) > 1 else "the other rows"
         for key in keys:  # runs without the key (another version's protocol) are left out of it
             values = {i: s[key] for i, s in settings.items() if key in s}
-            if len(set(values.values())) > 1:
-                parts.append(f"{key} {_by_value(values, refs, others)}")
+            if len(set(values.values())) > 1:  # "the other rows" only where every row has the setting
+                parts.append(f"{key} {_by_value(values, refs, others if len(values) == len(ms) else None)}")
         columns: Dict[tuple, List[dict]] = {}
         for m in ms:
             columns.setdefault(_column(m), []).append(m)
