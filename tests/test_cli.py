@@ -16,6 +16,31 @@ def test_help(argv, capsys):
     assert "usage: pcm3" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("task", ["linear", "semi", "knn", "occlusion", "fusion", "detection", "motion"])
+def test_eval_task_help_lists_every_protocol_key(task, capsys):
+    """`pcm3 eval linear --help` printed the generic help: a user had to read the packaged YAML
+    (which lacks keys such as supervised.epochs) to learn what --set can change. Every key of the
+    task's protocol is listed with its packaged value and a description."""
+    import dataclasses
+    import importlib
+
+    from pcm3.evaluation.common import protocol_keys
+    from pcm3.evaluation.runner import TASK_MODULES
+
+    with pytest.raises(SystemExit) as e:
+        main(["eval", task, "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "usage: pcm3 eval" in out and f"protocol of {task}" in out
+    module = importlib.import_module(TASK_MODULES[task])
+    keys = protocol_keys(module.PROTOCOL, module.DEFAULT_CONFIG)
+    top = {f.name for f in dataclasses.fields(module.PROTOCOL)}
+    assert top <= {k.split(".")[0] for k, _, _ in keys}
+    for key, _, doc in keys:
+        assert f"  {key} = " in out and doc, key   # each key printed, each documented
+    if task == "linear":
+        assert "  batch_size = 1024" in out and "  supervised.epochs = 60" in out and "  min_len = null" in out
+
+
 def test_every_target_is_registered():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")

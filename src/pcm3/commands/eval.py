@@ -9,6 +9,7 @@ processes (see :mod:`pcm3.evaluation.runner`); rank 0 alone writes and prints.
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from pcm3.args import seed_arg
@@ -18,12 +19,72 @@ from pcm3.evaluation.runner import TASK_MODULES  # noqa: F401  (the registry, im
 ROWS = ("--random-init", "--raw-input", "--supervised")
 
 
+class _TaskHelp(argparse.Action):
+    """``-h``/``--help``: the command's help, and after ``pcm3 eval TASK --help`` the task's
+    packaged protocol (``configs/eval_<task>.yaml``: every key ``--set`` can change, its default
+    and what it means)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.print_help()
+        task = getattr(namespace, "task", None)
+        if task in TASK_MODULES:
+            print("\n" + protocol_help(task))
+        else:
+            print("\n`pcm3 eval TASK --help` also lists the task's protocol keys and their defaults.")
+        parser.exit()
+
+
+def _value(v) -> str:
+    """A protocol value as YAML writes it (``null``, ``true``, ``[0.5, 1.0]``)."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    return str(v)
+
+
+def protocol_help(task: str, width: int = 100) -> str:
+    """The keys of ``task``'s protocol with their packaged values and descriptions (``pcm3 eval
+    TASK --help``)."""
+    import importlib
+    import textwrap
+
+    from pcm3.evaluation.common import protocol_keys
+
+    module = importlib.import_module(TASK_MODULES[task])
+    keys = protocol_keys(module.PROTOCOL, module.DEFAULT_CONFIG)
+    lines = [f"protocol of {task} (the packaged {module.DEFAULT_CONFIG}.yaml; change a value with --set KEY=VALUE "
+             f"or give --config FILE):"]
+    pad = max(len(f"{k} = {_value(v)}") for k, v, _ in keys) + 2
+    pad = min(pad, 36)
+    for key, value, doc in keys:
+        head = f"  {key} = {_value(value)}"
+        text = " ".join(doc.replace("``", "").split())
+        if not text:
+            lines.append(head)
+            continue
+        wrapped = textwrap.wrap(text, width=max(40, width - pad - 2))
+        if len(head) > pad:
+            lines.append(head)
+            lines.extend(" " * (pad + 2) + w for w in wrapped)
+        else:
+            lines.append(head.ljust(pad + 2) + wrapped[0])
+            lines.extend(" " * (pad + 2) + w for w in wrapped[1:])
+    return "\n".join(lines)
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "eval", help="evaluate an encoder: linear, semi, knn, occlusion, fusion, ...",
+        "eval", add_help=False, help="evaluate an encoder: linear, semi, knn, occlusion, fusion, ...",
         description="Evaluate an encoder (or a baseline row) with one downstream protocol and write "
                     "OUT/metrics.json and OUT/results.md. Protocols are YAML configs (packaged defaults "
                     "eval_<task>; --config NAME|FILE, --set key=value).")
+    p.add_argument("-h", "--help", action=_TaskHelp, help="show this help (after TASK: with the task's protocol keys)")
     p.add_argument("task", metavar="TASK", help="linear, semi, knn, occlusion, fusion, detection, motion")
     src = p.add_argument_group(
         "encoder", "--encoder or --run, optionally with --random-init or --supervised (which take its architecture); "

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import math
 import os
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -657,3 +659,57 @@ def read_metrics(folder: str | os.PathLike) -> dict:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(path, f"not valid JSON ({e})") from None
+
+
+def _attribute_docs(cls) -> Dict[str, str]:
+    """``{field: description}`` from the ``Attributes:`` sections of ``cls``'s docstrings (its own
+    first, then its bases'), continuation lines joined."""
+    docs: Dict[str, str] = {}
+    for klass in cls.__mro__:
+        text = inspect.getdoc(klass) if klass.__doc__ else None
+        if not text or "Attributes:" not in text:
+            continue
+        name = None
+        for line in text.split("Attributes:", 1)[1].splitlines():
+            if not line.strip():
+                continue
+            indent = len(line) - len(line.lstrip())
+            if indent == 0:
+                break  # the section ended
+            head = re.match(r"\s+(\w+(?:, \w+)*)(?: \([^)]*\))?: ?(.*)$", line)
+            if head and indent <= 4:  # "name: text" or "a, b, c: text" (one text for several)
+                names = [n for n in head.group(1).split(", ") if n not in docs]  # a subclass's first
+                for n in names:
+                    docs[n] = head.group(2).strip()
+                name = names
+            elif name:
+                for n in name:
+                    docs[n] += " " + line.strip()
+    return docs
+
+
+def protocol_keys(cls, config: Optional[str | os.PathLike] = None) -> List[Tuple[str, Any, str]]:
+    """Every key of protocol dataclass ``cls`` as ``(dotted key, value, description)``: the values
+    of ``config`` (a packaged name or file; None: the class defaults), nested protocols (the
+    ``supervised`` baseline's) flattened as ``supervised.epochs``; descriptions from the classes'
+    ``Attributes:`` docstrings ("" where there is none). What ``--set KEY=VALUE`` can change."""
+    tree = read_yaml(config) if config else {}
+    out: List[Tuple[str, Any, str]] = []
+
+    def walk(klass, values: dict, prefix: str) -> None:  # not built: a required key (fusion's runs) may lack
+        docs = _attribute_docs(klass)
+        for f in dataclasses.fields(klass):
+            if f.default is not dataclasses.MISSING:
+                value = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                value = f.default_factory()
+            else:
+                value = None
+            if dataclasses.is_dataclass(value):
+                sub = values.get(f.name)
+                walk(type(value), sub if isinstance(sub, dict) else {}, f"{prefix}{f.name}.")
+            else:
+                out.append((prefix + f.name, values.get(f.name, value), docs.get(f.name, "")))
+
+    walk(cls, tree, "")
+    return out
