@@ -33,8 +33,9 @@ def test_a_pipe_gets_plain_lines():
         text = f.read()
     assert "\r" not in text and "\x1b" not in text
     lines = text.splitlines()
-    assert [line.split(" (")[0] for line in lines] == ["work: 1/3 clip", "work: 2/3 clip", "work: 3/3 clip",
-                                                       "work: 3/3 clip"]
+    # the unit in the plural of the total ("1/3 clip" read as one clip)
+    assert [line.split(" (")[0] for line in lines] == ["work: 1/3 clips", "work: 2/3 clips", "work: 3/3 clips",
+                                                       "work: 3/3 clips"]
     assert lines[-1].endswith(", loss 0.5)")                 # the final line, with the postfix
 
 
@@ -65,3 +66,11 @@ def test_track_is_silent_when_off_and_disabled(monkeypatch, capsys):
     assert list(track(range(3), desc="t", final_line=True)) == [0, 1, 2]   # captured stderr: not a terminal
     err = capsys.readouterr().err
     assert "\r" not in err and err.startswith("t: 3/3 it (") and err.count("\n") == 1
+
+
+def test_plural_units():
+    from pcm3.progress import _plural
+
+    assert [_plural(u, 2) for u in ("file", "class", "video", "it", "samples/s")] == \
+        ["files", "classes", "videos", "it", "samples/s"]
+    assert _plural("file", 1) == "file"

@@ -75,7 +75,8 @@ class Bar:
         done = f"{self.n}/{self.total}" if self.total else f"{self.n}"
         extra = "".join(f", {k} {v}" for k, v in self.postfix.items())
         try:
-            print(f"{self.desc}: {done} {self.unit} ({self.last_line - self.start:.0f}s{extra})",
+            print(f"{self.desc}: {done} {_plural(self.unit, self.total or self.n)} "
+              f"({self.last_line - self.start:.0f}s{extra})",
                   file=self.stream, flush=True)
         except (BrokenPipeError, ValueError):  # the reader went away; the command goes on
             self.mode = "off"
@@ -97,6 +98,13 @@ class Bar:
         if exc[0] is not None:
             self.final_line = False
         self.close()
+
+
+def _plural(unit: str, n: int) -> str:
+    """``557 files``, ``16 classes``, ``1 video``; ``it`` (tqdm's "iterations") as it is."""
+    if n == 1 or unit == "it" or not unit.isalpha():
+        return unit
+    return unit + ("es" if unit.endswith(("s", "x", "ch", "sh")) else "s")
 
 
 def progress_bar(total: Optional[int] = None, desc: str = "", unit: str = "it", disable: bool = False,
