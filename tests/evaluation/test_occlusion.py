@@ -73,6 +73,11 @@ def test_cli_occlusion_with_fixed_part(tmp_path_factory, tmp_path):
     assert part.shape == (96, 25) and part[:, [4, 5, 6, 7, 21, 22]].all() and part.sum() == 96 * 6
     assert np.load(out / "occlusion_temporal_mask.npy").shape == (96, 300)
     assert len(m["by_ratio"]["spatial"]) == 4 and m["seed"] == 4
+    # results.md holds the accuracy per bin too (it was in metrics.json only)
+    md = (out / "results.md").read_text()
+    first = m["by_ratio"]["spatial"][0]
+    assert "top-1 (%) by realised occlusion ratio" in md
+    assert f"| spatial | {first['low']:.2f}-{first['high']:.2f} | {first['samples']} |" in md
 
 
 def test_occlusion_uses_the_validation_split_of_its_linear_protocol(tmp_path_factory, tmp_path):

@@ -634,6 +634,14 @@ def format_results(metrics: dict) -> str:
     units = metrics.get("units", {})
     for name, value in metrics.get("figures", {}).items():
         lines.append(f"| {name} | {format_figure(name, value, units)} |")
+    by_ratio = metrics.get("by_ratio")
+    if isinstance(by_ratio, dict) and by_ratio:  # occlusion: top-1 per bin of the realised ratio
+        lines += ["", "top-1 (%) by realised occlusion ratio", "", "| occlusion | ratio | clips | top-1 |",
+                  "|---|---|---|---|"]
+        for kind, bins in by_ratio.items():
+            for b in bins if isinstance(bins, list) else []:
+                top1 = "-" if b.get("top1") is None else f"{b['top1']:.1f}"
+                lines.append(f"| {kind} | {b.get('low', 0):.2f}-{b.get('high', 0):.2f} | {b.get('samples')} | {top1} |")
     notes = metrics.get("notes")
     if notes:
         lines += [""] + [f"- {n}" for n in (notes if isinstance(notes, list) else [notes])]
