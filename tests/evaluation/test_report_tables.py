@@ -152,6 +152,12 @@ def test_notes_of_the_runs_and_the_papers_caveat_are_in_the_report():
     assert "| paper: PCM3 | joint | 83.9 |" in table1 and "- model of epoch 2 of 2" in table1
     assert "(here: pretraining epochs 1; epochs 2; training split 960 clips)" in table1
     assert "Warning" not in table1   # no smoke test: the caveat alone
+    # an encoder pretrained on other data (synthetic, evaluated on NTU 60): said in the caveat
+    moved = dict(lin, encoder={"kind": "pretrained", "pretrain_epochs": 1, "pretrained_on": {"dataset": "synthetic"}})
+    table1 = _section("\n".join(recognition_tables([moved])), "Table 1")
+    assert "encoders pretrained on synthetic (transfer))" in table1
+    home = dict(lin, encoder={"kind": "pretrained", "pretrain_epochs": 1, "pretrained_on": {"dataset": "ntu60"}})
+    assert "transfer" not in _section("\n".join(recognition_tables([home])), "Table 1")
 
 
 def test_columns_in_the_papers_order_and_what_is_missing_named():

@@ -328,6 +328,10 @@ def _paper_caveat(sel: List[dict], unit: str) -> str:
     train = sorted({_train_size(m) for m in sel if _train_size(m) is not None})
     here = [f"pretraining epochs {', '.join(pre)}"] * bool(pre) + [f"epochs {', '.join(epochs)}"] * bool(epochs)
     here += [f"training split {', '.join(f'{n:,}' for n in train)} {unit}"] * bool(train)
+    transfer = sorted({str(po["dataset"]) for m in sel if _kind(m) == "pretrained"
+                       for po in [(m.get("encoder") or {}).get("pretrained_on") or {}]
+                       if po.get("dataset") and po["dataset"] != m.get("dataset")})
+    here += [f"encoders pretrained on {', '.join(transfer)} (transfer)"] * bool(transfer)
     return ("Caveat: the paper's rows come from the authors' settings (encoders pretrained 450 epochs on the whole "
             "data set, the protocols' full schedules); these runs' settings (epochs, data size) may differ"
             + (f" (here: {'; '.join(here)})" if here else "") + ": an indication, not a like-for-like comparison.")
