@@ -60,7 +60,12 @@ def test_mpjpe_by_hand():
     assert joint_mask(last, target)[0, :, 0, 0].sum().item() == 0.0
 
 
-def test_run_end_to_end(synthetic_small, tmp_path):
+def test_run_end_to_end(synthetic_small, tmp_path, monkeypatch):
+    import pcm3.visualize
+
+    drawn = []  # the figures drawn, in order: mpjpe.png, prediction.png
+    real = pcm3.visualize.new_figure
+    monkeypatch.setattr(pcm3.visualize, "new_figure", lambda **kw: drawn.append(real(**kw)) or drawn[-1])
     result = run(ctx(synthetic_small, tmp_path, tiny_encoder()))
     f = result["figures"]
     assert f["MPJPE (encoder)"] > 0 and f["MPJPE (zero-velocity)"] > 0
@@ -72,6 +77,13 @@ def test_run_end_to_end(synthetic_small, tmp_path):
         assert (tmp_path / name).stat().st_size > 100
     assert "set by the protocol (the defaults, 50 -> 10, follow Martinez" in result["notes"][0]
     assert result["warnings"] == []  # every clip of the built-in data holds 25 frames
+    # the titles name the run and its horizon: two runs of one row differing in observed /
+    # predicted frames had untitled, indistinguishable pictures
+    mpjpe_fig, prediction_fig = drawn
+    assert mpjpe_fig.axes[0].get_title() == ("MPJPE per predicted frame, pretrained (joint), synthetic xsub\n"
+                                             "20 observed -> 5 predicted frames (167 ms at 30 fps)")
+    assert prediction_fig._suptitle.get_text().startswith(
+        "pretrained (joint), synthetic xsub, 20 observed -> 5 predicted frames (167 ms at 30 fps)\n")
 
 
 def test_few_long_enough_clips_are_a_warning(synthetic_small, tmp_path, capsys):

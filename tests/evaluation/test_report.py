@@ -240,3 +240,25 @@ def test_runs_list_shows_every_seed_of_a_semi_run(tmp_path):
                                                          seeds=[0, 1])))
     md = report.write_report([tmp_path / "runs"], tmp_path / "r" / "report.md")["markdown"].read_text()
     assert f"- `{folder}`: semi, pretrained, joint, seeds 0, 1, 0 s" in md
+
+
+def test_the_confusion_matrix_names_its_run_among_several(tmp_path, monkeypatch):
+    """Of two pretrained joint linear runs, the report's confusion matrix showed one without
+    saying which: write_report passes the linear runs it chose from."""
+    from pcm3.evaluation import report_figures
+
+    _scored_folder(tmp_path / "runs" / "a" / "linear")
+    _scored_folder(tmp_path / "runs" / "b" / "linear", shift=0.1)
+    titles = []
+    real = report_figures._figure
+
+    def capture(**kwargs):
+        fig = real(**kwargs)
+        titles.append(fig)
+        return fig
+
+    monkeypatch.setattr(report_figures, "_figure", capture)
+    report.write_report([tmp_path / "runs"], tmp_path / "r" / "report.md", embedding="pca")
+    texts = [t.get_text() for fig in titles for ax in fig.axes for t in [ax.title]]
+    confusion = [t for t in texts if t.startswith("Confusion matrix")]
+    assert len(confusion) == 1 and confusion[0].endswith("\nrun a/linear"), confusion

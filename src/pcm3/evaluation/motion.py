@@ -27,7 +27,8 @@ MSR Action3D (15 fps, clips of 13-76 frames) use e.g. ``observed=20, predicted=6
   observed pose repeated); random init is the ``--random-init`` row.
 
 Outputs: ``mpjpe.csv`` (per horizon: the encoder's and zero-velocity's MPJPE), ``mpjpe.png``
-and ``prediction.png`` (true vs predicted skeletons of a test clip at a few horizons).
+and ``prediction.png`` (true vs predicted skeletons of a test clip at a few horizons), both titled
+with the row, stream, data set, benchmark and the observed -> predicted frames.
 """
 
 from __future__ import annotations
@@ -291,8 +292,9 @@ def _train_decoder(encoder, dim: int, pose_dim: int, windows: Windows, protocol:
 
 # --------------------------------------------------------------------------- pictures
 
-def plot_mpjpe(path: Path, rows: Dict[str, Sequence[float]], fps: float) -> None:
-    """MPJPE (mm) per predicted frame, one line per row (model, zero-velocity, ...)."""
+def plot_mpjpe(path: Path, rows: Dict[str, Sequence[float]], fps: float, title: str = "") -> None:
+    """MPJPE (mm) per predicted frame, one line per row (model, zero-velocity, ...); ``title``
+    above the axes (:func:`run` names the row, data, benchmark and horizon there)."""
     from pcm3.visualize import new_figure
 
     fig = new_figure(figsize=(6, 4))
@@ -302,6 +304,8 @@ def plot_mpjpe(path: Path, rows: Dict[str, Sequence[float]], fps: float) -> None
         ax.plot(1000.0 * h / fps, values, marker="o", label=name)
     ax.set_xlabel(f"horizon (ms at {fps:g} fps)")
     ax.set_ylabel("MPJPE (mm)")
+    if title:
+        ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -424,8 +428,16 @@ def run(ctx: EvalContext) -> dict:
         for t in range(p.predicted):
             w.writerow([t + 1, f"{1000 * (t + 1) / fps:.1f}", f"{errors['model'][t]:.2f}",
                         f"{errors['zero_velocity'][t]:.2f}"])
-    plot_mpjpe(out / "mpjpe.png", {label: errors["model"], "zero-velocity": errors["zero_velocity"]}, fps)
-    _render(out / "prediction.png", encoder, decoder, test, p, stream, layout, ctx.device, fps)
+    # the figures' titles name the run: its row, data, benchmark and horizon (two runs that differ
+    # only in observed / predicted frames are told apart)
+    what = (f"{ctx.encoder_kind.replace('_', ' ')} ({stream}), {prepared.meta.get('dataset') or Path(ctx.data).name} "
+            f"{benchmark}")
+    horizon = (f"{p.observed} observed -> {p.predicted} predicted frames ({1000 * p.predicted / fps:.0f} ms at "
+               f"{fps:g} fps)")
+    plot_mpjpe(out / "mpjpe.png", {label: errors["model"], "zero-velocity": errors["zero_velocity"]}, fps,
+               title=f"MPJPE per predicted frame, {what}\n{horizon}")
+    _render(out / "prediction.png", encoder, decoder, test, p, stream, layout, ctx.device, fps,
+            run_title=f"{what}, {horizon}")
     figures = {f"MPJPE ({label})": float(errors["model"].mean()),
                "MPJPE (zero-velocity)": float(errors["zero_velocity"].mean())}
     for t in sorted({0, p.predicted // 2 - 1, p.predicted - 1} - {-1}):
@@ -448,14 +460,16 @@ def run(ctx: EvalContext) -> dict:
 
 
 @torch.no_grad()
-def _render(path, encoder, decoder, windows: Windows, p: MotionProtocol, stream, layout, device, fps):
+def _render(path, encoder, decoder, windows: Windows, p: MotionProtocol, stream, layout, device, fps,
+            run_title: str = ""):
     row = np.asarray([min(max(p.render_sample, 0), len(windows) - 1)])
     win = windows.batch(row, windows.middle_starts(row)).to(device)
     pred = _forward(encoder, decoder, win, p.observed, p.predicted, stream, layout, False)[0].cpu().numpy()
     win = win[0].cpu().numpy()
     pred = pred * np.any(win[:, p.observed - 1] != 0, axis=0)[None, None]  # absent persons / lost joints: not drawn
     name = windows.prepared.names[int(windows.indices[row[0]])]
-    render_prediction(path, win[:, p.observed - 1], win[:, p.observed:], pred, layout, fps, title=name)
+    render_prediction(path, win[:, p.observed - 1], win[:, p.observed:], pred, layout, fps,
+                      title=f"{run_title}\n{name}" if run_title else name)
 
 
 def evaluate_motion(encoder, data, out, *, protocol: Optional[MotionProtocol] = None, benchmark: Optional[str] = "xsub",

@@ -327,7 +327,7 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *, o
                 pretrained = sorted((m for m in linear if _kind(m) == "pretrained"),
                                     key=lambda m: order.get(_stream(m), 3))
                 main = pretrained[0] if pretrained else (linear[0] if linear else None)
-                made = [("Confusion matrix", main and plot_confusion(main, tmp / "confusion.png")),
+                made = [("Confusion matrix", main and plot_confusion(main, tmp / "confusion.png", among=linear)),
                         ("Per-class accuracy", linear and plot_per_class(linear, tmp / "per_class.png")),
                         ("Test features in 2-D", linear and plot_feature_maps(
                             linear, tmp / "features_2d.png", method=embedding, max_points=max_points, seed=seed)),
