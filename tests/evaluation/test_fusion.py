@@ -266,6 +266,8 @@ def test_cli_fusion_says_what_it_fused_and_records_the_scores_hashes(tmp_path, c
     metrics.json recorded only the folders' paths, so a run re-evaluated since went unnoticed."""
     import hashlib
 
+    from pcm3.outputs import list_entries, write_marker
+
     runs, y = constructed(60)
     idx = np.arange(60)
     dirs = []
@@ -330,3 +332,26 @@ def test_grid_steps_that_divide_one_are_kept(step, points):
     FusionProtocol(runs=["a", "b"], grid_step=step)
     grid = list(simplex_grid(2, step))
     assert len(grid) == points and all(abs(w.sum() - 1) < 1e-12 for w in grid)
+
+
+def test_cli_fusion_never_writes_over_a_folder_it_reads(tmp_path, capsys):
+    """`--out fA --overwrite` with fA among --scores replaced the linear run fA (its layer and
+    features gone) with the fusion, exit 0; --data/--benchmark were accepted and ignored."""
+    from pcm3.outputs import list_entries, write_marker
+
+    runs, y = constructed(60)
+    idx = np.arange(60)
+    dirs = []
+    for s, name in enumerate(("joint", "bone")):
+        fake_run(tmp_path / name, runs[s], idx, y, name)
+        write_marker(tmp_path / name, "eval", list_entries(tmp_path / name))   # as pcm3 eval writes them
+        dirs.append(str(tmp_path / name))
+    before = sorted(p.name for p in (tmp_path / "joint").iterdir())
+    assert cli("eval", "fusion", "--scores", *dirs, "--out", dirs[0], "--overwrite", "--set", "weights=[1, 1]") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out" in err
+    assert sorted(p.name for p in (tmp_path / "joint").iterdir()) == before
+    assert cli("eval", "fusion", "--scores", *dirs, "--out", str(tmp_path / "f"), "--benchmark", "xview",
+               "--set", "weights=[1, 1]") == 2
+    assert "--benchmark: eval fusion takes the data and benchmark of its --scores folders" in capsys.readouterr().err
+    assert not (tmp_path / "f").exists()

@@ -132,6 +132,11 @@ def test_occlusion_reuses_a_linear_run_of_the_same_encoder(tmp_path_factory, tmp
     assert cli("eval", "occlusion", "--encoder", str(enc), "--out", str(tmp_path / "other"), "--data",
                str(tmp_path / "other_data"), "--benchmark", "xsub", "--set", f"linear_run={tmp_path / 'lin'}") == 2
     assert "linear_run: its test samples" in capsys.readouterr().err
+    # --out the linear run itself, with --overwrite: refused (it replaced the run it was reading)
+    before = sorted(p.name for p in (tmp_path / "lin").iterdir())
+    assert cli("eval", "occlusion", "--encoder", str(enc), "--out", str(tmp_path / "lin"), "--overwrite", *base,
+               "--set", f"linear_run={tmp_path / 'lin'}") == 2
+    assert "--out" in capsys.readouterr().err and sorted(p.name for p in (tmp_path / "lin").iterdir()) == before
 
 
 def test_occluded_features_see_the_occlusion(tmp_path_factory):

@@ -407,7 +407,13 @@ def evaluate(task: str, *, data, benchmark: Optional[str], out, kind: str = "pre
     protocol = load_protocol(module.PROTOCOL, config or module.DEFAULT_CONFIG, overrides)
     device = torch.device(device)
     data = Path(data) if data is not None else None
-    protect = [p for p in (data, encoder_path, run) if p is not None]
+    # the folders the run reads are never its output (--out fA --overwrite with --scores fA: fA was replaced)
+    protect = [p for p in (data, encoder_path, run, getattr(protocol, "linear_run", None),
+                           *(getattr(protocol, "runs", None) or ())) if p is not None]
+    if task in NO_ENCODER_TASKS and (data is not None or benchmark is not None):
+        given = "--data" if data is not None else "--benchmark"
+        raise ConfigError(f"{given}: eval {task} takes the data and benchmark of its --scores folders (their "
+                          f"metrics.json); give neither")
     t0 = time.perf_counter()  # the checks of the data are part of the run's time
     if task not in NO_ENCODER_TASKS:
         if data is None:

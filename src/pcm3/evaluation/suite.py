@@ -176,7 +176,7 @@ def run_benchmark(encoders: Sequence[Union[str, os.PathLike, torch.nn.Module]], 
             for kind, dirs in linear_dirs.items():
                 if len(dirs) == len(encoders):
                     folder = tmp / f"fusion_{kind}"
-                    evaluate("fusion", data=None, benchmark=benchmark, out=folder,
+                    evaluate("fusion", data=None, benchmark=None, out=folder,
                              overrides=[f"runs=[{', '.join(repr(str(d)) for d in dirs)}]",
                                         f"weights=[{', '.join('1' for _ in dirs)}]", *per_task["fusion"]])
                     _rename_runs(folder, tmp, final)
