@@ -102,7 +102,9 @@ class TrainConfig:
 
     Attributes:
         epochs: pretraining epochs (paper: 450).
-        batch_size: per step (paper: 128; the last incomplete batch is dropped).
+        batch_size: per step (paper: 128; the last incomplete batch is dropped); at least 2
+            (the in-batch statistics, the collapse monitor's and the optional regulariser's,
+            need two clips).
         seed: seeds data order, augmentation, masks and initialisation.
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``...
         save_every: also keep ``checkpoint_epochNNN.pt`` every N epochs (0: never);
@@ -166,7 +168,7 @@ def _check_train(t: "TrainConfig") -> None:
             raise ConfigError(f"train.amp: expected true/false, bf16 or fp32, got {t.amp!r}")
         t.amp = AMP_SPELLINGS[t.amp.lower()]
     _at_least("train.epochs", t.epochs, 1)
-    _at_least("train.batch_size", t.batch_size, 1)
+    _at_least("train.batch_size", t.batch_size, 2)  # one clip: no negatives in the batch, no batch statistics
     for key in ("save_every", "max_steps_per_epoch", "threads"):
         _at_least(f"train.{key}", getattr(t, key), 0)
     _at_most("train.threads", t.threads, MAX_PROCESSES)
