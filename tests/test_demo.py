@@ -157,7 +157,16 @@ def test_bad_options_and_data_are_refused_before_the_folder_is_made(tiny, tmp_pa
     untrimmed = tmp_path / "u"
     prepare_synthetic_untrimmed(untrimmed, seed=0, num_subjects=2, videos_per_view=1, actions_per_video=2,
                                 progress=False)
+    # a benchmark without test clips: the probe failed after pretraining, leaving a demo folder
+    import shutil
+
+    no_test = tmp_path / "no_test"
+    shutil.copytree(tiny, no_test)
+    splits = json.loads((no_test / "splits.json").read_text())
+    splits["xsub"] = {"train": splits["xsub"]["train"] + splits["xsub"]["test"], "test": []}
+    (no_test / "splits.json").write_text(json.dumps(splits))
     for argv, needle in ((["--data", str(untrimmed)], "holds untrimmed videos"),
+                         (["--data", str(no_test)], "has no test clips"),
                          (["--data", str(tiny), "--set", "foo.bar=1"], "--set foo.bar=1"),
                          (["--data", str(tiny), "--config", "nosuch"], "nosuch"),
                          (["--data", str(tiny), "--supervised-epochs", "-1"], "--supervised-epochs")):

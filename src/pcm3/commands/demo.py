@@ -79,6 +79,10 @@ def run(args) -> int:
     cfg = load_config(args.config, [*overrides, f"data.path={data}"])
     if args.data:
         check_clips(Prepared(data), "pcm3 demo")
+        if {"probe", "suite"} & set(steps):  # they test on the benchmark's test part: labelled clips in both parts
+            from pcm3.evaluation.common import check_recognition_data
+
+            check_recognition_data(data, cfg.data.benchmark)
     protect = [args.data] if args.data else []
     if folder_kind(out) != "demo":  # a new demo folder; an earlier demo folder is continued
         check_output_dir(out, "demo", protect=protect)
