@@ -384,3 +384,11 @@ def test_validate_takes_paths_and_numpy_numbers():
     cfg.train.epochs = np.float64(2.5)
     with pytest.raises(ConfigError, match="train.epochs: expected an integer"):
         cfg.validate()
+
+
+def test_a_key_below_a_value_names_its_own_override():
+    """`--set train.epochs=1 --set train.epochs.x=3` blamed `--set train.epochs=1` (the message
+    names train.epochs, a value the second override made a section)."""
+    with pytest.raises(ConfigError) as e:
+        load_config("demo", ["train.epochs=1", "train.epochs.x=3"])
+    assert str(e.value).startswith("--set train.epochs.x=3: train.epochs:")

@@ -169,7 +169,8 @@ def test_bad_options_and_data_are_refused_before_the_folder_is_made(tiny, tmp_pa
                          (["--data", str(no_test)], "has no test clips"),
                          (["--data", str(tiny), "--set", "foo.bar=1"], "--set foo.bar=1"),
                          (["--data", str(tiny), "--config", "nosuch"], "nosuch"),
-                         (["--data", str(tiny), "--supervised-epochs", "-1"], "--supervised-epochs")):
+                         (["--data", str(tiny), "--supervised-epochs", "-1"], "--supervised-epochs"),
+                         (["--data", str(tiny), "--threads", "-1"], "error: --threads: must be >= 0")):
         assert main(["demo", "--out", str(tmp_path / "d"), *argv, "--steps", "probe", "--quiet"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "Traceback" not in err and needle in err, err

@@ -536,7 +536,9 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: Sequence[st
         message = str(final)[len("--set:"):].strip()
         for item in reversed(overrides):
             key = item.split("=", 1)[0].strip()
-            if key and _names_key(message, key):
+            parts = key.split(".")
+            above = [".".join(parts[:i]) for i in range(len(parts) - 1, 1, -1)]  # train.epochs of train.epochs.x
+            if key and (_names_key(message, key) or any(_names_key(message, a) for a in above)):
                 raise ConfigError(f"--set {item}: {message}") from None
         partial = read_yaml(path) if path else {}
         for item in overrides:

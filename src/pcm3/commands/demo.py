@@ -67,6 +67,8 @@ def run(args) -> int:
         raise ConfigError(f"--steps: {bad[0]!r} is not one of {', '.join(STEPS)}")
     if not steps:
         raise ConfigError(f"--steps: empty; give one or more of {', '.join(STEPS)} (comma-separated)")
+    if args.threads < 0:
+        raise ConfigError(f"--threads: must be >= 0 (0: the config's train.threads rule), got {args.threads}")
     if args.supervised_epochs < 0:
         raise ConfigError(f"--supervised-epochs: must be >= 0 (0 leaves the row out), got {args.supervised_epochs}")
     out = Path(args.out)
