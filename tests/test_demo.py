@@ -216,3 +216,17 @@ def test_a_background_task_stopped_with_sigterm_cleans_up(tiny, tmp_path):
     proc.join(30)
     assert proc.exitcode == 1  # KeyboardInterrupt -> SystemExit(1), not killed by the signal (-15)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_the_suite_on_a_gallery_smaller_than_the_largest_k(tmp_path, capsys):
+    """`pcm3 demo --data` on a small data set stopped at k-NN ("ks: 20 neighbours, but the gallery
+    holds 16 clips ... --set ks=[1,5]"), an advice demo's --set (pretraining keys) cannot take: the
+    suite keeps the packaged ks that the gallery holds, and records them."""
+    data = tmp_path / "small"
+    prepare_synthetic(data, seed=0, samples_per_class=2, num_subjects=4, progress=False)
+    out = tmp_path / "d"
+    assert main(["demo", "--out", str(out), "--data", str(data), "--set", "train.epochs=1", "--set",
+                 "train.batch_size=4", "--supervised-epochs", "1", "--steps", "suite", "--quiet"]) == 0
+    m = json.loads((out / "eval" / "pretrained" / "knn" / "metrics.json").read_text())
+    assert m["protocol"]["ks"] == [1, 5] and m["splits"]["train"] == 16 and "knn20" not in m["figures"]
+    assert "kNN-1" in capsys.readouterr().out

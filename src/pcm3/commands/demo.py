@@ -425,6 +425,8 @@ def run_suite(root: Path, data: Path, benchmark: str, cfg, encoder_path: Path, r
                 extra = list(SUITE_OVERRIDES[task])
                 if task in ("linear", "occlusion", "semi"):
                     extra += min_len
+                if task == "knn":
+                    extra += _ks_within(data, benchmark)
                 if task == "occlusion" and (root / row / "linear" / "metrics.json").exists():
                     extra.append(f"linear_run={root / row / 'linear'}")
                 if row == "supervised" and supervised is not None:
@@ -441,6 +443,21 @@ def run_suite(root: Path, data: Path, benchmark: str, cfg, encoder_path: Path, r
             results[row][task] = _headline(task, m)
             folders.append(folder)
     return results, folders
+
+
+def _ks_within(data: Path, benchmark: str) -> list:
+    """``["ks=[...]"]``: the packaged k-NN protocol's k that the training part of ``benchmark``
+    (the gallery) holds, when a small data set holds fewer clips than the largest (a user's data
+    through ``--data``; the results record the ks used); else ``[]``."""
+    from pcm3.data.prepared import Prepared
+    from pcm3.evaluation.common import load_protocol
+    from pcm3.evaluation.knn import DEFAULT_CONFIG, PROTOCOL
+
+    ks = list(load_protocol(PROTOCOL, DEFAULT_CONFIG).ks)
+    gallery = len(Prepared(data).split(benchmark, "train"))
+    if max(ks) <= gallery:
+        return []
+    return [f"ks=[{', '.join(str(k) for k in ([k for k in ks if k <= gallery] or [1]))}]"]
 
 
 def _headline(task: str, m: dict) -> dict:

@@ -64,7 +64,8 @@ def check_k(p: KnnProtocol, gallery: int, where: str) -> None:
     if big:
         fit = [k for k in p.ks if k <= gallery] or [1]
         raise ConfigError(f"ks: {big[0]} neighbours, but the gallery ({where}) holds {gallery} clips; use values "
-                          f"up to {gallery} (e.g. --set ks=[{','.join(str(k) for k in fit)}])")
+                          f"up to {gallery} (e.g. --set ks=[{','.join(str(k) for k in fit)}]; in pcm3 benchmark "
+                          f"--set knn.ks=[{','.join(str(k) for k in fit)}])")
 
 
 @torch.no_grad()
