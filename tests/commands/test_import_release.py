@@ -158,6 +158,9 @@ def test_unknown_and_missing_keys_are_one_line_errors(tmp_path, capsys):
     assert "absent.pth" in capsys.readouterr().err
     assert main(["import-release", str(ckpt), "--out", str(ckpt), "--overwrite"]) == 2  # never the input
     assert "checkpoint itself" in capsys.readouterr().err and ckpt.stat().st_size > 0
+    (tmp_path / "a_folder").mkdir()   # a folder was "no such checkpoint file"
+    assert main(["import-release", str(tmp_path / "a_folder"), "--out", str(tmp_path / "e.pt")]) == 2
+    assert "a_folder: a folder, not a checkpoint file" in capsys.readouterr().err
 
 
 def test_a_layout_with_other_joints_is_refused(tmp_path, capsys):

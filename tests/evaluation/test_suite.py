@@ -123,3 +123,13 @@ def test_a_rows_warning_is_printed_once_for_all_its_tasks(tmp_path_factory, tmp_
                "--set", "occlusion.epochs=1", "--set", "occlusion.crops=1", "--set", "occlusion.min_len=8") == 0
     err = capsys.readouterr().err
     assert err.count("were pretraining clips of this encoder") == 1, err
+
+
+def test_an_empty_task_list_is_refused_by_name(tmp_path_factory, tmp_path, capsys):
+    """`--tasks ""` was refused with the benchmark's temporary folder as the culprit
+    ("/tmp/.ob.zje6q4b7.tmp: holds no eval results")."""
+    data, enc = tiny_data(tmp_path_factory), encoder_file(tmp_path_factory)
+    assert cli("benchmark", "--encoders", str(enc), "--data", str(data), "--benchmark", "xsub",
+               "--out", str(tmp_path / "b"), "--tasks", "") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --tasks: empty") and ".tmp" not in err and not (tmp_path / "b").exists()

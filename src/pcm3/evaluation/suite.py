@@ -122,6 +122,8 @@ def run_benchmark(encoders: Sequence[Union[str, os.PathLike, torch.nn.Module]], 
     bad = [t for t in tasks if t not in SUITE_TASKS]
     if bad:
         raise ConfigError(f"--tasks: {bad[0]!r} is not one of {', '.join(SUITE_TASKS)}")
+    if not tasks:  # else an empty benchmark folder, refused later with the name of its temporary folder
+        raise ConfigError(f"--tasks: empty; give one or more of {', '.join(SUITE_TASKS)} (comma-separated)")
     if not encoders:
         raise ConfigError("--encoders: give at least one encoder file")
     per_task = split_overrides(overrides, tasks)

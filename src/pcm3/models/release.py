@@ -61,6 +61,8 @@ def read_release(source: Source) -> Tuple[Dict[str, Tensor], str, Any]:
         where, obj = "<state dict>", source
     else:
         where = os.fspath(source)
+        if os.path.isdir(where):
+            raise DataError(where, "a folder, not a checkpoint file (the release's .pth.tar)")
         if not os.path.isfile(where):
             raise DataError(where, "no such checkpoint file")
         try:
