@@ -41,6 +41,9 @@ def test_protocol_yaml_overrides_and_unknown_keys():
         load_protocol(LinearProtocol, "eval_linear", ["epoch=3"])
     with pytest.raises(ConfigError, match="select"):
         load_protocol(LinearProtocol, "eval_linear", ["select=val"])  # no validation split
+    # the key after the source, as pretraining configs name it (it read "eval_linear (with --set).epochs")
+    with pytest.raises(ConfigError, match=r"^eval_linear \(with --set\): epochs: expected an integer"):
+        load_protocol(LinearProtocol, "eval_linear", ["epochs=x"])
 
 
 def test_validation_carved_from_whole_training_subjects(tmp_path_factory):

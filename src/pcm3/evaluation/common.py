@@ -160,7 +160,7 @@ def load_protocol(cls, config: Optional[str | os.PathLike] = None, overrides: Se
         _set_path(tree, key, value)
     if overrides:
         where = f"{where} (with --set)"
-    return from_dict(cls, tree, where)
+    return from_dict(cls, tree, f"{where}:")  # "eval_linear.yaml: epochs: ...", not "eval_linear.yaml.epochs"
 
 
 def protocol_dict(protocol) -> dict:
