@@ -403,3 +403,27 @@ def test_pyskl_bad_input(tmp_path, capsys, case, msg):
 def test_missing_source(tmp_path, capsys):
     assert main(["prepare", "convert", "--src", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--frames", "0"], "error: --frames: must be at least 1, got 0"),
+    (["--chunk", "-2"], "error: --chunk: must be at least 1, got -2"),
+    (["--layout", "foo"], "error: --layout: unknown skeleton layout 'foo'"),
+])
+def test_options_name_themselves(tmp_path, capsys, argv, msg):
+    """"--frames/--chunk: must be at least 1" named neither; "unknown skeleton layout 'foo'"
+    named no option."""
+    src = tmp_path / "cmd"
+    write_cmd(src)
+    assert main(["prepare", "convert", "--src", str(src), "--out", str(tmp_path / "o"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(msg) and err.count("\n") == 1 and not (tmp_path / "o").exists()
+
+
+def test_skipped_files_summary_reads_by_reason():
+    from pcm3.data.common import BadFiles
+
+    report = BadFiles(skip_bad=True)
+    for path, message in (("a", "799 lines, not a multiple of 20"), ("b", "empty file"), ("c", "empty file")):
+        report.handle(DataError(path, message))
+    assert report.summary() == "skipped 3 bad files: empty file (2 files); 799 lines, not a multiple of 20 (1 file)"

@@ -51,8 +51,8 @@ class BadFiles:
         reasons = {}
         for e in self.items:
             reasons[e.message.split(" (")[0]] = reasons.get(e.message.split(" (")[0], 0) + 1
-        parts = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
-        return f"skipped {len(self.items)} bad files: {parts}"
+        parts = "; ".join(f"{r} ({n} file{'s' * (n != 1)})" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+        return f"skipped {len(self.items)} bad file{'s' * (len(self.items) != 1)}: {parts}"
 
 
 def read_text(path, what: str = "file") -> str:

@@ -606,8 +606,17 @@ def add_prepare_parsers(sub) -> None:
 
 
 def _run(args) -> int:
-    if args.frames < 1 or args.chunk < 1:
-        raise DataError("--frames/--chunk", "must be at least 1")
+    for option, value in (("--frames", args.frames), ("--chunk", args.chunk)):
+        if value < 1:
+            raise DataError(option, f"must be at least 1, got {value}")
+    if args.layout is not None:
+        from pcm3.errors import ConfigError
+        from pcm3.skeleton import get_layout
+
+        try:
+            get_layout(args.layout)
+        except ConfigError as e:
+            raise ConfigError(f"--layout: {e}") from None
     convert(args.src, args.out, fmt=args.format, dataset=args.dataset, benchmark=args.benchmark,
             layout=args.layout, frames=args.frames, long=args.long, chunk=args.chunk, center=args.center,
             log=lambda s: print(s, file=sys.stderr), overwrite=args.overwrite)
