@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -392,3 +394,15 @@ def test_a_key_below_a_value_names_its_own_override():
     with pytest.raises(ConfigError) as e:
         load_config("demo", ["train.epochs=1", "train.epochs.x=3"])
     assert str(e.value).startswith("--set train.epochs.x=3: train.epochs:")
+
+
+def test_a_missing_or_malformed_base_is_named_by_the_config_that_asks_for_it(tmp_path):
+    """`base: nonexist.yaml` was reported as "nonexist.yaml: no such config file" without the
+    config that named it; `base: 5` as "5: no such config file"."""
+    child = tmp_path / "child.yaml"
+    child.write_text("base: nonexist.yaml\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(child))}: base: nonexist.yaml: no such config file"):
+        load_config(child)
+    child.write_text("base: 5\n")
+    with pytest.raises(ConfigError, match=r"child.yaml: base: expected the name or path of a config, got 5"):
+        load_config(child)

@@ -504,11 +504,16 @@ def read_yaml(path: str | os.PathLike, _chain: Tuple[Path, ...] = ()) -> Dict[st
         raise ConfigError(f"{path}: expected a mapping at the top level")
     base = tree.pop("base", None)
     if base is not None:  # beside this file, else a packaged config of that name
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(f"{path}: base: expected the name or path of a config, got {base!r}")
         chain = (*_chain, path.resolve())
         beside = path.parent / str(base)
         parent = resolve_config_path(beside if beside.exists() else str(base))
         if parent.resolve() in chain:
             raise ConfigError(f"{path}: base: {base} is this config or one it is based on (a cycle)")
+        if not parent.is_file():  # named by the config that asked for it (it named the base alone)
+            raise ConfigError(f"{path}: base: {base}: no such config file beside it, nor a packaged config of "
+                              f"that name (see {CONFIG_DIR})")
         tree = _merge(read_yaml(parent, chain), tree)
     return tree
 
