@@ -777,3 +777,15 @@ def test_resume_with_a_config_of_another_length_is_refused(capsys, encoder, data
     fails(capsys, ["pretrain", "--config", "demo", "--data", data, "--out", run, "--resume", *sets],
           "--resume: train.epochs differs from the run (1 there, 20 in --config demo)",
           "--set train.epochs=20", root=run)
+
+
+def test_resume_of_a_run_without_its_config_asks_for_it(capsys, encoder, data, tmp_path):
+    """With config.yaml gone, `--resume` took the paper's default config and refused it as
+    "views.out_len differs (32 there, 64 now)"."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(encoder.parent / "run", run)
+    (run / "config.yaml").unlink()
+    fails(capsys, ["pretrain", "--data", data, "--out", run, "--resume", "--quiet"],
+          f"--resume: {run / 'config.yaml'} (the run's resolved config) is missing", "--config", root=run)

@@ -32,6 +32,10 @@ def run(args) -> int:
     config = args.config
     if args.resume and config is None and (Path(args.out) / "config.yaml").exists():
         config = Path(args.out) / "config.yaml"
+    elif args.resume and config is None and (Path(args.out) / "checkpoint_last.pt").exists():
+        # not the paper's default config checked against the run's ("views.out_len differs")
+        raise ConfigError(f"--resume: {Path(args.out) / 'config.yaml'} (the run's resolved config) is missing; give "
+                          "the run's config with --config NAME|FILE")
     overrides = list(args.overrides)
     if args.threads is not None:
         if args.threads < 0:  # checked here: as an override the error would name a --set the user never typed
