@@ -171,3 +171,56 @@ def test_unreadable_checkpoint_message_is_short(tiny_run, encoder_path, tmp_path
         assert "release checkpoint" in msg
     assert "pcm3 pretraining checkpoint" in unreadable_checkpoint(ckpt, RuntimeError("x"), "y")
     assert "pcm3 export RUN" in unreadable_checkpoint(ckpt, RuntimeError("x"), "y")
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("clip_len", -5, "'clip_len' is -5, expected a whole number of frames >= 1"),
+    ("clip_len", 16.5, "'clip_len' is 16.5"),
+    ("test_crop", "abc", "'test_crop' is 'abc', expected a number in (0, 1]"),
+    ("test_crop", 0.0, "'test_crop' is 0.0"),
+    ("test_crop", float("nan"), "'test_crop' is nan"),
+    ("version", 99, "encoder file version 99 is newer than this pcm3 reads (1)"),
+    ("version", "1", "'version' is '1', expected a whole number >= 1"),
+    ("layout", "kinect_v9", "'layout' is 'kinect_v9', not a registered skeleton layout"),
+    ("stream", "bones", "'stream' is 'bones', expected one of joint, bone, motion"),
+])
+def test_encoder_metadata_is_checked(tmp_path_factory, tmp_path, capsys, key, value, message):
+    """An encoder file edited to clip_len=-5 gave a torch RuntimeError in eval, test_crop='abc' a
+    ValueError; version 99 was accepted. Now one line naming the file."""
+    from tests.evaluation.tiny import cli, encoder_file, tiny_data
+
+    payload = torch.load(encoder_file(tmp_path_factory), weights_only=False)
+    payload[key] = value
+    bad = tmp_path / "edited.pt"
+    torch.save(payload, bad)
+    with pytest.raises(DataError, match="edited.pt") as e:
+        pcm3.load_encoder(bad)
+    assert message in str(e.value)
+    capsys.readouterr()
+    assert cli("eval", "linear", "--encoder", str(bad), "--data", str(tiny_data(tmp_path_factory)), "--benchmark",
+               "xsub", "--out", str(tmp_path / "ev")) == 2
+    one_line_error(capsys, f"{bad}: ", message)
+    assert not (tmp_path / "ev").exists()
+
+
+def test_an_unreadable_encoder_file_says_why(tmp_path_factory, tmp_path):
+    """`not a readable encoder file (OSError)` named only the exception class."""
+    import shutil
+
+    from tests.evaluation.tiny import encoder_file
+
+    enc = encoder_file(tmp_path_factory)
+    size = enc.stat().st_size
+    cases = [(size // 2, "not a readable encoder file: truncated or not a torch file"),
+             (100, "not a readable encoder file: truncated or not a torch file"),
+             (0, "not a readable encoder file: empty or truncated")]
+    for cut, message in cases:
+        bad = tmp_path / f"cut{cut}.pt"
+        shutil.copyfile(enc, bad)
+        with open(bad, "r+b") as f:
+            f.truncate(cut)
+        with pytest.raises(DataError) as e:
+            pcm3.load_encoder(bad)
+        text = str(e.value)
+        assert text.startswith(f"{bad}: {message}") and "\n" not in text and len(text) < len(str(bad)) + 200, text
+        assert "PytorchStreamReader" not in text and "(OSError)" not in text

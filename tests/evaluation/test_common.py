@@ -179,3 +179,64 @@ def test_pretraining_overlap_needs_the_same_data_set(tmp_path_factory):
     legacy = {k: v for k, v in seen.items() if k != "fingerprint"}
     assert pretraining_overlap({**legacy, "data": str(data)}, data, "xview") is not None
     assert pretraining_overlap({**legacy, "data": str(data)}, copy, "xview") is None
+
+
+def test_damaged_saved_scores_are_one_line_errors_naming_the_file(tmp_path):
+    """A truncated scores.npy gave `ValueError: EOF...` (or was read as a pickle); NaN scores were
+    used as they were. Now: a DataError naming the file and what is wrong with it."""
+    import os
+
+    from pcm3.evaluation.common import load_array
+
+    good = np.random.default_rng(0).random((16, 4)).astype(np.float32)
+    save_scores(tmp_path, good, np.arange(16), np.arange(16) % 4)
+    scores = tmp_path / "scores.npy"
+    size = scores.stat().st_size
+    for cut, why in ((50, "truncated or damaged .npy header"), (size - 20, f"truncated: {size - 20} of the {size}"),
+                     (0, "empty")):
+        save_scores(tmp_path, good, np.arange(16), np.arange(16) % 4)
+        os.truncate(scores, cut)
+        with pytest.raises(DataError, match="scores.npy: " + why.replace(".", r"\.")) as e:
+            load_scores(tmp_path)
+        assert str(scores) in str(e.value) and "\n" not in str(e.value)
+    scores.write_bytes(b"not an array at all")
+    with pytest.raises(DataError, match="scores.npy: not a .npy array file"):
+        load_scores(tmp_path)
+    bad = good.copy()
+    bad[3, 1], bad[5, 0] = np.nan, np.inf
+    save_scores(tmp_path, bad, np.arange(16), np.arange(16) % 4)
+    with pytest.raises(DataError, match=r"scores.npy: 2 non-finite score\(s\) \(NaN or inf\) in 2 of its 16 rows"):
+        load_scores(tmp_path)
+    np.save(tmp_path / "scores_index.npy", np.arange(16.0))
+    save_scores(tmp_path, good, np.arange(16), np.arange(16) % 4)
+    np.save(tmp_path / "scores_labels.npy", (np.arange(16) % 4).astype(np.float64))
+    with pytest.raises(DataError, match="scores_labels.npy: holds float64 values, not whole numbers"):
+        load_scores(tmp_path)
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match="obj.npy: holds Python objects"):
+        load_array(tmp_path / "obj.npy")
+    with pytest.raises(DataError, match="nope.npy: missing"):
+        load_array(tmp_path / "nope.npy")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("milestones=[-5]", "milestones: each must be an epoch >= 0 (0-based), got [-5]"),
+    ("milestones=[3, -1]", "milestones: each must be an epoch >= 0"),
+    ("min_len=0", "min_len: must be a whole number of frames >= 1 (or null: the clip length), got 0"),
+    ("min_len=-4", "min_len: must be a whole number of frames >= 1"),
+    ("supervised.min_len=0", "supervised.min_len: must be a whole number of frames >= 1"),
+])
+def test_negative_milestones_and_min_len_below_one_are_refused(override, message):
+    """`milestones=[-5]` and `min_len=0` were accepted (0 silently meant the clip length); a
+    min_len longer than the clips stays allowed (its crops are clamped to the valid frames)."""
+    from pcm3.evaluation.occlusion import OcclusionProtocol
+    from pcm3.evaluation.semi import SemiProtocol
+
+    for cls, config in ((LinearProtocol, "eval_linear"), (SemiProtocol, "eval_semi"),
+                        (OcclusionProtocol, "eval_occlusion")):
+        with pytest.raises(ConfigError) as e:
+            load_protocol(cls, config, [override])
+        assert message in str(e.value), (cls, str(e.value))
+    p = load_protocol(LinearProtocol, "eval_linear", ["min_len=100000", "milestones=[0]", "supervised.min_len=1"])
+    assert p.min_len == 100000 and p.milestones == (0,) and p.supervised.min_len == 1
+    assert load_protocol(SemiProtocol, "eval_semi", ["min_len=100000"]).min_len == 100000

@@ -355,3 +355,36 @@ def test_cli_fusion_never_writes_over_a_folder_it_reads(tmp_path, capsys):
                "--set", "weights=[1, 1]") == 2
     assert "--benchmark: eval fusion takes the data and benchmark of its --scores folders" in capsys.readouterr().err
     assert not (tmp_path / "f").exists()
+
+
+def test_cli_fusion_refuses_damaged_scores(tmp_path, capsys):
+    """A NaN in one run's scores.npy still gave a fused top-1; a truncated one a traceback. Now
+    one line naming the file, and no fusion folder."""
+    import os
+
+    from tests.cli_errors import one_line_error
+
+    runs, y = constructed(60)
+    vruns, vy = constructed(30, seed=1)
+    idx, vidx = np.arange(60), np.arange(30) + 1000
+    fake_run(tmp_path / "joint", runs[0], idx, y, "joint", val=(vruns[0], vidx, vy))
+    nan = runs[1].copy()
+    nan[7, 2] = np.nan
+    fake_run(tmp_path / "bone", nan, idx, y, "bone", val=(vruns[1], vidx, vy))
+    dirs = [str(tmp_path / "joint"), str(tmp_path / "bone")]
+    capsys.readouterr()
+    assert cli("eval", "fusion", "--scores", *dirs, "--out", str(tmp_path / "f"), "--set", "weights=[1, 1]") == 2
+    one_line_error(capsys, str(tmp_path / "bone" / "scores.npy"), "non-finite score")
+    save_scores(tmp_path / "bone", runs[1], idx, y)
+    vnan = vruns[1].copy()
+    vnan[0, 0] = np.inf
+    save_scores(tmp_path / "bone", vnan, vidx, vy, prefix="val_")
+    assert cli("eval", "fusion", "--scores", *dirs, "--out", str(tmp_path / "f")) == 2  # weights searched
+    one_line_error(capsys, str(tmp_path / "bone" / "val_scores.npy"), "non-finite score")
+    save_scores(tmp_path / "bone", vruns[1], vidx, vy, prefix="val_")
+    os.truncate(tmp_path / "bone" / "scores.npy", 300)
+    assert cli("eval", "fusion", "--scores", *dirs, "--out", str(tmp_path / "f"), "--set", "weights=[1, 1]") == 2
+    one_line_error(capsys, str(tmp_path / "bone" / "scores.npy"), "truncated: 300 of the")
+    assert not (tmp_path / "f").exists()
+    save_scores(tmp_path / "bone", runs[1], idx, y)
+    assert cli("eval", "fusion", "--scores", *dirs, "--out", str(tmp_path / "f"), "--set", "weights=[1, 1]") == 0

@@ -161,3 +161,49 @@ def test_occluded_features_see_the_occlusion(tmp_path_factory):
         assert not occ[n][:, :, mask[n]].any()
         assert ref[n][:, :, mask[n]].any()                    # there was something to occlude
         np.testing.assert_allclose(occ[n][:, :, ~mask[n]], ref[n][:, :, ~mask[n]], atol=1e-6)
+
+
+def test_a_damaged_layer_of_a_linear_run_is_one_line_naming_it(tmp_path_factory, tmp_path, capsys):
+    """`linear_run=DIR` whose linear_head.pt was truncated gave torch's RuntimeError traceback,
+    one without a `weight` key a KeyError; a layer of other classes or features a shape error."""
+    import os
+    import shutil
+
+    from tests.cli_errors import one_line_error
+
+    data, enc = tiny_data(tmp_path_factory), encoder_file(tmp_path_factory)
+    base = ["--data", str(data), "--benchmark", "xsub"]
+    lin = tmp_path / "lin"
+    assert cli("eval", "linear", "--encoder", str(enc), "--out", str(lin), *base, *fast("crops=1")) == 0
+    state = torch.load(lin / "linear_head.pt")
+    k, d = state["weight"].shape
+    nan = state["weight"].clone()
+    nan[0, 0] = float("nan")
+    cases = [("truncated", None, "torch cannot read it"),
+             ("no_weight", {"bias": state["bias"]}, "it holds keys bias"),
+             ("classes", {"weight": state["weight"][:5], "bias": state["bias"][:5]},
+              f"a layer of 5 classes; this run's data has {k}"),
+             ("features", {"weight": state["weight"][:, :3], "bias": state["bias"]},
+              f"a layer of 3 input features; this run's encoder gives {d}"),
+             ("nan", {"weight": nan, "bias": state["bias"]}, "NaN or inf"),
+             ("list", [1, 2], "it holds a list"),
+             ("encoder", "encoder", "is an encoder written by pcm3 export")]
+    capsys.readouterr()
+    for name, content, message in cases:
+        run = tmp_path / f"lin_{name}"
+        shutil.copytree(lin, run)
+        head = run / "linear_head.pt"
+        if content is None:
+            os.truncate(head, 50)
+        elif content == "encoder":
+            shutil.copyfile(enc, head)
+        else:
+            torch.save(content, head)
+        assert cli("eval", "occlusion", "--encoder", str(enc), "--out", str(tmp_path / "occ"), *base,
+                   "--set", f"linear_run={run}") == 2, name
+        one_line_error(capsys, f"{head}: ", message)
+        assert not (tmp_path / "occ").exists()
+    os.truncate(tmp_path / "lin_nan" / "scores_index.npy", 60)
+    assert cli("eval", "occlusion", "--encoder", str(enc), "--out", str(tmp_path / "occ"), *base,
+               "--set", f"linear_run={tmp_path / 'lin_nan'}") == 2
+    one_line_error(capsys, f"{tmp_path / 'lin_nan' / 'scores_index.npy'}: truncated")

@@ -262,3 +262,68 @@ def test_the_confusion_matrix_names_its_run_among_several(tmp_path, monkeypatch)
     texts = [t.get_text() for fig in titles for ax in fig.axes for t in [ax.title]]
     confusion = [t for t in texts if t.startswith("Confusion matrix")]
     assert len(confusion) == 1 and confusion[0].endswith("\nrun a/linear"), confusion
+
+
+def _pngs(folder: Path) -> set:
+    return {p.name for p in (folder / "report_images").glob("*.png")}
+
+
+def test_damaged_scores_or_features_leave_their_figures_out_with_a_warning(tmp_path, capsys):
+    """A truncated test_features.npy crashed `pcm3 report` (`ValueError: EOF`); a truncated
+    scores.npy silently left every figure out. Now the report is written, each damaged file is
+    named once in a warning on stderr and in the report, with the figures it left out."""
+    import os
+
+    import numpy as np
+
+    runs = tmp_path / "runs"
+    joint = _scored_folder(runs / "joint")
+    rnd = _scored_folder(runs / "rnd", encoder={"kind": "random_init"})
+    for folder in (joint, rnd):
+        np.save(folder / "test_features.npy", np.random.default_rng(1).normal(size=(30, 5)).astype(np.float16))
+    os.truncate(joint / "test_features.npy", 100)
+    out = tmp_path / "rep" / "report.md"
+    capsys.readouterr()
+    assert main(["report", str(runs), "--out", str(out), "--embedding", "pca"]) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "Traceback" not in err, err
+    assert warnings[0].startswith(f"warning: {joint / 'test_features.npy'}: truncated")
+    assert warnings[0].endswith('; its run left out of figure "Test features in 2-D"'), warnings[0]
+    md = out.read_text()
+    assert f"> **left out**: {joint / 'test_features.npy'}: truncated" in md
+    assert _pngs(tmp_path / "rep") == {"confusion.png", "per_class.png", "features_2d.png"}
+    # the pretrained run's scores damaged: the figures of it alone are left out, named once
+    size = (joint / "scores.npy").stat().st_size
+    os.truncate(joint / "scores.npy", 300)
+    out2 = tmp_path / "rep2" / "report.md"
+    assert main(["report", str(runs), "--out", str(out2), "--embedding", "pca"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert warnings == [f"warning: {joint / 'scores.npy'}: truncated: 300 of the {size} bytes its header announces "
+                        "(cut short while written or copied; rerun what wrote it); figure \"Confusion matrix\" left "
+                        "out; its run left out of figures \"Per-class accuracy\", \"Test features in 2-D\""], warnings
+    assert _pngs(tmp_path / "rep2") == {"per_class.png", "features_2d.png"}
+    assert "figure \"Confusion matrix\" left out" in out2.read_text()
+    # NaN scores: never drawn
+    save = np.random.default_rng(0).random((30, 3))
+    save[0, 0] = np.nan
+    from pcm3.evaluation.common import save_scores
+
+    save_scores(joint, save, np.arange(30), np.arange(30) % 3)
+    save_scores(rnd, save, np.arange(30), np.arange(30) % 3)
+    out3 = tmp_path / "rep3" / "report.md"
+    assert main(["report", str(runs), "--out", str(out3), "--embedding", "pca"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 2 and all("non-finite score" in w for w in warnings), warnings
+    assert _pngs(tmp_path / "rep3") == set()
+    assert "| pretrained |" in out3.read_text()  # the tables are still there
+
+
+def test_report_threads_below_one_is_refused(tmp_path, capsys):
+    from tests.cli_errors import one_line_error
+
+    _scored_folder(tmp_path / "runs" / "joint")
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep" / "r.md"), "--threads", "-1"]) == 2
+    one_line_error(capsys, "--threads: must be >= 1, got -1")
+    assert not (tmp_path / "rep").exists()

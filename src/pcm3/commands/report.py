@@ -38,10 +38,14 @@ def run(args) -> int:
     # (a prepared or eval folder, one of the inputs among them), whose --overwrite would then refuse
     check_not_inside_pcm3_folder(args.out, "--out")
     if args.threads is not None:
-        torch.set_num_threads(max(1, args.threads))
+        if args.threads < 1:
+            raise ConfigError(f"--threads: must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     paths = write_report(args.dirs, args.out, overwrite=args.overwrite, embedding=args.embedding,
                          max_points=args.max_points)
     if paths.get("notice"):  # an older report without a record was replaced
         print(f"note: {paths['notice']}", file=sys.stderr)
+    for warning in paths.get("warnings") or ():  # a damaged scores or features file, left out of a figure
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {paths['markdown']}, {paths['html']} and {paths['images']}/")
     return 0

@@ -95,7 +95,8 @@ class SupervisedConfig:
         lr: Adam learning rate (constant).
         weight_decay: Adam weight decay.
         crop_range: random crop of the valid frames, ``U(crop_range)``, resized to the clip length.
-        min_len: minimum crop length in frames (where the clip is longer); None = the clip length.
+        min_len: minimum crop length in frames (>= 1, where the clip is longer); None = the clip
+            length; longer than a clip is harmless: its crop is clamped to the valid frames.
     """
 
     epochs: int = 60
@@ -109,6 +110,21 @@ class SupervisedConfig:
         check_ranges("supervised", self, [("epochs", lambda v: v >= 1, ">= 1"),
                                           ("batch_size", lambda v: v >= 2, ">= 2"), ("lr", lambda v: v > 0, "> 0")])
         _check_crop_range("supervised.crop_range", self.crop_range)
+        check_schedule_and_crops(None, self.min_len, "supervised.")
+
+
+def check_schedule_and_crops(milestones, min_len, owner: str = "") -> None:
+    """The fields ``milestones`` (epochs, 0-based: each >= 0, as pretraining's
+    ``optim.milestones``; None: a protocol without them) and ``min_len`` (frames: >= 1, or None
+    for the clip length) of a recognition protocol; a one-line ConfigError naming the field
+    (``owner.`` before it, e.g. ``supervised.``) otherwise. A ``min_len`` longer than the clips is
+    allowed: each crop is clamped to the clip's valid frames."""
+    bad = [m for m in milestones or () if isinstance(m, bool) or not isinstance(m, (int, float)) or m < 0]
+    if bad:
+        raise ConfigError(f"{owner}milestones: each must be an epoch >= 0 (0-based), got {list(milestones)}")
+    if min_len is not None and (isinstance(min_len, bool) or not isinstance(min_len, int) or min_len < 1):
+        raise ConfigError(f"{owner}min_len: must be a whole number of frames >= 1 (or null: the clip length), "
+                          f"got {min_len!r}")
 
 
 def _check_crop_range(name: str, r) -> None:
@@ -509,21 +525,78 @@ def save_scores(out: str | os.PathLike, scores: np.ndarray, indices: np.ndarray,
     np.save(out / f"{prefix}{SCORE_LABELS_FILE}", np.asarray(labels, dtype=np.int64))
 
 
+def _first_line(error: BaseException) -> str:
+    """The first line of an exception's text (its class name when it has none), at most 160 characters."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else type(error).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def load_array(path: str | os.PathLike) -> np.ndarray:
+    """A ``.npy`` file read whole (numbers only, never a pickle).
+
+    Raises a one-line :class:`DataError` naming ``path`` when it is missing, not a ``.npy``
+    file, cut short (``truncated: N of M bytes``: its header says how long its data is) or
+    otherwise unreadable, instead of numpy's ``ValueError: EOF...``.
+    """
+    path = Path(path)
+    fmt = np.lib.format
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            if f.read(len(fmt.MAGIC_PREFIX)) != fmt.MAGIC_PREFIX:
+                raise DataError(path, "empty: no array in it (truncated?)" if size == 0
+                                else "not a .npy array file")
+            f.seek(0)
+            try:
+                version = fmt.read_magic(f)
+                read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                shape, _, dtype = read_header(f)
+            except (ValueError, EOFError) as e:
+                raise DataError(path, f"truncated or damaged .npy header ({_first_line(e)})") from None
+            start = f.tell()
+    except FileNotFoundError:
+        raise DataError(path, "missing") from None
+    except OSError as e:
+        raise DataError(path, f"cannot be read ({e.strerror or _first_line(e)})") from None
+    if dtype.hasobject:
+        raise DataError(path, "holds Python objects, not numbers: not an array pcm3 wrote")
+    need = start + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size < need:
+        raise DataError(path, f"truncated: {size} of the {need} bytes its header announces (cut short while "
+                              "written or copied; rerun what wrote it)")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(path, f"unreadable array ({_first_line(e)})") from None
+
+
 def load_scores(folder: str | os.PathLike, prefix: str = "") -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read what :func:`save_scores` wrote: ``(scores (N, K), indices (N,), labels (N,))``."""
+    """Read what :func:`save_scores` wrote: ``(scores (N, K), indices (N,), labels (N,))``.
+
+    One-line :class:`DataError` naming the file when one is missing, truncated or unreadable
+    (:func:`load_array`), of the wrong kind of numbers, or when a score is NaN or infinite
+    (results are never computed from damaged scores)."""
     folder = Path(folder)
     arrays = []
     for name in (SCORES_FILE, SCORE_INDEX_FILE, SCORE_LABELS_FILE):
         path = folder / f"{prefix}{name}"
         if not path.exists():
             raise DataError(path, "missing: not an eval folder with saved scores (run `pcm3 eval linear` or `semi`)")
-        try:
-            arrays.append(np.load(path))
-        except (ValueError, OSError, EOFError) as e:
-            raise DataError(path, f"unreadable array ({e})") from None
+        arrays.append(load_array(path))
     scores, index, labels = arrays
     if scores.ndim != 2 or index.shape != (scores.shape[0],) or labels.shape != index.shape:
         raise DataError(folder, f"saved scores have inconsistent shapes {scores.shape}, {index.shape}, {labels.shape}")
+    path = folder / f"{prefix}{SCORES_FILE}"
+    if not (np.issubdtype(scores.dtype, np.floating) or np.issubdtype(scores.dtype, np.integer)):
+        raise DataError(path, f"holds {scores.dtype} values, not class scores")
+    for name, arr in ((SCORE_INDEX_FILE, index), (SCORE_LABELS_FILE, labels)):
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise DataError(folder / f"{prefix}{name}", f"holds {arr.dtype} values, not whole numbers")
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        raise DataError(path, f"{int(bad.sum())} non-finite score(s) (NaN or inf) in {int(bad.any(1).sum())} of its "
+                              f"{len(scores)} rows: damaged scores, rerun the eval that wrote them")
     return scores, index, labels
 
 

@@ -20,7 +20,9 @@ pretrained encoder evaluated on another stream than the one it was pretrained on
 folder is not fused again. Anything else is refused (one-line ConfigError naming the folders).
 ``metrics.json`` records the fused runs' common encoder kind (``encoder``), the ``prefix`` and
 the SHA-256 of each run's ``{prefix}scores.npy`` (``scores_sha256``, runs order), so that a
-fusion whose runs were re-evaluated since can be told.
+fusion whose runs were re-evaluated since can be told. Damaged scores (a truncated or
+unreadable ``.npy``, a NaN or infinite score: :func:`pcm3.evaluation.common.load_scores`) are
+refused with a one-line DataError naming the file: a fusion is never computed from them.
 """
 
 from __future__ import annotations

@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from pcm3 import distributed
 from pcm3.errors import ConfigError
 from pcm3.evaluation.common import (EvalContext, InputProtocol, _check_crop_range, carve_validation, check_ranges,
-                                    check_recognition_data, encode_kwargs, feature_module, input_spec, open_split,
-                                    open_splits, save_scores, topk_accuracy)
+                                    check_recognition_data, check_schedule_and_crops, encode_kwargs, feature_module,
+                                    input_spec, open_split, open_splits, save_scores, topk_accuracy)
 from pcm3.evaluation.features import encode
 
 DEFAULT_CONFIG = "eval_linear"
@@ -57,11 +57,12 @@ class LinearProtocol(InputProtocol):
         lr: SGD learning rate (0.1).
         momentum: SGD momentum (0.9).
         weight_decay: (0).
-        milestones: epochs at which the lr is multiplied by ``gamma`` ((20, 50, 80)).
+        milestones: epochs (0-based, each >= 0) at which the lr is multiplied by ``gamma`` ((20, 50, 80)).
         gamma: lr factor at each milestone (0.1).
         crop_range: training crop of the valid frames ``U(crop_range)`` ((0.5, 1)).
-        min_len: minimum training crop in frames where the clip is longer; None = the clip
-            length (64 frames in the paper, as the field's ``valid_crop_resize``).
+        min_len: minimum training crop in frames (>= 1) where the clip is longer; None = the clip
+            length (64 frames in the paper, as the field's ``valid_crop_resize``). A value longer
+            than a clip is harmless: its crop is clamped to the clip's valid frames.
         crops: random training crops per sample whose features are precomputed (10); 0 =
             encode fresh random crops every epoch (exact, ``epochs`` encoder passes).
         crop_dtype: storage of the precomputed crop features, ``float16`` (default: NTU 120
@@ -97,6 +98,7 @@ class LinearProtocol(InputProtocol):
         check_ranges("linear", self, [("epochs", lambda v: v >= 1, ">= 1"), ("batch_size", lambda v: v >= 1, ">= 1"),
                                       ("lr", lambda v: v > 0, "> 0"), ("crops", lambda v: v >= 0, ">= 0")])
         _check_crop_range("crop_range", self.crop_range)
+        check_schedule_and_crops(self.milestones, self.min_len)
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"val_fraction: must be in [0, 1), got {self.val_fraction}")
         if self.crop_dtype not in ("float16", "float32"):

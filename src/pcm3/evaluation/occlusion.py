@@ -24,13 +24,14 @@ the same in every frame and for both persons; temporal: ``(N, T)`` bool over the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional, Tuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from pcm3.errors import ConfigError
+from pcm3.errors import ConfigError, DataError
 from pcm3.evaluation.common import (EvalContext, check_compatible, check_recognition_data, encode_kwargs,
                                     feature_module, input_spec, open_split, save_scores, topk_accuracy)
 from pcm3.evaluation.features import encode, make_clips
@@ -161,14 +162,19 @@ def prepare_test_only(ctx: EvalContext, p: OcclusionProtocol) -> dict:
             "splits": {"test": len(test)}}
 
 
-def load_linear_head(folder, ctx: EvalContext, spec: dict, test=None) -> torch.nn.Linear:
+def load_linear_head(folder, ctx: EvalContext, spec: dict, test=None,
+                     features: Optional[int] = None) -> torch.nn.Linear:
     """The linear layer of a ``pcm3 eval linear`` folder, checked against this run's inputs: the
     encoder, benchmark, input settings and the data (its data set and, given ``test``, this run's
-    test split, the samples of the run's ``scores_index.npy``)."""
-    from pathlib import Path
+    test split, the samples of the run's ``scores_index.npy``, and its classes: one output per
+    class), and given ``features``, the feature size D (one input per feature).
 
-    from pcm3.errors import DataError
-    from pcm3.evaluation.common import read_metrics
+    ``linear_head.pt`` must be what ``pcm3 eval linear`` saved: ``weight`` ``(K, D)`` and ``bias``
+    ``(K,)``, finite; anything else (truncated, not a torch file, keys or shapes that differ) is a
+    one-line DataError naming it.
+    """
+    from pcm3.evaluation.common import load_array, read_metrics
+    from pcm3.io import unreadable_checkpoint
 
     folder = Path(folder)
     m = read_metrics(folder)
@@ -186,7 +192,7 @@ def load_linear_head(folder, ctx: EvalContext, spec: dict, test=None) -> torch.n
             raise DataError(folder, f"linear_run: its {key} is {theirs!r}, this run's is {ours!r}")
     if test is not None:
         index = folder / "scores_index.npy"
-        theirs = np.load(index) if index.exists() else None
+        theirs = load_array(index) if index.exists() else None
         if theirs is None or not np.array_equal(np.sort(theirs), np.sort(np.asarray(test.indices))):
             raise DataError(folder, f"linear_run: its test samples ({'unknown' if theirs is None else len(theirs)}) "
                                     f"are not this run's {len(test)} test samples of {ctx.data} ({ctx.benchmark}); "
@@ -194,9 +200,43 @@ def load_linear_head(folder, ctx: EvalContext, spec: dict, test=None) -> torch.n
     path = folder / "linear_head.pt"
     if not path.exists():
         raise DataError(path, "missing: the linear run saved no layer")
-    state = torch.load(path, map_location="cpu")
-    head = torch.nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
-    head.load_state_dict(state)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated, not a torch file, pickled objects: torch's many errors
+        raise DataError(path, unreadable_checkpoint(path, e, "the linear layer `pcm3 eval linear` saves")) from None
+    return _check_head(path, state, classes=None if test is None else int(test.num_classes), features=features)
+
+
+def _check_head(path, state, *, classes: Optional[int] = None, features: Optional[int] = None) -> torch.nn.Linear:
+    """The ``torch.nn.Linear`` of a loaded ``linear_head.pt`` ``state``: ``weight`` ``(K, D)`` and
+    ``bias`` ``(K,)`` finite tensors, ``K == classes`` and ``D == features`` where given; else a
+    one-line DataError naming ``path``."""
+    if not isinstance(state, dict) or sorted(state) != ["bias", "weight"]:
+        from pcm3.io import PCM3_FILES, pcm3_file_format
+
+        found = pcm3_file_format(path)
+        if found is not None:
+            raise DataError(path, f"is {PCM3_FILES[found]}; expected the linear layer `pcm3 eval linear` saves")
+        keys = list(map(str, state)) if isinstance(state, dict) else None
+        held = (f"a {type(state).__name__}" if keys is None else
+                "keys " + ", ".join(keys[:6]) + (", ..." if len(keys) > 6 else "") if keys else "an empty dict")
+        raise DataError(path, f"not the linear layer `pcm3 eval linear` saves (keys weight and bias): it holds {held}")
+    weight, bias = state["weight"], state["bias"]
+    if not (isinstance(weight, torch.Tensor) and isinstance(bias, torch.Tensor) and weight.is_floating_point()
+            and bias.is_floating_point() and weight.dim() == 2 and bias.shape == (weight.shape[0],)
+            and weight.numel() > 0):
+        shapes = [tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__ for t in (weight, bias)]
+        raise DataError(path, f"weight {shapes[0]} and bias {shapes[1]} are not a linear layer's "
+                              "(weight (classes, features) and bias (classes,), floating point)")
+    k, d = weight.shape
+    if classes is not None and k != classes:
+        raise DataError(path, f"a layer of {k} classes; this run's data has {classes}")
+    if features is not None and d != features:
+        raise DataError(path, f"a layer of {d} input features; this run's encoder gives {features}")
+    if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
+        raise DataError(path, "its weights hold NaN or inf: a damaged layer")
+    head = torch.nn.Linear(d, k)
+    head.load_state_dict({"weight": weight.float(), "bias": bias.float()})
     return head.eval()
 
 
@@ -210,7 +250,9 @@ def run(ctx: EvalContext) -> dict:
                           f"({', '.join(get_layout(spec['layout']).parts)})")
     if p.linear_run is not None:
         prep = prepare_test_only(ctx, p)
-        head = load_linear_head(p.linear_run, ctx, spec, prep["test"]).to(ctx.device)
+        features = getattr(prep["module"], "feature_dim", None)
+        head = load_linear_head(p.linear_run, ctx, spec, prep["test"],
+                                features=features if isinstance(features, int) else None).to(ctx.device)
     else:
         prep = prepare_linear(ctx, p)
         # the linear protocol's validation split (val_fraction, select: val) as in `pcm3 eval linear`
@@ -221,6 +263,9 @@ def run(ctx: EvalContext) -> dict:
         selected = next((r["epoch"] for r in reversed(history) if r.get("selected")), history[-1]["epoch"])
     module = prep["module"]
     feats, tey, tei = encode(module, prep["test"], desc="test features", **prep["common"])
+    if p.linear_run is not None and feats.shape[1] != head.in_features:  # a module without feature_dim: now
+        raise DataError(Path(p.linear_run) / "linear_head.pt",
+                        f"a layer of {head.in_features} input features; this run's features have {feats.shape[1]}")
     logits = predict(head, feats, ctx.device)
     clean = topk_accuracy(logits, tey, (1,))["top1"]
     clean_correct = logits.argmax(1) == tey

@@ -20,7 +20,11 @@ given folder, as ``pcm3 benchmark`` writes them), and writes
   accuracy of every linear row, a 2-D map of test features coloured by class for pretrained vs
   random init (exact t-SNE, :mod:`pcm3.evaluation.tsne`; PCA when asked, and labelled so),
   accuracy against the realised occlusion ratio, and copies of the dense tasks' own images
-  (detection ``timeline.png``, motion ``mpjpe.png`` and ``prediction.png``).
+  (detection ``timeline.png``, motion ``mpjpe.png`` and ``prediction.png``). A run whose saved
+  scores or test features are damaged (truncated, unreadable, NaN) is left out of the figures
+  that would show it, never drawn from damaged numbers: the report goes on, and says so, once per
+  damaged file, at the top of its Figures section (``left out: FILE: PROBLEM; figure "..." left
+  out``); :func:`write_report` returns those lines (``"warnings"``) for the caller to print.
 
 The tables are built in :mod:`pcm3.evaluation.report_tables`, the pictures drawn in
 :mod:`pcm3.evaluation.report_figures`; this module finds and loads the eval folders, checks the
@@ -263,8 +267,10 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *, o
             run folders recorded below ``name`` are looked for below ``folder``.
 
     Returns:
-        ``{"markdown", "html", "images"}`` paths, and ``"notice"`` (a line for the user) when an
-        older report without a record was replaced.
+        ``{"markdown", "html", "images"}`` paths, ``"notice"`` (a line for the user) when an
+        older report without a record was replaced, and ``"warnings"``: one line per damaged file
+        of the runs (scores, test features) that a figure left out, ``FILE: PROBLEM; figure "TITLE"
+        left out`` (the report shows them too; :func:`_left_out_line`).
     """
     from pcm3.outputs import output_dir, recorded_output, write_error
 
@@ -315,6 +321,16 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *, o
     linear = [m for m in runs if m.get("task") == "linear"]
     occ = [m for m in runs if m.get("task") == "occlusion"]
     pictures: List[Tuple[str, Path]] = []
+    left_out: Dict[Tuple[str, str], List[str]] = {}  # (damaged file, problem) -> titles of the figures lacking it
+
+    def skip_as(title: str):
+        def skipped(error: DataError) -> None:
+            titles = left_out.setdefault((error.path, error.message) if error.path else ("", str(error)), [])
+            if title not in titles:
+                titles.append(title)
+        return skipped
+
+    warnings: List[str] = []
     legacy = {f: file_sha256(f) for f in (out, html_path) if notice and os.path.lexists(f)}
     aside: List[Tuple[Path, Path]] = []
     # Every byte of the three outputs is written under temporary names first; only then are they
@@ -327,17 +343,23 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *, o
                 pretrained = sorted((m for m in linear if _kind(m) == "pretrained"),
                                     key=lambda m: order.get(_stream(m), 3))
                 main = pretrained[0] if pretrained else (linear[0] if linear else None)
-                made = [("Confusion matrix", main and plot_confusion(main, tmp / "confusion.png", among=linear)),
-                        ("Per-class accuracy", linear and plot_per_class(linear, tmp / "per_class.png")),
-                        ("Test features in 2-D", linear and plot_feature_maps(
-                            linear, tmp / "features_2d.png", method=embedding, max_points=max_points, seed=seed)),
+                cm, pc, fm = "Confusion matrix", "Per-class accuracy", "Test features in 2-D"
+                made = [(cm, main and plot_confusion(main, tmp / "confusion.png", among=linear, skipped=skip_as(cm))),
+                        (pc, linear and plot_per_class(linear, tmp / "per_class.png", skipped=skip_as(pc))),
+                        (fm, linear and plot_feature_maps(linear, tmp / "features_2d.png", method=embedding,
+                                                          max_points=max_points, seed=seed, skipped=skip_as(fm))),
                         ("Accuracy against occlusion ratio", occ and plot_occlusion(occ, tmp / "occlusion.png"))]
                 made += copy_dense_images(runs, tmp)
                 for title, p in made:
                     if p:
                         pictures.append((title, images / Path(p).name))
-                if pictures:
+                drawn = {title for title, p in made if p}
+                warnings = [_left_out_line(show(f) if f else "", problem, titles, drawn)
+                            for (f, problem), titles in left_out.items()]
+                if pictures or warnings:
                     lines += ["## Figures", ""]
+                    for w in warnings:
+                        lines += [f"> **left out**: {w}", ""]
                     for title, p in pictures:
                         lines += [f"### {title}", "", f"![{title}]({images.name}/{p.name})", ""]
                 lines += ["## Runs", ""] + [f"- `{show(m['_dir'])}`: {_run_line(m)}" for m in runs]
@@ -365,10 +387,24 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *, o
         raise
     for _, hidden in aside:
         hidden.unlink(missing_ok=True)
-    paths: Dict[str, Path | str] = {"markdown": out, "html": html_path, "images": images}
+    paths: Dict[str, Path | str | List[str]] = {"markdown": out, "html": html_path, "images": images,
+                                                "warnings": warnings}
     if notice:
         paths["notice"] = notice
     return paths
+
+
+def _left_out_line(path: str, problem: str, titles: Sequence[str], drawn) -> str:
+    """What the report says of a damaged file: ``FILE: PROBLEM; figure "A" left out; its run left
+    out of figure "B"`` (a figure not drawn at all, or drawn from the other runs; ``drawn``: the
+    titles of the figures made)."""
+    def named(ts):
+        return ("figures " if len(ts) > 1 else "figure ") + ", ".join(f'"{t}"' for t in ts)
+
+    whole = [t for t in titles if t not in drawn]
+    part = [t for t in titles if t in drawn]
+    said = ([f"{named(whole)} left out"] if whole else []) + ([f"its run left out of {named(part)}"] if part else [])
+    return (f"{path}: {problem}" if path else problem) + "; " + "; ".join(said)
 
 
 def _run_line(m: dict) -> str:

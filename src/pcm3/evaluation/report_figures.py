@@ -10,10 +10,14 @@ kind). Where several runs of one row (task, encoder kind, stream, data set and b
 shown or could have been, a run is named by the part of its folder path that tells it apart
 (:func:`pcm3.evaluation.report_tables._distinct_tags`, as the tables tag their rows). Legends
 sit outside the plotted area and every PNG is saved with ``bbox_inches="tight"``: nothing is
-cut off. :func:`copy_dense_images` copies the images the detection and motion runs drew
-(:data:`DENSE_IMAGES`) and captions them (the motion runs' horizons included). Figures are made
-outside pyplot (:func:`pcm3.visualize.new_figure`): the process's matplotlib backend is left
-alone.
+cut off. A run whose saved scores or ``test_features.npy`` are damaged (truncated, unreadable,
+NaN: :func:`pcm3.evaluation.common.load_scores`) is left out of the figure, and the ``skipped``
+callback given to the ``plot_*`` function is told (the :class:`DataError` naming the file), so
+that :func:`pcm3.evaluation.report.write_report` can warn and say which figure lacks it; a run
+that saved no scores or features at all is left out silently. :func:`copy_dense_images` copies
+the images the detection and motion runs drew (:data:`DENSE_IMAGES`) and captions them (the
+motion runs' horizons included). Figures are made outside pyplot
+(:func:`pcm3.visualize.new_figure`): the process's matplotlib backend is left alone.
 """
 
 from __future__ import annotations
@@ -26,12 +30,48 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from pcm3.errors import DataError
-from pcm3.evaluation.common import load_scores
+from pcm3.evaluation.common import SCORE_INDEX_FILE, SCORE_LABELS_FILE, SCORES_FILE, load_array, load_scores
 from pcm3.evaluation.report_tables import (KIND_LABEL, _column, _dense_column, _dense_order, _dense_stream,
                                            _distinct_tags, _kind, _stream)
 
 
 # --------------------------------------------------------------------------- figures
+
+#: Told of each damaged file a figure had to leave out (the DataError naming the file and the problem).
+Skipped = Optional[Callable[[DataError], None]]
+
+
+def _saved_scores(m: dict, skipped: Skipped) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """A run's saved test scores (:func:`pcm3.evaluation.common.load_scores`), or None: silently
+    when the run saved none, after telling ``skipped`` when a file of them is damaged."""
+    folder = Path(m["_dir"])
+    if not all((folder / name).is_file() for name in (SCORES_FILE, SCORE_INDEX_FILE, SCORE_LABELS_FILE)):
+        return None
+    try:
+        return load_scores(folder)
+    except DataError as e:
+        if skipped is not None:
+            skipped(e)
+        return None
+
+
+def load_test_features(path: Path, samples: int) -> np.ndarray:
+    """``test_features.npy`` of a run as float32 ``(samples, D)``: one-line DataError naming it when
+    it is truncated or unreadable (:func:`pcm3.evaluation.common.load_array`), not one row per
+    saved test score, or holds NaN or infinite values."""
+    feats = load_array(path)
+    if feats.ndim != 2 or len(feats) != samples:
+        raise DataError(path, f"shape {feats.shape}, not one row per saved test score ({samples}): not the features "
+                              "of this run's test scores")
+    if not (np.issubdtype(feats.dtype, np.floating) or np.issubdtype(feats.dtype, np.integer)):
+        raise DataError(path, f"holds {feats.dtype} values, not features")
+    feats = feats.astype(np.float32)
+    bad = ~np.isfinite(feats)
+    if bad.any():
+        raise DataError(path, f"{int(bad.sum())} non-finite value(s) (NaN or inf) in {int(bad.any(1).sum())} of its "
+                              f"{len(feats)} rows: damaged features")
+    return feats
+
 
 def _figure(**kwargs):
     """A figure of its own, outside pyplot (:func:`pcm3.visualize.new_figure`): the process's
@@ -104,16 +144,16 @@ def _legend_fitting(fig, make: Callable[[int], object], ncol: int, width_px: flo
         leg.remove()
 
 
-def plot_confusion(m: dict, path: Path, *, among: Sequence[dict] = ()) -> Optional[Path]:
-    """Row-normalised confusion matrix of a run's saved test scores. ``among``: the runs ``m`` was
-    chosen from; where other runs of its row and column are there, the title names ``m``'s folder
-    (:func:`_run_tag`)."""
+def plot_confusion(m: dict, path: Path, *, among: Sequence[dict] = (), skipped: Skipped = None) -> Optional[Path]:
+    """Row-normalised confusion matrix of a run's saved test scores (None when it saved none or
+    they are damaged: ``skipped`` is told). ``among``: the runs ``m`` was chosen from; where other
+    runs of its row and column are there, the title names ``m``'s folder (:func:`_run_tag`)."""
     from pcm3.evaluation.common import confusion_matrix
 
-    try:
-        scores, _, labels = load_scores(m["_dir"])
-    except DataError:
+    saved = _saved_scores(m, skipped)
+    if saved is None:
         return None
+    scores, _, labels = saved
     k = scores.shape[1]
     cm = confusion_matrix(scores.argmax(1), labels, k).astype(np.float64)
     cm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
@@ -143,19 +183,19 @@ def plot_confusion(m: dict, path: Path, *, among: Sequence[dict] = ()) -> Option
     return _save(fig, path)
 
 
-def plot_per_class(linear_runs: List[dict], path: Path) -> Optional[Path]:
+def plot_per_class(linear_runs: List[dict], path: Path, *, skipped: Skipped = None) -> Optional[Path]:
     """Per-class test accuracy of each linear row of one stream and column (grouped bars,
     :func:`_main_stream`); a row's legend entry names its folder where other runs of that row
-    were there to choose from."""
+    were there to choose from. A row whose scores are damaged is left out (``skipped`` is told)."""
     from pcm3.evaluation.common import per_class_accuracy
 
     rows = []
     picked = _main_stream(linear_runs)
     for m in picked:
-        try:
-            scores, _, labels = load_scores(m["_dir"])
-        except DataError:
+        saved = _saved_scores(m, skipped)
+        if saved is None:
             continue
+        scores, _, labels = saved
         acc = per_class_accuracy(scores.argmax(1), labels, scores.shape[1])
         rows.append((_row_label(m, linear_runs), np.array([np.nan if a is None else a for a in acc])))
     if not rows:
@@ -217,11 +257,12 @@ def _subsample(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 
 
 def plot_feature_maps(linear_runs: List[dict], path: Path, *, method: str = "tsne", max_points: int = 800,
-                      seed: int = 0) -> Optional[Path]:
+                      seed: int = 0, skipped: Skipped = None) -> Optional[Path]:
     """Test features in 2-D coloured by class, one panel per linear row with saved features
     (pretrained and random init first; :func:`_main_stream`); a panel's title names its run's
     folder where other runs of that row were there to choose from. The class legend (at most 20
-    classes) sits below the panels, in as many columns as fit the figure's width."""
+    classes) sits below the panels, in as many columns as fit the figure's width. A run whose
+    features or scores are damaged (:func:`load_test_features`) is left out (``skipped`` is told)."""
     from pcm3.evaluation.tsne import pca_2d, tsne
 
     panels = []
@@ -230,11 +271,16 @@ def plot_feature_maps(linear_runs: List[dict], path: Path, *, method: str = "tsn
         f = Path(m["_dir"]) / "test_features.npy"
         if not f.exists():
             continue
-        try:
-            _, _, labels = load_scores(m["_dir"])
-        except DataError:
+        saved = _saved_scores(m, skipped)
+        if saved is None:
             continue
-        feats = np.load(f).astype(np.float32)
+        labels = saved[2]
+        try:
+            feats = load_test_features(f, len(labels))
+        except DataError as e:
+            if skipped is not None:
+                skipped(e)
+            continue
         keep = _subsample(labels, max_points, seed)
         x, y = feats[keep], labels[keep]
         xy = tsne(x, seed=seed) if method == "tsne" else pca_2d(x)

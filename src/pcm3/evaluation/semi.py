@@ -41,7 +41,8 @@ from torch.utils.data import DataLoader
 from pcm3 import distributed
 from pcm3.errors import ConfigError, DataError
 from pcm3.evaluation.common import (EvalContext, InputProtocol, _check_crop_range, check_ranges, check_recognition_data,
-                                    feature_module, input_spec, open_split, open_splits, save_scores, topk_accuracy)
+                                    check_schedule_and_crops, feature_module, input_spec, open_split, open_splits,
+                                    save_scores, topk_accuracy)
 from pcm3.evaluation.features import make_clips
 from pcm3.evaluation.linear import encode_shared, lr_at_epoch
 
@@ -56,10 +57,12 @@ class SemiProtocol(InputProtocol):
         fractions: labelled fractions of the training split ((0.01, 0.1)); any in (0, 1].
         sampling: ``per_class`` or ``uniform``.
         seeds: number of subset/initialisation seeds per fraction (3), seeds ``seed + i``.
-        epochs, lr, momentum, weight_decay, milestones, gamma, batch_size: SGD schedule.
+        epochs, lr, momentum, weight_decay, milestones, gamma, batch_size: SGD schedule (milestones:
+            epochs, 0-based, each >= 0).
         encoder_lr_factor: the encoder's lr is ``lr * encoder_lr_factor`` (1: as released; 0: the
             encoder frozen, in eval mode: its BatchNorm statistics are kept).
-        crop_range, min_len: training crops of the valid frames (``min_len`` None = the clip length).
+        crop_range, min_len: training crops of the valid frames (``min_len`` in frames, >= 1; None =
+            the clip length; longer than a clip is harmless: its crop is clamped to the valid frames).
     """
 
     fractions: Tuple[float, ...] = (0.01, 0.1)
@@ -86,6 +89,7 @@ class SemiProtocol(InputProtocol):
                                     ("batch_size", lambda v: v >= 2, ">= 2"), ("lr", lambda v: v > 0, "> 0"),
                                     ("encoder_lr_factor", lambda v: v >= 0, ">= 0")])
         _check_crop_range("crop_range", self.crop_range)
+        check_schedule_and_crops(self.milestones, self.min_len)
 
 
 PROTOCOL = SemiProtocol
