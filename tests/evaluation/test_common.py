@@ -124,6 +124,8 @@ def test_check_parts_labelled_or_not(tmp_path_factory, tmp_path):
     ("semi", "encoder_lr_factor=-1", "semi.encoder_lr_factor: must be >= 0, got -1"),
     ("detection", "momentum=1", "detection.momentum: must be in [0, 1), got 1"),
     ("motion", "weight_decay=-1", "motion.weight_decay: must be >= 0, got -1"),
+    ("detection", "milestones=[-5]", "detection.milestones: each must be an epoch >= 0"),
+    ("motion", "milestones=[-5]", "motion.milestones: each must be an epoch >= 0"),
 ])
 def test_a_protocol_value_out_of_range_names_its_key(task, item, needle):
     """It said `linear: epochs >= 1, batch_size >= 1, lr > 0 and crops >= 0 required`, naming no key."""

@@ -133,3 +133,20 @@ def test_an_empty_task_list_is_refused_by_name(tmp_path_factory, tmp_path, capsy
                "--out", str(tmp_path / "b"), "--tasks", "") == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --tasks: empty") and ".tmp" not in err and not (tmp_path / "b").exists()
+
+
+def test_the_reports_warnings_reach_the_benchmarks_caller(tmp_path_factory, tmp_path, capsys, monkeypatch):
+    """A figure the report left out (a damaged scores file) was said by `pcm3 report` only: the
+    benchmark returns the report's warnings and prints them."""
+    from pcm3.evaluation import report
+
+    data, enc = tiny_data(tmp_path_factory), encoder_file(tmp_path_factory)
+    real = report.write_report
+
+    def damaged(*args, **kwargs):
+        return {**real(*args, **kwargs), "warnings": ["x/scores.npy: truncated; figure \"Confusion matrix\" left out"]}
+
+    monkeypatch.setattr(report, "write_report", damaged)
+    assert cli("benchmark", "--encoders", str(enc), "--data", str(data), "--benchmark", "xsub", "--tasks", "knn",
+               "--no-random-init", "--out", str(tmp_path / "b")) == 0
+    assert "warning: x/scores.npy: truncated; figure \"Confusion matrix\" left out" in capsys.readouterr().err

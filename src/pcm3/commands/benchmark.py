@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from pcm3.args import seed_arg
 
 
@@ -48,6 +50,8 @@ def run(args) -> int:
                            device=resolve_device(args.device), seed=args.seed, progress=not args.quiet,
                            overwrite=args.overwrite, report=not args.no_report)
     print(result["table"])
+    for warning in result.get("warnings") or ():  # the report's: a figure left out of a damaged file
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {args.out}/benchmark.md ({len(result['runs'])} eval runs, {result['seconds']:.0f} s)")
     return 0
 

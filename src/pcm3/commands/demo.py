@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -388,6 +389,8 @@ def run_demo(out: Path, data: Path, config: str, overrides, progress: bool = Tru
         from pcm3.evaluation.report import write_report
 
         paths = write_report(folders, out / "report.md", overwrite=True)
+        for warning in paths.get("warnings") or ():  # a damaged scores or features file, left out of a figure
+            print(f"warning: {warning}", file=sys.stderr)
         metrics["report"] = str(paths.get("markdown", out / "report.md")) if isinstance(paths, dict) else str(out / "report.md")
     return metrics
 

@@ -47,7 +47,7 @@ def import_release(checkpoint: Union[str, os.PathLike, Mapping[str, Any]], out: 
 
     from pcm3.commands.export import is_encoder_file
     from pcm3.outputs import check_out_file
-    from pcm3.export import ENCODER_FORMAT
+    from pcm3.export import ENCODER_FORMAT, ENCODER_VERSION
     from pcm3.io import atomic_path
     from pcm3.models.release import load_release_encoder
     from pcm3.skeleton import get_layout
@@ -68,7 +68,7 @@ def import_release(checkpoint: Union[str, os.PathLike, Mapping[str, Any]], out: 
                                f"persons per frame, but --layout {layout} has {joints} joints; give the layout it "
                                "was trained on")
     payload = {
-        "format": ENCODER_FORMAT, "version": 1,
+        "format": ENCODER_FORMAT, "version": ENCODER_VERSION,
         "encoder_config": {f: getattr(enc_cfg, f) for f in enc_cfg.__dataclass_fields__},
         "state_dict": encoder.state_dict(), "layout": layout, "stream": stream, "clip_len": clip_len,
         "test_crop": test_crop, "pretrain_epochs": epoch,

@@ -54,7 +54,8 @@ import torch.nn.functional as F
 
 from pcm3.checks import SCAN_BYTES
 from pcm3.errors import ConfigError, DataError
-from pcm3.evaluation.common import (EvalContext, SupervisedConfig, carve_validation, check_ranges, dense_benchmark,
+from pcm3.evaluation.common import (EvalContext, SupervisedConfig, carve_validation, check_ranges,
+                                    check_schedule_and_crops, dense_benchmark,
                                     smoke_test_notes)
 from pcm3.evaluation.detection_metrics import METRICS, detection_metrics
 from pcm3.evaluation.features import feature_dim
@@ -129,6 +130,7 @@ class DetectionProtocol:
         for name in ("windows_per_video", "epochs", "batch_size", "test_batch_size", "val_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"detection.{name}: must be >= 1, got {getattr(self, name)}")
+        check_schedule_and_crops(self.milestones, None, "detection.")
         check_ranges("detection", self, [
             ("lr", lambda v: v > 0, "> 0"), ("momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
             ("weight_decay", lambda v: v >= 0, ">= 0"), ("smooth_k", lambda v: v >= 0, ">= 0"),

@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from pcm3.checks import refuse_non_finite
 from pcm3.errors import ConfigError, DataError
 from pcm3.evaluation.common import (EvalContext, SupervisedConfig, check_compatible, check_parts, check_ranges,
+                                    check_schedule_and_crops,
                                     dense_benchmark,
                                     smoke_test_notes)
 from pcm3.evaluation.features import feature_dim
@@ -95,6 +96,7 @@ class MotionProtocol:
         for name in ("observed", "predicted", "decoder_hidden", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"motion.{name}: must be >= 1, got {getattr(self, name)}")
+        check_schedule_and_crops(self.milestones, None, "motion.")
         check_ranges("motion", self, [("lr", lambda v: v > 0, "> 0"), ("weight_decay", lambda v: v >= 0, ">= 0")])
         if self.stream is not None and self.stream not in ("joint", "bone", "motion"):
             raise ConfigError(f"motion.stream: joint, bone or motion, got {self.stream!r}")

@@ -249,11 +249,11 @@ def save_encoder(encoder: torch.nn.Module, path: str | os.PathLike, info: Option
     is recorded as its ``source``. The file appears whole or not at all."""
     import dataclasses
 
-    from pcm3.export import ENCODER_FORMAT
+    from pcm3.export import ENCODER_FORMAT, ENCODER_VERSION
 
     info = info or {}
     with atomic_path(path) as tmp:
-        torch.save({"format": ENCODER_FORMAT, "version": 1, "encoder_config": dataclasses.asdict(encoder.config),
+        torch.save({"format": ENCODER_FORMAT, "version": ENCODER_VERSION, "encoder_config": dataclasses.asdict(encoder.config),
                     "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
                     "layout": encoder.layout, "stream": encoder.stream, "clip_len": encoder.clip_len,
                     "test_crop": encoder.test_crop, "pretrain_epochs": 0, "source": info.get("weights", "")}, tmp)

@@ -100,7 +100,8 @@ def run_benchmark(encoders: Sequence[Union[str, os.PathLike, torch.nn.Module]], 
                   out, tasks: Sequence[str] = SUITE_TASKS, raw_input: bool = False, supervised: bool = False,
                   random_init: bool = True, overrides: Sequence[str] = (), device: str | torch.device = "cpu",
                   seed: int = 0, progress: bool = False, overwrite: bool = False, report: bool = True) -> dict:
-    """Run the suite; returns ``{"runs": [folders], "table": markdown, "seconds": ...}``.
+    """Run the suite; returns ``{"runs": [folders], "table": markdown, "seconds": ..., "warnings":
+    [lines]}`` (the report's: a damaged scores or features file whose figure it left out).
 
     Args:
         encoders: exported encoder files (``pcm3 export``) or modules, as ``encoder=`` of
@@ -193,6 +194,7 @@ def run_benchmark(encoders: Sequence[Union[str, os.PathLike, torch.nn.Module]], 
         table = "\n".join(["# pcm3 benchmark", "", f"data `{data}`, benchmark `{benchmark}`, encoders: {named}", "",
                            *recognition_tables(runs), *footer]) + "\n"
         write_text(tmp / "benchmark.md", table)
-        if report:
-            write_report([tmp], tmp / "report.md", shown_as=(tmp, final))
-    return {"runs": folders, "table": table, "seconds": time.perf_counter() - t0}
+        warnings = []
+        if report:  # a damaged scores or features file: its figure left out, and said
+            warnings = list(write_report([tmp], tmp / "report.md", shown_as=(tmp, final)).get("warnings") or ())
+    return {"runs": folders, "table": table, "seconds": time.perf_counter() - t0, "warnings": warnings}
