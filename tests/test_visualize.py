@@ -256,3 +256,72 @@ def test_reconstruct_leaves_the_global_generator_alone(synthetic_small, tiny_run
     torch.manual_seed(42)
     reconstruct(tiny_run[0], p.sample(0)[:, :int(p.lengths[0])], int(p.lengths[0]))
     assert torch.equal(torch.rand(3), expected)
+
+
+# --------------------------------------------------------------------------- damaged folders: one line, no GIF
+
+def _small_folders(tmp_path):
+    from tests.data.test_bad_folders import write_clips, write_sequences
+
+    return write_clips(tmp_path / "c"), write_sequences(tmp_path / "s")
+
+
+def _refused(capsys, argv, out, *needles):
+    assert main([str(a) for a in argv]) == 2
+    one_line_error(capsys, *needles)
+    assert not out.exists()
+
+
+def test_a_sample_without_frames_is_refused_as_the_loaders_refuse_it(tmp_path, capsys):
+    """A 0 in lengths.npy crashed the GIF writer (IndexError in _save); pretrain and eval said
+    why in one line: visualize now runs their check (pcm3.checks.check_samples)."""
+    clips, _ = _small_folders(tmp_path)
+    lengths = np.load(clips / "lengths.npy")
+    lengths[1] = 0
+    np.save(clips / "lengths.npy", lengths)
+    out = tmp_path / "v.gif"
+    for sample in ("1", "s1"):
+        _refused(capsys, ["visualize", clips, "--sample", sample, "--out", out],
+                 out, "lengths.npy: sample 1 (s1) has length 0, outside 1..10")
+    assert main(["visualize", str(clips), "--sample", "0", "--out", str(out), "--max-frames", "2"]) == 0
+
+
+def test_the_sample_index_is_checked_against_the_folder_not_samples_csv(tmp_path, capsys):
+    """With samples.csv cut to 3 rows of 6, `--sample 4` said "sample index 4 outside 0..2";
+    bytes that are not UTF-8 were a UnicodeDecodeError."""
+    clips, _ = _small_folders(tmp_path)
+    out = tmp_path / "v.gif"
+    _refused(capsys, ["visualize", clips, "--sample", "6", "--out", out], out, "sample index 6 outside 0..5")
+    good = (clips / "samples.csv").read_bytes()
+    (clips / "samples.csv").write_bytes(b"\r\n".join(good.split(b"\r\n")[:4]) + b"\r\n")
+    _refused(capsys, ["visualize", clips, "--sample", "4", "--out", out], out,
+             "samples.csv: 3 rows, expected one per sample (6)")
+    (clips / "samples.csv").write_bytes(bytes(range(128, 256)) * 4)
+    _refused(capsys, ["visualize", clips, "--sample", "0", "--out", out], out, "samples.csv: line 1: not UTF-8 text")
+
+
+def test_detections_over_damaged_intervals_or_offsets(tmp_path, capsys):
+    """A truncated or non-UTF-8 intervals.csv (TypeError, UnicodeDecodeError), a class beyond
+    the data set's (IndexError) or an inconsistent offsets.npy (IndexError) crashed
+    ``visualize --detections``."""
+    _, videos = _small_folders(tmp_path)
+    det = tmp_path / "detections.csv"
+    det.write_text("video,class,start,end,confidence\nv0,1,1,4,0.9\n")
+    out = tmp_path / "d.gif"
+    argv = ["visualize", videos, "--sample", "v0", "--detections", det, "--out", out, "--max-frames", "3"]
+    good = (videos / "intervals.csv").read_bytes()
+    for text, needle in ((good[:40], "intervals.csv: line 2: 4 fields, the header has 5"),
+                         (b"\xff\xfe" * 20, "intervals.csv: line 1: not UTF-8 text"),
+                         (good + b"0,999,1,2,1.0\n", "intervals.csv: line 5: label 999 outside 0..2")):
+        (videos / "intervals.csv").write_bytes(text)
+        _refused(capsys, argv, out, needle)
+    (videos / "intervals.csv").unlink()
+    _refused(capsys, argv, out, "intervals.csv: missing")
+    # the videos themselves are still drawn: only the overlay needs the labelled actions
+    assert main([str(a) for a in argv if a not in ("--detections", det)]) == 0 and out.exists()
+    out.unlink()
+    (videos / "intervals.csv").write_bytes(good)
+    offsets = np.load(videos / "offsets.npy")
+    offsets[1] = 10 ** 9
+    np.save(videos / "offsets.npy", offsets)
+    _refused(capsys, argv, out, "offsets.npy: offsets must not decrease")

@@ -192,17 +192,23 @@ def _save(anim, out: Path, fps: float) -> None:
 # --------------------------------------------------------------------------- samples
 
 def find_sample(prepared, sample: str | int) -> int:
-    """Index of ``sample`` (a name in ``samples.csv`` or an index) in ``prepared``."""
-    names = prepared.names
+    """Index of ``sample`` (a name in ``samples.csv`` or an index) in ``prepared``, whose label
+    and length are checked as the loaders check them (:func:`pcm3.checks.check_samples`: a
+    length of 0 or beyond the clips, a label outside the classes is one line naming the file)."""
+    from pcm3.checks import check_samples
+
+    names = prepared.names  # a samples.csv that is not one row per sample: a DataError naming it
     s = str(sample)
     if s in names:
-        return names.index(s)
-    try:
-        i = int(s)
-    except ValueError:
-        raise DataError(prepared.root, f"no sample named {s!r} (give a name from samples.csv or an index)") from None
-    if not 0 <= i < len(names):
-        raise DataError(prepared.root, f"sample index {i} outside 0..{len(names) - 1}")
+        i = names.index(s)
+    else:
+        try:
+            i = int(s)
+        except ValueError:
+            raise DataError(prepared.root, f"no sample named {s!r} (give a name from samples.csv or an index)") from None
+        if not 0 <= i < len(prepared):
+            raise DataError(prepared.root, f"sample index {i} outside 0..{len(prepared) - 1}")
+    check_samples(prepared, np.array([i], dtype=np.int64))
     return i
 
 

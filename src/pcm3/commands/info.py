@@ -11,17 +11,18 @@ from pcm3.errors import DataError
 def add_parser(sub) -> None:
     p = sub.add_parser("info", help="summarise and validate a prepared data folder",
                        description="Print per split: samples, classes, length statistics; then "
-                                   "scan every value for NaN/inf and check labels and lengths.")
+                                   "scan every value for NaN/inf and check labels, lengths, splits, "
+                                   "samples.csv and, for untrimmed videos, offsets and intervals.csv.")
     p.add_argument("dir", help="a folder written by `pcm3 prepare`")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--no-scan", action="store_true", help="skip the full scan of data.npy")
+    p.add_argument("--no-scan", action="store_true", help="skip the full scan of data.npy (the other checks run)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     ds = Prepared(args.dir)
     summary = ds.summary()
-    problems = ds.split_problems() + ds.index_problems() if args.no_scan else ds.validate()
+    problems = ds.validate(scan=not args.no_scan)
     if args.json:
         print(json.dumps({**summary, "problems": problems}, indent=2))
     else:

@@ -29,7 +29,9 @@ class SkeletonDataset(Dataset):
     Returns per item ``(x, length, label, index)``: ``x`` ``(C, T, V, M)`` float32,
     ``length`` the true number of frames, ``label`` 0-based (-1 when unlabeled),
     ``index`` the sample's index in the prepared folder. A sample holding NaN or inf raises
-    :class:`pcm3.errors.DataError` naming it (also from a DataLoader worker).
+    :class:`pcm3.errors.DataError` naming it (also from a DataLoader worker). A ``samples.csv``
+    that is not one row per sample (damaged, truncated) is refused here, before any training
+    (:attr:`Prepared.rows`): messages name samples by it, validation splits group by its subjects.
     """
 
     def __init__(self, data: str | os.PathLike | Prepared, benchmark: Optional[str] = None,
@@ -38,6 +40,7 @@ class SkeletonDataset(Dataset):
         if self.prepared.kind != "clips":
             raise DataError(self.prepared.root, f"holds untrimmed videos ({self.prepared.kind}); this needs "
                                                 "--trimmed clips (`pcm3 prepare ... --kind clips`)")
+        self.prepared.rows  # read now: a samples.csv that is not one row per sample is a one-line DataError
         self.indices = (np.asarray(indices, dtype=np.int64) if indices is not None
                         else self.prepared.split(benchmark, part))
 

@@ -7,15 +7,24 @@ Layout of a prepared folder (``kind`` in ``meta.json`` says which of the two):
                      recipe repeats the valid clip, others pad with zeros).
 ``kind = "sequences"`` (untrimmed videos of any length, e.g. PKU-MMD Part I):
     ``data.npy``     ``(F, C, V, M)`` float32, all videos' frames concatenated;
-    ``offsets.npy``  ``(N + 1,)`` int64, video ``i`` is frames ``offsets[i]:offsets[i+1]``;
+    ``offsets.npy``  ``(N + 1,)`` int64, video ``i`` is frames ``offsets[i]:offsets[i+1]``
+                     (starts at 0, never decreases, ends at F);
     ``intervals.csv`` ``index,label,start,end,confidence``: 0-based labelled actions,
-                     frames ``start`` (inclusive) to ``end`` (exclusive).
+                     frames ``start`` (inclusive) to ``end`` (exclusive) of video ``index``
+                     (``0 <= start < end <=`` the video's length), ``label`` a class of meta.json.
+                     Required: videos without labelled actions have a header and no rows
+                     (a folder without the file fails ``pcm3 info`` and detection).
 Both kinds:
     ``meta.json``    format, version, dataset, source, layout, kind, shape, class names;
     ``labels.npy``   ``(N,)`` int64, 0-based class, -1 where a sample has none;
     ``lengths.npy``  ``(N,)`` int64, true number of frames of each sample;
-    ``samples.csv``  ``index,name,label,length`` then per-dataset columns (subject, camera...);
+    ``samples.csv``  ``index,name,label,length`` then per-dataset columns (subject, camera...),
+                     UTF-8, one row per sample in index order;
     ``splits.json``  ``{benchmark: {"train": [indices], "test": [indices]}}``.
+
+``labels.npy``, ``lengths.npy`` and ``offsets.npy`` must hold an integer dtype: a float array
+is refused when the folder is opened (a ``0.5`` label would be truncated, and even a float
+array of whole numbers means the file was not written by pcm3: save it ``.astype(np.int64)``).
 
 Coordinates are in the sensor's units (metres for Kinect). ``pcm3 info DIR`` prints and
 validates a folder. :class:`PreparedWriter` writes one atomically: a temporary folder that
@@ -25,6 +34,7 @@ is renamed to the final name only when everything is in place.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -244,6 +254,19 @@ def _read_json(path: Path):
         raise DataError(path, f"not valid JSON ({e})") from None
 
 
+def _read_csv_text(path: Path) -> str:
+    """The text of a CSV file of the folder, or a :class:`DataError` naming it (not UTF-8, unreadable)."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(path, f"unreadable ({e.strerror or e.__class__.__name__})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise DataError(path, f"line {line}: not UTF-8 text (byte {e.start}); a binary or damaged file") from None
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -309,6 +332,8 @@ class Prepared:
     """
 
     REQUIRED = ("meta.json", "data.npy", "labels.npy", "lengths.npy", "samples.csv", "splits.json")
+    #: the columns of ``intervals.csv`` (more are allowed)
+    INTERVAL_COLUMNS = ("index", "label", "start", "end", "confidence")
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
@@ -324,12 +349,16 @@ class Prepared:
         self.layout = self.meta["layout"]
         self._check_layout()
         self.class_names = list(self.meta.get("class_names", []))
-        self.labels = self._load("labels.npy")
-        self.lengths = self._load("lengths.npy")
+        self.labels = self._load_ints("labels.npy")
+        self.lengths = self._load_ints("lengths.npy")
         self.splits = _parse_splits(self.root / "splits.json", _read_json(self.root / "splits.json"))
-        self.offsets = self._load("offsets.npy") if self.kind == "sequences" else None
+        if self.kind == "sequences" and not (self.root / "offsets.npy").exists():
+            raise DataError(self.root / "offsets.npy", "missing: not a complete prepared folder of untrimmed videos "
+                                                       "(run `pcm3 prepare`)")
+        self.offsets = self._load_ints("offsets.npy") if self.kind == "sequences" else None
         self._data = None
         self._rows = None
+        self._intervals = None
         self._check_shapes()
 
     def _check_layout(self) -> None:
@@ -351,24 +380,57 @@ class Prepared:
         except (ValueError, OSError, EOFError) as e:
             raise DataError(self.root / name, f"unreadable array ({e})") from None
 
+    def _load_ints(self, name) -> np.ndarray:
+        """An integer array (labels, lengths, offsets) as int64; any other dtype (strings, floats,
+        even of whole numbers, bools) is refused naming the file. Shapes: :meth:`_check_shapes`."""
+        arr = self._load(name)
+        if arr.dtype.kind not in "iu":
+            raise DataError(self.root / name, f"dtype {arr.dtype}, expected integers (int64); a hand-edited file? "
+                                              "save it with .astype(np.int64)")
+        if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+            raise DataError(self.root / name, f"value {int(arr.max())} too large")
+        return arr.astype(np.int64, copy=False)
+
     def _check_shapes(self):
         n = self.meta.get("num_samples")
         for name, arr in (("labels.npy", self.labels), ("lengths.npy", self.lengths)):
             if arr.shape != (n,):
                 raise DataError(self.root / name, f"shape {arr.shape}, expected ({n},)")
         shape = tuple(self.data.shape)
+        if self.data.dtype.kind not in "fiu":
+            raise DataError(self.root / "data.npy", f"dtype {self.data.dtype}, expected float32 coordinates")
         if self.kind == "clips" and shape != tuple(self.meta["shape"]):
             raise DataError(self.root / "data.npy", f"shape {shape} disagrees with meta.json {tuple(self.meta['shape'])}")
-        if self.kind == "sequences" and (len(self.offsets) != n + 1 or shape[0] != self.offsets[-1]):
-            raise DataError(self.root / "offsets.npy", "offsets do not match data.npy")
+        if self.kind == "sequences":
+            self._check_offsets(n, shape)
         for b, parts in self.splits.items():
             for p, idx in parts.items():
                 if idx.size and (idx.min() < 0 or idx.max() >= n):
                     raise DataError(self.root / "splits.json", f"{b}/{p} has indices outside 0..{n - 1}")
 
+    def _check_offsets(self, n: int, shape: tuple) -> None:
+        """``offsets.npy`` of a sequences folder: ``N + 1`` boundaries from 0, never decreasing,
+        the last one the frames of ``data.npy`` (cheap: ``N`` numbers, no frame is read)."""
+        path, off = self.root / "offsets.npy", self.offsets
+        if len(shape) != 4:
+            raise DataError(self.root / "data.npy", f"shape {shape}, expected (frames, C, V, M) for untrimmed videos")
+        if off.shape != (n + 1,):
+            raise DataError(path, f"shape {off.shape} for {n} videos, expected ({n + 1},) (a start per video and "
+                                  "the end)")
+        if off[0] != 0:
+            raise DataError(path, f"the first offset is {int(off[0])}, expected 0")
+        back = np.flatnonzero(np.diff(off) < 0)
+        if back.size:
+            i = int(back[0])
+            raise DataError(path, f"offsets must not decrease: offsets[{i}] = {int(off[i])}, offsets[{i + 1}] = "
+                                  f"{int(off[i + 1])} (video {i}); {back.size} such videos")
+        if off[-1] != shape[0]:
+            raise DataError(path, f"the last offset is {int(off[-1])}, data.npy holds {shape[0]} frames")
+
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_data"] = None  # re-opened lazily in each DataLoader worker
+        state["_rows"] = None  # samples.csv is read again where needed (a name in a message), not copied
         return state
 
     @property
@@ -393,11 +455,44 @@ class Prepared:
 
     @property
     def rows(self) -> List[dict]:
-        """``samples.csv`` as a list of dicts (strings), loaded on first use."""
+        """``samples.csv`` as a list of dicts (strings), loaded on first use.
+
+        Raises a one-line :class:`DataError` naming ``samples.csv`` when it is not UTF-8 CSV,
+        has no ``name`` column, does not hold one row per sample (a truncated file), a row
+        with more or fewer fields than the header, or an ``index`` other than the row's."""
         if self._rows is None:
-            with open(self.root / "samples.csv", newline="") as f:
-                self._rows = list(csv.DictReader(f))
+            self._rows = self._read_rows()
         return self._rows
+
+    def _read_rows(self) -> List[dict]:
+        path = self.root / "samples.csv"
+        reader = csv.reader(io.StringIO(_read_csv_text(path), newline=""))
+        lines: List[int] = []  # the line of each row, for a message (a quoted field may span lines)
+        try:
+            header = next(reader, [])
+            records = []
+            for r in reader:
+                if r:
+                    records.append(r)
+                    lines.append(reader.line_num)
+        except csv.Error as e:
+            raise DataError(path, f"line {reader.line_num}: not valid CSV ({e})") from None
+        n = len(self)
+        if len(records) != n:
+            raise DataError(path, f"{len(records)} rows, expected one per sample ({n})")
+        if "name" not in header:
+            raise DataError(path, "no 'name' column (header index,name,label,length,...)")
+        width = len(header)
+        k = next((k for k, r in enumerate(records) if len(r) != width), None)
+        if k is not None:
+            raise DataError(path, f"line {lines[k]}: {len(records[k])} fields, the header has {width}")
+        if "index" in header:
+            col = header.index("index")
+            k = next((k for k, r in enumerate(records) if r[col] != str(k) and r[col].strip() != str(k)), None)
+            if k is not None:
+                raise DataError(path, f"line {lines[k]}: index {records[k][col]!r}, expected {k} (one row per "
+                                      "sample, in index order)")
+        return [dict(zip(header, r)) for r in records]
 
     @property
     def names(self) -> List[str]:
@@ -420,7 +515,7 @@ class Prepared:
         """The name of sample ``j`` (``samples.csv``) for a message; ``?`` when it cannot be read."""
         try:
             return self.rows[j]["name"]
-        except (OSError, IndexError, KeyError):
+        except (OSError, IndexError, KeyError, DataError):
             return "?"
 
     @property
@@ -511,13 +606,66 @@ class Prepared:
         return np.ascontiguousarray(np.transpose(self.data[s:e], (1, 0, 2, 3)))
 
     def intervals(self) -> List[dict]:
-        """Labelled action intervals of a ``sequences`` folder (0-based, end exclusive)."""
+        """Labelled action intervals of a ``sequences`` folder (0-based, end exclusive), read on
+        first use; ``[]`` for a clips folder.
+
+        Raises a one-line :class:`DataError` naming ``intervals.csv`` (and the line) when it is
+        missing, not UTF-8 CSV, lacks a column of :attr:`INTERVAL_COLUMNS`, or a row is not
+        whole numbers (a finite confidence), names no video, a class outside ``meta.json``'s,
+        or frames outside its video (``0 <= start < end <= length``)."""
+        if self.kind != "sequences":
+            return []
+        if self._intervals is None:
+            self._intervals = self._read_intervals()
+        return [dict(iv) for iv in self._intervals]
+
+    def _read_intervals(self) -> List[dict]:
         path = self.root / "intervals.csv"
         if not path.exists():
-            return []
-        with open(path, newline="") as f:
-            return [{"index": int(r["index"]), "label": int(r["label"]), "start": int(r["start"]),
-                     "end": int(r["end"]), "confidence": float(r["confidence"])} for r in csv.DictReader(f)]
+            raise DataError(path, "missing: the labelled actions of the videos (header index,label,start,end,"
+                                  "confidence; videos without labelled actions: the header alone)")
+        text = _read_csv_text(path)
+        reader = csv.reader(io.StringIO(text, newline=""))
+        out: List[dict] = []
+        n, k = len(self), self.num_classes
+        frames = np.diff(self.offsets)
+        try:
+            header = [h.strip() for h in next(reader, [])]
+            missing = [c for c in self.INTERVAL_COLUMNS if c not in header]
+            if missing:
+                raise DataError(path, f"line 1: no column {', '.join(missing)} (header "
+                                      f"{','.join(self.INTERVAL_COLUMNS)})")
+            col = {c: header.index(c) for c in self.INTERVAL_COLUMNS}
+            for r in reader:
+                if not r:
+                    continue
+                line = reader.line_num
+                if len(r) != len(header):
+                    raise DataError(path, f"line {line}: {len(r)} fields, the header has {len(header)} "
+                                          "(a truncated file?)")
+                iv = {}
+                for c in self.INTERVAL_COLUMNS:
+                    value = r[col[c]].strip()
+                    try:
+                        iv[c] = float(value) if c == "confidence" else int(value)
+                    except ValueError:
+                        kind = "a number" if c == "confidence" else "a whole number"
+                        raise DataError(path, f"line {line}: {c} {value!r} is not {kind}") from None
+                i, lab, s, e = iv["index"], iv["label"], iv["start"], iv["end"]
+                if not np.isfinite(iv["confidence"]):
+                    raise DataError(path, f"line {line}: confidence {iv['confidence']} is not finite")
+                if not 0 <= i < n:
+                    raise DataError(path, f"line {line}: video {i} outside 0..{n - 1}")
+                if lab < 0 or (k and lab >= k):
+                    classes = f"0..{k - 1} ({k} classes in meta.json)" if k else "0 or more"
+                    raise DataError(path, f"line {line}: label {lab} outside {classes}")
+                if not 0 <= s < e <= frames[i]:
+                    raise DataError(path, f"line {line}: frames {s}..{e} of video {i}, expected 0 <= start < end <= "
+                                          f"{int(frames[i])} (its length; end exclusive)")
+                out.append(iv)
+        except csv.Error as e:
+            raise DataError(path, f"line {reader.line_num}: not valid CSV ({e})") from None
+        return out
 
     def summary(self) -> dict:
         """Per split: samples, classes present, length statistics (frames).
@@ -531,7 +679,11 @@ class Prepared:
         intervals = None
         if self.kind == "sequences":
             out["frames"] = int(self.offsets[-1])
-            intervals = self.intervals()
+            try:
+                intervals = self.intervals()
+            except DataError:  # validate() / index_problems() name the problem
+                intervals = []
+                out["intervals"] = None
         groups = {"all": np.arange(len(self))}
         for b in self.benchmarks:
             for p, idx in self.splits[b].items():
@@ -549,8 +701,8 @@ class Prepared:
                 "length_mean": float(ln.mean()) if ln.size else 0.0,
                 "length_max": int(ln.max()) if ln.size else 0,
             }
-        if self.kind == "sequences":
-            out["intervals"] = len(self.intervals())
+        if self.kind == "sequences" and "intervals" not in out:
+            out["intervals"] = len(intervals)
         return out
 
     def split_problems(self, benchmarks: Optional[Sequence[str]] = None) -> List[str]:
@@ -576,33 +728,51 @@ class Prepared:
         return problems
 
     def index_problems(self) -> List[str]:
-        """What the loaders and ``pcm3 visualize`` rely on besides the values (cheap: no data is
-        read): one ``samples.csv`` row with a name per sample, and clip lengths no longer than
-        the clips."""
+        """What the loaders, detection and ``pcm3 visualize`` rely on besides the values (cheap:
+        no data is read): one ``samples.csv`` row with a name per sample (:attr:`rows`), clip
+        lengths no longer than the clips, and for untrimmed videos lengths matching
+        ``offsets.npy`` and a readable ``intervals.csv`` (:meth:`intervals`)."""
         problems = []
         try:
             rows = self.rows
-        except (OSError, UnicodeDecodeError, csv.Error) as e:
-            return [f"samples.csv: unreadable ({e})"]
-        if len(rows) != len(self):
-            problems.append(f"samples.csv: {len(rows)} rows, expected one per sample ({len(self)})")
-        elif any(not r.get("name") for r in rows):
-            problems.append("samples.csv: rows without a name (header index,name,label,length,...)")
+        except DataError as e:
+            problems.append(f"samples.csv: {e.message}")
+        else:
+            if any(not r.get("name") for r in rows):
+                problems.append("samples.csv: rows without a name (header index,name,label,length,...)")
         if self.kind == "clips" and len(self.shape) > 2:
             long = int((self.lengths > self.shape[2]).sum())
             if long:
                 problems.append(f"lengths.npy: {long} samples longer than the clips' {self.shape[2]} frames")
+        if self.kind == "sequences":
+            off = int((self.lengths != np.diff(self.offsets)).sum())
+            if off:
+                problems.append(f"lengths.npy: {off} videos whose length differs from their frames in offsets.npy")
+            try:
+                self.intervals()
+            except DataError as e:
+                problems.append(f"intervals.csv: {e.message}")
         return problems
 
-    def validate(self, chunk: int = 1024) -> List[str]:
-        """Scan every value; return a list of problems (empty when the folder is sound)."""
+    def value_problems(self) -> List[str]:
+        """Labels and lengths out of range (cheap: ``labels.npy`` and ``lengths.npy`` only)."""
         problems = []
         if self.labels.size and self.labels.max() >= max(self.num_classes, 1) and self.num_classes:
             problems.append(f"labels.npy: label {int(self.labels.max())} >= {self.num_classes} classes")
+        if self.labels.size and self.labels.min() < -1:
+            problems.append(f"labels.npy: label {int(self.labels.min())} < -1 (-1: no label)")
         if (self.lengths <= 0).any():
             problems.append(f"lengths.npy: {int((self.lengths <= 0).sum())} samples with no frames")
+        return problems
+
+    def validate(self, chunk: int = 1024, scan: bool = True) -> List[str]:
+        """Check the folder; return a list of problems (empty when it is sound). With ``scan``
+        every value of ``data.npy`` is read (NaN/inf); without, only the small files."""
+        problems = self.value_problems()
         problems += self.split_problems()
         problems += self.index_problems()
+        if not scan:
+            return problems
         data = self.data
         for s in range(0, data.shape[0], chunk):
             block = np.asarray(data[s:s + chunk])
@@ -628,5 +798,6 @@ def format_summary(summary: dict) -> str:
         lines.append(f"  {key:<16}{s['samples']:>9}{s['classes']:>9}{s['length_min']:>9}"
                      f"{s['length_mean']:>10.1f}{s['length_max']:>9}")
     if "intervals" in summary:
-        lines.append(f"  labelled action intervals: {summary['intervals']}")
+        count = summary["intervals"]
+        lines.append(f"  labelled action intervals: {'unreadable (see validation)' if count is None else count}")
     return "\n".join(lines)
