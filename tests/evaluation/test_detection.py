@@ -214,6 +214,12 @@ def test_cli(videos, tmp_path, capsys):
     assert "mAP_a@0.5 (official)" in m["figures"] and (out / "detections.csv").exists()
     assert main(["eval", "detection", "--raw-input", "--data", str(videos), "--out", str(tmp_path / "r")]) == 2
     assert "--raw-input" in capsys.readouterr().err
+    # the random-init row from a pretraining config: its input size from the videos' (N, C, V, M)
+    # shape (an IndexError: the clips' (N, C, T, V, M) was assumed)
+    assert main(["eval", "detection", "--random-init", "--pretrain-config", "demo", "--data", str(videos),
+                 "--benchmark", "xsub", "--out", str(tmp_path / "ri"), "--set", "epochs=1", "--set", "milestones=[1]",
+                 "--device", "cpu", "--quiet"]) == 0
+    assert json.loads((tmp_path / "ri" / "metrics.json").read_text())["encoder"]["kind"] == "random_init"
 
 
 def test_pku_mmd_smoke(shared_data, tmp_path):
