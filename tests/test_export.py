@@ -224,3 +224,11 @@ def test_an_unreadable_encoder_file_says_why(tmp_path_factory, tmp_path):
         text = str(e.value)
         assert text.startswith(f"{bad}: {message}") and "\n" not in text and len(text) < len(str(bad)) + 200, text
         assert "PytorchStreamReader" not in text and "(OSError)" not in text
+
+
+def test_embed_part_without_a_benchmark_is_refused(encoder_path, synthetic_small, tmp_path, capsys):
+    """`--part train` without --benchmark was ignored: every sample was embedded."""
+    assert main(["embed", str(encoder_path), "--data", str(synthetic_small), "--part", "train",
+                 "--out", str(tmp_path / "f.npy")]) == 2
+    one_line_error(capsys, "--part", "needs --benchmark")
+    assert not list(tmp_path.iterdir())

@@ -81,6 +81,9 @@ def test_report_on_no_usable_folder_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "no usable eval results" in err and "\n" not in err and "Traceback" not in err
     assert not (tmp_path / "rep" / "report.md").exists()
+    (tmp_path / "notes.txt").write_text("mine")   # a file was "no such folder"
+    assert main(["report", str(tmp_path / "notes.txt"), "--out", str(tmp_path / "rep" / "report.md")]) == 2
+    assert "notes.txt: a file, not a folder" in capsys.readouterr().err
 
 
 def test_report_names_folders_as_shown(tmp_path):

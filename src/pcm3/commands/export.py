@@ -26,7 +26,7 @@ def add_parser(sub) -> None:
     e.add_argument("encoder", help="file written by `pcm3 export`")
     e.add_argument("--data", required=True, help="prepared data folder")
     e.add_argument("--benchmark", default=None, help="benchmark (xsub, xview, ...); default: all samples")
-    e.add_argument("--part", default="test", help="train or test (default test)")
+    e.add_argument("--part", default=None, help="train or test of --benchmark (default test)")
     e.add_argument("--out", required=True, help="features .npy file")
     e.add_argument("--overwrite", action="store_true",
                    help="replace output files written before by pcm3 embed (as their record proves)")
@@ -106,6 +106,9 @@ def run_embed(args) -> int:
 
     if args.batch_size < 1:
         raise DataError("--batch-size", f"must be at least 1, got {args.batch_size}")
+    if args.part is not None and args.benchmark is None:  # it was ignored: every sample was embedded
+        raise DataError("--part", "needs --benchmark (without one every sample of --data is embedded)")
+    args.part = args.part or "test"
     if args.threads < 0:
         raise DataError("--threads", f"must be 0 (automatic) or more, got {args.threads}")
     device = resolve_device(args.device)  # names --device (the pretraining one names train.device)

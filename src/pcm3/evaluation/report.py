@@ -87,6 +87,8 @@ def find_runs(paths: Sequence[str | os.PathLike], depth: int = 3) -> List[Path]:
 
     for path in paths:
         path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise DataError(path, "a file, not a folder (give eval folders or a folder that holds them)")
         if not path.is_dir():
             raise DataError(path, "no such folder (give eval folders or a folder that holds them)")
         if not walk(path, 0):
