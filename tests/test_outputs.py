@@ -200,6 +200,30 @@ def test_overwrite_replaces_only_what_pcm3_wrote(tmp_path):
     assert sorted(p.name for p in dest.iterdir()) == [MARKER, "v2"] and os.listdir(tmp_path) == ["out"]
 
 
+def test_overwrite_refuses_a_file_edited_since_pcm3_wrote_it(tmp_path):
+    """`pcm3 eval ... --overwrite` replaced a results.md the user had edited (report and embed
+    refused the same, by checksum): the marker records the SHA-256 of editable files."""
+    dest = tmp_path / "out"
+    with output_dir(dest, "eval") as tmp:
+        (tmp / "results.md").write_text("# results\n")
+        (tmp / "scores.npy").write_bytes(b"\x93NUMPY")
+    record = json.loads((dest / MARKER).read_text())
+    assert set(record["sha256"]) == {"results.md"}   # editable files only
+    (dest / "scores.npy").write_bytes(b"changed")        # not an editable file: pcm3's to replace
+    (dest / "results.md").write_text("# results\nmy comment on the run\n")
+    before = _tree(tmp_path)
+    with pytest.raises(DataError) as err:
+        with output_dir(dest, "eval", overwrite=True) as tmp:
+            (tmp / "results.md").write_text("new")
+    msg = str(err.value)
+    assert "results.md, changed since pcm3 wrote it" in msg and "\n" not in msg
+    assert _tree(tmp_path) == before and (dest / "results.md").read_text().endswith("my comment on the run\n")
+    (dest / "results.md").write_text("# results\n")    # as written: replaced
+    with output_dir(dest, "eval", overwrite=True) as tmp:
+        (tmp / "results.md").write_text("new")
+    assert (dest / "results.md").read_text() == "new"
+
+
 def test_files_added_while_writing_are_kept(tmp_path):
     dest = tmp_path / "out"
     with output_dir(dest, "eval") as tmp:

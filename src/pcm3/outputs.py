@@ -50,17 +50,51 @@ _FORMAT_FILES = {"prepared": frozenset(("meta.json", "data.npy", "labels.npy", "
                                         "splits.json", "offsets.npy", "intervals.csv", "skipped.csv"))}
 
 
+#: Files a user may edit in place (a results table, notes): their SHA-256 is recorded in the
+#: marker, and ``--overwrite`` refuses to replace one that was changed since (up to 1 MiB each).
+EDITABLE_SUFFIXES = (".md", ".html", ".json", ".csv", ".txt", ".yaml")
+_EDITABLE_MAX_BYTES = 1 << 20
+
+
 def write_marker(folder: str | os.PathLike, kind: str, entries: Optional[Sequence[str]] = None) -> None:
     """Mark ``folder`` as created by ``pcm3`` with the given ``kind``.
 
     ``entries``: what ``pcm3`` wrote in it (:func:`list_entries`), recorded so that a later
-    ``--overwrite`` can tell its own files from the user's. None for folders that grow over
-    time (runs, caches): they record nothing and are never overwritten wholesale.
+    ``--overwrite`` can tell its own files from the user's, with the SHA-256 of its editable
+    files (:data:`EDITABLE_SUFFIXES`), so that it can tell an edited one. None for folders that
+    grow over time (runs, caches): they record nothing and are never overwritten wholesale.
     """
     record = {"kind": kind, "version": 1}
     if entries is not None:
         record["entries"] = sorted(entries)
+        digests = {}
+        for rel in record["entries"]:
+            f = Path(folder, rel)
+            if (rel.endswith(EDITABLE_SUFFIXES) and f.is_file() and not f.is_symlink()
+                    and f.stat().st_size <= _EDITABLE_MAX_BYTES):
+                digests[rel] = file_sha256(f)
+        record["sha256"] = digests
     Path(folder, MARKER).write_text(json.dumps(record) + "\n")
+
+
+def _edited_entries(folder: Path) -> List[str]:
+    """The editable files whose SHA-256 the marker of ``folder`` records and that differ from
+    it now (changed since ``pcm3`` wrote them); [] for markers without checksums."""
+    try:
+        digests = json.loads((folder / MARKER).read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return []
+    if not isinstance(digests, dict):
+        return []
+    edited = []
+    for rel, digest in sorted(digests.items()):
+        f = folder / str(rel)
+        try:
+            if f.is_file() and file_sha256(f) != digest:
+                edited.append(str(rel))
+        except OSError:
+            continue
+    return edited
 
 
 def list_entries(folder: str | os.PathLike) -> List[str]:
@@ -227,6 +261,13 @@ def check_output_dir(path: str | os.PathLike, kind: str, *, overwrite: bool = Fa
             raise DataError(path, f"{option} was written by an older pcm3 that did not record its files, and "
                                   f"holds {listing}, which may not be pcm3's; move {them} out of the "
                                   "folder, or remove the folder yourself, or choose another folder "
+                                  "(nothing was changed)")
+        edited = _edited_entries(path)
+        if edited:
+            them = "it" if len(edited) == 1 else "them"
+            listing = _listing(edited[:_SHOWN], len(edited) - _SHOWN)
+            raise DataError(path, f"{option} holds {listing}, changed since pcm3 wrote {them}; --overwrite would "
+                                  f"lose the change: move {them} out of the folder or choose another folder "
                                   "(nothing was changed)")
     check_writable(path, option)
     return path

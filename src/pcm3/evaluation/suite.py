@@ -81,6 +81,9 @@ def _rename_runs(folder: Path, tmp: Path, final: Path) -> None:
     if isinstance(m.get("protocol"), dict) and isinstance(m["protocol"].get("runs"), list):
         m["protocol"]["runs"] = [moved(r) for r in m["protocol"]["runs"]]
     write_results(folder, m)
+    from pcm3.outputs import list_entries, write_marker
+
+    write_marker(folder, "eval", list_entries(folder))  # its record of the files as they now are
 
 
 def _named(encoder) -> str:
