@@ -323,3 +323,34 @@ def test_info_without_the_scan_still_checks_labels_and_lengths(clips, tmp_path, 
     for scan in ([], ["--no-scan"]):
         assert main(["info", str(bad), *scan]) == 2
         one_line_error(capsys, "validation failed: lengths.npy: 1 samples with no frames")
+
+
+def test_an_array_header_numpy_cannot_parse_is_one_line(clips, tmp_path, capsys):
+    """A labels.npy header with an unbalanced parenthesis ended in numpy's tokenize.TokenError
+    traceback (`pcm3 info` crashed)."""
+    bad = copy(clips, tmp_path)
+    raw = (bad / "labels.npy").read_bytes().replace(b"'shape': (", b"'shape': ((", 1).replace(b" \n", b"\n", 1)
+    (bad / "labels.npy").write_bytes(raw)
+    with pytest.raises(DataError, match="labels.npy: unreadable array"):
+        Prepared(bad)
+    assert main(["info", str(bad)]) == 2
+    one_line_error(capsys, "labels.npy: unreadable array")
+
+
+def test_the_writer_writes_utf8_whatever_the_locale(tmp_path, monkeypatch):
+    """The readers decode samples.csv and intervals.csv as UTF-8; the writer used the locale's
+    encoding (cp1252 on Windows: a non-ASCII sample name would be refused as not UTF-8)."""
+    import builtins
+
+    import pcm3.data.prepared as prepared
+
+    opened = {}
+
+    def recording_open(file, mode="r", *args, **kwargs):
+        if "w" in mode and str(file).endswith(".csv"):
+            opened[str(file).rsplit("/", 1)[-1]] = kwargs.get("encoding")
+        return builtins.open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(prepared, "open", recording_open, raising=False)
+    write_sequences(tmp_path / "s")
+    assert opened == {"samples.csv": "utf-8", "intervals.csv": "utf-8"}

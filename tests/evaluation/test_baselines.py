@@ -80,6 +80,12 @@ def test_supervised_training_takes_the_input_size_from_the_data(tmp_path_factory
     enc = train_supervised(cfg, train, epochs=1, batch_size=32, clip_len=12, min_len=8, seed=0)
     assert (enc.config.in_channels, enc.config.num_joints, enc.config.num_persons) == (3, 25, 2)
     assert cfg.num_persons == 1   # the caller's config is left as it was
+    import pytest
+
+    from pcm3.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="the encoder's layout msr20 \\(20 joints\\) is not the data's ntu25 \\(25 joints\\)"):
+        train_supervised(cfg, train, layout="msr20", epochs=1, batch_size=32, clip_len=12, min_len=8)
 
 
 def test_save_encoder_writes_a_loadable_encoder_without_info(tmp_path):

@@ -209,7 +209,10 @@ def test_damaged_saved_scores_are_one_line_errors_naming_the_file(tmp_path):
     save_scores(tmp_path, bad, np.arange(16), np.arange(16) % 4)
     with pytest.raises(DataError, match=r"scores.npy: 2 non-finite score\(s\) \(NaN or inf\) in 2 of its 16 rows"):
         load_scores(tmp_path)
+    save_scores(tmp_path, good, np.arange(16), np.arange(16) % 4)
     np.save(tmp_path / "scores_index.npy", np.arange(16.0))
+    with pytest.raises(DataError, match="scores_index.npy: holds float64 values, not whole numbers"):
+        load_scores(tmp_path)
     save_scores(tmp_path, good, np.arange(16), np.arange(16) % 4)
     np.save(tmp_path / "scores_labels.npy", (np.arange(16) % 4).astype(np.float64))
     with pytest.raises(DataError, match="scores_labels.npy: holds float64 values, not whole numbers"):
@@ -219,6 +222,12 @@ def test_damaged_saved_scores_are_one_line_errors_naming_the_file(tmp_path):
         load_array(tmp_path / "obj.npy")
     with pytest.raises(DataError, match="nope.npy: missing"):
         load_array(tmp_path / "nope.npy")
+    # a header numpy's parser fails on with a tokenize error (an unbalanced parenthesis): one line too
+    np.save(tmp_path / "tok.npy", np.arange(5))
+    raw = (tmp_path / "tok.npy").read_bytes().replace(b"'shape': (", b"'shape': ((", 1).replace(b" \n", b"\n", 1)
+    (tmp_path / "tok.npy").write_bytes(raw)
+    with pytest.raises(DataError, match="tok.npy: truncated or damaged .npy header"):
+        load_array(tmp_path / "tok.npy")
 
 
 @pytest.mark.parametrize("override, message", [

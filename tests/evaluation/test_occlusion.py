@@ -207,3 +207,19 @@ def test_a_damaged_layer_of_a_linear_run_is_one_line_naming_it(tmp_path_factory,
     assert cli("eval", "occlusion", "--encoder", str(enc), "--out", str(tmp_path / "occ"), *base,
                "--set", f"linear_run={tmp_path / 'lin_nan'}") == 2
     one_line_error(capsys, f"{tmp_path / 'lin_nan' / 'scores_index.npy'}: truncated")
+
+
+def test_a_linear_run_on_data_without_class_names_is_reused(tmp_path_factory, tmp_path):
+    """On a folder whose meta.json names no classes, the layer check compared the layer's 16
+    classes with the 0 names and refused the linear run it had just written."""
+    import shutil
+
+    data = tmp_path / "nonames"
+    shutil.copytree(tiny_data(tmp_path_factory), data)
+    meta = json.loads((data / "meta.json").read_text())
+    meta["class_names"] = []
+    (data / "meta.json").write_text(json.dumps(meta))
+    base = ["--raw-input", "--data", str(data), "--benchmark", "xsub"]
+    assert cli("eval", "linear", "--out", str(tmp_path / "lin"), *base, *fast("crops=1")) == 0
+    assert cli("eval", "occlusion", "--out", str(tmp_path / "occ"), *base,
+               "--set", f"linear_run={tmp_path / 'lin'}") == 0

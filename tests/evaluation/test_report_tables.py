@@ -244,3 +244,7 @@ def test_a_setting_some_rows_lack_names_every_group():
     table1 = _section("\n".join(recognition_tables(runs)), "Table 1")
     assert "pretraining epochs 2 (pretrained bone, pretrained motion) vs 6 (pretrained joint)" in table1, table1
     assert "lr 0.3 (random init joint) vs 0.1 (the other rows)" in table1, table1
+    # the same for the training split sizes: rows that record none are not among "the other rows"
+    sized = [dict(m, splits={"train": n}) for m, n in zip(runs[:3], (960, 480, 480))] + runs[3:]
+    table1 = _section("\n".join(recognition_tables(sized)), "Table 1")
+    assert "training split 480 clips (pretrained bone, pretrained motion) vs 960 clips (pretrained joint)" in table1, table1

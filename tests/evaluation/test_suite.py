@@ -133,6 +133,9 @@ def test_an_empty_task_list_is_refused_by_name(tmp_path_factory, tmp_path, capsy
                "--out", str(tmp_path / "b"), "--tasks", "") == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --tasks: empty") and ".tmp" not in err and not (tmp_path / "b").exists()
+    assert cli("benchmark", "--encoders", str(enc), "--data", str(data), "--benchmark", "xsub",
+               "--out", str(tmp_path / "b"), "--threads", "0") == 2   # it became 1 silently
+    assert capsys.readouterr().err.startswith("error: --threads: must be >= 1, got 0")
 
 
 def test_the_reports_warnings_reach_the_benchmarks_caller(tmp_path_factory, tmp_path, capsys, monkeypatch):

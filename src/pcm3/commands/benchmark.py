@@ -40,7 +40,11 @@ def run(args) -> int:
     from pcm3.evaluation.suite import run_benchmark
 
     if args.threads is not None:
-        torch.set_num_threads(max(1, args.threads))
+        if args.threads < 1:  # as eval and report (0 became 1, -5 became 1, silently)
+            from pcm3.errors import ConfigError
+
+            raise ConfigError(f"--threads: must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     check_inputs(tasks, data=args.data, benchmark=args.benchmark, overrides=args.overrides,
                  supervised=args.supervised)

@@ -216,7 +216,7 @@ class PreparedWriter:
             del data, raw
             (tmp / "frames.raw").unlink()
             np.save(tmp / "offsets.npy", np.asarray(self._offsets, dtype=np.int64))
-            with open(tmp / "intervals.csv", "w", newline="") as f:
+            with open(tmp / "intervals.csv", "w", newline="", encoding="utf-8") as f:
                 w = csv.writer(f)
                 w.writerow(["index", "label", "start", "end", "confidence"])
                 w.writerows(self.intervals)
@@ -224,7 +224,7 @@ class PreparedWriter:
         np.save(tmp / "labels.npy", self.labels)
         np.save(tmp / "lengths.npy", self.lengths)
         columns = list(dict.fromkeys(k for r in self.rows for k in r))
-        with open(tmp / "samples.csv", "w", newline="") as f:
+        with open(tmp / "samples.csv", "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=columns)
             w.writeheader()
             w.writerows(self.rows)
@@ -377,8 +377,9 @@ class Prepared:
     def _load(self, name):
         try:
             return np.load(self.root / name)
-        except (ValueError, OSError, EOFError) as e:
-            raise DataError(self.root / name, f"unreadable array ({e})") from None
+        except Exception as e:  # noqa: BLE001 - numpy's many errors of a damaged file (tokenize errors of a header too)
+            text = " ".join(str(e).split()) or type(e).__name__
+            raise DataError(self.root / name, f"unreadable array ({text[:160]})") from None
 
     def _load_ints(self, name) -> np.ndarray:
         """An integer array (labels, lengths, offsets) as int64; any other dtype (strings, floats,

@@ -141,6 +141,10 @@ def train_supervised(encoder_config: EncoderConfig | dict, train_dataset: Skelet
 
     device = torch.device(device)
     layout = layout or train_dataset.prepared.layout
+    joints, data_joints = get_layout(layout).num_joints, int(train_dataset.prepared.shape[-2])
+    if joints != data_joints:  # (it said "the encoder config reads 20 joints", the data's count, not the encoder's)
+        raise ConfigError(f"supervised: the encoder's layout {layout} ({joints} joints) is not the data's "
+                          f"{train_dataset.prepared.layout} ({data_joints} joints) in {train_dataset.prepared.root}")
     encoder_config = _sized_to(encoder_config, train_dataset)
     encoder = random_init_encoder(encoder_config, seed, layout=layout, stream=stream, clip_len=clip_len,
                                   test_crop=test_crop).to(device)

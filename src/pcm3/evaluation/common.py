@@ -552,7 +552,7 @@ def load_array(path: str | os.PathLike) -> np.ndarray:
                 version = fmt.read_magic(f)
                 read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
                 shape, _, dtype = read_header(f)
-            except (ValueError, EOFError) as e:
+            except Exception as e:  # noqa: BLE001 - numpy's header parser: ValueError, EOFError, tokenize errors...
                 raise DataError(path, f"truncated or damaged .npy header ({_first_line(e)})") from None
             start = f.tell()
     except FileNotFoundError:

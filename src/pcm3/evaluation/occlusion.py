@@ -204,7 +204,11 @@ def load_linear_head(folder, ctx: EvalContext, spec: dict, test=None,
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - truncated, not a torch file, pickled objects: torch's many errors
         raise DataError(path, unreadable_checkpoint(path, e, "the linear layer `pcm3 eval linear` saves")) from None
-    return _check_head(path, state, classes=None if test is None else int(test.num_classes), features=features)
+    classes = None
+    if test is not None:  # as linear sized it: the class names, or its training labels where the folder names none
+        labels = np.asarray(test.prepared.labels)[test.prepared.split(ctx.benchmark, "train")]
+        classes = max(int(test.num_classes), int(labels.max()) + 1 if labels.size else 0) or None
+    return _check_head(path, state, classes=classes, features=features)
 
 
 def _check_head(path, state, *, classes: Optional[int] = None, features: Optional[int] = None) -> torch.nn.Linear:

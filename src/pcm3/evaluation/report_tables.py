@@ -295,7 +295,8 @@ def _settings_footnote(sel: List[dict], refs: Dict[int, str], unit: str) -> Opti
             sizes = {id(m): f"{_train_size(m):,} {unit}" for m in cms if _train_size(m) is not None}
             if len(set(sizes.values())) > 1:
                 where = f", {_col_name(col)}" if len(columns) > 1 else ""
-                parts.append(f"training split{where} {_by_value(sizes, refs, others)}")
+                fold = others if len(sizes) == len(cms) else None  # rows without a size are no "other rows"
+                parts.append(f"training split{where} {_by_value(sizes, refs, fold)}")
     return ("Settings differ between rows: " + "; ".join(parts) + ".") if parts else None
 
 
