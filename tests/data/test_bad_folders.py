@@ -354,3 +354,13 @@ def test_the_writer_writes_utf8_whatever_the_locale(tmp_path, monkeypatch):
     monkeypatch.setattr(prepared, "open", recording_open, raising=False)
     write_sequences(tmp_path / "s")
     assert opened == {"samples.csv": "utf-8", "intervals.csv": "utf-8"}
+
+
+def test_a_folder_of_no_samples_keeps_the_samples_header(tmp_path):
+    """With no rows the writer wrote an empty header, which the reader then refused as "no
+    'name' column": the format's columns are always written."""
+    with PreparedWriter(tmp_path / "z", kind="clips", shape=(0, 3, 10, 25, 2), dataset="toy", layout="ntu25",
+                        class_names=["a"]) as w:
+        w.set_splits({"xsub": {"train": [], "test": []}})
+    assert (tmp_path / "z" / "samples.csv").read_text().splitlines() == ["index,name,label,length"]
+    assert Prepared(tmp_path / "z").validate() == []

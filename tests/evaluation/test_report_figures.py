@@ -190,3 +190,13 @@ def test_dense_captions_name_the_horizon_and_the_folder(tmp_path):
     assert captions == [f"{base}, 20 observed -> 10 predicted frames at 15 fps, `again/motion`",
                         f"{base}, 20 observed -> 10 predicted frames at 15 fps, `long/motion`",
                         f"{base}, 20 observed -> 6 predicted frames at 15 fps"]
+
+
+def test_a_dense_caption_leaves_out_an_fps_that_is_no_number():
+    """A hand-edited motion metrics.json with "fps": "15" failed the whole report (format code 'g')."""
+    from pcm3.evaluation.report_figures import _dense_caption
+
+    m = {"task": "motion", "encoder": {"kind": "pretrained"}, "dataset": "d", "benchmark": "x",
+         "protocol": {"observed": 20, "predicted": 6}}
+    assert _dense_caption({**m, "fps": "15"}).endswith("20 observed -> 6 predicted frames")
+    assert _dense_caption({**m, "fps": 15}).endswith("20 observed -> 6 predicted frames at 15 fps")

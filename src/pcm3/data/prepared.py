@@ -223,7 +223,8 @@ class PreparedWriter:
             shape = [n, c, v, m]
         np.save(tmp / "labels.npy", self.labels)
         np.save(tmp / "lengths.npy", self.lengths)
-        columns = list(dict.fromkeys(k for r in self.rows for k in r))
+        # the format's columns always, so that a folder of no samples still has its header
+        columns = list(dict.fromkeys(["index", "name", "label", "length", *(k for r in self.rows for k in r)]))
         with open(tmp / "samples.csv", "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=columns)
             w.writeheader()

@@ -419,7 +419,7 @@ def _dense_caption(m: dict) -> str:
         p = m.get("protocol") if isinstance(m.get("protocol"), dict) else {}
         observed, predicted, fps = p.get("observed"), p.get("predicted"), m.get("fps") or p.get("fps")
         if observed and predicted:
-            caption += f", {observed} observed -> {predicted} predicted frames" + (f" at {fps:g} fps" if fps else "")
+            caption += f", {observed} observed -> {predicted} predicted frames" + (f" at {fps:g} fps" if isinstance(fps, (int, float)) and not isinstance(fps, bool) and fps > 0 else "")
     return caption
 
 
