@@ -69,8 +69,8 @@ def test_track_is_silent_when_off_and_disabled(monkeypatch, capsys):
 
 
 def test_plural_units():
-    from pcm3.progress import _plural
+    from pcm3.progress import plural
 
-    assert [_plural(u, 2) for u in ("file", "class", "video", "it", "samples/s")] == \
+    assert [plural(u, 2) for u in ("file", "class", "video", "it", "samples/s")] == \
         ["files", "classes", "videos", "it", "samples/s"]
-    assert _plural("file", 1) == "file"
+    assert plural("file", 1) == "file"

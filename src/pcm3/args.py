@@ -18,3 +18,17 @@ def seed_arg(text: str) -> int:
     if not 0 <= value <= MAX_SEED:
         raise argparse.ArgumentTypeError(f"{value} is outside 0..2^63 - 1")
     return value
+
+
+def set_threads(threads) -> None:
+    """``--threads N`` of eval, report and benchmark: torch's CPU threads, at least 1 (None: left
+    as it is); a one-line ConfigError otherwise (0 or -5 became 1 silently)."""
+    if threads is None:
+        return
+    from pcm3.errors import ConfigError
+
+    if threads < 1:
+        raise ConfigError(f"--threads: must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)

@@ -120,6 +120,8 @@ def _load_error(error: BaseException) -> str:
     import pickle
     import re
 
+    from pcm3.io import first_line
+
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
     if "PytorchStreamReader" in text or "central directory" in text or "not a ZIP archive" in text:
         return "truncated or not a torch file"
@@ -132,9 +134,7 @@ def _load_error(error: BaseException) -> str:
         if error.errno == errno.EINVAL:  # a zip archive cut short, read by the legacy loader
             return f"truncated or not a torch file ({error.strerror})"
         return error.strerror
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    first = lines[0].split(". ")[0].rstrip(".") if lines else ""
-    first = first if len(first) <= 160 else first[:157] + "..."
+    first = first_line(text, 160, sentence=True)
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 

@@ -100,6 +100,19 @@ def pcm3_file_format(path: str | Path) -> Optional[str]:
     return None
 
 
+def first_line(text: str, limit: int = 160, *, sentence: bool = False) -> str:
+    """The first non-empty line of an error's ``text`` (terminal colour codes removed), with
+    ``sentence`` only up to its first ``". "``, at most ``limit`` characters (``...`` where it is
+    cut); ``""`` when there is none. For one-line messages of library errors."""
+    import re
+
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    if sentence:
+        first = first.split(". ")[0].rstrip(".")
+    return first if len(first) <= limit else first[:limit - 3] + "..."
+
+
 def unreadable_checkpoint(path: str | Path, error: BaseException, expected: str) -> str:
     """A short message for a file ``torch.load`` refused where ``expected`` was wanted (e.g.
     "the authors' release checkpoint (.pth.tar)"): what the file is when pcm3 wrote it, else the
@@ -112,7 +125,5 @@ def unreadable_checkpoint(path: str | Path, error: BaseException, expected: str)
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
     if "WeightsUnpickler error:" in text:  # torch's advice first, the reason after this
         text = text.split("WeightsUnpickler error:", 1)[1]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    first = lines[0].split(". ")[0].rstrip(".") if lines else ""
-    first = first if len(first) <= 120 else first[:117] + "..."
+    first = first_line(text, 120, sentence=True)
     return f"not {expected}: torch cannot read it ({type(error).__name__}{': ' + first if first else ''})"

@@ -134,9 +134,8 @@ def lr_at(cfg: Config, epoch: int) -> float:
 def data_shape_into_config(cfg: Config, prepared: Prepared) -> None:
     """Set the encoder's input size (coordinates, joints, persons) from the data: ``meta.json``'s
     shape, ``(N, C, T, V, M)`` for clips, ``(N, C, V, M)`` for untrimmed videos."""
-    shape = prepared.shape
     enc = cfg.model.encoder
-    enc.in_channels, enc.num_joints, enc.num_persons = int(shape[1]), int(shape[-2]), int(shape[-1])
+    enc.in_channels, enc.num_joints, enc.num_persons = prepared.input_size
 
 
 def build_model(cfg: Config) -> PCM3:

@@ -75,7 +75,7 @@ class Bar:
         done = f"{self.n}/{self.total}" if self.total else f"{self.n}"
         extra = "".join(f", {k} {v}" for k, v in self.postfix.items())
         try:
-            print(f"{self.desc}: {done} {_plural(self.unit, self.total or self.n)} "
+            print(f"{self.desc}: {done} {plural(self.unit, self.total or self.n)} "
               f"({self.last_line - self.start:.0f}s{extra})",
                   file=self.stream, flush=True)
         except (BrokenPipeError, ValueError):  # the reader went away; the command goes on
@@ -100,7 +100,7 @@ class Bar:
         self.close()
 
 
-def _plural(unit: str, n: int) -> str:
+def plural(unit: str, n: int) -> str:
     """``557 files``, ``16 classes``, ``1 video``; ``it`` (tqdm's "iterations") as it is."""
     if n == 1 or unit == "it" or not unit.isalpha():
         return unit

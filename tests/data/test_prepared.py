@@ -28,6 +28,7 @@ def test_clips_roundtrip(tmp_path):
     data = write_clips(tmp_path / "p")
     ds = Prepared(tmp_path / "p")
     assert ds.kind == "clips" and len(ds) == 6 and ds.num_classes == 3 and ds.shape == data.shape
+    assert ds.input_size == (3, 25, 2)
     assert isinstance(ds.data, np.memmap)
     np.testing.assert_array_equal(ds.data, data)
     assert ds.labels.tolist() == [0, 1, 2, 0, 1, 2] and ds.lengths.tolist() == [10, 9, 10, 9, 10, 9]
@@ -50,6 +51,7 @@ def test_sequences_roundtrip(tmp_path):
         w.set_splits({"xsub": {"train": [0, 1], "test": [2]}})
     ds = Prepared(tmp_path / "s")
     assert ds.kind == "sequences" and ds.lengths.tolist() == [7, 3, 12]
+    assert ds.input_size == (3, 25, 2)   # from meta.json's (N, C, V, M)
     for i, v in enumerate(videos):
         np.testing.assert_array_equal(ds.sample(i), v)
     assert ds.intervals() == [{"index": 2, "label": 1, "start": 0, "end": 2, "confidence": 1.0}]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from pcm3.args import seed_arg
+from pcm3.args import seed_arg, set_threads
 
 
 def add_parser(sub) -> None:
@@ -34,17 +34,10 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import torch
-
     from pcm3.evaluation.runner import resolve_device
     from pcm3.evaluation.suite import run_benchmark
 
-    if args.threads is not None:
-        if args.threads < 1:  # as eval and report (0 became 1, -5 became 1, silently)
-            from pcm3.errors import ConfigError
-
-            raise ConfigError(f"--threads: must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     check_inputs(tasks, data=args.data, benchmark=args.benchmark, overrides=args.overrides,
                  supervised=args.supervised)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pcm3.args import seed_arg
+from pcm3.args import seed_arg, set_threads
 
 from pcm3.evaluation.runner import TASK_MODULES  # noqa: F401  (the registry, imported lazily per task)
 
@@ -150,9 +150,7 @@ def run(args) -> int:
     from pcm3.evaluation.runner import NO_ENCODER_TASKS, evaluate, resolve_device
 
     if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads: must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)
     else:  # the measured rule of train.threads: 0 (one thread for small GRUs), from the encoder's width
         torch.set_num_threads(_auto_threads(args))
     if args.encoder and args.run:

@@ -77,12 +77,11 @@ def labels_path_for(out: Path) -> Path:
 def check_encoder_fits(encoder, prepared, encoder_path) -> None:
     """The data must have the layout and the input size the encoder was pretrained on."""
     cfg = getattr(encoder, "cfg", None) or getattr(encoder, "config", None)
-    shape = prepared.shape  # clips: (N, C, T, V, M)
     want = {"layout": getattr(encoder, "layout", None)}
     have = {"layout": prepared.layout}
     if cfg is not None:
         want.update(coordinates=cfg.in_channels, joints=cfg.num_joints, persons=cfg.num_persons)
-        have.update(coordinates=int(shape[1]), joints=int(shape[3]), persons=int(shape[4]))
+        have.update(zip(("coordinates", "joints", "persons"), prepared.input_size))
     diff = [k for k in want if want[k] is not None and want[k] != have[k]]
     if diff:
         w = ", ".join(f"{k} {want[k]}" for k in want if want[k] is not None)

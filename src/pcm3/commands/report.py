@@ -26,8 +26,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import sys
 
-    import torch
-
+    from pcm3.args import set_threads
     from pcm3.errors import ConfigError
     from pcm3.evaluation.report import write_report
     from pcm3.outputs import check_not_inside_pcm3_folder
@@ -37,10 +36,7 @@ def run(args) -> int:
     # the markdown, the HTML and the images folder go in one folder: not one pcm3 keeps its own
     # (a prepared or eval folder, one of the inputs among them), whose --overwrite would then refuse
     check_not_inside_pcm3_folder(args.out, "--out")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads: must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     paths = write_report(args.dirs, args.out, overwrite=args.overwrite, embedding=args.embedding,
                          max_points=args.max_points)
     if paths.get("notice"):  # an older report without a record was replaced

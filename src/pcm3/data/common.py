@@ -51,8 +51,10 @@ class BadFiles:
         reasons = {}
         for e in self.items:
             reasons[e.message.split(" (")[0]] = reasons.get(e.message.split(" (")[0], 0) + 1
-        parts = "; ".join(f"{r} ({n} file{'s' * (n != 1)})" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
-        return f"skipped {len(self.items)} bad file{'s' * (len(self.items) != 1)}: {parts}"
+        from pcm3.progress import plural
+
+        parts = "; ".join(f"{r} ({n} {plural('file', n)})" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+        return f"skipped {len(self.items)} bad {plural('file', len(self.items))}: {parts}"
 
 
 def read_text(path, what: str = "file") -> str:

@@ -456,6 +456,13 @@ class Prepared:
         return tuple(self.meta["shape"])
 
     @property
+    def input_size(self) -> Tuple[int, int, int]:
+        """``(C, V, M)``: coordinates, joints and persons of a clip or video (from :attr:`shape`,
+        ``(N, C, T, V, M)`` for clips, ``(N, C, V, M)`` for sequences), what an encoder reads."""
+        shape = self.shape
+        return int(shape[1]), int(shape[-2]), int(shape[-1])
+
+    @property
     def rows(self) -> List[dict]:
         """``samples.csv`` as a list of dicts (strings), loaded on first use.
 

@@ -92,8 +92,8 @@ def _sized_to(encoder_config: EncoderConfig | dict, dataset: SkeletonDataset) ->
     import dataclasses
 
     cfg = encoder_config if isinstance(encoder_config, EncoderConfig) else EncoderConfig(**dict(encoder_config))
-    shape = dataset.prepared.shape
-    return dataclasses.replace(cfg, in_channels=int(shape[1]), num_joints=int(shape[3]), num_persons=int(shape[4]))
+    c, v, m = dataset.prepared.input_size
+    return dataclasses.replace(cfg, in_channels=c, num_joints=v, num_persons=m)
 
 
 def supervised_settings(train_samples: int, **kwargs) -> dict:
@@ -141,7 +141,7 @@ def train_supervised(encoder_config: EncoderConfig | dict, train_dataset: Skelet
 
     device = torch.device(device)
     layout = layout or train_dataset.prepared.layout
-    joints, data_joints = get_layout(layout).num_joints, int(train_dataset.prepared.shape[-2])
+    joints, data_joints = get_layout(layout).num_joints, train_dataset.prepared.input_size[1]
     if joints != data_joints:  # (it said "the encoder config reads 20 joints", the data's count, not the encoder's)
         raise ConfigError(f"supervised: the encoder's layout {layout} ({joints} joints) is not the data's "
                           f"{train_dataset.prepared.layout} ({data_joints} joints) in {train_dataset.prepared.root}")

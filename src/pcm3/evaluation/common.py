@@ -345,7 +345,7 @@ def check_compatible(encoder: Optional[torch.nn.Module], prepared, where: str = 
                                f"{prepared.layout!r}); pretrain or convert for this layout")
     cfg = getattr(encoder, "config", None)
     if cfg is not None and hasattr(cfg, "num_joints"):
-        _, c, _, v, m = (None, *prepared.shape[1:])
+        c, v, m = prepared.input_size
         if (cfg.in_channels, cfg.num_joints, cfg.num_persons) != (c, v, m):
             raise DataError(where, f"encoder reads (C, V, M) = {(cfg.in_channels, cfg.num_joints, cfg.num_persons)}, "
                                    f"{prepared.root} holds {(c, v, m)}")
@@ -527,9 +527,9 @@ def save_scores(out: str | os.PathLike, scores: np.ndarray, indices: np.ndarray,
 
 def _first_line(error: BaseException) -> str:
     """The first line of an exception's text (its class name when it has none), at most 160 characters."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    text = lines[0] if lines else type(error).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
+    from pcm3.io import first_line
+
+    return first_line(str(error)) or type(error).__name__
 
 
 def load_array(path: str | os.PathLike) -> np.ndarray:

@@ -231,7 +231,7 @@ def check_sequence_encoder(encoder, prepared, where: str = "--encoder") -> None:
     if layout is not None and layout != prepared.layout:
         raise DataError(where, f"encoder of layout {layout!r} cannot read {prepared.root} (layout {prepared.layout!r})")
     cfg = getattr(encoder, "config", None)
-    c, v, m = (int(s) for s in prepared.shape[1:])  # sequences: (N, C, V, M)
+    c, v, m = prepared.input_size
     if cfg is not None and hasattr(cfg, "num_joints") and (cfg.in_channels, cfg.num_joints, cfg.num_persons) != (c, v, m):
         raise DataError(where, f"encoder reads (C, V, M) = {(cfg.in_channels, cfg.num_joints, cfg.num_persons)}, "
                                f"{prepared.root} holds {(c, v, m)}")

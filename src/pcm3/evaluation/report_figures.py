@@ -31,8 +31,8 @@ import numpy as np
 
 from pcm3.errors import DataError
 from pcm3.evaluation.common import SCORE_INDEX_FILE, SCORE_LABELS_FILE, SCORES_FILE, load_array, load_scores
-from pcm3.evaluation.report_tables import (KIND_LABEL, _column, _dense_column, _dense_order, _dense_stream,
-                                           _distinct_tags, _kind, _stream)
+from pcm3.evaluation.report_tables import (KIND_LABEL, _clash_tags, _column, _dense_column, _dense_order,
+                                           _dense_stream, _kind, _stream)
 
 
 # --------------------------------------------------------------------------- figures
@@ -101,16 +101,10 @@ def _row(m: dict) -> tuple:
 
 def _tags(runs: Sequence[dict], key: Callable[[dict], object] = _row) -> List[str]:
     """For each run, the part of its folder path that tells it apart from the other runs of the
-    same ``key(run)`` (:func:`pcm3.evaluation.report_tables._distinct_tags`: the tables' row tags),
+    same ``key(run)`` (:func:`pcm3.evaluation.report_tables._clash_tags`: the tables' row tags),
     ``""`` for a run alone of its key."""
-    keys = [key(m) for m in runs]
-    tags = [""] * len(runs)
-    for k in dict.fromkeys(keys):
-        same = [i for i, x in enumerate(keys) if x == k]
-        if len(same) > 1:
-            for i, tag in zip(same, _distinct_tags([str(runs[i].get("_dir") or "") for i in same])):
-                tags[i] = tag
-    return tags
+    tags = _clash_tags(list(runs), key)
+    return [tags.get(id(m), "") for m in runs]
 
 
 def _run_tag(m: dict, among: Sequence[dict] = ()) -> str:
