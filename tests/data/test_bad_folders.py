@@ -7,6 +7,7 @@ classes; sequences ``s``: 3 videos of 7, 3 and 12 frames) and broken one file at
 
 import csv
 import io
+import json
 import shutil
 
 import numpy as np
@@ -214,8 +215,31 @@ def test_missing_intervals_fail_validation_and_detection(sequences, tmp_path, ca
     assert p.summary()["intervals"] is None  # the summary still prints
     with pytest.raises(DataError, match="intervals.csv: missing"):
         Videos(p)
-    (bad / "intervals.csv").write_text(HEADER)  # no labelled action: sound
+    (bad / "intervals.csv").write_text(HEADER)  # the header alone: no labelled action...
+    with pytest.raises(DataError, match="0 labelled actions, meta.json records 3"):  # ...but it had 3
+        Prepared(bad).intervals()
+    meta = json.loads((bad / "meta.json").read_text())
+    (bad / "meta.json").write_text(json.dumps({**meta, "num_intervals": 0}))
     assert Prepared(bad).intervals() == [] and Prepared(bad).validate() == []
+
+
+def test_intervals_cut_at_a_line_end(sequences, tmp_path, capsys):
+    """A file cut exactly after a line parsed as a whole one: meta.json now records the count."""
+    bad = copy(sequences, tmp_path)
+    path = bad / "intervals.csv"
+    path.write_text(GOOD.rsplit("2,2,", 1)[0])  # the last row gone, the line before it whole
+    with pytest.raises(DataError) as e:
+        Prepared(bad).intervals()
+    assert str(e.value) == f"{path}: 2 labelled actions, meta.json records 3 (a truncated or edited file?)"
+    assert main(["info", str(bad), "--no-scan"]) == 2
+    one_line_error(capsys, "validation failed", "2 labelled actions, meta.json records 3")
+    meta = json.loads((bad / "meta.json").read_text())
+    del meta["num_intervals"]  # a folder from before the count: read as it is
+    (bad / "meta.json").write_text(json.dumps(meta))
+    assert len(Prepared(bad).intervals()) == 2
+    (bad / "meta.json").write_text(json.dumps({**meta, "num_intervals": "3"}))
+    with pytest.raises(DataError, match="'num_intervals' is '3', expected a count"):
+        Prepared(bad)
 
 
 def test_intervals_of_a_sound_folder(sequences):
@@ -226,6 +250,7 @@ def test_intervals_of_a_sound_folder(sequences):
     p.intervals()[0]["start"] = 99  # read once, handed out as copies
     assert p.intervals()[0]["start"] == 1
     assert p.validate() == [] and p.summary()["intervals"] == 3
+    assert p.meta["num_intervals"] == 3  # written by PreparedWriter
 
 
 def test_eval_detection_refuses_broken_intervals(sequences, tmp_path, capsys):
@@ -245,6 +270,17 @@ def test_eval_detection_refuses_broken_intervals(sequences, tmp_path, capsys):
                  "xsub", "--out", str(out), "--set", "epochs=1", "--set", "milestones=[1]", "--quiet"]) == 2
     one_line_error(capsys, "intervals.csv: line 5: label 999 outside 0..2")
     assert not out.exists()
+    # checked before the output folder (it used to be read inside it): a folder that is no
+    # pcm3 output is not what the error is about, and is left as it was
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    (bad / "intervals.csv").write_text(GOOD.rsplit("2,2,", 1)[0])
+    assert main(["eval", "detection", "--encoder", str(tmp_path / "enc.pt"), "--data", str(bad), "--out", str(out),
+                 "--quiet"]) == 2
+    one_line_error(capsys, "2 labelled actions, meta.json records 3")
+    assert [f.name for f in out.iterdir()] == ["mine.txt"]
+    assert main(["eval", "detection", "--raw-input", "--data", str(bad), "--out", str(out), "--quiet"]) == 2
+    one_line_error(capsys, "--raw-input: not defined for detection")
 
 
 # --------------------------------------------------------------------------- T3 / W4: samples.csv

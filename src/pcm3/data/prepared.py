@@ -14,6 +14,8 @@ Layout of a prepared folder (``kind`` in ``meta.json`` says which of the two):
                      (``0 <= start < end <=`` the video's length), ``label`` a class of meta.json.
                      Required: videos without labelled actions have a header and no rows
                      (a folder without the file fails ``pcm3 info`` and detection).
+                     ``meta.json``'s ``num_intervals`` is its row count, so that a file cut at a
+                     line end is refused too (optional: older folders lack it).
 Both kinds:
     ``meta.json``    format, version, dataset, source, layout, kind, shape, class names;
     ``labels.npy``   ``(N,)`` int64, 0-based class, -1 where a sample has none;
@@ -231,6 +233,8 @@ class PreparedWriter:
             w.writerows(self.rows)
         (tmp / "splits.json").write_text(json.dumps(self.splits))
         meta = {**self.meta, "shape": shape, "num_samples": n, "benchmarks": sorted(self.splits)}
+        if self.kind == "sequences":
+            meta["num_intervals"] = len(self.intervals)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
@@ -295,6 +299,8 @@ def _check_meta(path: Path, meta) -> dict:
         raise DataError(path, f"'num_samples' is {n!r}, expected a count")
     if not (isinstance(shape, list) and shape and all(_is_int(d) and d >= 0 for d in shape)):
         raise DataError(path, f"'shape' is {shape!r}, expected a list of sizes")
+    if "num_intervals" in meta and not (_is_int(meta["num_intervals"]) and meta["num_intervals"] >= 0):
+        raise DataError(path, f"'num_intervals' is {meta['num_intervals']!r}, expected a count")
     names = meta.get("class_names", [])
     if not (isinstance(names, list) and all(isinstance(c, str) for c in names)):
         raise DataError(path, "'class_names' is not a list of names")
@@ -674,6 +680,10 @@ class Prepared:
                 out.append(iv)
         except csv.Error as e:
             raise DataError(path, f"line {reader.line_num}: not valid CSV ({e})") from None
+        expected = self.meta.get("num_intervals")
+        if _is_int(expected) and expected != len(out):
+            raise DataError(path, f"{len(out)} labelled actions, meta.json records {expected} (a truncated "
+                                  "or edited file?)")
         return out
 
     def summary(self) -> dict:

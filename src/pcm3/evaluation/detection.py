@@ -157,6 +157,10 @@ PROTOCOL = DetectionProtocol
 
 # --------------------------------------------------------------------------- data
 
+_NOT_SEQUENCES = ("holds {kind}, detection needs untrimmed videos (sequences), e.g. `pcm3 prepare pku1` or "
+                  "`pcm3 prepare synthetic --untrimmed`")
+
+
 class Videos:
     """The untrimmed videos of a prepared ``sequences`` folder with per-frame targets.
 
@@ -167,8 +171,7 @@ class Videos:
 
     def __init__(self, prepared):
         if prepared.kind != "sequences":
-            raise DataError(prepared.root, f"holds {prepared.kind}, detection needs untrimmed videos (sequences), "
-                                           "e.g. `pcm3 prepare pku1` or `pcm3 prepare synthetic --untrimmed`")
+            raise DataError(prepared.root, _NOT_SEQUENCES.format(kind=prepared.kind))
         self.prepared = prepared
         self.num_classes = prepared.num_classes
         self.names = prepared.names
@@ -519,6 +522,40 @@ def _figures(metrics: dict) -> Dict[str, float]:
     return out
 
 
+RAW_INPUT_REFUSED = ("--raw-input: not defined for detection (a frame classifier needs an encoder); use "
+                     "--random-init for the untrained baseline")
+
+
+def _parts(data, prepared, benchmark: Optional[str], p: DetectionProtocol):
+    """``(benchmark, train videos, test videos)`` the task uses (:func:`dense_benchmark`, then
+    ``max_videos``); a one-line DataError when either part is empty."""
+    benchmark = dense_benchmark(SimpleNamespace(data=data, benchmark=benchmark), prepared, "video")
+    train_idx = np.asarray(prepared.split(benchmark, "train"), dtype=np.int64)
+    test_idx = np.asarray(prepared.split(benchmark, "test"), dtype=np.int64)
+    if p.max_videos:
+        train_idx, test_idx = train_idx[:p.max_videos], test_idx[:p.max_videos]
+    if len(train_idx) == 0 or len(test_idx) == 0:
+        raise DataError(data, f"benchmark {benchmark!r} has no training or no test videos "
+                              "(--benchmark all trains and tests on every video: a smoke test only)")
+    return benchmark, train_idx, test_idx
+
+
+def check_inputs(data, benchmark, protocol: DetectionProtocol, kind: str):
+    """Before anything is written: an encoder row, untrimmed videos (``sequences``), a readable
+    ``intervals.csv`` (:meth:`Prepared.intervals`), the benchmark (``xsub`` by default) and its
+    training and test videos, not empty. Returns ``(prepared, benchmark)``."""
+    from pcm3.data.prepared import Prepared
+
+    if kind == "raw_input":
+        raise ConfigError(RAW_INPUT_REFUSED)
+    prepared = Prepared(data)
+    if prepared.kind != "sequences":
+        raise DataError(data, _NOT_SEQUENCES.format(kind=prepared.kind))
+    prepared.intervals()
+    benchmark, _, _ = _parts(data, prepared, benchmark, protocol)
+    return prepared, benchmark
+
+
 def run(ctx: EvalContext) -> dict:
     """Train the frame classifier on the training videos, detect in the test videos, score.
 
@@ -529,19 +566,11 @@ def run(ctx: EvalContext) -> dict:
 
     p: DetectionProtocol = ctx.protocol
     if ctx.encoder is None:
-        raise ConfigError("--raw-input: not defined for detection (a frame classifier needs an encoder); "
-                          "use --random-init for the untrained baseline")
+        raise ConfigError(RAW_INPUT_REFUSED)
     prepared = Prepared(ctx.data)
     videos = Videos(prepared)
     check_sequence_encoder(ctx.encoder, prepared)
-    benchmark = dense_benchmark(ctx, prepared, "video")
-    train_idx = np.asarray(prepared.split(benchmark, "train"))
-    test_idx = np.asarray(prepared.split(benchmark, "test"))
-    if p.max_videos:
-        train_idx, test_idx = train_idx[:p.max_videos], test_idx[:p.max_videos]
-    if len(train_idx) == 0 or len(test_idx) == 0:
-        raise DataError(ctx.data, f"benchmark {benchmark!r} has no training or no test videos "
-                                  "(--benchmark all trains and tests on every video: a smoke test only)")
+    benchmark, train_idx, test_idx = _parts(ctx.data, prepared, ctx.benchmark, p)
     notes = []
     notes += smoke_test_notes(train_idx, test_idx, "videos")
     val_idx = np.zeros(0, dtype=np.int64)
