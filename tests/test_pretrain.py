@@ -95,6 +95,71 @@ def test_an_interrupt_while_an_epoch_is_saved_names_that_epoch(synthetic_small, 
     assert len(list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))) == 2
 
 
+def test_an_interrupt_while_the_figure_is_drawn_after_the_checkpoint(synthetic_small, tmp_path, monkeypatch):
+    """Ctrl-C while loss.png of the last epoch was drawn (epoch 2 of 2 in checkpoint_last.pt) left
+    the log without epoch 2's line and saying "no epoch finished" or "holds epoch 1: --resume
+    continues", which --resume then refused as finished; loss.png showed epoch 1."""
+    import pcm3.pretrain as pretrain
+
+    drawn = []
+
+    def draw(history, path):
+        if len(history) == 2 and not drawn.count(2):
+            drawn.append(2)
+            raise KeyboardInterrupt
+        drawn.append(len(history))
+
+    monkeypatch.setattr(pretrain, "plot_losses", draw)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_config(synthetic_small, "train.epochs=2", "train.max_steps_per_epoch=1"), tmp_path / "run")
+    log = (tmp_path / "run" / "log.txt").read_text().splitlines()
+    assert log[-2].split(" ", 2)[2].startswith("epoch 2/2 ")
+    assert log[-1].endswith("interrupted during epoch 2; checkpoint_last.pt holds epoch 2, the last: the run is "
+                            "complete"), log[-1]
+    assert drawn == [1, 2, 2]  # redrawn on the way out with both epochs
+
+
+def test_an_interrupt_between_the_checkpoint_and_metrics_csv(synthetic_small, tmp_path, monkeypatch):
+    """checkpoint_last.pt held epoch 2 while metrics.csv was still being written: the log said it
+    held epoch 1. It names the checkpoint's epoch, and metrics.csv is completed on the way out."""
+    import pcm3.pretrain as pretrain
+
+    real, calls = pretrain.write_metrics, []
+
+    def write(run, history, plot=True):
+        calls.append(len(history))
+        if len(history) == 2 and calls.count(2) == 1:
+            raise KeyboardInterrupt
+        return real(run, history, plot=plot)
+
+    monkeypatch.setattr(pretrain, "write_metrics", write)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_config(synthetic_small, "train.epochs=3", "train.max_steps_per_epoch=1"), tmp_path / "run")
+    last = (tmp_path / "run" / "log.txt").read_text().splitlines()[-1]
+    assert last.endswith("interrupted during epoch 2; checkpoint_last.pt holds epoch 2: --resume continues"), last
+    assert len(list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))) == 2
+
+
+def test_a_lost_torchrun_peer_is_logged(synthetic_small, tmp_path, monkeypatch):
+    """A survivor of a torchrun job whose other process died wrote nothing in log.txt."""
+    import pcm3.pretrain as pretrain
+
+    real = pretrain.train_one_epoch
+
+    def peer_gone(*args, **kwargs):
+        if args[6] == 1:
+            raise RuntimeError("[gloo/transport/tcp/pair.cc:534] Connection reset by peer")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pretrain, "train_one_epoch", peer_gone)
+    monkeypatch.setattr(pretrain.distributed, "lost_peer", lambda e: "reset by peer" in str(e))
+    with pytest.raises(RuntimeError):
+        fit(tiny_config(synthetic_small, "train.epochs=3", "train.max_steps_per_epoch=1"), tmp_path / "run")
+    last = (tmp_path / "run" / "log.txt").read_text().splitlines()[-1]
+    assert last.endswith("stopped during epoch 2: another process of the torchrun job stopped; "
+                         "checkpoint_last.pt holds epoch 1: --resume continues"), last
+
+
 def test_resume_from_a_checkpoint_without_the_shuffle_state_warns():
     """A checkpoint written before the key-shuffle generator was saved resumed a multi-process
     shuffle-BN run silently with fresh shuffles (not the uninterrupted run): a warning says so."""

@@ -112,7 +112,9 @@ def main(argv: Optional[List[str]] = None) -> int:
               file=sys.stderr)
         return 130
     except RuntimeError as e:
-        if not _lost_peer(e):
+        from pcm3.distributed import lost_peer
+
+        if not lost_peer(e):
             raise
         _close_bars()  # not a user mistake, but no traceback either: say what happened and what is kept
         first = " ".join(str(e).split()).split(". ")[0][:160].rstrip(".")
@@ -190,19 +192,6 @@ def _error(message: str) -> int:
     elif rank_specific():
         print(f"error: rank {rank}: {line}", file=sys.stderr, flush=True)
     return 2
-
-
-#: What gloo and NCCL say when another process of the job went away.
-_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted",
-              "ProcessGroupNCCL", "DistNetworkError", "Socket Timeout", "Timed out")
-
-
-def _lost_peer(e: BaseException) -> bool:
-    """A collective failed because another process of a torchrun job stopped."""
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
-        return False
-    text = f"{type(e).__name__}: {e}"
-    return type(e).__name__ in ("DistBackendError", "DistNetworkError") or any(s in text for s in _PEER_GONE)
 
 
 def _broken_pipe() -> int:

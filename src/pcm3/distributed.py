@@ -65,6 +65,20 @@ class DistInfo:
         return self.rank == 0
 
 
+#: What gloo and NCCL say when another process of the job went away.
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted",
+              "ProcessGroupNCCL", "DistNetworkError", "Socket Timeout", "Timed out")
+
+
+def lost_peer(e: BaseException) -> bool:
+    """Whether ``e`` is a collective that failed because another process of a torchrun job
+    (``WORLD_SIZE`` > 1) stopped: gloo's and NCCL's errors for a peer that went away."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return False
+    text = f"{type(e).__name__}: {e}"
+    return type(e).__name__ in ("DistBackendError", "DistNetworkError") or any(s in text for s in _PEER_GONE)
+
+
 def launched() -> bool:
     """True when started by ``torchrun`` (or another launcher setting ``WORLD_SIZE``) with > 1 process."""
     try:

@@ -386,13 +386,24 @@ def plot_losses(history: List[dict], path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=100)
 
 
-def _plot_quietly(history: List[dict], path: Path) -> None:
-    """:func:`plot_losses` while another error is on its way out: a failure to draw must not
-    hide it (the figure is a convenience; metrics.csv holds the numbers)."""
+def _record_quietly(run: Path, history: List[dict], csv: bool) -> None:
+    """``loss.png`` (and with ``csv`` ``metrics.csv``) of ``history`` while another error or an
+    interrupt is on its way out. A failure to write must not hide it, nor must a second signal
+    (torchrun sends SIGTERM to the survivors of a lost process while they clean up): the figure
+    is a convenience, and checkpoint_last.pt holds the history."""
     try:
-        plot_losses(history, path)
-    except Exception:  # noqa: BLE001
+        write_metrics(run, history, plot=True) if csv else plot_losses(history, run / "loss.png")
+    except (Exception, KeyboardInterrupt):  # noqa: BLE001
         pass
+
+
+def _stopped_line(what: str, saved: int, epochs: int) -> str:
+    """The log line of a run that stopped early: ``what``, then what ``--resume`` will find."""
+    if not saved:
+        return f"{what}; no epoch finished, so there is no checkpoint"
+    if saved >= epochs:
+        return f"{what}; checkpoint_last.pt holds epoch {saved}, the last: the run is complete"
+    return f"{what}; checkpoint_last.pt holds epoch {saved}: --resume continues"
 
 
 def _log(run: Path, line: str, echo: bool) -> None:
@@ -527,7 +538,8 @@ def _fit(cfg: Config, out: str | Path, resume: bool, progress: Optional[bool], r
     monitor.warned = False  # this session has said nothing yet: a collapse that lasts warns once here
     last_plot = -math.inf  # the first epoch draws loss.png
     plotted = None  # len(history) when loss.png was last drawn
-    written = len(history)  # the epochs in checkpoint_last.pt (and metrics.csv)
+    saved = len(history)  # the epochs in checkpoint_last.pt
+    written = len(history)  # the epochs in metrics.csv and log.txt (saved, or one fewer while they are written)
     running = start_epoch + 1  # the epoch in progress (until its checkpoint and metrics.csv are written)
     rank_specific_from_here()  # each rank trains on its own share: an error may be one rank's
     try:
@@ -546,19 +558,11 @@ def _fit(cfg: Config, out: str | Path, resume: bool, progress: Optional[bool], r
                 raise TrainingDiverged(f"{diverged}; the last good checkpoint is kept")
             history.append(last)
             save_checkpoint(run / "checkpoint_last.pt", model, optimizer, cfg, epoch + 1, history, data_info)
-            if cfg.train.save_every and (epoch + 1) % cfg.train.save_every == 0:
-                save_checkpoint(run / f"checkpoint_epoch{epoch + 1:03d}.pt", model, optimizer, cfg, epoch + 1,
-                                history, data_info)
-            plot = epoch + 1 == cfg.train.epochs or time.perf_counter() - last_plot >= PLOT_EVERY_S
-            write_metrics(run, history, plot=plot)
+            saved = len(history)
+            # the epoch's record, cheapest first, so that an interrupt leaves the least behind:
+            # metrics.csv and the log line, then TensorBoard, then the slower files
+            write_metrics(run, history, plot=False)
             written = len(history)
-            last_plot = time.perf_counter() if plot else last_plot
-            plotted = len(history) if plot else plotted
-            if writer is not None:
-                for k, v in last.items():
-                    if k != "epoch":
-                        writer.add_scalar(k, v, epoch + 1)
-                writer.flush()
             terms = " ".join(f"{k}={v:.4f}" for k, v in result.metrics.items())
             first = guard.first  # each guarded term against its first-epoch value
             rel = " ".join(f"{k}={v / first[k]:.2f}x" for k, v in _loss_terms(result.metrics).items()
@@ -566,24 +570,39 @@ def _fit(cfg: Config, out: str | Path, resume: bool, progress: Optional[bool], r
             _log(run, f"epoch {epoch + 1}/{cfg.train.epochs} lr={lr:.4g} {terms} "
                       f"({last['samples_per_s']:.0f} samples/s, {result.seconds:.1f}s)"
                       + (f" [vs epoch 1: {rel}]" if rel else ""), progress)
+            if writer is not None:
+                for k, v in last.items():
+                    if k != "epoch":
+                        writer.add_scalar(k, v, epoch + 1)
+                writer.flush()
+            if cfg.train.save_every and (epoch + 1) % cfg.train.save_every == 0:
+                save_checkpoint(run / f"checkpoint_epoch{epoch + 1:03d}.pt", model, optimizer, cfg, epoch + 1,
+                                history, data_info)
+            if epoch + 1 == cfg.train.epochs or time.perf_counter() - last_plot >= PLOT_EVERY_S:
+                if dist_info.is_main:
+                    plot_losses(history, run / "loss.png")
+                last_plot, plotted = time.perf_counter(), len(history)
             for warning in (diverged, monitor.check(epoch + 1, result.metrics)):
                 if warning and dist_info.is_main:  # warnings are printed even with --quiet (by rank 0)
                     line = warning if warning.startswith(("warning", "note")) else f"warning: {warning}"
                     _log(run, line, False)
                     print(line, file=sys.stderr, flush=True)
     except KeyboardInterrupt:  # Ctrl-C, kill, a closed terminal (pcm3.cli): the log says where it stopped
-        _log(run, f"interrupted during epoch {running}; "
-                  + (f"checkpoint_last.pt holds epoch {written}: --resume continues" if written else
-                     "no epoch finished, so there is no checkpoint"), False)
+        _log(run, _stopped_line(f"interrupted during epoch {running}", saved, cfg.train.epochs), False)
+        raise
+    except RuntimeError as e:  # a collective failed: another process of the torchrun job stopped
+        if distributed.lost_peer(e):
+            _log(run, _stopped_line(f"stopped during epoch {running}: another process of the torchrun job "
+                                    "stopped", saved, cfg.train.epochs), False)
         raise
     except TrainingDiverged as e:
-        if written:
+        if saved:
             raise
         raise TrainingDiverged(str(e).replace("the last good checkpoint is kept",  # nothing to keep yet
                                               "no epoch finished, so there is no checkpoint")) from None
-    finally:  # an interrupted or stopped run: loss.png shows what metrics.csv holds
-        if written and plotted != written and dist_info.is_main:
-            _plot_quietly(history[:written], run / "loss.png")
+    finally:  # an interrupted or stopped run: metrics.csv and loss.png show what checkpoint_last.pt holds
+        if saved and dist_info.is_main and (written != saved or plotted != saved):
+            _record_quietly(run, history[:saved], csv=written != saved)
     if writer is not None:
         writer.close()
     return last
