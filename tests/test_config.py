@@ -179,6 +179,41 @@ def test_auto_threads_rule():
     assert auto_threads(1024) == physical_cores()
 
 
+def test_torchrun_processes_share_the_cores(monkeypatch):
+    """Under torchrun every process took all cores (LOCAL_WORLD_SIZE processes x all cores):
+    a 2-process linear evaluation on 2 cores ran 6.5x slower."""
+    import pcm3.config as config
+
+    monkeypatch.setattr(config, "physical_cores", lambda: 16)
+    assert config.cores_per_process() == 16 and config.auto_threads(1024) == 16
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert config.cores_per_process() == 4 and config.auto_threads(1024) == 4 and config.auto_threads(64) == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
+    assert config.cores_per_process() == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "x")
+    assert config.cores_per_process() == 16
+
+
+def test_eval_threads_follow_the_run_encoder_width(tmp_path, monkeypatch):
+    """`eval --run RUN` used every core whatever the encoder's width (the --encoder rule only)."""
+    import pcm3.config as config
+    from types import SimpleNamespace
+
+    from pcm3.commands.eval import _auto_threads
+
+    monkeypatch.setattr(config, "physical_cores", lambda: 8)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("model:\n  encoder:\n    hidden: 64\n")
+    assert _auto_threads(SimpleNamespace(encoder=None, run=str(run))) == 1
+    (run / "config.yaml").write_text("model:\n  encoder:\n    hidden: 1024\n")
+    assert _auto_threads(SimpleNamespace(encoder=None, run=str(run))) == 8
+    (run / "config.yaml").write_text("model: [")  # unreadable: the evaluation says so, not this guess
+    assert _auto_threads(SimpleNamespace(encoder=None, run=str(run))) == 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert _auto_threads(SimpleNamespace(encoder=None, run=str(tmp_path / "none"))) == 4
+
+
 def test_overrides_are_validated_together():
     """Switches that depend on each other may be turned off by separate --set items."""
     cfg = load_config("msr3d_xsub_joint", ["loss.masked_prediction=false", "loss.positives.mask=false",

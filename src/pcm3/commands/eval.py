@@ -111,7 +111,8 @@ def add_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing pcm3 eval folder")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: 1 for encoders up to 256 wide, else every physical core)")
+                   help="torch CPU threads (default: 1 for encoders up to 256 wide, else the physical cores, shared "
+                        "among torchrun's processes on this machine)")
     p.add_argument("--seed", type=seed_arg, default=0, help="base seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -128,18 +129,27 @@ def encoder_kind(args) -> str:
 
 
 def _auto_threads(args) -> int:
-    """:func:`pcm3.config.auto_threads` of the encoder named by ``--encoder`` (else all cores)."""
-    from pcm3.config import auto_threads, physical_cores
+    """:func:`pcm3.config.auto_threads` of the encoder named by ``--encoder`` or of the run
+    ``--run`` (its ``config.yaml``), else the cores of this process
+    (:func:`pcm3.config.cores_per_process`: shared among torchrun's processes)."""
+    from pathlib import Path
 
-    if getattr(args, "encoder", None):
-        from pcm3.errors import Pcm3Error
-        from pcm3.export import load_encoder
+    import yaml
 
-        try:
+    from pcm3.config import auto_threads, cores_per_process
+    from pcm3.errors import Pcm3Error
+
+    try:
+        if getattr(args, "encoder", None):
+            from pcm3.export import load_encoder
+
             return auto_threads(load_encoder(args.encoder).config.hidden)
-        except Pcm3Error:  # unreadable here: the evaluation reports it properly
-            pass
-    return physical_cores()
+        if getattr(args, "run", None):
+            cfg = yaml.safe_load((Path(args.run) / "config.yaml").read_text(encoding="utf-8"))
+            return auto_threads(int(cfg["model"]["encoder"]["hidden"]))
+    except (Pcm3Error, OSError, ValueError, TypeError, KeyError, UnicodeDecodeError, yaml.YAMLError):
+        pass  # unreadable here: the evaluation reports it properly
+    return cores_per_process()
 
 
 def run(args) -> int:
