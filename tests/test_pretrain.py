@@ -207,6 +207,86 @@ def test_resume_equals_uninterrupted(synthetic_small, tmp_path):
     assert [r["loss"] for r in a["history"]] == pytest.approx([r["loss"] for r in b["history"]], rel=0, abs=0)
 
 
+def test_resume_to_another_length_says_when_a_schedule_stretches(synthetic_small, tmp_path, capsys):
+    """--resume --set train.epochs=N changed a cosine momentum schedule (and the result) silently;
+    a run that has done more epochs than asked was "finished (3 of 1 epochs done)"."""
+    run = tmp_path / "run"
+    fit(tiny_config(synthetic_small, "train.epochs=2", "model.momentum_schedule=cosine"), run)
+    capsys.readouterr()
+    fit(tiny_config(synthetic_small, "train.epochs=3", "model.momentum_schedule=cosine"), run, resume=True)
+    err = capsys.readouterr().err
+    assert ("note: --resume: the run's length changes from 2 to 3 epochs, and its cosine key momentum schedule "
+            "follows the new length from epoch 3") in err, err
+    assert "changes from 2 to 3 epochs" in (run / "log.txt").read_text()
+    with pytest.raises(ConfigError, match=r"the run has done 3 epochs, more than train.epochs=1; .*train.epochs=13"):
+        fit(tiny_config(synthetic_small, "train.epochs=1", "model.momentum_schedule=cosine"), run, resume=True)
+    plain = tmp_path / "plain"  # step learning rate, constant momentum: the resumed run is the long one
+    fit(tiny_config(synthetic_small, "train.epochs=1"), plain)
+    capsys.readouterr()
+    fit(tiny_config(synthetic_small, "train.epochs=2"), plain, resume=True)
+    assert "note: --resume" not in capsys.readouterr().err
+
+
+def test_quiet_is_not_saved_into_the_run(synthetic_small, tmp_path, capsys):
+    """`pretrain --quiet` wrote train.progress: false into config.yaml, which silenced every later
+    `--resume` (even without --quiet)."""
+    import yaml
+
+    run = tmp_path / "run"
+    sets = [a for s in TINY if s != "train.progress=false" for a in ("--set", s)]
+    assert main(["pretrain", "--data", str(synthetic_small), "--out", str(run), "--quiet", *sets,
+                 "--set", "train.epochs=1", "--set", "train.max_steps_per_epoch=1"]) == 0
+    assert capsys.readouterr().out == ""
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["progress"] is True
+    assert main(["pretrain", "--data", str(synthetic_small), "--out", str(run), "--resume",
+                 "--set", "train.epochs=2"]) == 0
+    out = capsys.readouterr().out
+    assert "epoch 2/2" in out and out.rstrip().splitlines()[-1].startswith("done: ")
+
+
+def test_a_run_being_trained_cannot_be_resumed_by_a_second_process(synthetic_small, tmp_path):
+    """A second --resume of a run still training was accepted: both processes rewrote its
+    checkpoint, metrics.csv and log.txt (every epoch line twice)."""
+    import subprocess
+    import sys
+
+    from pcm3.outputs import RUN_LOCK
+
+    run = tmp_path / "run"
+    fit(tiny_config(synthetic_small, "train.epochs=1", "train.max_steps_per_epoch=1"), run)
+    holder = subprocess.Popen(  # another process holding the run's lock, as a training process does
+        [sys.executable, "-c", "import sys, time; from pcm3.outputs import RunLock; lock = RunLock(sys.argv[1]).acquire(); "
+                               "print('locked', flush=True); time.sleep(60)", str(run)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        log = (run / "log.txt").read_text()
+        with pytest.raises(DataError, match=rf"another process is training this run \(pid {holder.pid}\)"):
+            fit(tiny_config(synthetic_small, "train.epochs=2", "train.max_steps_per_epoch=1"), run, resume=True)
+        assert (run / "log.txt").read_text() == log  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+    # the lock dies with its process: the run resumes
+    fit(tiny_config(synthetic_small, "train.epochs=2", "train.max_steps_per_epoch=1"), run, resume=True)
+    assert load_checkpoint(run / "checkpoint_last.pt")["epoch"] == 2 and (run / RUN_LOCK).is_file()
+
+
+def test_temporaries_of_a_killed_write_are_removed_when_the_run_restarts(synthetic_small, tmp_path):
+    """kill -9 while checkpoint_last.pt was written left its partial temporary for good."""
+    run = tmp_path / "run"
+    fit(tiny_config(synthetic_small, "train.epochs=1", "train.max_steps_per_epoch=1"), run)
+    stale = [".checkpoint_last.pt.abc_123.tmp", ".metrics.csv.x1.tmp", ".checkpoint_epoch002.pt.q.tmp"]
+    for name in stale:
+        (run / name).write_bytes(b"partial")
+    kept = [".notes.x.tmp", "checkpoint_last.pt.tmp", ".checkpoint_last.pt.abc.tmp.bak"]  # not pcm3's pattern
+    for name in kept:
+        (run / name).write_text("mine")
+    fit(tiny_config(synthetic_small, "train.epochs=2", "train.max_steps_per_epoch=1"), run, resume=True)
+    assert not any((run / n).exists() for n in stale) and all((run / n).exists() for n in kept)
+    assert "removed 3 temporary files of an interrupted write" in (run / "log.txt").read_text()
+
+
 def test_resume_refuses_changed_method(synthetic_small, tmp_path):
     run = tmp_path / "run"
     fit(tiny_config(synthetic_small, "train.epochs=1"), run)

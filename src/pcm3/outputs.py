@@ -28,6 +28,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -610,6 +611,64 @@ def create_run_dir(path: str | os.PathLike) -> Path:
     except OSError as e:
         raise write_error(path, e, "the run folder") from None
     return path
+
+
+#: The lock file of a run folder being trained (:func:`lock_run_dir`).
+RUN_LOCK = ".lock"
+
+#: Temporaries of :func:`pcm3.io.atomic_path` for the files a run writes: left behind only by a
+#: process killed while it wrote one (``kill -9``, a power cut).
+_RUN_TEMPORARY = re.compile(r"^\.(checkpoint_last\.pt|checkpoint_epoch\d+\.pt|metrics\.csv|loss\.png|"
+                            r"config\.yaml)\.[A-Za-z0-9_]+\.tmp$")
+
+
+class RunLock:
+    """An exclusive lock on a run folder while one process trains it (``fcntl.flock`` on its
+    :data:`RUN_LOCK` file; released when the process ends, however it ends). Without it a second
+    ``--resume`` of a run still training was accepted, and both processes rewrote its checkpoint,
+    metrics and log. A no-op where ``fcntl`` does not exist (Windows)."""
+
+    def __init__(self, run: str | os.PathLike):
+        self.run = Path(run)
+        self._file = None
+
+    def acquire(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover (Windows)
+            return self
+        path = self.run / RUN_LOCK
+        f = open(path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip()
+            f.close()
+            raise DataError(self.run, f"another process is training this run{f' (pid {holder})' if holder else ''}; "
+                                      "wait for it to end, or stop it, before --resume") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._file = f
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the file releases the lock
+            self._file = None
+
+
+def remove_run_temporaries(run: str | os.PathLike) -> List[str]:
+    """Remove the temporaries of run files left by a process killed while it wrote one (call
+    with the run's :class:`RunLock` held: no other process is writing); returns their names."""
+    removed = []
+    for entry in sorted(Path(run).iterdir()):
+        if _RUN_TEMPORARY.match(entry.name) and entry.is_file() and not entry.is_symlink():
+            entry.unlink()
+            removed.append(entry.name)
+    return removed
 
 
 def _holds_cwd(path: Path) -> bool:

@@ -40,7 +40,7 @@ from pcm3.data.prepared import Prepared
 from pcm3.errors import ConfigError, DataError, Pcm3Error, rank_specific_from_here
 from pcm3.io import PRETRAIN_FORMAT, atomic_path
 from pcm3.masking import make_mask
-from pcm3.outputs import create_run_dir, open_run_dir
+from pcm3.outputs import RunLock, create_run_dir, open_run_dir, remove_run_temporaries
 from pcm3.rng import rng_state, set_rng_state
 from pcm3.models import PCM3
 from pcm3.monitor import STAT_NAMES, CollapseMonitor, DivergenceGuard, embedding_stats
@@ -458,6 +458,7 @@ def _fit(cfg: Config, out: str | Path, resume: bool, progress: Optional[bool], r
     history: List[dict] = []
     start_epoch = 0
     ckpt = None
+    length_note = None
     if resume:
         if not (run / "checkpoint_last.pt").exists():
             raise DataError(run / "checkpoint_last.pt", "--resume: no checkpoint: the run stopped before its first "
@@ -466,9 +467,22 @@ def _fit(cfg: Config, out: str | Path, resume: bool, progress: Optional[bool], r
         saved = from_dict(Config, ckpt["config"], str(run / "checkpoint_last.pt"))
         _check_resume_compatible(saved, cfg)
         start_epoch, history = int(ckpt["epoch"]), list(ckpt["history"])
-        if start_epoch >= cfg.train.epochs:
+        if start_epoch > cfg.train.epochs:
+            raise ConfigError(f"{run}: --resume: the run has done {start_epoch} epochs, more than train.epochs="
+                              f"{cfg.train.epochs}; to train longer give more epochs, e.g. --set train.epochs="
+                              f"{start_epoch + 10}")
+        if start_epoch == cfg.train.epochs:
             raise ConfigError(f"{run}: --resume: the run is finished ({start_epoch} of {cfg.train.epochs} epochs "
                               f"done); to train longer give more epochs, e.g. --set train.epochs={start_epoch + 10}")
+        stretched = [name for name, on in (("learning rate", cfg.optim.schedule == "cosine"),
+                                           ("key momentum", cfg.model.momentum_schedule != "constant")) if on]
+        if saved.train.epochs != cfg.train.epochs and stretched and dist_info.is_main:
+            length_note = (f"note: --resume: the run's length changes from {saved.train.epochs} to "
+                           f"{cfg.train.epochs} epochs, and its cosine {' and '.join(stretched)} schedule"
+                           f"{'s follow' if len(stretched) > 1 else ' follows'} the new length from epoch "
+                           f"{start_epoch + 1}: the result is neither the {saved.train.epochs}- nor the "
+                           f"{cfg.train.epochs}-epoch run from scratch")
+            print(length_note, file=sys.stderr, flush=True)
     for problem in prepared.split_problems([cfg.data.benchmark] if cfg.data.benchmark else []):
         raise DataError(cfg.data.path, problem)  # a hand-edited splits.json: samples twice in a part...
     dataset = SkeletonDataset(prepared, cfg.data.benchmark, cfg.data.part)
@@ -491,10 +505,12 @@ def _fit(cfg: Config, out: str | Path, resume: bool, progress: Optional[bool], r
     if amp_warning and dist_info.is_main:
         print(amp_warning, file=sys.stderr, flush=True)
     ensure_checkpoint_space(run, 3 * 4 * num_params)  # weights, optimizer momentum, key encoder (float32)
-    error = None
+    error, stale = None, []
     if dist_info.is_main:
         try:
             create_run_dir(run)
+            restore.callback(RunLock(run).acquire().release)  # one process trains a run at a time
+            stale = remove_run_temporaries(run)  # of a process killed while it wrote a file
             save_config(cfg, run / "config.yaml")
         except (Pcm3Error, OSError) as e:
             error = e
@@ -529,6 +545,11 @@ def _fit(cfg: Config, out: str | Path, resume: bool, progress: Optional[bool], r
               f"device {device}{', bfloat16 autocast' if use_amp else ''}, "
               f"{dist_info.world_size} process{'es' if dist_info.world_size > 1 else ''}, "
               f"{num_params:,} parameters", progress)
+    if length_note:
+        _log(run, length_note, False)
+    if stale:
+        _log(run, f"removed {len(stale)} temporary file{'s' if len(stale) > 1 else ''} of an interrupted write: "
+                  f"{', '.join(stale)}", False)
 
     last: dict = history[-1] if history else {}
     guard = DivergenceGuard(cfg.train.divergence_factor, _loss_terms(history[0]) if history else None)

@@ -58,11 +58,10 @@ def run(args) -> int:
         cfg.data.path = str(args.data)
     if not cfg.data.path:
         raise ConfigError("no data: give --data DIR (a folder made by `pcm3 prepare`)")
-    if args.quiet:
-        cfg.train.progress = False
     from pcm3 import distributed
 
-    last = fit(cfg, args.out, resume=args.resume)
+    # --quiet is this command's, not the run's: in config.yaml it silenced every later --resume
+    last = fit(cfg, args.out, resume=args.resume, progress=False if args.quiet else None)
     if distributed.launched():  # under torchrun: leave the process group together (NCCL warns otherwise)
         distributed.barrier()
         distributed.shutdown()
