@@ -57,7 +57,7 @@ def export_encoder(source: str | Path, out: str | Path) -> Path:
         "state_dict": encoder.state_dict(),
         "layout": ckpt["data"]["layout"], "stream": cfg["data"]["stream"],
         "clip_len": cfg["views"]["out_len"], "test_crop": cfg["views"]["test_crop_ratio"],
-        "pretrain_epochs": ckpt["epoch"], "source": str(source),
+        "pretrain_epochs": ckpt["epoch"], "pretrain_epochs_planned": cfg["train"]["epochs"], "source": str(source),
         # what it was pretrained on: evaluations warn when their test clips were among them
         "pretrained_on": {"dataset": ckpt["data"].get("dataset"), "data": ckpt["data"].get("path"),
                           "benchmark": cfg["data"].get("benchmark"), "part": cfg["data"].get("part"),

@@ -31,6 +31,17 @@ def test_run_folder_and_its_export_are_the_same_encoder(tmp_path_factory, tmp_pa
                                              "part": "train", "samples": 96,
                                              "fingerprint": Prepared(data).fingerprint()}
     assert not a.get("warnings") and not b.get("warnings")
+    assert not any("planned epochs" in n for n in a.get("notes") or [])  # a finished run
+    # a run evaluated before it finished (here: its checkpoint says 3 epochs were planned)
+    import torch
+
+    ckpt = torch.load(run / "checkpoint_last.pt", weights_only=False)
+    ckpt["config"]["train"]["epochs"] = 3
+    torch.save(ckpt, run / "checkpoint_last.pt")
+    assert cli("eval", "knn", "--run", str(run), "--out", str(tmp_path / "d"), *base) == 0
+    d = json.loads((tmp_path / "d" / "metrics.json").read_text())
+    assert ("the encoder's pretraining run had done 1 of its 3 planned epochs (an unfinished run: `pcm3 pretrain "
+            "--resume` finishes it)") in d["notes"]
 
 
 def test_testing_on_pretraining_clips_is_a_warning(tmp_path_factory, tmp_path, capsys):

@@ -95,6 +95,8 @@ def load_encoder_with_info(path: str | os.PathLike) -> Tuple[torch.nn.Module, di
             "test_crop": encoder.test_crop}
     if payload.get("pretrained_on"):
         info["pretrained_on"] = payload["pretrained_on"]
+    if payload.get("pretrain_epochs_planned") is not None:
+        info["pretrain_epochs_planned"] = payload["pretrain_epochs_planned"]
     encoder.file = str(path)  # named by an error about its features (pcm3.evaluation.features)
     if payload.get("pretrain_config_hash"):
         info["config_hash"] = payload["pretrain_config_hash"]
@@ -453,6 +455,7 @@ def evaluate(task: str, *, data, benchmark: Optional[str], out, kind: str = "pre
         metrics = assemble_metrics(ctx, result, wall_seconds=time.perf_counter() - t0)
         _note_missing_attributes(metrics, task, encoder, protocol)
         _warn_pretraining_overlap(metrics, kind, info, getattr(enc, "pretrained_on", None), data, benchmark)
+        _note_unfinished_run(metrics, kind, info)
         if world > 1:
             metrics["processes"] = world
         if distributed.is_main():
@@ -473,6 +476,18 @@ def _warn_pretraining_overlap(metrics: dict, kind: str, info: dict, pretrained_o
         notes = metrics.get("notes") or []
         metrics["notes"] = [*(notes if isinstance(notes, list) else [notes]), text]
         metrics["warnings"] = [*(metrics.get("warnings") or []), text]
+
+
+def _note_unfinished_run(metrics: dict, kind: str, info: dict) -> None:
+    """A note (``metrics["notes"]``) when the pretrained encoder comes from a run that had not
+    done its planned epochs (evaluated while it trains, or after an interrupt)."""
+    done, planned = info.get("pretrain_epochs"), info.get("pretrain_epochs_planned")
+    if kind != "pretrained" or not isinstance(done, int) or not isinstance(planned, int) or done >= planned:
+        return
+    notes = metrics.get("notes") or []
+    metrics["notes"] = [*(notes if isinstance(notes, list) else [notes]),
+                        f"the encoder's pretraining run had done {done} of its {planned} planned epochs (an unfinished "
+                        "run: `pcm3 pretrain --resume` finishes it)"]
 
 
 def _note_missing_attributes(metrics: dict, task: str, encoder: Optional[torch.nn.Module], protocol) -> None:
