@@ -74,6 +74,14 @@ def test_motion_on_a_hand_made_skeleton():
     assert to_stream(x, "joint") is x
 
 
+def test_from_motion_inverts_to_motion():
+    from pcm3.skeleton import from_motion
+
+    x = torch.randn(2, 3, 7, 25, 2)
+    back = from_motion(to_motion(x), x[:, :, :1])
+    torch.testing.assert_close(back, x, rtol=0, atol=1e-5)
+
+
 def test_kinect_v1_bones():
     assert KINECT_V1.num_joints == 20 and KINECT_V1.parents[3] == 2  # head -> shoulder centre
 

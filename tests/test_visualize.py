@@ -75,6 +75,46 @@ def test_reconstruction(synthetic_small, tiny_run, tmp_path):
     assert n == L and size[0] > size[1]       # three panels side by side
 
 
+def test_reconstruction_of_each_stream(synthetic_small, tmp_path_factory, tmp_path, capsys):
+    """A run pretrained on the motion stream (the demo's since round 9) was refused ("only
+    joint-stream reconstructions can be drawn"): its predicted differences are integrated from
+    the clip's first frame. The masked input is the stream's, as in pretraining; a bone-stream
+    run is refused in one line."""
+    from pcm3.config import load_config
+    from pcm3.pretrain import build_model, data_shape_into_config, save_checkpoint
+
+    p = Prepared(synthetic_small)
+    x, n = p.sample(0)[:, :int(p.lengths[0])], int(p.lengths[0])
+    runs = {}
+    for stream in ("joint", "motion", "bone"):
+        cfg = load_config("demo", [f"data.stream={stream}", "model.encoder.hidden=8", "model.encoder.layers=1",
+                                   "model.decoder_hidden=16", "model.queue_size=64", "model.prompt_dim=4"])
+        data_shape_into_config(cfg, p)
+        model = build_model(cfg)
+        runs[stream] = run = tmp_path_factory.mktemp(f"run-{stream}")
+        save_checkpoint(run / "checkpoint_last.pt", model, torch.optim.SGD(model.parameters(), lr=0.1), cfg, 1, [],
+                        {"layout": "ntu25"})
+    view, mask, recon = reconstruct(runs["motion"], x, n, seed=3)
+    assert recon.shape == view.shape
+    np.testing.assert_allclose(recon[:, 0], view[:, 0], atol=1e-6)  # anchored at the first frame
+    # before a joint's first masked difference its reconstruction is the clip itself
+    first = np.where(mask.any(axis=0), mask.argmax(axis=0), mask.shape[0])  # V x M: first masked frame
+    assert first.min() < first.max()  # masked from different frames on
+    for v, m in np.ndindex(first.shape):  # frames 0..first use visible differences only
+        np.testing.assert_allclose(recon[:, :first[v, m] + 1, v, m], view[:, :first[v, m] + 1, v, m], atol=1e-4)
+    assert not np.allclose(recon, view, atol=1e-3)  # later, the predicted differences
+    jv, jm, jr = reconstruct(runs["joint"], x, n, seed=3)
+    np.testing.assert_array_equal(jm, mask)  # the same crop and mask, whatever the stream
+    np.testing.assert_allclose(jv, view)
+    assert main(["visualize", str(synthetic_small), "--sample", "0", "--checkpoint", str(runs["motion"]),
+                 "--out", str(tmp_path / "m.gif")]) == 0
+    assert main(["visualize", str(synthetic_small), "--sample", "0", "--checkpoint", str(runs["bone"]),
+                 "--out", str(tmp_path / "b.gif")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pretrained on the bone stream; only joint- and motion-stream" in err[0], err
+    assert not (tmp_path / "b.gif").exists()
+
+
 def test_detections_overlay(tmp_path):
     data = tmp_path / "u"
     prepare_synthetic_untrimmed(data, seed=0, num_subjects=2, videos_per_view=1, actions_per_video=2, progress=False)

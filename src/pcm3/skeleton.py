@@ -204,6 +204,16 @@ def to_motion(x):
     return out
 
 
+def from_motion(m, first):
+    """Joints from a motion stream: ``m`` ``(..., C, T, V, M)`` (:func:`to_motion`: ``x[t+1] -
+    x[t]``) integrated from the joints of frame 0, ``first`` ``(..., C, 1, V, M)``:
+    ``x[t] = first + m[0] + ... + m[t-1]`` (the inverse of :func:`to_motion`)."""
+    import torch
+
+    steps = torch.cumsum(m[..., :-1, :, :], dim=-3)
+    return torch.cat([first, first + steps], dim=-3)
+
+
 def to_stream(x, stream: str, layout: str | Layout = "ntu25"):
     """Convert joints ``(..., C, T, V, M)`` to ``stream`` (``joint``, ``bone`` or ``motion``)."""
     if stream == "joint":

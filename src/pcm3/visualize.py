@@ -265,7 +265,10 @@ def reconstruct(run, x: np.ndarray, length: int, seed: int = 0, layout: Optional
 
     Returns:
         ``(view (C, L, V, M), mask (L, V, M) bool True = masked, reconstruction (C, L, V, M))``
-        with ``L`` the run's clip length, all in the joint stream.
+        with ``L`` the run's clip length, all in the joint stream. A run pretrained on the motion
+        stream predicts frame-to-frame differences: its reconstruction is the clip's first frame
+        plus the running sum of the differences, predicted where masked and the clip's own
+        elsewhere (:func:`pcm3.skeleton.from_motion`), so an error carries on to later frames.
     """
     import torch
 
@@ -274,12 +277,13 @@ def reconstruct(run, x: np.ndarray, length: int, seed: int = 0, layout: Optional
     from pcm3.export import _find_checkpoint
     from pcm3.masking import make_mask
     from pcm3.pretrain import build_model, load_checkpoint
+    from pcm3.skeleton import from_motion, to_stream
 
     ckpt = load_checkpoint(_find_checkpoint(run))
     cfg = from_dict(Config, ckpt["config"], f"{run} (config)")
-    if cfg.data.stream != "joint":
-        raise ConfigError(f"--checkpoint {run}: pretrained on the {cfg.data.stream} stream; only joint-stream "
-                          "reconstructions can be drawn as skeletons")
+    if cfg.data.stream not in ("joint", "motion"):
+        raise ConfigError(f"--checkpoint {run}: pretrained on the {cfg.data.stream} stream; only joint- and "
+                          "motion-stream reconstructions can be drawn as skeletons")
     if not cfg.loss.masked_prediction:
         raise ConfigError(f"--checkpoint {run}: this run has no masked-prediction branch (loss.masked_prediction off)")
     run_layout = (ckpt.get("data") or {}).get("layout", "ntu25")
@@ -306,9 +310,12 @@ def reconstruct(run, x: np.ndarray, length: int, seed: int = 0, layout: Optional
         view = center_crop_resize(xt, torch.tensor([length]), ratio=cfg.views.test_crop_ratio, out_len=cfg.views.out_len)
         n, _, t, _, m = view.shape
         mask = make_mask(cfg.mask, n, t, layout, m, generator=g)
-        masked = view.masked_fill(mask.unsqueeze(1), 0.0)
+        inp = to_stream(view, cfg.data.stream, layout)  # as pretraining feeds the masked view
+        masked = inp.masked_fill(mask.unsqueeze(1), 0.0)
         feat, seq = model.encoder_q(masked, domain_prompt=model._domain("mask"), return_sequence=True)
         recon = model.decoder(model._task(seq, "mp", g))
+        if cfg.data.stream == "motion":  # the predicted differences where masked, the clip's elsewhere
+            recon = from_motion(torch.where(mask.unsqueeze(1), recon, inp), view[:, :, :1])
     return view[0].numpy(), mask[0].numpy(), recon[0].numpy()
 
 

@@ -56,7 +56,8 @@ def test_cli_linear_rows(tmp_path_factory, tmp_path):
     assert s["encoder"]["kind"] == "supervised" and s["encoder"]["pretrain_config"] == "demo"
     from pcm3.export import load_encoder
 
-    assert load_encoder(tmp_path / "sup" / "supervised_encoder.pt").stream == "joint"
+    # the stream of the pretraining config (demo: motion), as a pretrained encoder of it would read
+    assert load_encoder(tmp_path / "sup" / "supervised_encoder.pt").stream == "motion"
 
 
 def test_cli_bad_input_one_line(tmp_path_factory, tmp_path, capsys):

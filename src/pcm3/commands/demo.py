@@ -180,11 +180,14 @@ def probe_rows(data: Path, cfg, pretrained, rows=ROWS, supervised_epochs: int = 
 
     Rows (issue 6's baselines, the same probe for each): ``pretrained`` (the given encoder),
     ``random_init`` (its architecture, fresh weights from ``train.seed``), ``raw_input`` (no
-    network: the valid frames centre-cropped, resized to 64, centred, flattened) and
-    ``supervised`` (the architecture trained with labels on the training part, Adam, crop-resize,
-    ``supervised_epochs`` epochs: an upper bound; ``supervised``, when given, is that encoder
-    already trained). Returns ``{row: {"linear", "knn1", ...}}``, and with ``keep_supervised``
-    also the supervised encoder (or None).
+    network: the valid joint coordinates centre-cropped, resized to 64, centred, flattened; as
+    ``pcm3 eval --raw-input``) and ``supervised`` (the architecture trained with labels on the
+    training part, Adam, crop-resize, ``supervised_epochs`` epochs: an upper bound;
+    ``supervised``, when given, is that encoder already trained). When the encoders read another
+    stream than ``joint`` (``data.stream``), ``raw_input_<stream>`` is that stream's raw input
+    too; ``raw_input`` stays the joint coordinates, the stronger of the two on every data set
+    measured. Returns ``{row: {"linear", "knn1", ...}}``, and with ``keep_supervised`` also the
+    supervised encoder (or None).
     """
     from pcm3.data.dataset import SkeletonDataset
     from pcm3.evaluation.baselines import random_init_encoder, raw_input_features, train_supervised
@@ -196,11 +199,15 @@ def probe_rows(data: Path, cfg, pretrained, rows=ROWS, supervised_epochs: int = 
     test = SkeletonDataset(data, bench, "test")
     kw = dict(stream=cfg.data.stream, layout=pretrained.layout, clip_len=pretrained.clip_len, crop=pretrained.test_crop)
     results = {}
-    for name in rows:
+    names = list(rows)
+    if "raw_input" in names and cfg.data.stream != "joint":
+        names.insert(names.index("raw_input") + 1, f"raw_input_{cfg.data.stream}")
+    for name in names:
         t0 = time.perf_counter()
-        if name == "raw_input":
-            trx, try_ = raw_input_features(train, clip_len=64, stream=cfg.data.stream, layout=pretrained.layout)
-            tex, tey = raw_input_features(test, clip_len=64, stream=cfg.data.stream, layout=pretrained.layout)
+        if name.startswith("raw_input"):
+            stream = "joint" if name == "raw_input" else cfg.data.stream
+            trx, try_ = raw_input_features(train, clip_len=64, stream=stream, layout=pretrained.layout)
+            tex, tey = raw_input_features(test, clip_len=64, stream=stream, layout=pretrained.layout)
         else:
             if name == "pretrained":
                 enc = pretrained
@@ -355,7 +362,7 @@ def run_demo(out: Path, data: Path, config: str, overrides, progress: bool = Tru
         "train_samples": len(SkeletonDataset(data, bench, "train")),
         "test_samples": len(SkeletonDataset(data, bench, "test")),
         "epochs": last.get("epoch"), "final_loss": last.get("loss"), "pretrain_seconds": pretrain_seconds,
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "stream": cfg.data.stream,
     }
     supervised = None
     if background is not None:  # before the dense tasks start: one background process at a time
@@ -552,15 +559,20 @@ def run_dense(root: Path, data: Path, benchmark: Optional[str], seed: int, encod
 
 def format_table(m: dict) -> str:
     rows = [f"PCM3 demo on {m['data']}: {m['benchmark']} test accuracy, {m['train_samples']} train / {m['test_samples']} test "
-            f"samples, {m['epochs']} epochs ({m['pretrain_seconds']:.0f}s pretraining)",
-            f"  {'encoder':<24}{'linear':>10}{'1-NN':>10}"]
-    for name in ("raw_input", "random_init", "pretrained", "supervised"):
-        if name in m:
-            label = name + (" (upper bound)" if name == "supervised" else "")
-            rows.append(f"  {label:<24}{100 * m[name]['linear']:>9.1f}%{100 * m[name]['knn1']:>9.1f}%")
+            f"samples, {m['epochs']} epochs ({m['pretrain_seconds']:.0f}s pretraining), encoders on the "
+            f"{m.get('stream', 'joint')} stream",
+            f"  {'encoder':<32}{'linear':>6}{'1-NN':>10}"]
+    stream = m.get("stream", "joint")
+    for name in ("raw_input", f"raw_input_{stream}", "random_init", "pretrained", "supervised"):
+        if name in m and (name != f"raw_input_{stream}" or stream != "joint"):
+            label = {"supervised": "supervised (upper bound)",
+                     "raw_input": "raw_input (joint)" if stream != "joint" else "raw_input",
+                     f"raw_input_{stream}": f"raw_input ({stream})"}.get(name, name)
+            rows.append(f"  {label:<32}{100 * m[name]['linear']:>5.1f}%{100 * m[name]['knn1']:>9.1f}%")
     for base in ("random_init", "raw_input"):
         if f"margin_linear_vs_{base}" in m:
-            rows.append(f"  {'pretrained - ' + base:<24}{100 * m[f'margin_linear_vs_{base}']:>+9.1f} "
+            what = "raw_input (joint)" if base == "raw_input" and stream != "joint" else base
+            rows.append(f"  {'pretrained - ' + what:<32}{100 * m[f'margin_linear_vs_{base}']:>+5.1f} "
                         f"{100 * m[f'margin_knn1_vs_{base}']:>+9.1f}")
     return "\n".join(rows)
 
