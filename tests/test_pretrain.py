@@ -88,11 +88,16 @@ def test_an_interrupt_while_an_epoch_is_saved_names_that_epoch(synthetic_small, 
         return real(path, model, optimizer, cfg, epoch, *args, **kwargs)
 
     monkeypatch.setattr(pretrain, "save_checkpoint", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        fit(tiny_config(synthetic_small, "train.epochs=4", "train.max_steps_per_epoch=1"), tmp_path / "run")
-    last = (tmp_path / "run" / "log.txt").read_text().splitlines()[-1]
+    last, rows = _interrupted_fit(synthetic_small, tmp_path / "run", epochs=4)
     assert last.endswith("interrupted during epoch 3; checkpoint_last.pt holds epoch 2: --resume continues"), last
-    assert len(list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))) == 2
+    assert rows == 2
+
+
+def _interrupted_fit(data, run, epochs: int):
+    """Fit that ends in KeyboardInterrupt: the last line of log.txt and the rows of metrics.csv."""
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_config(data, f"train.epochs={epochs}", "train.max_steps_per_epoch=1"), run)
+    return (run / "log.txt").read_text().splitlines()[-1], len(list(csv.DictReader(open(run / "metrics.csv"))))
 
 
 def test_an_interrupt_while_the_figure_is_drawn_after_the_checkpoint(synthetic_small, tmp_path, monkeypatch):
@@ -133,11 +138,9 @@ def test_an_interrupt_between_the_checkpoint_and_metrics_csv(synthetic_small, tm
         return real(run, history, plot=plot)
 
     monkeypatch.setattr(pretrain, "write_metrics", write)
-    with pytest.raises(KeyboardInterrupt):
-        fit(tiny_config(synthetic_small, "train.epochs=3", "train.max_steps_per_epoch=1"), tmp_path / "run")
-    last = (tmp_path / "run" / "log.txt").read_text().splitlines()[-1]
+    last, rows = _interrupted_fit(synthetic_small, tmp_path / "run", epochs=3)
     assert last.endswith("interrupted during epoch 2; checkpoint_last.pt holds epoch 2: --resume continues"), last
-    assert len(list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))) == 2
+    assert rows == 2  # completed on the way out
 
 
 def test_a_lost_torchrun_peer_is_logged(synthetic_small, tmp_path, monkeypatch):
