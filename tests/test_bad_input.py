@@ -774,9 +774,12 @@ def test_resume_with_a_config_of_another_length_is_refused(capsys, encoder, data
     (and rewrote config.yaml): the length changes only with --set train.epochs."""
     run = encoder.parent / "run"
     sets = [a for s in TINY if not s.startswith("train.epochs=") for a in ("--set", s)]
+    from pcm3.config import load_config
+
+    demo_epochs = load_config("demo").train.epochs
     fails(capsys, ["pretrain", "--config", "demo", "--data", data, "--out", run, "--resume", *sets],
-          "--resume: train.epochs differs from the run (1 there, 20 in --config demo)",
-          "--set train.epochs=20", root=run)
+          f"--resume: train.epochs differs from the run (1 there, {demo_epochs} in --config demo)",
+          f"--set train.epochs={demo_epochs}", root=run)
 
 
 def test_resume_of_a_run_without_its_config_asks_for_it(capsys, encoder, data, tmp_path):
