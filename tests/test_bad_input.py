@@ -770,7 +770,7 @@ def test_embed_device_names_the_option(box, capsys, data, encoder):
 
 
 def test_resume_with_a_config_of_another_length_is_refused(capsys, encoder, data):
-    """``--resume --config demo`` on a 1-epoch run went on to demo's 20 epochs without a word
+    """``--resume --config demo`` on a 1-epoch run went on to demo's full length without a word
     (and rewrote config.yaml): the length changes only with --set train.epochs."""
     run = encoder.parent / "run"
     sets = [a for s in TINY if not s.startswith("train.epochs=") for a in ("--set", s)]
