@@ -279,15 +279,17 @@ def test_temporaries_of_a_killed_write_are_removed_when_the_run_restarts(synthet
     """kill -9 while checkpoint_last.pt was written left its partial temporary for good."""
     run = tmp_path / "run"
     fit(tiny_config(synthetic_small, "train.epochs=1", "train.max_steps_per_epoch=1"), run)
-    stale = [".checkpoint_last.pt.abc_123.tmp", ".metrics.csv.x1.tmp", ".checkpoint_epoch002.pt.q.tmp"]
+    stale = [".checkpoint_last.pt.abc_1234.tmp", ".metrics.csv.x1y2z3w4.tmp", ".checkpoint_epoch002.pt.qqqqqqqq.tmp",
+             ".loss.png.k2j4h6g8.png.tmp"]
     for name in stale:
         (run / name).write_bytes(b"partial")
-    kept = [".notes.x.tmp", "checkpoint_last.pt.tmp", ".checkpoint_last.pt.abc.tmp.bak"]  # not pcm3's pattern
+    kept = [".notes.abcdefgh.tmp", "checkpoint_last.pt.tmp", ".checkpoint_last.pt.abcdefgh.tmp.bak",
+            ".metrics.csv.mine.tmp"]  # not pcm3's names
     for name in kept:
         (run / name).write_text("mine")
     fit(tiny_config(synthetic_small, "train.epochs=2", "train.max_steps_per_epoch=1"), run, resume=True)
     assert not any((run / n).exists() for n in stale) and all((run / n).exists() for n in kept)
-    assert "removed 3 temporary files of an interrupted write" in (run / "log.txt").read_text()
+    assert "removed 4 temporary files of an interrupted write" in (run / "log.txt").read_text()
 
 
 def test_resume_refuses_changed_method(synthetic_small, tmp_path):
