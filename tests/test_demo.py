@@ -230,3 +230,21 @@ def test_the_suite_on_a_gallery_smaller_than_the_largest_k(tmp_path, capsys):
     m = json.loads((out / "eval" / "pretrained" / "knn" / "metrics.json").read_text())
     assert m["protocol"]["ks"] == [1, 5] and m["splits"]["train"] == 16 and "knn20" not in m["figures"]
     assert "kNN-1" in capsys.readouterr().out
+
+
+def test_the_table_names_the_stream_and_both_raw_inputs():
+    """With a motion-stream encoder the probe's raw input row is the joint coordinates (the
+    stronger baseline, the one the margin is taken against), and the stream's own raw input is
+    shown beside it; a joint-stream table keeps its one raw input row."""
+    from pcm3.commands.demo import format_table
+
+    row = {"linear": 0.5, "knn1": 0.25}
+    m = {"data": "d", "benchmark": "xsub", "train_samples": 9, "test_samples": 9, "epochs": 15,
+         "pretrain_seconds": 80.0, "stream": "motion", "raw_input": row, "raw_input_motion": row,
+         "random_init": row, "pretrained": row, "margin_linear_vs_raw_input": 0.1, "margin_knn1_vs_raw_input": 0.2}
+    text = format_table(m)
+    assert "encoders on the motion stream" in text.splitlines()[0]
+    assert [line.split("  ")[1] for line in text.splitlines()[2:]] == [
+        "raw_input (joint)", "raw_input (motion)", "random_init", "pretrained", "pretrained - raw_input (joint)"]
+    joint = {k: v for k, v in m.items() if k not in ("stream", "raw_input_motion")}
+    assert "raw_input (" not in format_table(joint) and "on the joint stream" in format_table(joint)

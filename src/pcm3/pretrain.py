@@ -397,13 +397,13 @@ def _record_quietly(run: Path, history: List[dict], csv: bool) -> None:
         pass
 
 
-def _stopped_line(what: str, saved: int, epochs: int) -> str:
+def _stopped_line(what: str, checkpointed: int, epochs: int) -> str:
     """The log line of a run that stopped early: ``what``, then what ``--resume`` will find."""
-    if not saved:
+    if not checkpointed:
         return f"{what}; no epoch finished, so there is no checkpoint"
-    if saved >= epochs:
-        return f"{what}; checkpoint_last.pt holds epoch {saved}, the last: the run is complete"
-    return f"{what}; checkpoint_last.pt holds epoch {saved}: --resume continues"
+    if checkpointed >= epochs:
+        return f"{what}; checkpoint_last.pt holds epoch {checkpointed}, the last: the run is complete"
+    return f"{what}; checkpoint_last.pt holds epoch {checkpointed}: --resume continues"
 
 
 def _log(run: Path, line: str, echo: bool) -> None:
@@ -559,8 +559,8 @@ def _fit(cfg: Config, out: str | Path, resume: bool, progress: Optional[bool], r
     monitor.warned = False  # this session has said nothing yet: a collapse that lasts warns once here
     last_plot = -math.inf  # the first epoch draws loss.png
     plotted = None  # len(history) when loss.png was last drawn
-    saved = len(history)  # the epochs in checkpoint_last.pt
-    written = len(history)  # the epochs in metrics.csv and log.txt (saved, or one fewer while they are written)
+    checkpointed = len(history)  # the epochs in checkpoint_last.pt
+    written = len(history)  # the epochs in metrics.csv and log.txt (checkpointed, or one fewer while written)
     running = start_epoch + 1  # the epoch in progress (until its checkpoint and metrics.csv are written)
     rank_specific_from_here()  # each rank trains on its own share: an error may be one rank's
     try:
@@ -579,7 +579,7 @@ def _fit(cfg: Config, out: str | Path, resume: bool, progress: Optional[bool], r
                 raise TrainingDiverged(f"{diverged}; the last good checkpoint is kept")
             history.append(last)
             save_checkpoint(run / "checkpoint_last.pt", model, optimizer, cfg, epoch + 1, history, data_info)
-            saved = len(history)
+            checkpointed = len(history)
             # the epoch's record, cheapest first, so that an interrupt leaves the least behind:
             # metrics.csv and the log line, then TensorBoard, then the slower files
             write_metrics(run, history, plot=False)
@@ -609,21 +609,21 @@ def _fit(cfg: Config, out: str | Path, resume: bool, progress: Optional[bool], r
                     _log(run, line, False)
                     print(line, file=sys.stderr, flush=True)
     except KeyboardInterrupt:  # Ctrl-C, kill, a closed terminal (pcm3.cli): the log says where it stopped
-        _log(run, _stopped_line(f"interrupted during epoch {running}", saved, cfg.train.epochs), False)
+        _log(run, _stopped_line(f"interrupted during epoch {running}", checkpointed, cfg.train.epochs), False)
         raise
     except RuntimeError as e:  # a collective failed: another process of the torchrun job stopped
         if distributed.lost_peer(e):
             _log(run, _stopped_line(f"stopped during epoch {running}: another process of the torchrun job "
-                                    "stopped", saved, cfg.train.epochs), False)
+                                    "stopped", checkpointed, cfg.train.epochs), False)
         raise
     except TrainingDiverged as e:
-        if saved:
+        if checkpointed:
             raise
         raise TrainingDiverged(str(e).replace("the last good checkpoint is kept",  # nothing to keep yet
                                               "no epoch finished, so there is no checkpoint")) from None
     finally:  # an interrupted or stopped run: metrics.csv and loss.png show what checkpoint_last.pt holds
-        if saved and dist_info.is_main and (written != saved or plotted != saved):
-            _record_quietly(run, history[:saved], csv=written != saved)
+        if checkpointed and dist_info.is_main and (written != checkpointed or plotted != checkpointed):
+            _record_quietly(run, history[:checkpointed], csv=written != checkpointed)
     if writer is not None:
         writer.close()
     return last

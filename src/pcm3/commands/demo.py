@@ -558,13 +558,12 @@ def run_dense(root: Path, data: Path, benchmark: Optional[str], seed: int, encod
 
 
 def format_table(m: dict) -> str:
-    rows = [f"PCM3 demo on {m['data']}: {m['benchmark']} test accuracy, {m['train_samples']} train / {m['test_samples']} test "
-            f"samples, {m['epochs']} epochs ({m['pretrain_seconds']:.0f}s pretraining), encoders on the "
-            f"{m.get('stream', 'joint')} stream",
-            f"  {'encoder':<32}{'linear':>6}{'1-NN':>10}"]
     stream = m.get("stream", "joint")
+    rows = [f"PCM3 demo on {m['data']}: {m['benchmark']} test accuracy, {m['train_samples']} train / {m['test_samples']} test "
+            f"samples, {m['epochs']} epochs ({m['pretrain_seconds']:.0f}s pretraining), encoders on the {stream} stream",
+            f"  {'encoder':<32}{'linear':>6}{'1-NN':>10}"]
     for name in ("raw_input", f"raw_input_{stream}", "random_init", "pretrained", "supervised"):
-        if name in m and (name != f"raw_input_{stream}" or stream != "joint"):
+        if name in m:  # raw_input_<stream> exists for another stream than joint only
             label = {"supervised": "supervised (upper bound)",
                      "raw_input": "raw_input (joint)" if stream != "joint" else "raw_input",
                      f"raw_input_{stream}": f"raw_input ({stream})"}.get(name, name)

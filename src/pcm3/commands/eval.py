@@ -134,9 +134,7 @@ def _auto_threads(args) -> int:
     (:func:`pcm3.config.cores_per_process`: shared among torchrun's processes)."""
     from pathlib import Path
 
-    import yaml
-
-    from pcm3.config import auto_threads, cores_per_process
+    from pcm3.config import auto_threads, cores_per_process, read_yaml
     from pcm3.errors import Pcm3Error
 
     try:
@@ -145,9 +143,8 @@ def _auto_threads(args) -> int:
 
             return auto_threads(load_encoder(args.encoder).config.hidden)
         if getattr(args, "run", None):
-            cfg = yaml.safe_load((Path(args.run) / "config.yaml").read_text(encoding="utf-8"))
-            return auto_threads(int(cfg["model"]["encoder"]["hidden"]))
-    except (Pcm3Error, OSError, ValueError, TypeError, KeyError, UnicodeDecodeError, yaml.YAMLError):
+            return auto_threads(int(read_yaml(Path(args.run) / "config.yaml")["model"]["encoder"]["hidden"]))
+    except (Pcm3Error, OSError, ValueError, TypeError, KeyError):
         pass  # unreadable here: the evaluation reports it properly
     return cores_per_process()
 
