@@ -613,13 +613,13 @@ def create_run_dir(path: str | os.PathLike) -> Path:
     return path
 
 
-#: The lock file of a run folder being trained (:func:`lock_run_dir`).
+#: The lock file of a run folder being trained (:class:`RunLock`).
 RUN_LOCK = ".pcm3.lock"
 
-#: Temporaries of :func:`pcm3.io.atomic_path` for the files a run writes: left behind only by a
-#: process killed while it wrote one (``kill -9``, a power cut).
-#: ``tempfile.mkstemp``'s names: 8 characters of ``[a-z0-9_]`` between the prefix and the
-#: suffix (``.tmp``; ``.png.tmp`` for the figure).
+#: Temporaries of :func:`pcm3.io.atomic_path` for the files a run writes, left behind only by a
+#: process killed while it wrote one (``kill -9``, a power cut): ``tempfile.mkstemp``'s names,
+#: 8 characters of ``[a-z0-9_]`` between the prefix and the suffix (``.tmp``; ``.png.tmp`` for
+#: the figure).
 _RUN_TEMPORARY = re.compile(r"^\.(?:(?:checkpoint_last\.pt|checkpoint_epoch\d+\.pt|metrics\.csv|config\.yaml)"
                             r"\.[a-z0-9_]{8}|loss\.png\.[a-z0-9_]{8}\.png)\.tmp$")
 
